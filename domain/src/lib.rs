@@ -1,0 +1,23 @@
+//! Domain types of orderflow: ids, money, orders and their events, the catalog, and the wire codec.
+//!
+//! Everything here is plain data with no I/O. Stages, stores and the API share these types, and
+//! [`codec`] turns an [`OrderEvent`] into the bytes that travel on the log.
+
+pub mod catalog;
+pub mod codec;
+pub mod ids;
+pub mod money;
+pub mod order;
+pub mod status;
+pub mod view;
+
+pub use catalog::{Catalog, CatalogError, CatalogItem};
+pub use codec::{CodecError, decode_event, encode_event};
+pub use ids::OrderId;
+pub use money::{Currency, Money, MoneyError};
+pub use order::{
+    Address, CheckoutRequest, LineItem, Notification, Order, OrderEvent, Payment, PaymentRequest,
+    PriceBreakdown, PricedLine, Rejection, RejectionCode, Reservation, Shipment,
+};
+pub use status::OrderStatus;
+pub use view::{OrderView, TimelineEntry};

@@ -1,0 +1,241 @@
+//! The embedded storage engine: one [redb] database file behind a single group-commit writer.
+//!
+//! Every embedded adapter (the log in `orderflow-pipeline`, the stock ledger, idempotency keys
+//! and the order store in `orderflow-stores`) writes through one [`Engine`]. Writes are closures
+//! queued to a dedicated writer thread, which drains whatever is queued, applies it in one
+//! transaction and commits it with one fsync: many concurrent writers share one flush (group
+//! commit), and a writer's future resolves only once its change is durable. Because the queue is
+//! FIFO, a change that some caller has seen acknowledged never depends on one that was lost.
+//!
+//! Reads open a read transaction on the shared [`redb::Database`]; they see committed data only.
+
+use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+pub use redb;
+
+/// Most jobs applied in one transaction; bounds the latency of one commit.
+const MAX_GROUP: usize = 8192;
+
+/// A failure of the embedded engine.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    /// redb reported an error; the whole group of writes it belonged to was not committed.
+    #[error("embedded storage error: {0}")]
+    Storage(String),
+    /// The writer thread has stopped (the engine is shutting down).
+    #[error("embedded storage is closed")]
+    Closed,
+}
+
+impl From<redb::Error> for EngineError {
+    fn from(e: redb::Error) -> Self {
+        Self::Storage(e.to_string())
+    }
+}
+
+trait Job: Send {
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), redb::Error>;
+    fn finish(self: Box<Self>, outcome: Result<(), EngineError>);
+}
+
+struct TypedJob<T, F> {
+    work: Option<F>,
+    output: Option<T>,
+    reply: oneshot::Sender<Result<T, EngineError>>,
+}
+
+impl<T, F> Job for TypedJob<T, F>
+where
+    T: Send,
+    F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send,
+{
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), redb::Error> {
+        if let Some(work) = self.work.take() {
+            self.output = Some(work(txn)?);
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, outcome: Result<(), EngineError>) {
+        let result = match (outcome, self.output) {
+            (Ok(()), Some(output)) => Ok(output),
+            (Ok(()), None) => Err(EngineError::Storage("write was not applied".into())),
+            (Err(e), _) => Err(e),
+        };
+        // The caller may have gone away (request cancelled); the write stands regardless.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// A handle on the embedded database and its writer; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    db: Arc<Database>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
+}
+
+impl Engine {
+    /// Opens (or creates) the database at `dir/orderflow.redb` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Self, EngineError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            EngineError::Storage(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join("orderflow.redb");
+        let db = Database::create(&path)
+            .map_err(|e| EngineError::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let db = Arc::new(db);
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let writer_db = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("orderflow-writer".into())
+            .spawn(move || run_writer(&writer_db, &queue))
+            .map_err(|e| EngineError::Storage(format!("cannot start writer thread: {e}")))?;
+        tracing::info!(path = %path.display(), "Embedded storage opened");
+        Ok(Self { db, jobs })
+    }
+
+    /// Queues a write at once and returns a future that resolves when it is durable.
+    ///
+    /// The closure runs on the writer thread inside a transaction shared with other writes; it
+    /// must not block on anything but the transaction. Writes are applied in the order in which
+    /// `submit` was called.
+    pub fn submit<T, F>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Result<T, EngineError>> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            work: Some(work),
+            output: None,
+            reply,
+        });
+        let queued = self.jobs.send(job).map_err(|_| EngineError::Closed);
+        async move {
+            queued?;
+            answer.await.map_err(|_| EngineError::Closed)?
+        }
+    }
+
+    /// Runs a read against the latest committed state.
+    pub fn read<T>(
+        &self,
+        work: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
+    ) -> Result<T, EngineError> {
+        let txn = self.db.begin_read().map_err(redb::Error::from)?;
+        Ok(work(&txn)?)
+    }
+}
+
+fn run_writer(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = queue.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let outcome = commit_group(db, &mut group);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, writes = group.len(), "Embedded commit failed");
+        }
+        metrics::histogram!("orderflow_embedded_commit_seconds").record(started.elapsed());
+        metrics::histogram!("orderflow_embedded_commit_group_size").record(group.len() as f64);
+        for job in group {
+            job.finish(outcome.clone());
+        }
+    }
+    tracing::debug!("Embedded writer stopped");
+}
+
+fn commit_group(db: &Database, group: &mut [Box<dyn Job>]) -> Result<(), EngineError> {
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    for job in group.iter_mut() {
+        // One failing write aborts the group (the transaction is dropped uncommitted): every
+        // caller learns its write did not happen and retries, so nothing half-applied survives.
+        job.apply(&txn)?;
+    }
+    txn.commit().map_err(redb::Error::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{ReadableTable, TableDefinition};
+
+    const T: TableDefinition<u64, u64> = TableDefinition::new("t");
+
+    #[tokio::test]
+    async fn concurrent_writes_commit_and_survive_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let engine = Engine::open(dir.path()).expect("opens");
+            let writes = (0..500u64).map(|i| {
+                engine.submit(move |txn| {
+                    let mut t = txn.open_table(T)?;
+                    t.insert(i, i * 2)?;
+                    Ok(i)
+                })
+            });
+            let done = futures_join(writes).await;
+            assert_eq!(done.len(), 500);
+            assert!(done.iter().all(Result::is_ok));
+        }
+        // The writer thread exits once every handle is gone; give it a moment to close the file.
+        let engine = loop {
+            match Engine::open(dir.path()) {
+                Ok(engine) => break engine,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        };
+        let sum = engine
+            .read(|txn| {
+                let t = txn.open_table(T)?;
+                let mut sum = 0;
+                for row in t.iter()? {
+                    sum += row?.1.value();
+                }
+                Ok(sum)
+            })
+            .expect("reads");
+        assert_eq!(sum, (0..500u64).map(|i| i * 2).sum::<u64>());
+    }
+
+    #[tokio::test]
+    async fn a_failing_write_fails_its_group_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path()).expect("opens");
+        let bad = engine.submit(|_txn| -> Result<(), redb::Error> {
+            Err(redb::Error::Corrupted("test".into()))
+        });
+        assert!(matches!(bad.await, Err(EngineError::Storage(_))));
+        let good = engine.submit(|txn| {
+            txn.open_table(T)?.insert(1, 1)?;
+            Ok(())
+        });
+        assert!(good.await.is_ok());
+    }
+
+    async fn futures_join<T>(futs: impl Iterator<Item = impl Future<Output = T>>) -> Vec<T> {
+        let handles: Vec<_> = futs.map(|f| Box::pin(f)).collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(h.await);
+        }
+        out
+    }
+}

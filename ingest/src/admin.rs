@@ -1,0 +1,75 @@
+//! `GET|PUT /v1/admin/stock/{sku}`: read and set a SKU's available stock (scope `admin`).
+
+use crate::body::parse_json;
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use orderflow_stores::StockLevel;
+use serde::Deserialize;
+
+/// Body of `PUT /v1/admin/stock/{sku}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetStock {
+    /// New available quantity.
+    pub available: i64,
+}
+
+/// The stock level of a catalog SKU.
+pub async fn get_stock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(sku): Path<String>,
+) -> Result<Json<StockLevel>, Problem> {
+    state.auth.require(&headers, "admin")?;
+    known(&state, &sku)?;
+    let level = state.ledger.level(&sku).await.map_err(unavailable)?;
+    let level = level.unwrap_or(StockLevel {
+        sku,
+        initial: 0,
+        available: 0,
+        reserved: 0,
+        committed: 0,
+    });
+    Ok(Json(level))
+}
+
+/// Sets the available stock of a catalog SKU.
+pub async fn put_stock(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(sku): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<StockLevel>, Problem> {
+    state.auth.require(&headers, "admin")?;
+    known(&state, &sku)?;
+    let (request, _): (SetStock, _) = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    let available = u64::try_from(request.available).map_err(|_| {
+        Problem::invalid(
+            "available must not be negative",
+            vec!["available: must be ≥ 0".into()],
+        )
+    })?;
+    let level = state
+        .ledger
+        .set_available(&sku, available)
+        .await
+        .map_err(unavailable)?;
+    tracing::info!(sku = %level.sku, available = level.available, "Stock set by admin");
+    Ok(Json(level))
+}
+
+fn known(state: &AppState, sku: &str) -> Result<(), Problem> {
+    match state.catalog.get(sku) {
+        Some(_) => Ok(()),
+        None => Err(Problem::not_found(format!("no SKU {sku:?} in the catalog"))),
+    }
+}
+
+fn unavailable(e: orderflow_stores::StoreError) -> Problem {
+    tracing::warn!(error = %e, "Stock ledger unavailable");
+    Problem::unavailable("cannot reach the stock ledger now; retry")
+}

@@ -1,0 +1,167 @@
+//! HS256 JWTs: verifying the customer's token and minting tokens for curl, k6 and tests.
+
+use crate::Problem;
+use axum::http::HeaderMap;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The claims orderflow reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Customer id.
+    pub sub: String,
+    /// Space-separated scopes: `checkout`, `orders:read`, `admin`.
+    #[serde(default)]
+    pub scope: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    #[serde(default)]
+    pub iat: u64,
+}
+
+impl Claims {
+    /// Whether the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope.split_whitespace().any(|s| s == scope)
+    }
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot mint token: {0}")]
+pub struct MintError(String);
+
+/// Verifies and mints tokens with one shared secret.
+pub struct Auth {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl Auth {
+    /// Tokens signed with `secret` (HS256).
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 30;
+        validation.validate_aud = false;
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// A token for `sub` with `scope`, valid for `ttl`.
+    pub fn mint(&self, sub: &str, scope: &str, ttl: Duration) -> Result<String, MintError> {
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            scope: scope.to_owned(),
+            exp: now + ttl.as_secs(),
+            iat: now,
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| MintError(e.to_string()))
+    }
+
+    /// The verified claims of the request's `Authorization: Bearer` token.
+    pub fn verify(&self, headers: &HeaderMap) -> Result<Claims, Problem> {
+        let value = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthorized("send Authorization: Bearer <token>"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| Problem::unauthorized("the Authorization header is not text"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| Problem::unauthorized("the Authorization scheme must be Bearer"))?;
+        let data = decode::<Claims>(token.trim(), &self.decoding, &self.validation)
+            .map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
+        if data.claims.sub.is_empty() {
+            return Err(Problem::unauthorized("the token has no subject"));
+        }
+        Ok(data.claims)
+    }
+
+    /// Verified claims that carry `scope`; 403 otherwise.
+    pub fn require(&self, headers: &HeaderMap, scope: &str) -> Result<Claims, Problem> {
+        let claims = self.verify(headers)?;
+        if claims.has_scope(scope) {
+            Ok(claims)
+        } else {
+            Err(Problem::forbidden(format!(
+                "the token lacks scope {scope:?}"
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            axum::http::header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("ascii"),
+        );
+        h
+    }
+
+    #[test]
+    fn minted_tokens_verify_and_carry_scopes() {
+        let auth = Auth::new(b"secret");
+        let token = auth
+            .mint("cust-1", "checkout orders:read", Duration::from_secs(60))
+            .expect("mints");
+        let claims = auth.verify(&bearer(&token)).expect("verifies");
+        assert_eq!(claims.sub, "cust-1");
+        assert!(claims.has_scope("checkout") && !claims.has_scope("admin"));
+        assert_eq!(
+            auth.require(&bearer(&token), "admin")
+                .map_err(|p| p.status.as_u16())
+                .err(),
+            Some(403)
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_401() {
+        let auth = Auth::new(b"secret");
+        let other = Auth::new(b"other")
+            .mint("c", "checkout", Duration::from_secs(60))
+            .expect("mints");
+        for headers in [HeaderMap::new(), bearer("garbage"), bearer(&other)] {
+            assert_eq!(
+                auth.verify(&headers).map_err(|p| p.status.as_u16()).err(),
+                Some(401)
+            );
+        }
+        let expired = {
+            let now = chrono::Utc::now().timestamp() as u64;
+            let claims = Claims {
+                sub: "c".into(),
+                scope: "checkout".into(),
+                exp: now - 3600,
+                iat: now - 7200,
+            };
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"secret"),
+            )
+            .expect("encodes")
+        };
+        assert_eq!(
+            auth.verify(&bearer(&expired))
+                .map_err(|p| p.status.as_u16())
+                .err(),
+            Some(401)
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! `POST /v1/checkouts`: authenticate, validate the shape, append durably, answer 202.
+
+use crate::body::parse_json;
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes as Payload;
+use chrono::Utc;
+use orderflow_domain::{CheckoutRequest, Order, OrderEvent, OrderId, OrderStatus, encode_event};
+use orderflow_pipeline::{Message, header as log_header};
+use orderflow_stores::Claim;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// How long a claimed key may stay pending before another request may take it over.
+const PENDING_TTL: Duration = Duration::from_secs(30);
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+
+/// Accepts a checkout.
+pub async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = accept(&state, &headers, body).await;
+    let outcome = match &result {
+        Ok((_, true)) => "replayed",
+        Ok((_, false)) => "accepted",
+        Err(p) if p.status.is_server_error() => "unavailable",
+        Err(_) => "refused",
+    };
+    metrics::counter!("orderflow_checkouts_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("orderflow_checkout_seconds").record(started.elapsed());
+    match result {
+        Ok((id, replayed)) => accepted(id, replayed),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+async fn accept(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(OrderId, bool), Problem> {
+    let claims = state.auth.require(headers, "checkout")?;
+    let key = idempotency_key(headers)?;
+    let (request, _raw): (CheckoutRequest, _) =
+        parse_json(headers, body, state.settings.max_body_bytes)?;
+    let problems = request.structural_problems();
+    if !problems.is_empty() {
+        return Err(Problem::invalid(
+            format!("the checkout has {} problem(s)", problems.len()),
+            problems,
+        ));
+    }
+
+    let order_id = OrderId::new();
+    // Keys are per customer: two customers may pick the same key.
+    let scoped_key = key.map(|k| format!("{}:{}:{}", claims.sub.len(), claims.sub, k));
+    if let Some(scoped) = &scoped_key {
+        let fingerprint = fingerprint(&request)?;
+        match state
+            .idempotency
+            .claim(scoped, &fingerprint, order_id, PENDING_TTL)
+            .await
+        {
+            Ok(Claim::Claimed) => {}
+            Ok(Claim::Existing {
+                fingerprint: first,
+                order_id,
+                complete,
+            }) => {
+                return if first != fingerprint {
+                    Err(Problem::key_reused())
+                } else if complete {
+                    Ok((order_id, true))
+                } else {
+                    Err(Problem::in_progress())
+                };
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Idempotency store unavailable");
+                return Err(Problem::unavailable(
+                    "cannot record the Idempotency-Key now; retry",
+                ));
+            }
+        }
+    }
+
+    let now = Utc::now();
+    let order = Order::from_checkout(order_id, claims.sub, request, now);
+    let event = OrderEvent {
+        status: OrderStatus::Accepted,
+        at: now,
+        order,
+    };
+    let value = encode_event(&event).map_err(|e| {
+        tracing::error!(error = %e, "Cannot encode an accepted order");
+        Problem::internal()
+    })?;
+    let mut message_headers = vec![
+        (
+            log_header::IDEMPOTENCY_KEY.to_owned(),
+            format!("{order_id}:ingest"),
+        ),
+        (log_header::ATTEMPT.to_owned(), "1".to_owned()),
+    ];
+    if let Some(trace) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        message_headers.push((log_header::TRACEPARENT.to_owned(), trace.to_owned()));
+    }
+    let message = Message {
+        topic: state.settings.accepted_topic.clone(),
+        key: Payload::from(order_id.to_string()),
+        value: Payload::from(value),
+        headers: message_headers,
+    };
+    let appended = Instant::now();
+    let result = state.log.append(vec![message]).await;
+    metrics::histogram!("orderflow_checkout_append_seconds").record(appended.elapsed());
+    match result {
+        Ok(_) => {
+            if let Some(scoped) = scoped_key {
+                // Queued behind the append; the 202 need not wait for its flush.
+                let store = state.idempotency.clone();
+                let ttl = state.settings.idempotency_ttl;
+                tokio::spawn(async move {
+                    if let Err(e) = store.complete(&scoped, ttl).await {
+                        tracing::warn!(error = %e, "Cannot complete an idempotency claim");
+                    }
+                });
+            }
+            Ok((order_id, false))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %order_id, "Log append failed; answering 503");
+            if let Some(scoped) = scoped_key
+                && let Err(e) = state.idempotency.abandon(&scoped).await
+            {
+                tracing::warn!(error = %e, "Cannot abandon an idempotency claim");
+            }
+            Err(Problem::unavailable(
+                "the order log cannot take the order now; retry",
+            ))
+        }
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| Problem::malformed("Idempotency-Key must be visible ASCII"))?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    {
+        return Err(Problem::malformed(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// A fingerprint of the request's meaning (not its bytes): the same checkout with other
+/// whitespace or key order is the same request.
+fn fingerprint(request: &CheckoutRequest) -> Result<String, Problem> {
+    let canonical = serde_json::to_vec(request).map_err(|_| Problem::internal())?;
+    let mut a: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut b: u64 = 0x8422_2325_cbf2_9ce4;
+    for byte in &canonical {
+        a = (a ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        b = (b ^ u64::from(*byte))
+            .wrapping_mul(0x0000_0100_0000_01b3)
+            .rotate_left(5);
+    }
+    Ok(format!("{a:016x}{b:016x}{:x}", canonical.len()))
+}
+
+fn accepted(order_id: OrderId, replayed: bool) -> Response {
+    let status_url = format!("/v1/orders/{order_id}");
+    let body = json!({
+        "order_id": order_id,
+        "status": "accepted",
+        "status_url": status_url,
+        "events_url": format!("/v1/orders/{order_id}/ws"),
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&status_url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if replayed {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}

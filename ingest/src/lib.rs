@@ -1,0 +1,91 @@
+//! The HTTP API of orderflow (axum).
+//!
+//! [`app`] builds the router from an [`AppState`] of trait objects, so the binary and the tests
+//! wire it the same way. Routes:
+//!
+//! | route | module |
+//! |---|---|
+//! | `POST /v1/checkouts` | [`checkout`]: authenticate, validate, append durably, answer 202 |
+//! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
+//! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
+//! | `GET/PUT /v1/admin/stock/{sku}` | [`admin`]: stock levels, scope `admin` |
+//! | `/healthz`, `/readyz`, `/metrics` | [`ops`] |
+//!
+//! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are HS256 JWTs
+//! ([`auth`]).
+
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod catalog;
+pub mod checkout;
+pub mod ops;
+pub mod orders;
+pub mod problem;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use orderflow_domain::Catalog;
+use orderflow_pipeline::Log;
+use orderflow_stores::{IdempotencyStore, OrderStore, StockLedger};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use auth::{Auth, Claims};
+pub use problem::Problem;
+
+/// Settings of the API.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: usize,
+    /// Topic the checkouts are appended to.
+    pub accepted_topic: String,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+/// Everything the handlers need: backends as trait objects, chosen by the binary.
+#[derive(Clone)]
+pub struct AppState {
+    /// The log the checkouts are appended to.
+    pub log: Arc<dyn Log>,
+    /// Stock levels.
+    pub ledger: Arc<dyn StockLedger>,
+    /// `Idempotency-Key` claims.
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Order views.
+    pub orders: Arc<dyn OrderStore>,
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Token verification.
+    pub auth: Arc<Auth>,
+    /// Prometheus exposition of the process's metrics.
+    pub metrics: Option<PrometheusHandle>,
+    /// Settings.
+    pub settings: Arc<ApiSettings>,
+}
+
+/// The API router.
+pub fn app(state: AppState) -> Router {
+    let limit = state.settings.max_body_bytes;
+    Router::new()
+        .route("/v1/checkouts", post(checkout::create))
+        .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/catalog", get(catalog::list))
+        .route(
+            "/v1/admin/stock/{sku}",
+            get(admin::get_stock).put(admin::put_stock),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // The handlers enforce the limit themselves with a problem+json answer; this layer only
+        // makes sure axum never buffers more than that.
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

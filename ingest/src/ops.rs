@@ -1,0 +1,48 @@
+//! Liveness, readiness, metrics and the fallbacks.
+
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: the log can take orders.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    match state.log.ready().await {
+        Ok(()) => Ok(Json(
+            json!({ "status": "ready", "checks": { "log": "ok" } }),
+        )),
+        Err(e) => Err(Problem::unavailable(format!("log not ready: {e}"))),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
+
+/// Any unknown route.
+pub async fn not_found() -> Problem {
+    Problem::not_found("no such route")
+}
+
+/// A known route with the wrong method.
+pub async fn method_not_allowed() -> Problem {
+    Problem::method_not_allowed()
+}

@@ -1,0 +1,441 @@
+//! The API against real embedded backends, request by request (`oneshot`): every error class,
+//! and proof that a refused request never reaches the log.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event};
+use orderflow_embedded::Engine;
+use orderflow_ingest::{ApiSettings, AppState, Auth, app};
+use orderflow_pipeline::{EmbeddedLog, Log};
+use orderflow_stores::embedded::{EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore};
+use orderflow_stores::{OrderStore, StockLedger};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const TOPIC: &str = "orders.accepted";
+const LIMIT: usize = 8192;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    router: Router,
+    log: Arc<dyn Log>,
+    orders: Arc<dyn OrderStore>,
+    auth: Arc<Auth>,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new(engine.clone(), 2).expect("log"));
+    log.ensure_topics(&[TOPIC.to_owned()])
+        .await
+        .expect("topics");
+    let ledger = Arc::new(EmbeddedLedger::open(engine.clone()).expect("ledger"));
+    ledger.seed(&[("SKU-0001".into(), 10)]).await.expect("seed");
+    let orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let item = CatalogItem {
+        sku: "SKU-0001".into(),
+        name: "Mug".into(),
+        price_minor: 1299,
+        category: "home".into(),
+        weight_grams: 400,
+        stock: 10,
+    };
+    let catalog =
+        Catalog::new(Currency::parse("USD").expect("valid"), vec![item]).expect("catalog");
+    let auth = Arc::new(Auth::new(b"test-secret"));
+    let state = AppState {
+        log: log.clone(),
+        ledger,
+        idempotency: Arc::new(EmbeddedIdempotency::new(engine)),
+        orders: orders.clone(),
+        catalog: Arc::new(catalog),
+        auth: auth.clone(),
+        metrics: None,
+        settings: Arc::new(ApiSettings {
+            max_body_bytes: LIMIT,
+            accepted_topic: TOPIC.into(),
+            idempotency_ttl: Duration::from_secs(86_400),
+        }),
+    };
+    Harness {
+        _dir: dir,
+        router: app(state),
+        log,
+        orders,
+        auth,
+    }
+}
+
+fn checkout_body() -> Value {
+    json!({
+        "currency": "USD",
+        "lines": [{"sku": "SKU-0001", "quantity": 2}],
+        "shipping_address": {"name": "Ada", "line1": "1 Main St", "city": "SF", "region": "CA",
+                             "postal_code": "94107", "country": "US"},
+        "coupon_codes": [],
+        "payment": {"token": "tok_visa"}
+    })
+}
+
+impl Harness {
+    fn token(&self, sub: &str, scope: &str) -> String {
+        self.auth
+            .mint(sub, scope, Duration::from_secs(300))
+            .expect("mints")
+    }
+
+    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("responds");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        (status, headers, body)
+    }
+
+    async fn post(
+        &self,
+        token: Option<&str>,
+        content_type: &str,
+        body: impl Into<Body>,
+        key: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut request = Request::post("/v1/checkouts").header(header::CONTENT_TYPE, content_type);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        self.send(request.body(body.into()).expect("request")).await
+    }
+
+    async fn appended(&self) -> Vec<OrderEvent> {
+        let records = self.log.read(TOPIC, 1000).await.expect("read");
+        records
+            .iter()
+            .map(|r| decode_event(&r.value).expect("decodes"))
+            .collect()
+    }
+}
+
+fn assert_problem(
+    status: StatusCode,
+    headers: &axum::http::HeaderMap,
+    body: &Value,
+    expected: u16,
+    slug: &str,
+) {
+    assert_eq!(status.as_u16(), expected, "body: {body}");
+    assert_eq!(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    assert_eq!(body["type"], format!("/problems/{slug}"), "body: {body}");
+    assert_eq!(body["status"], expected);
+    assert!(body["title"].is_string() && body["detail"].is_string());
+}
+
+#[tokio::test]
+async fn every_bad_input_class_gets_its_problem_and_nothing_is_appended() {
+    let h = harness().await;
+    let good = h.token("cust-1", "checkout");
+    let body = checkout_body().to_string();
+
+    // 401: no token, garbage token, token signed with another key.
+    let foreign = Auth::new(b"other")
+        .mint("cust-1", "checkout", Duration::from_secs(60))
+        .expect("mints");
+    for token in [None, Some("garbage"), Some(foreign.as_str())] {
+        let (s, hd, b) = h.post(token, "application/json", body.clone(), None).await;
+        assert_problem(s, &hd, &b, 401, "unauthorized");
+        assert_eq!(
+            hd.get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok()),
+            Some("Bearer")
+        );
+    }
+    // 403: valid token without the checkout scope.
+    let (s, hd, b) = h
+        .post(
+            Some(&h.token("cust-1", "orders:read")),
+            "application/json",
+            body.clone(),
+            None,
+        )
+        .await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+    // 415: not JSON.
+    let (s, hd, b) = h.post(Some(&good), "text/plain", body.clone(), None).await;
+    assert_problem(s, &hd, &b, 415, "unsupported-media-type");
+    // 413: larger than the limit.
+    let mut big = checkout_body();
+    big["shipping_address"]["line1"] = json!("x".repeat(LIMIT));
+    let (s, hd, b) = h
+        .post(Some(&good), "application/json", big.to_string(), None)
+        .await;
+    assert_problem(s, &hd, &b, 413, "payload-too-large");
+    // 400: not JSON at all, and JSON of the wrong shape.
+    let (s, hd, b) = h
+        .post(Some(&good), "application/json", "{\"currency\":", None)
+        .await;
+    assert_problem(s, &hd, &b, 400, "malformed-request");
+    let mut wrong = checkout_body();
+    wrong["lines"][0]["quantity"] = json!("two");
+    let (s, hd, b) = h
+        .post(Some(&good), "application/json", wrong.to_string(), None)
+        .await;
+    assert_problem(s, &hd, &b, 400, "malformed-request");
+    // 400: an Idempotency-Key over 255 characters.
+    let (s, hd, b) = h
+        .post(
+            Some(&good),
+            "application/json",
+            body.clone(),
+            Some(&"k".repeat(256)),
+        )
+        .await;
+    assert_problem(s, &hd, &b, 400, "malformed-request");
+    // 422: readable but unacceptable values, each named.
+    let mut bad = checkout_body();
+    bad["lines"][0]["quantity"] = json!(0);
+    bad["currency"] = json!("dollars");
+    let (s, hd, b) = h
+        .post(Some(&good), "application/json", bad.to_string(), None)
+        .await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    let errors = b["errors"].as_array().expect("errors listed");
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(errors.iter().any(|e| {
+        e.as_str()
+            .is_some_and(|e| e.starts_with("lines[0].quantity"))
+    }));
+    let mut many = checkout_body();
+    many["lines"] = json!(vec![json!({"sku": "SKU-0001", "quantity": 1}); 101]);
+    let (s, hd, b) = h
+        .post(Some(&good), "application/json", many.to_string(), None)
+        .await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+
+    assert!(
+        h.appended().await.is_empty(),
+        "a refused request reached the log"
+    );
+}
+
+#[tokio::test]
+async fn a_checkout_is_appended_once_and_idempotency_keys_replay() {
+    let h = harness().await;
+    let token = h.token("cust-1", "checkout");
+    let body = checkout_body().to_string();
+
+    let (s, hd, b) = h
+        .post(
+            Some(&token),
+            "application/json; charset=utf-8",
+            body.clone(),
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["order_id"].as_str().expect("order id").to_owned();
+    assert_eq!(b["status"], "accepted");
+    assert_eq!(b["status_url"], format!("/v1/orders/{id}"));
+    assert_eq!(b["events_url"], format!("/v1/orders/{id}/ws"));
+    assert_eq!(
+        hd.get(header::LOCATION).and_then(|v| v.to_str().ok()),
+        Some(format!("/v1/orders/{id}").as_str())
+    );
+
+    let appended = h.appended().await;
+    assert_eq!(appended.len(), 1);
+    assert_eq!(appended[0].order.id.to_string(), id);
+    assert_eq!(appended[0].order.customer_id, "cust-1");
+
+    // Same key, same meaning (other formatting): the same order, not a new one. The claim is
+    // completed in the background, so allow it a moment.
+    let reformatted = serde_json::to_string_pretty(&checkout_body()).expect("json");
+    let mut replay = None;
+    for _ in 0..50 {
+        let (s, hd, b) = h
+            .post(
+                Some(&token),
+                "application/json",
+                reformatted.clone(),
+                Some("key-1"),
+            )
+            .await;
+        if s == StatusCode::ACCEPTED {
+            replay = Some((hd, b));
+            break;
+        }
+        assert_eq!(s, StatusCode::CONFLICT, "{b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (hd, b) = replay.expect("replayed");
+    assert_eq!(b["order_id"], id.as_str());
+    assert_eq!(
+        hd.get("idempotent-replayed").and_then(|v| v.to_str().ok()),
+        Some("true")
+    );
+
+    // Same key, another body: 422. Another customer may use the same key freely.
+    let mut other = checkout_body();
+    other["lines"][0]["quantity"] = json!(3);
+    let (s, hd, b) = h
+        .post(
+            Some(&token),
+            "application/json",
+            other.to_string(),
+            Some("key-1"),
+        )
+        .await;
+    assert_problem(s, &hd, &b, 422, "idempotency-key-reused");
+    let (s, _, b) = h
+        .post(
+            Some(&h.token("cust-2", "checkout")),
+            "application/json",
+            body,
+            Some("key-1"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    assert_ne!(b["order_id"], id.as_str());
+
+    assert_eq!(h.appended().await.len(), 2);
+}
+
+#[tokio::test]
+async fn orders_are_visible_to_their_owner_and_admins_only() {
+    let h = harness().await;
+    let (s, _, b) = h
+        .post(
+            Some(&h.token("cust-1", "checkout")),
+            "application/json",
+            checkout_body().to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = b["order_id"].as_str().expect("id").to_owned();
+    let get = |token: String, id: String| {
+        Request::get(format!("/v1/orders/{id}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request")
+    };
+
+    let (s, hd, b) = h.send(get(h.token("cust-1", ""), id.clone())).await;
+    assert_problem(s, &hd, &b, 404, "not-found");
+
+    h.orders.apply(h.appended().await).await.expect("projects");
+    let (s, _, b) = h.send(get(h.token("cust-1", ""), id.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "accepted");
+    assert_eq!(b["timeline"][0]["status"], "accepted");
+    assert_eq!(b["lines"][0]["sku"], "SKU-0001");
+
+    let (s, hd, b) = h.send(get(h.token("cust-2", ""), id.clone())).await;
+    assert_problem(s, &hd, &b, 404, "not-found");
+    let (s, _, _) = h.send(get(h.token("ops", "admin"), id.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, hd, b) = h.send(get(h.token("cust-1", ""), "not-an-id".into())).await;
+    assert_problem(s, &hd, &b, 400, "malformed-request");
+    let unauthenticated = Request::get(format!("/v1/orders/{id}"))
+        .body(Body::empty())
+        .expect("request");
+    let (s, hd, b) = h.send(unauthenticated).await;
+    assert_problem(s, &hd, &b, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn admins_read_and_set_stock_and_the_catalog_shows_it() {
+    let h = harness().await;
+    let admin = h.token("ops", "admin");
+    let put = |token: &str, sku: &str, body: &str| {
+        Request::put(format!("/v1/admin/stock/{sku}"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .expect("request")
+    };
+    let (s, hd, b) = h
+        .send(put(
+            &h.token("cust-1", "checkout"),
+            "SKU-0001",
+            "{\"available\":5}",
+        ))
+        .await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+    let (s, _, b) = h.send(put(&admin, "SKU-0001", "{\"available\":25}")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["available"].as_u64(), b["initial"].as_u64()),
+        (Some(25), Some(25))
+    );
+    let (s, hd, b) = h.send(put(&admin, "SKU-0001", "{\"available\":-1}")).await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    let (s, hd, b) = h.send(put(&admin, "SKU-9999", "{\"available\":1}")).await;
+    assert_problem(s, &hd, &b, 404, "not-found");
+
+    let get = Request::get("/v1/admin/stock/SKU-0001")
+        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+        .body(Body::empty())
+        .expect("request");
+    let (s, _, b) = h.send(get).await;
+    assert_eq!((s, b["available"].as_u64()), (StatusCode::OK, Some(25)));
+
+    let (s, _, b) = h
+        .send(
+            Request::get("/v1/catalog")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["items"][0]["sku"], "SKU-0001");
+    assert_eq!(b["items"][0]["available"], 25);
+    assert_eq!(b["items"][0]["price"]["minor"], 1299);
+
+    let (s, _, b) = h
+        .send(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!((s, b["status"].as_str()), (StatusCode::OK, Some("ready")));
+    let (s, hd, b) = h
+        .send(Request::get("/nope").body(Body::empty()).expect("request"))
+        .await;
+    assert_problem(s, &hd, &b, 404, "not-found");
+    let (s, hd, b) = h
+        .send(
+            Request::delete("/v1/catalog")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_problem(s, &hd, &b, 405, "method-not-allowed");
+}

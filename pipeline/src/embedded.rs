@@ -1,0 +1,438 @@
+//! The [`Log`] on the embedded engine: records and group offsets in one redb database.
+//!
+//! A record lives under `(topic, partition, offset)`. Appends go through the engine's
+//! group-commit writer, so an append resolves only when it is on disk, and many concurrent
+//! appends share one fsync. [`Consumer::complete`] writes a stage's outputs and its new offsets in
+//! the same transaction: on this backend a stage's step is atomic, not just at-least-once.
+
+use crate::log::{Consumer, Headers, Log, LogError, Message, Offsets, Record};
+use async_trait::async_trait;
+use bytes::Bytes;
+use orderflow_embedded::redb::{ReadableTable, TableDefinition, WriteTransaction};
+use orderflow_embedded::{Engine, EngineError, redb};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// `(topic, partition, offset)` → framed record.
+const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log_records");
+/// `(group, topic, partition)` → next offset to read.
+const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("log_offsets");
+/// `topic` → partition count.
+const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("log_topics");
+
+impl From<EngineError> for LogError {
+    fn from(e: EngineError) -> Self {
+        LogError::Unavailable(e.to_string())
+    }
+}
+
+/// The embedded log.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    partitions: u32,
+    /// Next offset per partition, owned by the writer thread (only closures touch it). A failed
+    /// group leaves a gap, which readers skip over: offsets need only grow.
+    next: Mutex<HashMap<(String, u32), u64>>,
+    /// Woken after every durable append.
+    appended: Notify,
+}
+
+impl EmbeddedLog {
+    /// A log on `engine` whose topics have `partitions` partitions each.
+    pub fn new(engine: Engine, partitions: u32) -> Result<Self, LogError> {
+        if partitions == 0 {
+            return Err(LogError::Invalid("partitions must be at least 1".into()));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                partitions,
+                next: Mutex::new(HashMap::new()),
+                appended: Notify::new(),
+            }),
+        })
+    }
+
+    fn partition_of(&self, key: &[u8]) -> u32 {
+        // FNV-1a: stable across runs and versions, so a key keeps its partition after restart.
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in key {
+            hash ^= u32::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % self.inner.partitions
+    }
+
+    /// Queues the append of `messages` inside the writer's transaction.
+    fn write_records(
+        inner: &Inner,
+        txn: &WriteTransaction,
+        messages: &[(u32, Message)],
+    ) -> Result<Vec<(u32, u64)>, redb::Error> {
+        let mut table = txn.open_table(RECORDS)?;
+        let mut next = inner.next.lock();
+        let mut positions = Vec::with_capacity(messages.len());
+        for (partition, message) in messages {
+            let slot = (message.topic.clone(), *partition);
+            let offset = match next.get(&slot) {
+                Some(offset) => *offset,
+                None => {
+                    let last = table
+                        .range(
+                            (message.topic.as_str(), *partition, 0)
+                                ..=(message.topic.as_str(), *partition, u64::MAX),
+                        )?
+                        .next_back()
+                        .transpose()?
+                        .map(|(key, _)| key.value().2 + 1);
+                    last.unwrap_or(0)
+                }
+            };
+            let frame = encode_frame(&message.headers, &message.key, &message.value);
+            table.insert(
+                (message.topic.as_str(), *partition, offset),
+                frame.as_slice(),
+            )?;
+            next.insert(slot, offset + 1);
+            positions.push((*partition, offset));
+        }
+        Ok(positions)
+    }
+
+    fn route(&self, messages: Vec<Message>) -> Vec<(u32, Message)> {
+        messages
+            .into_iter()
+            .map(|m| (self.partition_of(&m.key), m))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        let topics = topics.to_vec();
+        let partitions = self.inner.partitions;
+        let existing = self
+            .inner
+            .engine
+            .submit(move |txn| {
+                let mut table = txn.open_table(TOPICS)?;
+                let mut mismatched = Vec::new();
+                for topic in &topics {
+                    let current = table.get(topic.as_str())?.map(|v| v.value());
+                    match current {
+                        None => {
+                            table.insert(topic.as_str(), partitions)?;
+                        }
+                        Some(p) if p != partitions => mismatched.push(format!("{topic} has {p}")),
+                        Some(_) => {}
+                    }
+                }
+                Ok(mismatched)
+            })
+            .await?;
+        if existing.is_empty() {
+            Ok(())
+        } else {
+            // Repartitioning would move keys between partitions and break per-order ordering.
+            Err(LogError::Invalid(format!(
+                "the data directory was created with another partition count ({}); configured {partitions}",
+                existing.join(", ")
+            )))
+        }
+    }
+
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let routed = self.route(messages);
+        let inner = Arc::clone(&self.inner);
+        let positions = self
+            .inner
+            .engine
+            .submit(move |txn| Self::write_records(&inner, txn, &routed))
+            .await?;
+        self.inner.appended.notify_waiters();
+        Ok(positions)
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let group_owned = group.to_owned();
+        let wanted: Vec<String> = topics.to_vec();
+        let partitions = self.inner.partitions;
+        let positions = self.inner.engine.read(move |txn| {
+            let table = match txn.open_table(OFFSETS) {
+                Ok(table) => Some(table),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let mut positions = Vec::new();
+            for topic in &wanted {
+                for partition in 0..partitions {
+                    let committed = match &table {
+                        Some(t) => t
+                            .get((group_owned.as_str(), topic.as_str(), partition))?
+                            .map(|v| v.value())
+                            .unwrap_or(0),
+                        None => 0,
+                    };
+                    positions.push(Assigned {
+                        topic: topic.clone(),
+                        partition,
+                        next: committed,
+                        committed,
+                    });
+                }
+            }
+            Ok(positions)
+        })?;
+        Ok(Box::new(EmbeddedConsumer {
+            log: self.clone(),
+            group: group.to_owned(),
+            assigned: positions,
+            cursor: 0,
+        }))
+    }
+
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        for partition in 0..self.inner.partitions {
+            if out.len() >= max {
+                break;
+            }
+            out.extend(read_partition(
+                &self.inner.engine,
+                topic,
+                partition,
+                0,
+                max - out.len(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    async fn ready(&self) -> Result<(), LogError> {
+        // A no-op read proves the database is open; writes fail loudly on their own.
+        self.inner.engine.read(|_| Ok(()))?;
+        Ok(())
+    }
+}
+
+struct Assigned {
+    topic: String,
+    partition: u32,
+    /// Next offset to hand out.
+    next: u64,
+    /// Next offset as committed; where `next` returns to after a failed `complete`.
+    committed: u64,
+}
+
+struct EmbeddedConsumer {
+    log: EmbeddedLog,
+    group: String,
+    assigned: Vec<Assigned>,
+    /// Which assignment to read first next time, so no partition starves.
+    cursor: usize,
+}
+
+impl EmbeddedConsumer {
+    fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        let count = self.assigned.len();
+        for i in 0..count {
+            if out.len() >= max {
+                break;
+            }
+            let a = &mut self.assigned[(self.cursor + i) % count];
+            let records = read_partition(
+                &self.log.inner.engine,
+                &a.topic,
+                a.partition,
+                a.next,
+                max - out.len(),
+            )?;
+            if let Some(last) = records.last() {
+                a.next = last.offset + 1;
+            }
+            out.extend(records);
+        }
+        self.cursor = (self.cursor + 1) % count.max(1);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let inner = Arc::clone(&self.log.inner);
+        let notified = inner.appended.notified();
+        tokio::pin!(notified);
+        // Register before reading, so an append between the read and the wait is not missed.
+        notified.as_mut().enable();
+        let records = self.fetch(max)?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+        let _ = tokio::time::timeout(wait, notified).await;
+        self.fetch(max)
+    }
+
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        let routed = self.log.route(outputs);
+        let inner = Arc::clone(&self.log.inner);
+        let group = self.group.clone();
+        let commit = offsets.clone();
+        let has_outputs = !routed.is_empty();
+        let result = self
+            .log
+            .inner
+            .engine
+            .submit(move |txn| {
+                EmbeddedLog::write_records(&inner, txn, &routed)?;
+                let mut table = txn.open_table(OFFSETS)?;
+                for ((topic, partition), next) in &commit {
+                    table.insert((group.as_str(), topic.as_str(), *partition), *next)?;
+                }
+                Ok(())
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                for a in &mut self.assigned {
+                    if let Some(next) = offsets.get(&(a.topic.clone(), a.partition)) {
+                        a.committed = *next;
+                    }
+                }
+                if has_outputs {
+                    self.log.inner.appended.notify_waiters();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Hand the uncommitted records out again: nothing of this batch was written.
+                for a in &mut self.assigned {
+                    a.next = a.committed;
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn read_partition(
+    engine: &Engine,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Record>, LogError> {
+    let records = engine.read(|txn| {
+        let table = match txn.open_table(RECORDS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table
+            .range((topic, partition, from)..=(topic, partition, u64::MAX))?
+            .take(max)
+        {
+            let (key, value) = row?;
+            out.push((key.value().2, value.value().to_vec()));
+        }
+        Ok(out)
+    })?;
+    records
+        .into_iter()
+        .map(|(offset, frame)| {
+            let (headers, key, value) = decode_frame(&frame).ok_or_else(|| {
+                LogError::Unavailable(format!("corrupt record {topic}/{partition}/{offset}"))
+            })?;
+            Ok(Record {
+                topic: topic.to_owned(),
+                partition,
+                offset,
+                key,
+                value,
+                headers,
+            })
+        })
+        .collect()
+}
+
+/// Frame: `u16` header count, each header as `u16` name length, name, `u32` value length,
+/// value; then `u32` key length, key; the rest is the value. Little-endian.
+fn encode_frame(headers: &Headers, key: &[u8], value: &[u8]) -> Vec<u8> {
+    let size = 6
+        + key.len()
+        + value.len()
+        + headers
+            .iter()
+            .map(|(n, v)| 6 + n.len() + v.len())
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    for (name, val) in headers {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        out.extend_from_slice(val.as_bytes());
+    }
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode_frame(frame: &[u8]) -> Option<(Headers, Bytes, Bytes)> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if buf.len() < n {
+            return None;
+        }
+        let (head, tail) = buf.split_at(n);
+        *buf = tail;
+        Some(head)
+    }
+    let mut buf = frame;
+    let count = u16::from_le_bytes(take(&mut buf, 2)?.try_into().ok()?);
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let n = u16::from_le_bytes(take(&mut buf, 2)?.try_into().ok()?) as usize;
+        let name = std::str::from_utf8(take(&mut buf, n)?).ok()?.to_owned();
+        let n = u32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?) as usize;
+        let val = std::str::from_utf8(take(&mut buf, n)?).ok()?.to_owned();
+        headers.push((name, val));
+    }
+    let n = u32::from_le_bytes(take(&mut buf, 4)?.try_into().ok()?) as usize;
+    let key = Bytes::copy_from_slice(take(&mut buf, n)?);
+    Some((headers, key, Bytes::copy_from_slice(buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_truncation_is_detected() {
+        let headers = vec![("idempotency-key".to_owned(), "o1:validate".to_owned())];
+        let frame = encode_frame(&headers, b"key", b"{\"v\":1}");
+        let (h, k, v) = decode_frame(&frame).expect("decodes");
+        assert_eq!(h, headers);
+        assert_eq!(&k[..], b"key");
+        assert_eq!(&v[..], b"{\"v\":1}");
+        assert!(decode_frame(&frame[..5]).is_none());
+    }
+}

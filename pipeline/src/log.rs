@@ -1,0 +1,130 @@
+//! The [`Log`] trait: what every log backend (embedded, Kafka) provides.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Message headers as name/value pairs, in order.
+pub type Headers = Vec<(String, String)>;
+
+/// Names of the headers the pipeline relies on.
+pub mod header {
+    /// `{order_id}:{stage}`: what makes a stage's side effect idempotent.
+    pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// W3C trace context of the request that created the order.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// How many times the producing step had been attempted.
+    pub const ATTEMPT: &str = "attempt";
+    /// Dead letters: the stage that gave up.
+    pub const DLQ_STAGE: &str = "dlq-stage";
+    /// Dead letters: the last error.
+    pub const DLQ_ERROR: &str = "dlq-error";
+    /// Dead letters: attempts made.
+    pub const DLQ_ATTEMPTS: &str = "dlq-attempts";
+    /// Dead letters: the topic the record came from.
+    pub const DLQ_SOURCE_TOPIC: &str = "dlq-source-topic";
+    /// Dead letters: its partition.
+    pub const DLQ_SOURCE_PARTITION: &str = "dlq-source-partition";
+    /// Dead letters: its offset.
+    pub const DLQ_SOURCE_OFFSET: &str = "dlq-source-offset";
+}
+
+/// A message to append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key (the order id): one key always lands in one partition.
+    pub key: Bytes,
+    /// Payload.
+    pub value: Bytes,
+    /// Headers.
+    pub headers: Headers,
+}
+
+impl Message {
+    /// The value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+/// A record read from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Topic it was read from.
+    pub topic: String,
+    /// Partition within the topic.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+    /// Partitioning key.
+    pub key: Bytes,
+    /// Payload.
+    pub value: Bytes,
+    /// Headers.
+    pub headers: Headers,
+}
+
+impl Record {
+    /// The value of a header, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        find_header(&self.headers, name)
+    }
+}
+
+fn find_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Positions to commit: for each (topic, partition), the next offset to read.
+pub type Offsets = BTreeMap<(String, u32), u64>;
+
+/// A failure of the log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogError {
+    /// The log cannot take or serve data right now; retrying later may succeed.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (unknown topic, bad configuration).
+    #[error("log request invalid: {0}")]
+    Invalid(String),
+}
+
+/// A durable, partitioned, keyed log with consumer groups.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Creates the topics if they do not exist yet.
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError>;
+
+    /// Appends messages; returns once every one of them is durable, with their
+    /// (partition, offset) in the same order.
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError>;
+
+    /// Joins consumer group `group` on `topics`, starting at the group's committed offsets.
+    async fn consumer(&self, group: &str, topics: &[String])
+    -> Result<Box<dyn Consumer>, LogError>;
+
+    /// Reads up to `max` records of one topic from the start of each partition, without a
+    /// consumer group (for `dlq list` and audits).
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError>;
+
+    /// Whether the log can take appends now.
+    async fn ready(&self) -> Result<(), LogError>;
+}
+
+/// One member of a consumer group.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Returns up to `max` records in offset order per partition, waiting at most `wait` for
+    /// the first one.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError>;
+
+    /// Appends `outputs`, then commits `offsets` only once they are durable. A consumer that
+    /// fails here has committed nothing new, and will see the same records again.
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError>;
+}

@@ -1,0 +1,430 @@
+//! The `orderflow` binary: the command line and the wiring of the crates, nothing else.
+//!
+//! `serve` (the default) runs the API, the six stages and the projector in one process on the
+//! backends the configuration names: embedded under `./data` unless told otherwise.
+
+mod config;
+mod wiring;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use config::{Config, Layer};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use orderflow_ingest::{ApiSettings, AppState, Auth};
+use orderflow_pipeline::dlq_topic;
+use orderflow_stages::topology;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// orderflow: a streaming checkout pipeline.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Settings that can be given as flags; each also reads from the file and `ORDERFLOW_*`.
+#[derive(Args)]
+struct Flags {
+    /// Config file (TOML); default: config/orderflow.toml when present.
+    #[arg(long, global = true, env = "ORDERFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    /// API listen address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    /// Log backend: embedded://DIR.
+    #[arg(long, global = true)]
+    log: Option<String>,
+    /// Order store backend: embedded://DIR.
+    #[arg(long, global = true)]
+    store: Option<String>,
+    /// Put the log and the store under DIR (shorthand for --log and --store embedded://DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Redis URL for the hot path (absent: embedded).
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// Partitions per topic.
+    #[arg(long, global = true)]
+    partitions: Option<u32>,
+    /// Catalog file (JSON).
+    #[arg(long, global = true)]
+    catalog: Option<PathBuf>,
+    /// HS256 secret for tokens.
+    #[arg(long, global = true)]
+    jwt_secret: Option<String>,
+}
+
+impl Flags {
+    fn layer(&self) -> Layer {
+        let dir = self
+            .data_dir
+            .as_ref()
+            .map(|d| format!("embedded://{}", d.display()));
+        Layer {
+            listen: self.listen.clone(),
+            log: self.log.clone().or(dir.clone()),
+            store: self.store.clone().or(dir),
+            redis: self.redis.clone(),
+            partitions: self.partitions,
+            catalog: self.catalog.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            ..Layer::default()
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process: API, six stages, projector (the default).
+    Serve,
+    /// Run only the API.
+    Ingest,
+    /// Run the named stages as a worker (validate reserve price charge ship notify project).
+    Stage {
+        /// Stage names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run only the status projector.
+    Project,
+    /// Create the topics and seed the catalog's stock where a SKU has none yet.
+    Seed,
+    /// Print a signed token for curl, k6 and tests.
+    Token {
+        /// Customer id (the `sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "checkout orders:read")]
+        scope: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
+    /// Check initial = available + reserved + committed for every SKU; exit 1 on a breach.
+    Audit,
+    /// Dead-letter topics.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List the dead letters of a topic (e.g. orders.accepted).
+    List {
+        /// Source topic or its .dlq topic.
+        topic: String,
+        /// Most records to show.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let env = match Layer::from_env(&|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => return fail(&e),
+    };
+    let config = match Config::load(cli.flags.config.as_deref(), env, cli.flags.layer()) {
+        Ok(config) => config,
+        Err(e) => return fail(&e),
+    };
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::from(e)),
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("orderflow: error: {e:#}");
+    std::process::ExitCode::from(2)
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(command: Command, config: Config) -> Result<std::process::ExitCode> {
+    match command {
+        Command::Serve => {
+            let all: Vec<String> = wiring::STAGE_NAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect();
+            run_process(&config, true, &all).await?;
+        }
+        Command::Ingest => run_process(&config, true, &[]).await?,
+        Command::Stage { names } => run_process(&config, false, &names).await?,
+        Command::Project => run_process(&config, false, &[topology::PROJECTOR.to_owned()]).await?,
+        Command::Seed => {
+            let backends = wiring::connect(&config).await?;
+            let seeded = wiring::prepare(&backends).await?;
+            println!(
+                "Seeded {seeded} SKUs ({} in the catalog)",
+                backends.catalog.items().len()
+            );
+        }
+        Command::Token {
+            sub,
+            scope,
+            ttl_secs,
+        } => {
+            warn_dev_secret(&config);
+            let token = Auth::new(config.jwt_secret.as_bytes()).mint(
+                &sub,
+                &scope,
+                Duration::from_secs(ttl_secs),
+            )?;
+            println!("{token}");
+        }
+        Command::Audit => return audit(&config).await,
+        Command::Dlq {
+            command: DlqCommand::List { topic, limit },
+        } => dlq_list(&config, &topic, limit).await?,
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn warn_dev_secret(config: &Config) {
+    if config.jwt_secret == config::DEV_SECRET {
+        tracing::warn!(
+            "Using the built-in development JWT secret; set ORDERFLOW_JWT_SECRET in production"
+        );
+    }
+}
+
+fn install_metrics() -> Result<PrometheusHandle> {
+    let buckets = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .install_recorder()?;
+    Ok(handle)
+}
+
+/// Runs the API (if `api`) and the named stages until SIGINT or SIGTERM.
+async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()> {
+    let metrics = install_metrics()?;
+    let backends = wiring::connect(config).await?;
+    let seeded = wiring::prepare(&backends).await?;
+    if seeded > 0 {
+        tracing::info!(skus = seeded, "Seeded stock from the catalog");
+    }
+    let runners = wiring::runners(stages, &backends, config)?;
+
+    let (stop, stopping) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for runner in runners {
+        tasks.spawn(runner.run(stopping.clone()));
+    }
+    let upkeep = metrics.clone();
+    let mut upkeep_stop = stopping.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => upkeep.run_upkeep(),
+                _ = upkeep_stop.changed() => break,
+            }
+        }
+    });
+    if let Some(store) = backends.embedded_idempotency.clone() {
+        let mut purge_stop = stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(600)) => {
+                        match store.purge_expired().await {
+                            Ok(n) if n > 0 => tracing::info!(keys = n, "Purged expired idempotency keys"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "Cannot purge idempotency keys"),
+                        }
+                    }
+                    _ = purge_stop.changed() => break,
+                }
+            }
+        });
+    }
+
+    if api {
+        warn_dev_secret(config);
+        let state = AppState {
+            log: backends.log.clone(),
+            ledger: backends.ledger.clone(),
+            idempotency: backends.idempotency.clone(),
+            orders: backends.orders.clone(),
+            catalog: backends.catalog.clone(),
+            auth: Arc::new(Auth::new(config.jwt_secret.as_bytes())),
+            metrics: Some(metrics),
+            settings: Arc::new(ApiSettings {
+                max_body_bytes: config.max_body_bytes,
+                accepted_topic: topology::ACCEPTED.to_owned(),
+                idempotency_ttl: config.idempotency_ttl,
+            }),
+        };
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (listen)", config.listen))?;
+        let addr = listener.local_addr()?;
+        println!("orderflow listening on http://{addr}");
+        println!(
+            "  stages: {}",
+            if stages.is_empty() {
+                "none (ingest only)".to_owned()
+            } else {
+                stages.join(" ")
+            }
+        );
+        println!("  get a token: cargo run --release -- token --sub alice");
+        println!("  then: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/catalog");
+        tracing::info!(%addr, "API listening");
+        axum::serve(listener, orderflow_ingest::app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("API server failed")?;
+    } else {
+        println!("orderflow worker running stages: {}", stages.join(" "));
+        shutdown_signal().await;
+    }
+
+    tracing::info!("Shutting down: finishing in-flight batches");
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(result) = tasks.join_next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "A stage stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "A stage task failed"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("Stages did not stop within 10 s; uncommitted records will be redelivered");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "Cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+async fn audit(config: &Config) -> Result<std::process::ExitCode> {
+    let backends = wiring::connect(config).await?;
+    let levels = backends.ledger.levels().await?;
+    let mut breaches = 0;
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>10}  ok",
+        "sku", "initial", "available", "reserved", "committed"
+    );
+    for l in &levels {
+        let ok = l.balanced();
+        if !ok {
+            breaches += 1;
+        }
+        println!(
+            "{:<12} {:>10} {:>10} {:>10} {:>10}  {}",
+            l.sku,
+            l.initial,
+            l.available,
+            l.reserved,
+            l.committed,
+            if ok { "yes" } else { "BREACH" }
+        );
+    }
+    if breaches > 0 {
+        eprintln!(
+            "orderflow: audit: {breaches} of {} SKUs break initial = available + reserved + committed",
+            levels.len()
+        );
+        return Ok(std::process::ExitCode::from(1));
+    }
+    println!(
+        "{} SKUs checked: initial = available + reserved + committed holds for all",
+        levels.len()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn dlq_list(config: &Config, topic: &str, limit: usize) -> Result<()> {
+    let dlq = if topic.ends_with(".dlq") {
+        topic.to_owned()
+    } else {
+        dlq_topic(topic)
+    };
+    if !topology::all_topics().contains(&dlq) {
+        bail!(
+            "unknown topic {topic:?}; dead-letter topics sit beside {}",
+            topology::PROJECTOR_INPUTS.join(", ")
+        );
+    }
+    let backends = wiring::connect(config).await?;
+    let records = backends.log.read(&dlq, limit).await?;
+    println!("{} record(s) in {dlq}", records.len());
+    for r in records {
+        let key = String::from_utf8_lossy(&r.key);
+        let field = |name: &str| r.header(name).unwrap_or("-").to_owned();
+        println!(
+            "{}/{} key={key} stage={} attempts={} source={}/{}/{} error={}",
+            r.partition,
+            r.offset,
+            field("dlq-stage"),
+            field("dlq-attempts"),
+            field("dlq-source-topic"),
+            field("dlq-source-partition"),
+            field("dlq-source-offset"),
+            field("dlq-error"),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! [`OrderStage`]: a stage written in terms of order events, and [`OnOrders`], its adapter to
+//! the pipeline.
+
+use crate::topology::{self, Route};
+use async_trait::async_trait;
+use bytes::Bytes;
+use orderflow_domain::{OrderEvent, decode_event, encode_event};
+use orderflow_pipeline::{Message, Outcome, Record, Stage, StageError, header};
+
+/// What an order stage decided.
+#[derive(Debug)]
+pub enum Step {
+    /// Pass the order on to the stage's output topic.
+    Advance(OrderEvent),
+    /// Refuse the order (after compensating); it goes to `orders.rejected`.
+    Reject(OrderEvent),
+}
+
+/// A business stage: one order event in, one step out.
+#[async_trait]
+pub trait OrderStage: Send + Sync + 'static {
+    /// Handles one order. Side effects must be idempotent by `{order_id}:{stage}`.
+    async fn handle(&self, event: OrderEvent, attempt: u32) -> Result<Step, StageError>;
+}
+
+/// Adapts an [`OrderStage`] to the pipeline on its [`Route`].
+pub struct OnOrders<S> {
+    route: Route,
+    stage: S,
+}
+
+impl<S: OrderStage> OnOrders<S> {
+    /// Runs `stage` on `route`.
+    pub fn new(route: Route, stage: S) -> Self {
+        Self { route, stage }
+    }
+
+    fn message(
+        &self,
+        topic: &str,
+        record: &Record,
+        event: &OrderEvent,
+        attempt: u32,
+    ) -> Result<Message, StageError> {
+        let value = encode_event(event).map_err(|e| StageError::permanent(e.to_string()))?;
+        let mut headers = vec![
+            (
+                header::IDEMPOTENCY_KEY.to_owned(),
+                format!("{}:{}", event.order.id, self.route.stage),
+            ),
+            (header::ATTEMPT.to_owned(), attempt.to_string()),
+        ];
+        if let Some(trace) = record.header(header::TRACEPARENT) {
+            headers.push((header::TRACEPARENT.to_owned(), trace.to_owned()));
+        }
+        Ok(Message {
+            topic: topic.to_owned(),
+            key: record.key.clone(),
+            value: Bytes::from(value),
+            headers,
+        })
+    }
+}
+
+#[async_trait]
+impl<S: OrderStage> Stage for OnOrders<S> {
+    fn name(&self) -> &str {
+        self.route.stage
+    }
+
+    async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
+        let event =
+            decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
+        match self.stage.handle(event, attempt).await? {
+            Step::Advance(event) => Ok(Outcome::Emit(vec![self.message(
+                self.route.output,
+                record,
+                &event,
+                attempt,
+            )?])),
+            Step::Reject(event) => {
+                metrics_rejection(self.route.stage, &event);
+                Ok(Outcome::Reject(self.message(
+                    topology::REJECTED,
+                    record,
+                    &event,
+                    attempt,
+                )?))
+            }
+        }
+    }
+}
+
+fn metrics_rejection(stage: &str, event: &OrderEvent) {
+    let code = event
+        .order
+        .rejection
+        .as_ref()
+        .map_or("unknown", |r| r.code.as_str());
+    tracing::debug!(stage, order_id = %event.order.id, code, "Order rejected");
+}

@@ -1,0 +1,46 @@
+//! project: fold every status event into the order view.
+
+use async_trait::async_trait;
+use orderflow_domain::decode_event;
+use orderflow_pipeline::{Outcome, Record, Stage, StageError};
+use orderflow_stores::OrderStore;
+use std::sync::Arc;
+
+/// The status projector: reads every status topic and keeps the [`OrderStore`] current.
+pub struct Project {
+    store: Arc<dyn OrderStore>,
+}
+
+impl Project {
+    /// Projects into `store`.
+    pub fn new(store: Arc<dyn OrderStore>) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl Stage for Project {
+    fn name(&self) -> &str {
+        crate::topology::PROJECTOR
+    }
+
+    async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
+        let event =
+            decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
+        let status = event.status;
+        let changed = self
+            .store
+            .apply(vec![event])
+            .await
+            .map_err(|e| StageError::retryable(e.to_string()))?;
+        if !changed.is_empty() {
+            metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
+                .increment(1);
+            if status.is_terminal() {
+                metrics::counter!("orderflow_orders_terminal_total", "status" => status.as_str())
+                    .increment(1);
+            }
+        }
+        Ok(Outcome::Nothing)
+    }
+}

@@ -1,0 +1,55 @@
+//! ship: hand the parcel to the carrier and commit the reservation.
+
+use crate::{OrderStage, Step};
+use async_trait::async_trait;
+use chrono::Utc;
+use orderflow_domain::{OrderEvent, OrderStatus, Shipment};
+use orderflow_pipeline::StageError;
+use orderflow_stores::StockLedger;
+use std::sync::Arc;
+
+/// Commits the held stock and records a shipment with a tracking number.
+pub struct Ship {
+    ledger: Arc<dyn StockLedger>,
+    carrier: String,
+}
+
+impl Ship {
+    /// Ships with `carrier`, committing stock in `ledger`.
+    pub fn new(ledger: Arc<dyn StockLedger>, carrier: impl Into<String>) -> Self {
+        Self {
+            ledger,
+            carrier: carrier.into(),
+        }
+    }
+}
+
+/// The tracking number of an order: derived from its id, so a repeat gives the same one.
+pub fn tracking_number(event: &OrderEvent) -> String {
+    let hex = event.order.id.0.simple().to_string().to_ascii_uppercase();
+    format!("OF{}", &hex[hex.len() - 16..])
+}
+
+#[async_trait]
+impl OrderStage for Ship {
+    async fn handle(&self, mut event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
+        let committed = self
+            .ledger
+            .commit(event.order.id)
+            .await
+            .map_err(|e| StageError::retryable(e.to_string()))?;
+        if !committed {
+            // A charged order must hold its stock; anything else is a bug to look at, not retry.
+            return Err(StageError::permanent(format!(
+                "order {} has no held reservation to commit",
+                event.order.id
+            )));
+        }
+        event.order.shipment = Some(Shipment {
+            carrier: self.carrier.clone(),
+            tracking_number: tracking_number(&event),
+            shipped_at: Utc::now(),
+        });
+        Ok(Step::Advance(event.advance(OrderStatus::Shipped)))
+    }
+}

@@ -1,0 +1,87 @@
+//! validate: the order's rules against the catalog and what the store sells.
+
+use crate::{OrderStage, Step};
+use async_trait::async_trait;
+use orderflow_domain::order::{MAX_LINES, MAX_QUANTITY};
+use orderflow_domain::{Catalog, OrderEvent, OrderStatus, RejectionCode};
+use orderflow_pipeline::StageError;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Checks SKUs, quantities, line count, currency and destination country.
+pub struct Validate {
+    catalog: Arc<Catalog>,
+    currencies: HashSet<String>,
+    countries: HashSet<String>,
+}
+
+impl Validate {
+    /// A validator for `catalog`, selling in `currencies` to `countries`.
+    pub fn new(catalog: Arc<Catalog>, currencies: &[String], countries: &[String]) -> Self {
+        Self {
+            catalog,
+            currencies: currencies.iter().cloned().collect(),
+            countries: countries.iter().cloned().collect(),
+        }
+    }
+
+    fn problems(&self, event: &OrderEvent) -> Option<(RejectionCode, String)> {
+        let order = &event.order;
+        if order.lines.is_empty() || order.lines.len() > MAX_LINES {
+            return Some((
+                RejectionCode::Invalid,
+                format!("an order has 1 to {MAX_LINES} lines"),
+            ));
+        }
+        if let Some(line) = order
+            .lines
+            .iter()
+            .find(|l| l.quantity == 0 || l.quantity > MAX_QUANTITY)
+        {
+            return Some((
+                RejectionCode::Invalid,
+                format!("{}: quantity must be 1 to {MAX_QUANTITY}", line.sku),
+            ));
+        }
+        if !self.currencies.contains(&order.currency)
+            || order.currency != self.catalog.currency().as_str()
+        {
+            return Some((
+                RejectionCode::Invalid,
+                format!("currency {} is not supported", order.currency),
+            ));
+        }
+        if !self.countries.contains(&order.shipping_address.country) {
+            return Some((
+                RejectionCode::Invalid,
+                format!(
+                    "shipping to {} is not supported",
+                    order.shipping_address.country
+                ),
+            ));
+        }
+        let unknown: Vec<&str> = order
+            .lines
+            .iter()
+            .filter(|l| self.catalog.get(&l.sku).is_none())
+            .map(|l| l.sku.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            return Some((
+                RejectionCode::UnknownSku,
+                format!("unknown SKU: {}", unknown.join(", ")),
+            ));
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl OrderStage for Validate {
+    async fn handle(&self, event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
+        Ok(match self.problems(&event) {
+            Some((code, detail)) => Step::Reject(event.reject("validate", code, detail)),
+            None => Step::Advance(event.advance(OrderStatus::Validated)),
+        })
+    }
+}

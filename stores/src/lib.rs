@@ -1,0 +1,23 @@
+//! The state the stages and the API keep beside the log, behind one trait per concern.
+//!
+//! - [`StockLedger`]: all-or-nothing multi-line reservations keyed by order id, release, commit,
+//!   and the `initial = available + reserved + committed` invariant.
+//! - [`IdempotencyStore`]: `Idempotency-Key` claims of the checkout API.
+//! - [`OrderStore`]: the projected [`OrderView`](orderflow_domain::OrderView) of every order.
+//! - [`Outbox`]: customer notifications waiting to be sent, one per order and kind.
+//!
+//! [`embedded`] implements all of them on the embedded engine; Redis and ScyllaDB adapters come
+//! behind the same traits.
+
+pub mod embedded;
+pub mod error;
+pub mod idempotency;
+pub mod ledger;
+pub mod orders;
+pub mod outbox;
+
+pub use error::StoreError;
+pub use idempotency::{Claim, IdempotencyStore};
+pub use ledger::{ReserveOutcome, Shortage, StockLedger, StockLevel};
+pub use orders::OrderStore;
+pub use outbox::Outbox;

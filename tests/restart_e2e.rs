@@ -1,0 +1,134 @@
+//! `kill -9` in the middle of a stream of checkouts, then a restart on the same data directory:
+//! every order that got its 202 continues and ends in exactly one terminal state, and the stock
+//! ledger balances.
+
+mod support;
+
+use futures::StreamExt;
+use orderflow_domain::decode_event;
+use orderflow_embedded::Engine;
+use orderflow_pipeline::{EmbeddedLog, Log};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use support::{App, audit, checkout, token, write_catalog};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(
+        dir.path(),
+        &[("SKU-A", 1999, 700), ("SKU-C", 1250, 100_000)],
+    );
+    let data = dir.path().join("data");
+    let customer = token("cust-restart", "checkout orders:read");
+
+    let mut app = App::start(&data, &catalog);
+    let accepted_count = Arc::new(AtomicUsize::new(0));
+    let client = app.client.clone();
+    let url = app.url("/v1/checkouts");
+    let sender = {
+        let accepted_count = accepted_count.clone();
+        let customer = customer.clone();
+        tokio::spawn(async move {
+            futures::stream::iter(0..4000)
+                .map(|i| {
+                    let (client, url, customer, accepted_count) = (
+                        client.clone(),
+                        url.clone(),
+                        customer.clone(),
+                        accepted_count.clone(),
+                    );
+                    async move {
+                        let body = match i % 4 {
+                            0 => checkout(&[("SKU-A", 1)], "tok_visa"),
+                            1 => checkout(&[("SKU-C", 2)], "tok_decline"),
+                            2 => checkout(&[("SKU-C", 1)], "tok_flaky"),
+                            _ => checkout(&[("SKU-A", 1), ("SKU-C", 1)], "tok_visa"),
+                        };
+                        // After the kill, requests fail to connect: those orders were never accepted.
+                        let response = client
+                            .post(&url)
+                            .bearer_auth(&customer)
+                            .json(&body)
+                            .send()
+                            .await
+                            .ok()?;
+                        if response.status().as_u16() != 202 {
+                            return None;
+                        }
+                        let body: serde_json::Value = response.json().await.ok()?;
+                        accepted_count.fetch_add(1, Ordering::Relaxed);
+                        body["order_id"].as_str().map(str::to_owned)
+                    }
+                })
+                .buffer_unordered(64)
+                .filter_map(|id| async move { id })
+                .collect::<Vec<String>>()
+                .await
+        })
+    };
+
+    // Kill mid-stream: orders are being accepted and processed at every stage right now.
+    while accepted_count.load(Ordering::Relaxed) < 1200 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    app.kill();
+    let accepted = sender.await.expect("sender joins");
+    assert!(
+        accepted.len() >= 1200 && accepted.len() < 4000,
+        "killed mid-stream: {} accepted",
+        accepted.len()
+    );
+
+    let mut app = App::start(&data, &catalog);
+    let views = app
+        .await_terminal(&customer, &accepted, Duration::from_secs(180))
+        .await;
+    assert_eq!(views.len(), accepted.len());
+    for view in &views {
+        let terminal = view["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
+            .count();
+        assert_eq!(terminal, 1, "{view}");
+    }
+    app.stop();
+
+    let (ok, report) = audit(&data, &catalog);
+    assert!(ok, "stock audit failed after the restart:\n{report}");
+
+    // The log itself: every accepted order has exactly one terminal record, none has two.
+    let engine = Engine::open(&data).expect("the stopped app released the database");
+    let log = EmbeddedLog::new(engine, 4).expect("log");
+    let mut terminal: HashMap<String, usize> = HashMap::new();
+    for topic in ["orders.completed", "orders.rejected"] {
+        for record in log.read(topic, usize::MAX).await.expect("read") {
+            let event = decode_event(&record.value).expect("decodes");
+            *terminal.entry(event.order.id.to_string()).or_default() += 1;
+        }
+    }
+    let duplicated: Vec<_> = terminal.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        duplicated.is_empty(),
+        "orders with more than one terminal record: {duplicated:?}"
+    );
+    let accepted: HashSet<&String> = accepted.iter().collect();
+    assert!(
+        accepted.iter().all(|id| terminal.contains_key(*id)),
+        "an accepted order has no terminal record"
+    );
+    for dlq in [
+        "orders.accepted.dlq",
+        "orders.priced.dlq",
+        "orders.charged.dlq",
+    ] {
+        assert!(
+            log.read(dlq, 10).await.expect("read").is_empty(),
+            "{dlq} is not empty"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! Starts the built `orderflow` binary on a free port with its own data directory, and talks to
+//! it over HTTP like a storefront would.
+
+#![allow(dead_code)]
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "e2e-test-secret-0123456789";
+pub const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
+
+/// A running `orderflow serve`.
+pub struct App {
+    child: Child,
+    pub base: String,
+    pub data: PathBuf,
+    pub client: reqwest::Client,
+}
+
+/// Writes a catalog of `(sku, price_minor, stock)` to `dir/catalog.json`.
+pub fn write_catalog(dir: &Path, items: &[(&str, i64, u64)]) -> PathBuf {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(sku, price, stock)| {
+            json!({"sku": sku, "name": format!("Item {sku}"), "price_minor": price, "category": "test",
+                   "weight_grams": 100, "stock": stock})
+        })
+        .collect();
+    let path = dir.join("catalog.json");
+    std::fs::write(
+        &path,
+        json!({"currency": "USD", "items": items}).to_string(),
+    )
+    .expect("write catalog");
+    path
+}
+
+fn common_args<'a>(cmd: &'a mut Command, data: &Path, catalog: &Path) -> &'a mut Command {
+    cmd.arg("--data-dir")
+        .arg(data)
+        .arg("--catalog")
+        .arg(catalog)
+        .arg("--jwt-secret")
+        .arg(SECRET)
+        .env("ORDERFLOW_CONFIG", "/dev/null")
+        .env("ORDERFLOW_RETRY_BASE_MS", "5")
+        .env("ORDERFLOW_RETRY_MAX_MS", "200")
+}
+
+impl App {
+    /// Starts `orderflow serve` on `data` and waits for its banner.
+    pub fn start(data: &Path, catalog: &Path) -> App {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data.with_extension("stderr.log"))
+            .expect("stderr log");
+        let mut cmd = Command::new(BIN);
+        common_args(&mut cmd, data, catalog)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = cmd.spawn().expect("the orderflow binary starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("orderflow listening on ") {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+            }
+        });
+        let base = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(data.with_extension("stderr.log")).unwrap_or_default();
+                panic!("orderflow did not start within 60 s; stderr:\n{log}");
+            }
+        };
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .expect("client");
+        App {
+            child,
+            base,
+            data: data.to_owned(),
+            client,
+        }
+    }
+
+    /// `kill -9`: no chance to flush or commit anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "orderflow exited with {status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "orderflow did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Posts a checkout; returns the status and body.
+    pub async fn checkout(
+        &self,
+        token: &str,
+        body: &Value,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let response = self
+            .client
+            .post(self.url("/v1/checkouts"))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Polls until every order is terminal; returns their views.
+    pub async fn await_terminal(
+        &self,
+        token: &str,
+        ids: &[String],
+        within: Duration,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        let mut pending: Vec<String> = ids.to_vec();
+        let mut done = Vec::with_capacity(ids.len());
+        while !pending.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "{} of {} orders not terminal in time, e.g. {}",
+                pending.len(),
+                ids.len(),
+                pending[0]
+            );
+            let views: Vec<(String, Option<Value>)> = futures::stream::iter(pending.clone())
+                .map(|id| async move {
+                    let response = self
+                        .client
+                        .get(self.url(&format!("/v1/orders/{id}")))
+                        .bearer_auth(token)
+                        .send()
+                        .await;
+                    let view = match response {
+                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                        _ => None,
+                    };
+                    (id, view)
+                })
+                .buffer_unordered(64)
+                .collect()
+                .await;
+            pending.clear();
+            for (id, view) in views {
+                match view {
+                    Some(v) if v["status"] == "completed" || v["status"] == "rejected" => {
+                        done.push(v)
+                    }
+                    _ => pending.push(id),
+                }
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        done
+    }
+
+    /// A SKU's stock level through the admin API.
+    pub async fn stock(&self, admin: &str, sku: &str) -> Value {
+        let r = self
+            .client
+            .get(self.url(&format!("/v1/admin/stock/{sku}")))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .expect("stock");
+        assert!(r.status().is_success());
+        r.json().await.expect("json")
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mints a token with the binary's own `token` command.
+pub fn token(sub: &str, scope: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "--sub",
+            sub,
+            "--scope",
+            scope,
+            "--jwt-secret",
+            SECRET,
+        ])
+        .env("ORDERFLOW_CONFIG", "/dev/null")
+        .output()
+        .expect("token runs");
+    assert!(
+        out.status.success(),
+        "token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// Runs `orderflow audit` on a stopped app's data directory.
+pub fn audit(data: &Path, catalog: &Path) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    common_args(&mut cmd, data, catalog).arg("audit");
+    let out = cmd.output().expect("audit runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A checkout body.
+pub fn checkout(lines: &[(&str, u32)], token: &str) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(sku, q)| json!({"sku": sku, "quantity": q}))
+        .collect();
+    json!({
+        "currency": "USD",
+        "lines": lines,
+        "shipping_address": {"name": "Ada Lovelace", "line1": "1 Main St", "city": "San Francisco",
+                             "region": "CA", "postal_code": "94107", "country": "US"},
+        "coupon_codes": [],
+        "payment": {"token": token}
+    })
+}
