@@ -62,6 +62,20 @@ pub async fn put_stock(
     Ok(Json(level))
 }
 
+/// `GET /v1/admin/audit`: checks `initial = available + reserved + committed` for every SKU of
+/// the running process (the `orderflow audit` command does the same on a stopped one).
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, Problem> {
+    state.auth.require(&headers, "admin")?;
+    let levels = state.ledger.levels().await.map_err(unavailable)?;
+    let breaches: Vec<&StockLevel> = levels.iter().filter(|l| !l.balanced()).collect();
+    Ok(Json(
+        serde_json::json!({ "ok": breaches.is_empty(), "skus": levels.len(), "breaches": breaches }),
+    ))
+}
+
 fn known(state: &AppState, sku: &str) -> Result<(), Problem> {
     match state.catalog.get(sku) {
         Some(_) => Ok(()),

@@ -8,7 +8,7 @@
 //! | `POST /v1/checkouts` | [`checkout`]: authenticate, validate, append durably, answer 202 |
 //! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
-//! | `GET/PUT /v1/admin/stock/{sku}` | [`admin`]: stock levels, scope `admin` |
+//! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
 //! | `/healthz`, `/readyz`, `/metrics` | [`ops`] |
 //!
 //! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are HS256 JWTs

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Burst measurement of the walking skeleton: builds release, starts `orderflow serve` on a fresh
+# embedded data directory, sends ORDERS checkouts (default 10,000) and reports how long they take
+# to reach terminal states. The full k6 suite with baselines lives beside this (issue 6).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ORDERS=${1:-10000}
+CONCURRENCY=${2:-128}
+PORT=${PORT:-18181}
+DATA=$(mktemp -d)
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DATA"' EXIT
+
+echo "==> building release"
+cargo build --release --bin orderflow --example checkout_burst
+echo "==> starting orderflow on 127.0.0.1:$PORT (data in $DATA)"
+RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" > "$DATA/stdout" 2> "$DATA/stderr" &
+PID=$!
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break
+  sleep 0.1
+done
+TOKEN=$(./target/release/orderflow token --sub loadtest --scope "checkout orders:read" 2>/dev/null)
+echo "==> sending $ORDERS checkouts, $CONCURRENCY in flight"
+./target/release/examples/checkout_burst "http://127.0.0.1:$PORT" "$TOKEN" "$ORDERS" "$CONCURRENCY"
+echo "==> peak RSS of orderflow: $(awk '/VmHWM/ {print $2, $3}' /proc/$PID/status)"

@@ -1,0 +1,198 @@
+//! One conformance body for the [`Log`] trait; every backend runs it (Kafka joins with its
+//! adapter).
+
+use bytes::Bytes;
+use orderflow_embedded::Engine;
+use orderflow_pipeline::{EmbeddedLog, Log, Message, Offsets};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn msg(topic: &str, key: &str, value: String) -> Message {
+    Message {
+        topic: topic.into(),
+        key: Bytes::from(key.to_owned()),
+        value: Bytes::from(value),
+        headers: vec![("idempotency-key".into(), format!("{key}:test"))],
+    }
+}
+
+/// The behaviour every [`Log`] must have.
+async fn log_conformance(log: Arc<dyn Log>) {
+    let topics = vec!["t.in".to_owned(), "t.out".to_owned()];
+    log.ensure_topics(&topics).await.expect("topics");
+    log.ensure_topics(&topics)
+        .await
+        .expect("creating twice is fine");
+
+    // Concurrent appends: all durable, one key always in one partition, in append order.
+    let writers = (0..8).map(|w| {
+        let log = Arc::clone(&log);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                log.append(vec![msg("t.in", &format!("key-{w}"), format!("{w}:{i}"))])
+                    .await
+                    .expect("append");
+            }
+        })
+    });
+    for w in writers {
+        w.await.expect("joins");
+    }
+    let records = log.read("t.in", 10_000).await.expect("read");
+    assert_eq!(records.len(), 400);
+    let mut partition_of: HashMap<Bytes, u32> = HashMap::new();
+    let mut last_seq: HashMap<Bytes, i64> = HashMap::new();
+    for r in &records {
+        assert_eq!(
+            *partition_of.entry(r.key.clone()).or_insert(r.partition),
+            r.partition,
+            "a key moved partition"
+        );
+        let seq: i64 = std::str::from_utf8(&r.value)
+            .expect("utf-8")
+            .split(':')
+            .nth(1)
+            .expect("seq")
+            .parse()
+            .expect("int");
+        let last = last_seq.insert(r.key.clone(), seq).unwrap_or(-1);
+        assert!(seq > last, "records of one key out of order");
+        assert_eq!(
+            r.header("idempotency-key"),
+            Some(format!("{}:test", String::from_utf8_lossy(&r.key)).as_str())
+        );
+    }
+
+    // A group reads everything once; `complete` writes outputs and commits together.
+    let mut consumer = log
+        .consumer("g1", &["t.in".to_owned()])
+        .await
+        .expect("consumer");
+    let mut seen = 0;
+    while seen < 400 {
+        let batch = consumer
+            .poll(64, Duration::from_millis(200))
+            .await
+            .expect("poll");
+        assert!(
+            !batch.is_empty(),
+            "poll returned nothing with {} records left",
+            400 - seen
+        );
+        let mut offsets = Offsets::new();
+        let outputs: Vec<Message> = batch
+            .iter()
+            .map(|r| {
+                offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+                msg(
+                    "t.out",
+                    std::str::from_utf8(&r.key).expect("utf-8"),
+                    "done".into(),
+                )
+            })
+            .collect();
+        seen += batch.len();
+        consumer.complete(outputs, offsets).await.expect("complete");
+    }
+    assert_eq!(log.read("t.out", 10_000).await.expect("read").len(), 400);
+
+    // The group's committed offsets hold for a new member; a new group starts at the beginning.
+    let mut again = log
+        .consumer("g1", &["t.in".to_owned()])
+        .await
+        .expect("consumer");
+    assert!(
+        again
+            .poll(64, Duration::from_millis(50))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+    let mut fresh = log
+        .consumer("g2", &["t.in".to_owned()])
+        .await
+        .expect("consumer");
+    assert!(
+        !fresh
+            .poll(64, Duration::from_millis(50))
+            .await
+            .expect("poll")
+            .is_empty()
+    );
+
+    // A poll waits for an append that arrives while it waits.
+    let mut waiting = log
+        .consumer("g3", &["t.out".to_owned()])
+        .await
+        .expect("consumer");
+    let drained = waiting
+        .poll(10_000, Duration::from_millis(50))
+        .await
+        .expect("poll")
+        .len();
+    assert!(drained > 0);
+    let mut rest = drained;
+    while rest < 400 {
+        rest += waiting
+            .poll(10_000, Duration::from_millis(50))
+            .await
+            .expect("poll")
+            .len();
+    }
+    let late = Arc::clone(&log);
+    let appender = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        late.append(vec![msg("t.out", "late", "late".into())])
+            .await
+            .expect("append");
+    });
+    let got = waiting
+        .poll(10, Duration::from_secs(5))
+        .await
+        .expect("poll");
+    assert_eq!(got.len(), 1, "the waiting poll sees the late append");
+    appender.await.expect("joins");
+
+    assert!(log.ready().await.is_ok());
+}
+
+#[tokio::test]
+async fn embedded_log_conforms_and_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = EmbeddedLog::new(Engine::open(dir.path()).expect("engine"), 3).expect("log");
+        log_conformance(Arc::new(log)).await;
+    }
+    let engine = loop {
+        match Engine::open(dir.path()) {
+            Ok(engine) => break engine,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let log = EmbeddedLog::new(engine.clone(), 3).expect("log");
+    assert_eq!(
+        log.read("t.in", 10_000).await.expect("read").len(),
+        400,
+        "records survive a reopen"
+    );
+    let mut consumer = log
+        .consumer("g1", &["t.in".to_owned()])
+        .await
+        .expect("consumer");
+    assert!(
+        consumer
+            .poll(64, Duration::from_millis(50))
+            .await
+            .expect("poll")
+            .is_empty(),
+        "offsets survive a reopen"
+    );
+    // The partition count is part of the data: opening with another one is refused.
+    let other = EmbeddedLog::new(engine, 5).expect("log");
+    let err = other
+        .ensure_topics(&["t.in".to_owned()])
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("partition"), "{err}");
+}

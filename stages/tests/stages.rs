@@ -1,0 +1,234 @@
+//! The business rules of each stage, on real embedded stores.
+
+use bytes::Bytes;
+use chrono::Utc;
+use orderflow_domain::{
+    Address, Catalog, CatalogItem, Currency, LineItem, Order, OrderEvent, OrderId, OrderStatus,
+    RejectionCode, decode_event,
+};
+use orderflow_embedded::Engine;
+use orderflow_pipeline::{ErrorKind, Outcome, Record, Stage};
+use orderflow_stages::charge::{Charge, SimulatedProvider};
+use orderflow_stages::price::Price;
+use orderflow_stages::reserve::Reserve;
+use orderflow_stages::validate::Validate;
+use orderflow_stages::{OnOrders, OrderStage, Step, topology};
+use orderflow_stores::StockLedger;
+use orderflow_stores::embedded::EmbeddedLedger;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn catalog() -> Arc<Catalog> {
+    let item = |sku: &str, price| CatalogItem {
+        sku: sku.into(),
+        name: sku.into(),
+        price_minor: price,
+        category: "test".into(),
+        weight_grams: 100,
+        stock: 10,
+    };
+    Arc::new(
+        Catalog::new(
+            Currency::parse("USD").expect("valid"),
+            vec![item("A", 3499), item("B", 100)],
+        )
+        .expect("catalog"),
+    )
+}
+
+fn event(lines: &[(&str, u32)], token: &str) -> OrderEvent {
+    let order = Order {
+        id: OrderId::new(),
+        customer_id: "c1".into(),
+        currency: "USD".into(),
+        lines: lines
+            .iter()
+            .map(|(s, q)| LineItem {
+                sku: (*s).into(),
+                quantity: *q,
+            })
+            .collect(),
+        shipping_address: Address {
+            name: "Ada".into(),
+            line1: "1 Main".into(),
+            line2: None,
+            city: "SF".into(),
+            region: "CA".into(),
+            postal_code: "94107".into(),
+            country: "US".into(),
+        },
+        coupon_codes: vec![],
+        payment_token: token.into(),
+        accepted_at: Utc::now(),
+        reservation: None,
+        pricing: None,
+        payment: None,
+        shipment: None,
+        notification: None,
+        rejection: None,
+    };
+    OrderEvent {
+        status: OrderStatus::Accepted,
+        at: Utc::now(),
+        order,
+    }
+}
+
+fn rejection(step: Step) -> RejectionCode {
+    match step {
+        Step::Reject(e) => e.order.rejection.expect("rejection set").code,
+        Step::Advance(e) => panic!("expected a rejection, got {:?}", e.status),
+    }
+}
+
+async fn ledger() -> (tempfile::TempDir, Arc<dyn StockLedger>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = EmbeddedLedger::open(Engine::open(dir.path()).expect("engine")).expect("ledger");
+    ledger
+        .seed(&[("A".into(), 10), ("B".into(), 10)])
+        .await
+        .expect("seed");
+    (dir, Arc::new(ledger))
+}
+
+#[tokio::test]
+async fn validate_applies_the_catalog_and_the_store_rules() {
+    let v = Validate::new(catalog(), &["USD".into()], &["US".into()]);
+    assert!(
+        matches!(v.handle(event(&[("A", 1)], "tok_visa"), 1).await, Ok(Step::Advance(e)) if e.status == OrderStatus::Validated)
+    );
+    assert_eq!(
+        rejection(
+            v.handle(event(&[("A", 1), ("ZZZ", 1)], "tok_visa"), 1)
+                .await
+                .expect("ok")
+        ),
+        RejectionCode::UnknownSku
+    );
+    assert_eq!(
+        rejection(
+            v.handle(event(&[("A", 1001)], "tok_visa"), 1)
+                .await
+                .expect("ok")
+        ),
+        RejectionCode::Invalid
+    );
+    let mut eur = event(&[("A", 1)], "tok_visa");
+    eur.order.currency = "EUR".into();
+    assert_eq!(
+        rejection(v.handle(eur, 1).await.expect("ok")),
+        RejectionCode::Invalid
+    );
+    let mut abroad = event(&[("A", 1)], "tok_visa");
+    abroad.order.shipping_address.country = "FR".into();
+    assert_eq!(
+        rejection(v.handle(abroad, 1).await.expect("ok")),
+        RejectionCode::Invalid
+    );
+}
+
+#[tokio::test]
+async fn price_multiplies_adds_shipping_and_rounds_tax() {
+    let (_dir, ledger) = ledger().await;
+    let p = Price::new(catalog(), ledger, 825, 500);
+    let Ok(Step::Advance(priced)) = p.handle(event(&[("A", 2), ("B", 3)], "tok_visa"), 1).await
+    else {
+        panic!("priced")
+    };
+    let pricing = priced.order.pricing.expect("pricing");
+    assert_eq!(pricing.subtotal.minor, 2 * 3499 + 3 * 100);
+    assert_eq!(pricing.tax.minor, 602); // 8.25 % of 72.98 = 6.02085
+    assert_eq!(pricing.total.minor, 7298 + 602 + 500);
+    assert_eq!(priced.status, OrderStatus::Priced);
+}
+
+#[tokio::test]
+async fn a_declined_charge_gives_the_stock_back_and_a_repeat_changes_nothing() {
+    let (_dir, ledger) = ledger().await;
+    let reserve = Reserve::new(ledger.clone(), Duration::from_secs(60));
+    let price = Price::new(catalog(), ledger.clone(), 0, 0);
+    let charge = Charge::new(Arc::new(SimulatedProvider::default()), ledger.clone());
+
+    let Ok(Step::Advance(reserved)) = reserve.handle(event(&[("A", 4)], "tok_decline"), 1).await
+    else {
+        panic!("reserved")
+    };
+    assert_eq!(
+        ledger.level("A").await.expect("level").map(|l| l.available),
+        Some(6)
+    );
+    let Ok(Step::Advance(priced)) = price.handle(reserved, 1).await else {
+        panic!("priced")
+    };
+    assert_eq!(
+        rejection(charge.handle(priced.clone(), 1).await.expect("ok")),
+        RejectionCode::PaymentDeclined
+    );
+    assert_eq!(
+        rejection(charge.handle(priced, 2).await.expect("ok")),
+        RejectionCode::PaymentDeclined
+    );
+    let a = ledger.level("A").await.expect("level").expect("exists");
+    assert_eq!((a.available, a.reserved), (10, 0));
+
+    // Short stock rejects without holding anything.
+    assert_eq!(
+        rejection(
+            reserve
+                .handle(event(&[("A", 11)], "tok_visa"), 1)
+                .await
+                .expect("ok")
+        ),
+        RejectionCode::OutOfStock
+    );
+    assert_eq!(
+        ledger.level("A").await.expect("level").map(|l| l.available),
+        Some(10)
+    );
+}
+
+#[tokio::test]
+async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
+    let route = topology::route("validate").expect("route");
+    let stage = OnOrders::new(
+        route,
+        Validate::new(catalog(), &["USD".into()], &["US".into()]),
+    );
+    let record = |e: &OrderEvent| Record {
+        topic: route.input.into(),
+        partition: 0,
+        offset: 7,
+        key: Bytes::from(e.order.id.to_string()),
+        value: Bytes::from(orderflow_domain::encode_event(e).expect("encodes")),
+        headers: vec![("traceparent".into(), "00-abc-def-01".into())],
+    };
+    let good = event(&[("A", 1)], "tok_visa");
+    let Ok(Outcome::Emit(out)) = stage.process(&record(&good), 1).await else {
+        panic!("emits")
+    };
+    assert_eq!(out[0].topic, topology::VALIDATED);
+    assert_eq!(
+        out[0].header("idempotency-key"),
+        Some(format!("{}:validate", good.order.id).as_str())
+    );
+    assert_eq!(out[0].header("traceparent"), Some("00-abc-def-01"));
+    assert_eq!(
+        decode_event(&out[0].value).expect("decodes").status,
+        OrderStatus::Validated
+    );
+
+    let bad = event(&[("NOPE", 1)], "tok_visa");
+    let Ok(Outcome::Reject(message)) = stage.process(&record(&bad), 1).await else {
+        panic!("rejects")
+    };
+    assert_eq!(message.topic, topology::REJECTED);
+
+    let mut garbage = record(&good);
+    garbage.value = Bytes::from_static(b"\xffnot json");
+    let err = stage.process(&garbage, 1).await.expect_err("refused");
+    assert_eq!(
+        err.kind,
+        ErrorKind::Permanent,
+        "undecodable input is dead-lettered at once, never retried"
+    );
+}
