@@ -125,7 +125,7 @@ mod tests {
         for (i, status) in OrderStatus::ALL[1..7].iter().enumerate() {
             let mut next = events[events.len() - 1].clone();
             next.status = *status;
-            next.at = next.at + Duration::milliseconds(i as i64 + 1);
+            next.at += Duration::milliseconds(i as i64 + 1);
             events.push(next);
         }
         events
