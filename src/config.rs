@@ -54,6 +54,10 @@ pub struct Config {
     pub batch_size: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
+    /// Page cache of the embedded database, MiB.
+    pub cache_mib: usize,
+    /// Committed log records older than this are deleted from the embedded log.
+    pub log_retention: Duration,
 }
 
 /// One layer of settings; every key optional. The file is parsed into this with unknown keys
@@ -99,6 +103,10 @@ pub struct Layer {
     pub batch_size: Option<usize>,
     /// See [`Config`]; `log_format`.
     pub log_format: Option<String>,
+    /// See [`Config`]; `cache_mib`.
+    pub cache_mib: Option<usize>,
+    /// See [`Config`]; `log_retention_secs`.
+    pub log_retention_secs: Option<u64>,
 }
 
 impl Layer {
@@ -145,6 +153,8 @@ impl Layer {
             retry_max_ms: get(env, "retry_max_ms")?,
             batch_size: get(env, "batch_size")?,
             log_format: get(env, "log_format")?,
+            cache_mib: get(env, "cache_mib")?,
+            log_retention_secs: get(env, "log_retention_secs")?,
         })
     }
 
@@ -180,7 +190,9 @@ impl Layer {
             retry_base_ms,
             retry_max_ms,
             batch_size,
-            log_format
+            log_format,
+            cache_mib,
+            log_retention_secs
         )
     }
 }
@@ -228,6 +240,8 @@ impl Config {
             retry_max: Duration::from_millis(l.retry_max_ms.unwrap_or(2_000)),
             batch_size: l.batch_size.unwrap_or(512),
             log_format: l.log_format.unwrap_or_else(|| "text".into()),
+            cache_mib: l.cache_mib.unwrap_or(64),
+            log_retention: Duration::from_secs(l.log_retention_secs.unwrap_or(600)),
         };
         config.validate()?;
         Ok(config)
@@ -299,6 +313,9 @@ impl Config {
         }
         if !(1..=65_536).contains(&self.batch_size) {
             bail!("invalid batch_size {}: must be 1 to 65536", self.batch_size);
+        }
+        if !(8..=65_536).contains(&self.cache_mib) {
+            bail!("invalid cache_mib {}: must be 8 to 65536", self.cache_mib);
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("invalid log_format {:?}: text or json", self.log_format);

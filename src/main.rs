@@ -255,6 +255,11 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             }
         }
     });
+    if let Some(log) = backends.embedded_log.clone() {
+        let every =
+            (config.log_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        tokio::spawn(log.run_retention(config.log_retention, every, stopping.clone()));
+    }
     if let Some(store) = backends.embedded_idempotency.clone() {
         let mut purge_stop = stopping.clone();
         tokio::spawn(async move {

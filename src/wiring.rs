@@ -25,6 +25,7 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Backends {
     pub log: Arc<dyn Log>,
+    pub embedded_log: Option<EmbeddedLog>,
     pub ledger: Arc<dyn StockLedger>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub embedded_idempotency: Option<EmbeddedIdempotency>,
@@ -36,17 +37,19 @@ pub struct Backends {
 
 /// Opens each embedded directory once, so the log and the stores can share one engine (and
 /// one group commit) when they live in the same directory.
-#[derive(Default)]
-struct Engines(HashMap<PathBuf, Engine>);
+struct Engines {
+    open: HashMap<PathBuf, Engine>,
+    cache_bytes: usize,
+}
 
 impl Engines {
     fn get(&mut self, dir: PathBuf) -> Result<Engine> {
-        if let Some(engine) = self.0.get(&dir) {
+        if let Some(engine) = self.open.get(&dir) {
             return Ok(engine.clone());
         }
-        let engine = Engine::open(&dir)
+        let engine = Engine::open_with_cache(&dir, self.cache_bytes)
             .with_context(|| format!("cannot open embedded storage in {}", dir.display()))?;
-        self.0.insert(dir, engine.clone());
+        self.open.insert(dir, engine.clone());
         Ok(engine)
     }
 }
@@ -55,10 +58,13 @@ impl Engines {
 pub async fn connect(config: &Config) -> Result<Backends> {
     let catalog =
         Catalog::load(&config.catalog).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
-    let mut engines = Engines::default();
+    let mut engines = Engines {
+        open: HashMap::new(),
+        cache_bytes: config.cache_mib * 1024 * 1024,
+    };
 
-    let log: Arc<dyn Log> = match embedded_dir(&config.log) {
-        Some(dir) => Arc::new(EmbeddedLog::new(engines.get(dir)?, config.partitions)?),
+    let embedded_log = match embedded_dir(&config.log) {
+        Some(dir) => EmbeddedLog::new(engines.get(dir)?, config.partitions)?,
         None => bail!(
             "invalid log {:?}: only embedded://DIR is available in this build (Kafka is tracked as its own issue)",
             config.log
@@ -79,7 +85,8 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     let engine = engines.get(store_dir)?;
     let idempotency = EmbeddedIdempotency::new(engine.clone());
     Ok(Backends {
-        log,
+        log: Arc::new(embedded_log.clone()),
+        embedded_log: Some(embedded_log),
         ledger: Arc::new(EmbeddedLedger::open(engine.clone())?),
         idempotency: Arc::new(idempotency.clone()),
         embedded_idempotency: Some(idempotency),

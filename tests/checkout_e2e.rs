@@ -31,7 +31,9 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
         ],
     );
     let data = dir.path().join("data");
-    let app = App::start(&data, &catalog);
+    // Zero retention: the log is trimmed every second while the orders flow, so trimming runs
+    // concurrently with every stage.
+    let app = App::start_with(&data, &catalog, &[("ORDERFLOW_LOG_RETENTION_SECS", "0")]);
     let customer = token("cust-e2e", "checkout orders:read");
     let admin = token("ops", "admin");
 
@@ -158,5 +160,32 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
         assert_eq!(level["available"], available, "{sku}: {level}");
         assert_eq!(level["reserved"], 0, "{sku}: {level}");
         assert_eq!(level["committed"], committed, "{sku}: {level}");
+    }
+
+    // Trimming ran during the test (its counter is exported) and took nothing still needed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let trimmed: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("orderflow_log_trimmed_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        if trimmed > 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log was never trimmed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

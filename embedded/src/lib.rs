@@ -20,6 +20,8 @@ pub use redb;
 
 /// Most jobs applied in one transaction; bounds the latency of one commit.
 const MAX_GROUP: usize = 8192;
+/// Page cache of the database unless configured otherwise (redb's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A failure of the embedded engine.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,8 +82,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens (or creates) the database at `dir/orderflow.redb` and starts the writer thread.
+    /// Opens (or creates) the database at `dir/orderflow.redb` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database at `dir/orderflow.redb` with a page cache of
+    /// `cache_bytes`, and starts the writer thread.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             EngineError::Storage(format!(
                 "cannot create data directory {}: {e}",
@@ -89,7 +97,9 @@ impl Engine {
             ))
         })?;
         let path = dir.join("orderflow.redb");
-        let db = Database::create(&path)
+        let db = Database::builder()
+            .set_cache_size(cache_bytes)
+            .create(&path)
             .map_err(|e| EngineError::Storage(format!("cannot open {}: {e}", path.display())))?;
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();

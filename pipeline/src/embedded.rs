@@ -11,10 +11,10 @@ use bytes::Bytes;
 use orderflow_embedded::redb::{ReadableTable, TableDefinition, WriteTransaction};
 use orderflow_embedded::{Engine, EngineError, redb};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
 
 /// `(topic, partition, offset)` → framed record.
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log_records");
@@ -113,6 +113,145 @@ impl EmbeddedLog {
             .map(|m| (self.partition_of(&m.key), m))
             .collect()
     }
+
+    /// Where every partition of every topic ends now (its next offset).
+    pub fn end_offsets(&self) -> Result<Offsets, LogError> {
+        let partitions = self.inner.partitions;
+        let ends = self.inner.engine.read(|txn| {
+            let mut ends = Offsets::new();
+            let Some(topics) = open_existing(txn, TOPICS)? else {
+                return Ok(ends);
+            };
+            let records = open_existing(txn, RECORDS)?;
+            for row in topics.iter()? {
+                let (topic, _) = row?;
+                let topic = topic.value().to_owned();
+                for p in 0..partitions {
+                    let end = match &records {
+                        Some(t) => t
+                            .range((topic.as_str(), p, 0)..=(topic.as_str(), p, u64::MAX))?
+                            .next_back()
+                            .transpose()?
+                            .map_or(0, |(k, _)| k.value().2 + 1),
+                        None => 0,
+                    };
+                    ends.insert((topic.clone(), p), end);
+                }
+            }
+            Ok(ends)
+        })?;
+        Ok(ends)
+    }
+
+    /// The lowest committed offset of each partition over every group that reads its topic.
+    fn committed_floor(&self) -> Result<Offsets, LogError> {
+        let floor = self.inner.engine.read(|txn| {
+            let mut floor = Offsets::new();
+            if let Some(t) = open_existing(txn, OFFSETS)? {
+                for row in t.iter()? {
+                    let (key, next) = row?;
+                    let (_, topic, partition) = key.value();
+                    let slot = floor
+                        .entry((topic.to_owned(), partition))
+                        .or_insert(u64::MAX);
+                    *slot = (*slot).min(next.value());
+                }
+            }
+            Ok(floor)
+        })?;
+        Ok(floor)
+    }
+
+    /// Deletes, per partition, the records below `horizon` that every consumer group of their
+    /// topic has committed past; returns how many. Topics no group reads (the dead-letter
+    /// topics) keep everything until they are replayed.
+    pub async fn trim(&self, horizon: &Offsets) -> Result<u64, LogError> {
+        const CHUNK: usize = 10_000;
+        let mut deleted = 0;
+        for ((topic, partition), committed) in self.committed_floor()? {
+            let Some(limit) = horizon.get(&(topic.clone(), partition)) else {
+                continue;
+            };
+            let upto = committed.min(*limit);
+            loop {
+                // Bounded chunks keep each write short, so appends never wait long behind a trim.
+                let topic = topic.clone();
+                let removed = self
+                    .inner
+                    .engine
+                    .submit(move |txn| {
+                        let mut table = txn.open_table(RECORDS)?;
+                        let offsets = table
+                            .range(
+                                (topic.as_str(), partition, 0)..(topic.as_str(), partition, upto),
+                            )?
+                            .take(CHUNK)
+                            .map(|row| row.map(|(k, _)| k.value().2))
+                            .collect::<Result<Vec<u64>, _>>()?;
+                        for offset in &offsets {
+                            table.remove((topic.as_str(), partition, *offset))?;
+                        }
+                        Ok(offsets.len())
+                    })
+                    .await?;
+                deleted += removed as u64;
+                if removed < CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Trims the log every `every`, keeping at least `retention` of history and everything a
+    /// consumer group has yet to commit, until `shutdown`.
+    pub async fn run_retention(
+        self,
+        retention: Duration,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut marks: VecDeque<(Instant, Offsets)> = VecDeque::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.end_offsets() {
+                Ok(ends) => marks.push_back((Instant::now(), ends)),
+                Err(e) => tracing::warn!(error = %e, "Cannot read the log's end offsets"),
+            }
+            // The newest mark that is at least `retention` old is how far history may go.
+            let mut horizon = None;
+            while marks
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() >= retention)
+            {
+                horizon = marks.pop_front().map(|(_, offsets)| offsets);
+            }
+            let Some(horizon) = horizon else { continue };
+            match self.trim(&horizon).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("orderflow_log_trimmed_total").increment(n);
+                    tracing::info!(records = n, "Trimmed the log");
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
+            }
+        }
+    }
+}
+
+/// Opens a table for reading; `None` if nothing was ever written to it.
+fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &redb::ReadTransaction,
+    table: TableDefinition<'static, K, V>,
+) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[async_trait]
@@ -174,11 +313,7 @@ impl Log for EmbeddedLog {
         let wanted: Vec<String> = topics.to_vec();
         let partitions = self.inner.partitions;
         let positions = self.inner.engine.read(move |txn| {
-            let table = match txn.open_table(OFFSETS) {
-                Ok(table) => Some(table),
-                Err(redb::TableError::TableDoesNotExist(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
+            let table = open_existing(txn, OFFSETS)?;
             let mut positions = Vec::new();
             for topic in &wanted {
                 for partition in 0..partitions {
@@ -199,6 +334,26 @@ impl Log for EmbeddedLog {
             }
             Ok(positions)
         })?;
+        // Record the group's position on every partition it reads, so retention keeps what this
+        // group has not committed yet, even on partitions it has not committed on at all.
+        let group_owned = group.to_owned();
+        let slots: Vec<(String, u32)> = positions
+            .iter()
+            .map(|a| (a.topic.clone(), a.partition))
+            .collect();
+        self.inner
+            .engine
+            .submit(move |txn| {
+                let mut table = txn.open_table(OFFSETS)?;
+                for (topic, partition) in &slots {
+                    let key = (group_owned.as_str(), topic.as_str(), *partition);
+                    if table.get(key)?.is_none() {
+                        table.insert(key, 0)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
         Ok(Box::new(EmbeddedConsumer {
             log: self.clone(),
             group: group.to_owned(),
@@ -340,10 +495,8 @@ fn read_partition(
     max: usize,
 ) -> Result<Vec<Record>, LogError> {
     let records = engine.read(|txn| {
-        let table = match txn.open_table(RECORDS) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(table) = open_existing(txn, RECORDS)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for row in table

@@ -54,6 +54,11 @@ fn common_args<'a>(cmd: &'a mut Command, data: &Path, catalog: &Path) -> &'a mut
 impl App {
     /// Starts `orderflow serve` on `data` and waits for its banner.
     pub fn start(data: &Path, catalog: &Path) -> App {
+        Self::start_with(data, catalog, &[])
+    }
+
+    /// Starts `orderflow serve` with extra environment variables.
+    pub fn start_with(data: &Path, catalog: &Path, env: &[(&str, &str)]) -> App {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -63,6 +68,7 @@ impl App {
         common_args(&mut cmd, data, catalog)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         let mut child = cmd.spawn().expect("the orderflow binary starts");
