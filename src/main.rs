@@ -260,6 +260,15 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             (config.log_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(log.run_retention(config.log_retention, every, stopping.clone()));
     }
+    if let Some(ledger) = backends.embedded_ledger.clone() {
+        // Settled holds leave memory a minute after their order was minted; repeats after that
+        // are answered from disk.
+        tokio::spawn(ledger.run_eviction(
+            Duration::from_secs(10),
+            Duration::from_secs(60),
+            stopping.clone(),
+        ));
+    }
     if let Some(store) = backends.embedded_idempotency.clone() {
         let mut purge_stop = stopping.clone();
         tokio::spawn(async move {

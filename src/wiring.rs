@@ -27,6 +27,7 @@ pub struct Backends {
     pub log: Arc<dyn Log>,
     pub embedded_log: Option<EmbeddedLog>,
     pub ledger: Arc<dyn StockLedger>,
+    pub embedded_ledger: Option<EmbeddedLedger>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub embedded_idempotency: Option<EmbeddedIdempotency>,
     pub orders: Arc<dyn OrderStore>,
@@ -84,10 +85,12 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     }
     let engine = engines.get(store_dir)?;
     let idempotency = EmbeddedIdempotency::new(engine.clone());
+    let ledger = EmbeddedLedger::open(engine.clone())?;
     Ok(Backends {
         log: Arc::new(embedded_log.clone()),
         embedded_log: Some(embedded_log),
-        ledger: Arc::new(EmbeddedLedger::open(engine.clone())?),
+        ledger: Arc::new(ledger.clone()),
+        embedded_ledger: Some(ledger),
         idempotency: Arc::new(idempotency.clone()),
         embedded_idempotency: Some(idempotency),
         orders: Arc::new(EmbeddedOrderStore::new(engine.clone())),

@@ -260,3 +260,89 @@ async fn reopen(dir: &std::path::Path) -> Engine {
     }
     panic!("could not reopen the database");
 }
+
+#[tokio::test]
+async fn embedded_ledger_evicts_settled_holds_and_still_answers_repeats() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (o1, o2, o3, o4) = (
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+    );
+    {
+        let ledger =
+            EmbeddedLedger::open(Engine::open(dir.path()).expect("engine")).expect("ledger");
+        ledger.seed(&[("A".into(), 10)]).await.expect("seed");
+        assert_eq!(
+            ledger
+                .reserve(o1, &lines(&[("A", 2)]), TTL)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        assert!(ledger.commit(o1).await.expect("commit"));
+        assert_eq!(
+            ledger
+                .reserve(o2, &lines(&[("A", 3)]), TTL)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        let short = ledger
+            .reserve(o3, &lines(&[("A", 20)]), TTL)
+            .await
+            .expect("reserve");
+        assert!(matches!(short, ReserveOutcome::Short(_)));
+        assert_eq!(
+            ledger
+                .reserve(o4, &lines(&[("A", 1)]), TTL)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        assert!(ledger.release(o4).await.expect("release"));
+
+        assert_eq!(
+            ledger.evict_settled(Duration::from_secs(3600)),
+            0,
+            "recent orders stay in memory"
+        );
+        assert_eq!(
+            ledger.evict_settled(Duration::ZERO),
+            3,
+            "committed, refused and released holds leave memory"
+        );
+        assert_eq!(ledger.holds_in_memory(), 1, "the held order stays");
+
+        // Repeats are answered from disk and change nothing.
+        assert_eq!(
+            ledger
+                .reserve(o1, &lines(&[("A", 2)]), TTL)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+        assert!(ledger.commit(o1).await.expect("commit"));
+        assert!(!ledger.release(o1).await.expect("release"));
+        assert_eq!(
+            ledger
+                .reserve(o3, &lines(&[("A", 20)]), TTL)
+                .await
+                .expect("reserve"),
+            short
+        );
+        assert!(ledger.release(o4).await.expect("release"));
+        assert!(!ledger.commit(o4).await.expect("commit"));
+        let a = ledger.level("A").await.expect("level").expect("exists");
+        assert_eq!((a.available, a.reserved, a.committed), (5, 3, 2));
+    }
+    // After a restart only the held order is loaded; the rest is still answered.
+    let ledger = EmbeddedLedger::open(reopen(dir.path()).await).expect("ledger");
+    assert_eq!(ledger.holds_in_memory(), 1);
+    assert!(ledger.commit(o1).await.expect("commit"));
+    assert!(ledger.release(o2).await.expect("release"));
+    let a = ledger.level("A").await.expect("level").expect("exists");
+    assert_eq!((a.available, a.reserved, a.committed), (8, 0, 2));
+    assert_balanced(&ledger).await;
+}

@@ -4,6 +4,11 @@
 //! A change is applied to memory under one lock and queued to the engine's FIFO writer before
 //! the lock is released, so the disk sees changes in the order memory did; the call returns
 //! only once its change is on disk.
+//!
+//! Settled holds (released, committed, refused) leave memory once they are durable and older
+//! than a few minutes ([`EmbeddedLedger::evict_settled`]), so memory follows the orders in
+//! flight, not the day's total. A repeat for an evicted order is answered from disk: order ids
+//! are UUIDv7, so only an order older than the eviction horizon needs that look-up.
 
 use super::{now_ms, open_read};
 use crate::{ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError};
@@ -37,10 +42,21 @@ struct Hold {
     expires_at_ms: i64,
 }
 
+/// A hold in memory, with how far its changes are on disk.
+struct Slot {
+    hold: Hold,
+    /// Bumped by every change.
+    version: u64,
+    /// The highest version known to be durable.
+    durable: u64,
+}
+
 #[derive(Default)]
 struct State {
     levels: BTreeMap<String, StockLevel>,
-    holds: HashMap<OrderId, Hold>,
+    holds: HashMap<OrderId, Slot>,
+    /// Orders whose id is older than this (ms since the epoch) may have a hold on disk only.
+    evicted_before_ms: i64,
 }
 
 /// The embedded stock ledger.
@@ -50,10 +66,18 @@ pub struct EmbeddedLedger {
     state: Arc<Mutex<State>>,
 }
 
-/// Rows to write for one change.
+/// Rows to write for one change, and the hold version they make durable.
 struct Change {
     levels: Vec<StockLevel>,
-    hold: Option<(OrderId, Hold)>,
+    hold: Option<(OrderId, Hold, u64)>,
+}
+
+/// Milliseconds since the epoch at which an order id was minted (0 if it is not a UUIDv7).
+fn minted_ms(order: OrderId) -> i64 {
+    order.0.get_timestamp().map_or(0, |ts| {
+        let (secs, nanos) = ts.to_unix();
+        i64::try_from(secs).unwrap_or(i64::MAX / 2_000) * 1000 + i64::from(nanos / 1_000_000)
+    })
 }
 
 impl EmbeddedLedger {
@@ -94,8 +118,19 @@ impl EmbeddedLedger {
             let id = uuid_from(&key)?;
             let hold: Hold =
                 serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            state.holds.insert(id, hold);
+            if hold.state == HoldState::Held {
+                state.holds.insert(
+                    id,
+                    Slot {
+                        hold,
+                        version: 0,
+                        durable: 0,
+                    },
+                );
+            }
         }
+        // Settled holds stay on disk; any order minted before now may have one there.
+        state.evicted_before_ms = now_ms();
         Ok(state)
     }
 
@@ -104,6 +139,7 @@ impl EmbeddedLedger {
         &self,
         change: Change,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        let change_version = change.hold.as_ref().map(|(id, _, v)| (*id, *v));
         let write = self.engine.submit(move |txn| {
             let mut stock = txn.open_table(STOCK)?;
             for level in &change.levels {
@@ -111,7 +147,7 @@ impl EmbeddedLedger {
                     .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
                 stock.insert(level.sku.as_str(), bytes.as_slice())?;
             }
-            if let Some((id, hold)) = &change.hold {
+            if let Some((id, hold, _)) = &change.hold {
                 let mut holds = txn.open_table(RESERVATIONS)?;
                 let bytes = serde_json::to_vec(hold)
                     .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
@@ -121,9 +157,17 @@ impl EmbeddedLedger {
         });
         let state = Arc::clone(&self.state);
         let engine = self.engine.clone();
+        let written = change_version;
         async move {
             match write.await {
-                Ok(()) => Ok(()),
+                Ok(()) => {
+                    if let Some((id, version)) = written
+                        && let Some(slot) = state.lock().holds.get_mut(&id)
+                    {
+                        slot.durable = slot.durable.max(version);
+                    }
+                    Ok(())
+                }
                 Err(e) => {
                     // Memory ran ahead of a write that failed: go back to what is on disk.
                     tracing::error!(error = %e, "Stock ledger write failed; reloading from disk");
@@ -136,21 +180,51 @@ impl EmbeddedLedger {
         }
     }
 
+    /// Makes sure an order's hold is in memory if it exists at all: one minted before the
+    /// eviction horizon may be on disk only. Call with the state lock held.
+    fn load_evicted(&self, state: &mut State, order: OrderId) -> Result<(), StoreError> {
+        if state.holds.contains_key(&order) || minted_ms(order) >= state.evicted_before_ms {
+            return Ok(());
+        }
+        let bytes = self.engine.read(|txn| {
+            Ok(match open_read(txn, RESERVATIONS)? {
+                Some(t) => t
+                    .get(order.as_bytes().as_slice())?
+                    .map(|v| v.value().to_vec()),
+                None => None,
+            })
+        })?;
+        if let Some(bytes) = bytes {
+            let hold: Hold =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            state.holds.insert(
+                order,
+                Slot {
+                    hold,
+                    version: 0,
+                    durable: 0,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Moves a held order's units from `reserved` to `available` or `committed`.
     async fn settle(&self, order: OrderId, to: HoldState) -> Result<bool, StoreError> {
         let pending = {
             let mut state = self.state.lock();
-            let State { levels, holds } = &mut *state;
-            let Some(hold) = holds.get_mut(&order) else {
+            self.load_evicted(&mut state, order)?;
+            let State { levels, holds, .. } = &mut *state;
+            let Some(slot) = holds.get_mut(&order) else {
                 return Ok(false);
             };
-            match hold.state {
+            match slot.hold.state {
                 s if s == to => return Ok(true),
                 HoldState::Held => {}
                 _ => return Ok(false),
             }
-            let mut touched = Vec::with_capacity(hold.lines.len());
-            for (sku, qty) in &hold.lines {
+            let mut touched = Vec::with_capacity(slot.hold.lines.len());
+            for (sku, qty) in &slot.hold.lines {
                 if let Some(level) = levels.get_mut(sku) {
                     level.reserved = level.reserved.saturating_sub(*qty);
                     match to {
@@ -160,14 +234,54 @@ impl EmbeddedLedger {
                     touched.push(level.clone());
                 }
             }
-            hold.state = to;
+            slot.hold.state = to;
+            slot.version += 1;
             self.persist(Change {
                 levels: touched,
-                hold: Some((order, hold.clone())),
+                hold: Some((order, slot.hold.clone(), slot.version)),
             })
         };
         pending.await?;
         Ok(true)
+    }
+
+    /// Drops from memory the settled holds that are durable and whose order was minted more
+    /// than `min_age` ago; returns how many. They stay on disk for repeats.
+    pub fn evict_settled(&self, min_age: Duration) -> usize {
+        let horizon = now_ms() - i64::try_from(min_age.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut state = self.state.lock();
+        let before = state.holds.len();
+        state.holds.retain(|id, slot| {
+            slot.hold.state == HoldState::Held
+                || slot.durable < slot.version
+                || minted_ms(*id) >= horizon
+        });
+        state.evicted_before_ms = state.evicted_before_ms.max(horizon);
+        before - state.holds.len()
+    }
+
+    /// How many holds are in memory.
+    pub fn holds_in_memory(&self) -> usize {
+        self.state.lock().holds.len()
+    }
+
+    /// Evicts settled holds older than `min_age` every `every`, until `shutdown`.
+    pub async fn run_eviction(
+        self,
+        every: Duration,
+        min_age: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            let evicted = self.evict_settled(min_age);
+            let held = self.holds_in_memory();
+            metrics::gauge!("orderflow_ledger_holds_in_memory").set(held as f64);
+            tracing::debug!(evicted, held, "Evicted settled stock holds from memory");
+        }
     }
 }
 
@@ -221,8 +335,9 @@ impl StockLedger for EmbeddedLedger {
         }
         let (outcome, pending) = {
             let mut state = self.state.lock();
-            if let Some(hold) = state.holds.get(&order) {
-                return Ok(hold.outcome.clone());
+            self.load_evicted(&mut state, order)?;
+            if let Some(slot) = state.holds.get(&order) {
+                return Ok(slot.hold.outcome.clone());
             }
             let shortages: Vec<Shortage> = wanted
                 .iter()
@@ -261,12 +376,19 @@ impl StockLedger for EmbeddedLedger {
                 outcome: outcome.clone(),
                 expires_at_ms,
             };
-            state.holds.insert(order, hold.clone());
+            state.holds.insert(
+                order,
+                Slot {
+                    hold: hold.clone(),
+                    version: 1,
+                    durable: 0,
+                },
+            );
             (
                 outcome,
                 self.persist(Change {
                     levels: touched,
-                    hold: Some((order, hold)),
+                    hold: Some((order, hold, 1)),
                 }),
             )
         };
