@@ -12,6 +12,7 @@
 use redb::{Database, ReadTransaction, ReadableDatabase, WriteTransaction};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 use tokio::sync::oneshot;
@@ -41,12 +42,13 @@ impl From<redb::Error> for EngineError {
 }
 
 trait Job: Send {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), redb::Error>;
+    /// Applies the write inside `txn`; may run more than once (see [`commit_group`]).
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), EngineError>;
     fn finish(self: Box<Self>, outcome: Result<(), EngineError>);
 }
 
 struct TypedJob<T, F> {
-    work: Option<F>,
+    work: F,
     output: Option<T>,
     reply: oneshot::Sender<Result<T, EngineError>>,
 }
@@ -54,13 +56,19 @@ struct TypedJob<T, F> {
 impl<T, F> Job for TypedJob<T, F>
 where
     T: Send,
-    F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send,
+    F: FnMut(&WriteTransaction) -> Result<T, redb::Error> + Send,
 {
-    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), redb::Error> {
-        if let Some(work) = self.work.take() {
-            self.output = Some(work(txn)?);
+    fn apply(&mut self, txn: &WriteTransaction) -> Result<(), EngineError> {
+        // A panicking write must not take the writer thread (and every later write) with it.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.work)(txn)));
+        match result {
+            Ok(Ok(output)) => {
+                self.output = Some(output);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(EngineError::Storage("a write panicked".into())),
         }
-        Ok(())
     }
 
     fn finish(self: Box<Self>, outcome: Result<(), EngineError>) {
@@ -79,6 +87,10 @@ where
 pub struct Engine {
     db: Arc<Database>,
     jobs: mpsc::Sender<Box<dyn Job>>,
+    /// False once the writer thread has stopped.
+    alive: Arc<AtomicBool>,
+    /// True once [`Engine::close`] was called: new writes are refused.
+    closed: Arc<AtomicBool>,
 }
 
 impl Engine {
@@ -104,38 +116,64 @@ impl Engine {
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let writer_db = Arc::clone(&db);
+        let alive = Arc::new(AtomicBool::new(true));
+        let writer_alive = Arc::clone(&alive);
         std::thread::Builder::new()
             .name("orderflow-writer".into())
-            .spawn(move || run_writer(&writer_db, &queue))
+            .spawn(move || {
+                run_writer(&writer_db, &queue);
+                writer_alive.store(false, Ordering::SeqCst);
+            })
             .map_err(|e| EngineError::Storage(format!("cannot start writer thread: {e}")))?;
         tracing::info!(path = %path.display(), "Embedded storage opened");
-        Ok(Self { db, jobs })
+        Ok(Self {
+            db,
+            jobs,
+            alive,
+            closed: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     /// Queues a write at once and returns a future that resolves when it is durable.
     ///
     /// The closure runs on the writer thread inside a transaction shared with other writes; it
     /// must not block on anything but the transaction. Writes are applied in the order in which
-    /// `submit` was called.
+    /// `submit` was called. If the shared transaction fails, each write of the group is retried
+    /// alone, so the closure may run twice and must only change the transaction it is given.
     pub fn submit<T, F>(
         &self,
         work: F,
     ) -> impl Future<Output = Result<T, EngineError>> + Send + 'static
     where
         T: Send + 'static,
-        F: FnOnce(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
+        F: FnMut(&WriteTransaction) -> Result<T, redb::Error> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(TypedJob {
-            work: Some(work),
+            work,
             output: None,
             reply,
         });
-        let queued = self.jobs.send(job).map_err(|_| EngineError::Closed);
+        let queued = if self.closed.load(Ordering::SeqCst) {
+            Err(EngineError::Closed)
+        } else {
+            self.jobs.send(job).map_err(|_| EngineError::Closed)
+        };
         async move {
             queued?;
             answer.await.map_err(|_| EngineError::Closed)?
         }
+    }
+
+    /// Whether writes can be made: the engine is open and its writer thread is running.
+    pub fn is_writable(&self) -> bool {
+        !self.closed.load(Ordering::SeqCst) && self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new writes from now on (writes already queued still complete). Used at shutdown,
+    /// and by tests that need a log that cannot take writes.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Runs a read against the latest committed state.
@@ -158,34 +196,57 @@ fn run_writer(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         let started = Instant::now();
-        let outcome = commit_group(db, &mut group);
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, writes = group.len(), "Embedded commit failed");
-        }
+        let outcomes = commit_group(db, &mut group);
         metrics::histogram!("orderflow_embedded_commit_seconds").record(started.elapsed());
         metrics::histogram!("orderflow_embedded_commit_group_size").record(group.len() as f64);
-        for job in group {
-            job.finish(outcome.clone());
+        for (job, outcome) in group.into_iter().zip(outcomes) {
+            job.finish(outcome);
         }
     }
     tracing::debug!("Embedded writer stopped");
 }
 
-fn commit_group(db: &Database, group: &mut [Box<dyn Job>]) -> Result<(), EngineError> {
-    let txn = db.begin_write().map_err(redb::Error::from)?;
-    for job in group.iter_mut() {
-        // One failing write aborts the group (the transaction is dropped uncommitted): every
-        // caller learns its write did not happen and retries, so nothing half-applied survives.
-        job.apply(&txn)?;
+/// Commits the group in one transaction; if that fails, commits each write in a transaction of
+/// its own, so one bad write fails alone instead of failing every write queued beside it.
+fn commit_group(db: &Database, group: &mut [Box<dyn Job>]) -> Vec<Result<(), EngineError>> {
+    let together = (|| {
+        let txn = db.begin_write().map_err(redb::Error::from)?;
+        for job in group.iter_mut() {
+            job.apply(&txn)?;
+        }
+        txn.commit().map_err(redb::Error::from)?;
+        Ok::<(), EngineError>(())
+    })();
+    match together {
+        Ok(()) => vec![Ok(()); group.len()],
+        Err(e) if group.len() == 1 => {
+            tracing::error!(error = %e, "Embedded write failed");
+            vec![Err(e)]
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, writes = group.len(), "Embedded group commit failed; retrying each write alone");
+            group
+                .iter_mut()
+                .map(|job| {
+                    let txn = db.begin_write().map_err(redb::Error::from)?;
+                    job.apply(&txn)?;
+                    txn.commit().map_err(redb::Error::from)?;
+                    Ok(())
+                })
+                .inspect(|r: &Result<(), EngineError>| {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "Embedded write failed");
+                    }
+                })
+                .collect()
+        }
     }
-    txn.commit().map_err(redb::Error::from)?;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redb::{ReadableTable, TableDefinition};
+    use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
     const T: TableDefinition<u64, u64> = TableDefinition::new("t");
 
@@ -206,12 +267,15 @@ mod tests {
             assert!(done.iter().all(Result::is_ok));
         }
         // The writer thread exits once every handle is gone; give it a moment to close the file.
-        let engine = loop {
-            match Engine::open(dir.path()) {
-                Ok(engine) => break engine,
-                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+        let mut reopened = None;
+        for _ in 0..500 {
+            if let Ok(engine) = Engine::open(dir.path()) {
+                reopened = Some(engine);
+                break;
             }
-        };
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let engine = reopened.expect("the database is released within 5 s");
         let sum = engine
             .read(|txn| {
                 let t = txn.open_table(T)?;
@@ -226,18 +290,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failing_write_fails_its_group_only() {
+    async fn a_failing_or_panicking_write_fails_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = Engine::open(dir.path()).expect("opens");
-        let bad = engine.submit(|_txn| -> Result<(), redb::Error> {
-            Err(redb::Error::Corrupted("test".into()))
-        });
-        assert!(matches!(bad.await, Err(EngineError::Storage(_))));
-        let good = engine.submit(|txn| {
+        // Queued back to back, so they share a group: the good writes must still land.
+        let before = engine.submit(|txn| {
             txn.open_table(T)?.insert(1, 1)?;
             Ok(())
         });
-        assert!(good.await.is_ok());
+        let bad = engine.submit(|_txn| -> Result<(), redb::Error> {
+            Err(redb::Error::Corrupted("test".into()))
+        });
+        let panics =
+            engine.submit(|_txn| -> Result<(), redb::Error> { panic!("a bug in a write") });
+        let after = engine.submit(|txn| {
+            txn.open_table(T)?.insert(2, 2)?;
+            Ok(())
+        });
+        assert!(matches!(bad.await, Err(EngineError::Storage(_))));
+        assert!(matches!(panics.await, Err(EngineError::Storage(_))));
+        assert!(before.await.is_ok() && after.await.is_ok());
+        let rows = engine
+            .read(|txn| Ok(txn.open_table(T)?.len()?))
+            .expect("reads");
+        assert_eq!(rows, 2);
+        assert!(
+            engine.is_writable(),
+            "the writer survives a panicking write"
+        );
+
+        engine.close();
+        assert!(!engine.is_writable());
+        let refused = engine.submit(|txn| {
+            txn.open_table(T)?.insert(3, 3)?;
+            Ok(())
+        });
+        assert!(matches!(refused.await, Err(EngineError::Closed)));
     }
 
     async fn futures_join<T>(futs: impl Iterator<Item = impl Future<Output = T>>) -> Vec<T> {

@@ -60,7 +60,7 @@ async fn accept(
         ));
     }
 
-    let order_id = OrderId::new();
+    let mut order_id = OrderId::new();
     // Keys are per customer: two customers may pick the same key.
     let scoped_key = key.map(|k| format!("{}:{}:{}", claims.sub.len(), claims.sub, k));
     if let Some(scoped) = &scoped_key {
@@ -70,7 +70,7 @@ async fn accept(
             .claim(scoped, &fingerprint, order_id, PENDING_TTL)
             .await
         {
-            Ok(Claim::Claimed) => {}
+            Ok(Claim::Claimed { order_id: claimed }) => order_id = claimed,
             Ok(Claim::Existing {
                 fingerprint: first,
                 order_id,
@@ -120,33 +120,40 @@ async fn accept(
         value: Payload::from(value),
         headers: message_headers,
     };
-    let appended = Instant::now();
-    let result = state.log.append(vec![message]).await;
-    metrics::histogram!("orderflow_checkout_append_seconds").record(appended.elapsed());
-    match result {
-        Ok(_) => {
-            if let Some(scoped) = scoped_key {
-                // Queued behind the append; the 202 need not wait for its flush.
-                let store = state.idempotency.clone();
-                let ttl = state.settings.idempotency_ttl;
-                tokio::spawn(async move {
-                    if let Err(e) = store.complete(&scoped, ttl).await {
-                        tracing::warn!(error = %e, "Cannot complete an idempotency claim");
-                    }
-                });
+
+    // The append and the claim's outcome run in their own task: a client that hangs up
+    // mid-request cancels this handler, never the bookkeeping of an append that went through.
+    let log = state.log.clone();
+    let idempotency = state.idempotency.clone();
+    let ttl = state.settings.idempotency_ttl;
+    let settled = tokio::spawn(async move {
+        let appended = Instant::now();
+        let result = log.append(vec![message]).await;
+        metrics::histogram!("orderflow_checkout_append_seconds").record(appended.elapsed());
+        if let Some(scoped) = scoped_key {
+            let outcome = match &result {
+                Ok(_) => idempotency.complete(&scoped, order_id, ttl).await,
+                Err(_) => idempotency.abandon(&scoped, order_id).await,
+            };
+            if let Err(e) = outcome {
+                // The claim lapses on its own; a retry then reuses this order id.
+                tracing::warn!(error = %e, %order_id, "Cannot record the outcome of an idempotency claim");
             }
-            Ok((order_id, false))
         }
-        Err(e) => {
+        result
+    })
+    .await;
+    match settled {
+        Ok(Ok(_)) => Ok((order_id, false)),
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, %order_id, "Log append failed; answering 503");
-            if let Some(scoped) = scoped_key
-                && let Err(e) = state.idempotency.abandon(&scoped).await
-            {
-                tracing::warn!(error = %e, "Cannot abandon an idempotency claim");
-            }
             Err(Problem::unavailable(
                 "the order log cannot take the order now; retry",
             ))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, %order_id, "The append task failed");
+            Err(Problem::internal())
         }
     }
 }

@@ -20,6 +20,8 @@ use tokio::sync::{Notify, watch};
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log_records");
 /// `(group, topic, partition)` → next offset to read.
 const OFFSETS: TableDefinition<(&str, &str, u32), u64> = TableDefinition::new("log_offsets");
+/// `(topic, partition)` → next offset, written with the records it covers.
+const ENDS: TableDefinition<(&str, u32), u64> = TableDefinition::new("log_ends");
 /// `topic` → partition count.
 const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("log_topics");
 
@@ -78,31 +80,27 @@ impl EmbeddedLog {
         messages: &[(u32, Message)],
     ) -> Result<Vec<(u32, u64)>, redb::Error> {
         let mut table = txn.open_table(RECORDS)?;
+        let mut ends = txn.open_table(ENDS)?;
         let mut next = inner.next.lock();
         let mut positions = Vec::with_capacity(messages.len());
+        let mut touched: HashMap<(&str, u32), u64> = HashMap::new();
         for (partition, message) in messages {
+            let topic = message.topic.as_str();
             let slot = (message.topic.clone(), *partition);
             let offset = match next.get(&slot) {
                 Some(offset) => *offset,
-                None => {
-                    let last = table
-                        .range(
-                            (message.topic.as_str(), *partition, 0)
-                                ..=(message.topic.as_str(), *partition, u64::MAX),
-                        )?
-                        .next_back()
-                        .transpose()?
-                        .map(|(key, _)| key.value().2 + 1);
-                    last.unwrap_or(0)
-                }
+                // The stored end survives trimming: even a partition trimmed empty continues
+                // after its last offset, so committed group offsets never point past new records.
+                None => ends.get((topic, *partition))?.map_or(0, |v| v.value()),
             };
             let frame = encode_frame(&message.headers, &message.key, &message.value);
-            table.insert(
-                (message.topic.as_str(), *partition, offset),
-                frame.as_slice(),
-            )?;
+            table.insert((topic, *partition, offset), frame.as_slice())?;
             next.insert(slot, offset + 1);
+            touched.insert((topic, *partition), offset + 1);
             positions.push((*partition, offset));
+        }
+        for ((topic, partition), end) in touched {
+            ends.insert((topic, partition), end)?;
         }
         Ok(positions)
     }
@@ -116,29 +114,16 @@ impl EmbeddedLog {
 
     /// Where every partition of every topic ends now (its next offset).
     pub fn end_offsets(&self) -> Result<Offsets, LogError> {
-        let partitions = self.inner.partitions;
         let ends = self.inner.engine.read(|txn| {
-            let mut ends = Offsets::new();
-            let Some(topics) = open_existing(txn, TOPICS)? else {
-                return Ok(ends);
-            };
-            let records = open_existing(txn, RECORDS)?;
-            for row in topics.iter()? {
-                let (topic, _) = row?;
-                let topic = topic.value().to_owned();
-                for p in 0..partitions {
-                    let end = match &records {
-                        Some(t) => t
-                            .range((topic.as_str(), p, 0)..=(topic.as_str(), p, u64::MAX))?
-                            .next_back()
-                            .transpose()?
-                            .map_or(0, |(k, _)| k.value().2 + 1),
-                        None => 0,
-                    };
-                    ends.insert((topic.clone(), p), end);
+            let mut out = Offsets::new();
+            if let Some(t) = open_existing(txn, ENDS)? {
+                for row in t.iter()? {
+                    let (key, end) = row?;
+                    let (topic, partition) = key.value();
+                    out.insert((topic.to_owned(), partition), end.value());
                 }
             }
-            Ok(ends)
+            Ok(out)
         })?;
         Ok(ends)
     }
@@ -380,7 +365,11 @@ impl Log for EmbeddedLog {
     }
 
     async fn ready(&self) -> Result<(), LogError> {
-        // A no-op read proves the database is open; writes fail loudly on their own.
+        if !self.inner.engine.is_writable() {
+            return Err(LogError::Unavailable(
+                "the embedded writer is stopped".into(),
+            ));
+        }
         self.inner.engine.read(|_| Ok(()))?;
         Ok(())
     }

@@ -103,3 +103,52 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
     let positions = log.append(vec![msg("r.in", 3)]).await.expect("append");
     assert!(positions[0].1 > 0);
 }
+
+#[tokio::test]
+async fn offsets_continue_after_a_partition_is_trimmed_empty_and_reopened() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topics = vec!["e.in".to_owned()];
+    let end_before = {
+        let log = EmbeddedLog::new(Engine::open(dir.path()).expect("engine"), 1).expect("log");
+        log.ensure_topics(&topics).await.expect("topics");
+        log.append((0..50).map(|i| msg("e.in", i)).collect())
+            .await
+            .expect("append");
+        let mut c = log.consumer("g", &topics).await.expect("consumer");
+        let records = c.poll(1000, Duration::from_millis(50)).await.expect("poll");
+        let mut offsets = Offsets::new();
+        offsets.insert(
+            ("e.in".into(), 0),
+            records.last().expect("records").offset + 1,
+        );
+        c.complete(vec![], offsets).await.expect("commit");
+        assert_eq!(
+            log.trim(&log.end_offsets().expect("ends"))
+                .await
+                .expect("trim"),
+            50
+        );
+        assert!(log.read("e.in", 10).await.expect("read").is_empty());
+        log.end_offsets().expect("ends")[&("e.in".to_owned(), 0)]
+    };
+    assert_eq!(end_before, 50);
+    let engine = loop {
+        match Engine::open(dir.path()) {
+            Ok(engine) => break engine,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let log = EmbeddedLog::new(engine, 1).expect("log");
+    let positions = log.append(vec![msg("e.in", 99)]).await.expect("append");
+    assert_eq!(
+        positions[0].1, 50,
+        "a new record continues after the trimmed ones"
+    );
+    let mut c = log.consumer("g", &topics).await.expect("consumer");
+    let got = c.poll(10, Duration::from_millis(50)).await.expect("poll");
+    assert_eq!(
+        got.len(),
+        1,
+        "the group sees the record appended after the restart"
+    );
+}

@@ -8,8 +8,13 @@ use std::time::Duration;
 /// What a claim found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// The key was free and is now held for this request.
-    Claimed,
+    /// The key is now held for this request, which must use `order_id`: a fresh id, or the id
+    /// of an earlier claim with the same body that lapsed or failed, so a request that may
+    /// already be on the log is never given a second order.
+    Claimed {
+        /// The order id to append under.
+        order_id: OrderId,
+    },
     /// The key is held already.
     Existing {
         /// Fingerprint of the body that first used the key.
@@ -24,8 +29,8 @@ pub enum Claim {
 /// Idempotency keys with expiry.
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Claims `key` for a request with body `fingerprint` that will create `order_id`; a pending
-    /// claim lapses after `pending_ttl` if it is neither completed nor abandoned.
+    /// Claims `key` for a request with body `fingerprint`, proposing `order_id` for a new order.
+    /// A pending claim lapses after `pending_ttl` if it is neither completed nor abandoned.
     async fn claim(
         &self,
         key: &str,
@@ -34,9 +39,11 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         pending_ttl: Duration,
     ) -> Result<Claim, StoreError>;
 
-    /// Marks the claim done (the order is on the log); it then lives `ttl`.
-    async fn complete(&self, key: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Marks the claim of `order_id` done (the order is on the log); it then lives `ttl`. A
+    /// claim that another request has taken over since is left alone.
+    async fn complete(&self, key: &str, order_id: OrderId, ttl: Duration)
+    -> Result<(), StoreError>;
 
-    /// Drops a claim whose request failed, so a retry can proceed.
-    async fn abandon(&self, key: &str) -> Result<(), StoreError>;
+    /// Lets a retry of a failed request take the claim over at once, keeping `order_id`.
+    async fn abandon(&self, key: &str, order_id: OrderId) -> Result<(), StoreError>;
 }

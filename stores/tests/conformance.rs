@@ -153,16 +153,14 @@ async fn ledger_conformance(ledger: Arc<dyn StockLedger>) {
 
 /// The behaviour every [`IdempotencyStore`] must have.
 async fn idempotency_conformance(store: Arc<dyn IdempotencyStore>) {
+    let pending = Duration::from_secs(30);
     let id = OrderId::new();
     assert_eq!(
-        store
-            .claim("k1", "fp", id, Duration::from_secs(30))
-            .await
-            .expect("claim"),
-        Claim::Claimed
+        store.claim("k1", "fp", id, pending).await.expect("claim"),
+        Claim::Claimed { order_id: id }
     );
     let again = store
-        .claim("k1", "other", OrderId::new(), Duration::from_secs(30))
+        .claim("k1", "other", OrderId::new(), pending)
         .await
         .expect("claim");
     assert_eq!(
@@ -173,12 +171,27 @@ async fn idempotency_conformance(store: Arc<dyn IdempotencyStore>) {
             complete: false
         }
     );
+    // Completing with another order id (a stale request) changes nothing.
     store
-        .complete("k1", Duration::from_secs(60))
+        .complete("k1", OrderId::new(), Duration::from_secs(60))
+        .await
+        .expect("complete");
+    assert!(matches!(
+        store
+            .claim("k1", "fp", OrderId::new(), pending)
+            .await
+            .expect("claim"),
+        Claim::Existing {
+            complete: false,
+            ..
+        }
+    ));
+    store
+        .complete("k1", id, Duration::from_secs(60))
         .await
         .expect("complete");
     let done = store
-        .claim("k1", "fp", OrderId::new(), Duration::from_secs(30))
+        .claim("k1", "fp", OrderId::new(), pending)
         .await
         .expect("claim");
     assert_eq!(
@@ -190,29 +203,62 @@ async fn idempotency_conformance(store: Arc<dyn IdempotencyStore>) {
         }
     );
 
-    // Abandoned and expired claims free the key.
+    // An abandoned claim is taken over at once by the same request, with the same order id;
+    // another body still may not use the key.
+    let id2 = OrderId::new();
     assert_eq!(
-        store
-            .claim("k2", "fp", id, Duration::from_secs(30))
-            .await
-            .expect("claim"),
-        Claim::Claimed
+        store.claim("k2", "fp", id2, pending).await.expect("claim"),
+        Claim::Claimed { order_id: id2 }
     );
-    store.abandon("k2").await.expect("abandon");
-    assert_eq!(
+    store.abandon("k2", id2).await.expect("abandon");
+    assert!(matches!(
         store
-            .claim("k2", "fp", id, Duration::from_millis(20))
+            .claim("k2", "other", OrderId::new(), pending)
             .await
             .expect("claim"),
-        Claim::Claimed
+        Claim::Existing { .. }
+    ));
+    assert_eq!(
+        store
+            .claim("k2", "fp", OrderId::new(), pending)
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: id2 }
+    );
+
+    // A lapsed pending claim is taken over with its own order id too.
+    let id3 = OrderId::new();
+    assert_eq!(
+        store
+            .claim("k3", "fp", id3, Duration::from_millis(20))
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: id3 }
     );
     tokio::time::sleep(Duration::from_millis(40)).await;
     assert_eq!(
         store
-            .claim("k2", "fp2", id, Duration::from_secs(30))
+            .claim("k3", "fp", OrderId::new(), pending)
             .await
             .expect("claim"),
-        Claim::Claimed
+        Claim::Claimed { order_id: id3 }
+    );
+
+    // A completed key past its TTL is free for a new order.
+    let id4 = OrderId::new();
+    store.claim("k4", "fp", id4, pending).await.expect("claim");
+    store
+        .complete("k4", id4, Duration::from_millis(20))
+        .await
+        .expect("complete");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let fresh = OrderId::new();
+    assert_eq!(
+        store
+            .claim("k4", "fp", fresh, pending)
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: fresh }
     );
 }
 

@@ -5,11 +5,14 @@ use crate::{Claim, IdempotencyStore, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::OrderId;
 use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{self, ReadableTable, TableDefinition};
+use orderflow_embedded::redb::{self, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency_keys");
+
+/// How long a lapsed pending claim is kept, so a late retry still reuses its order id.
+const LAPSED_KEEP_MS: i64 = 24 * 3600 * 1000;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -23,8 +26,20 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 2)
 }
 
-fn corrupt(e: serde_json::Error) -> redb::Error {
-    redb::Error::Corrupted(format!("idempotency entry: {e}"))
+fn get(t: &Table<&str, &[u8]>, key: &str) -> Result<Option<Entry>, redb::Error> {
+    match t.get(key)? {
+        // An unreadable entry is treated as absent (and overwritten) rather than failing the
+        // write group it is in.
+        Some(v) => Ok(serde_json::from_slice(v.value()).ok()),
+        None => Ok(None),
+    }
+}
+
+fn put(t: &mut Table<&str, &[u8]>, key: &str, entry: &Entry) -> Result<(), redb::Error> {
+    let bytes = serde_json::to_vec(entry)
+        .map_err(|e| redb::Error::Corrupted(format!("idempotency entry: {e}")))?;
+    t.insert(key, bytes.as_slice())?;
+    Ok(())
 }
 
 /// The embedded idempotency store.
@@ -39,16 +54,25 @@ impl EmbeddedIdempotency {
         Self { engine }
     }
 
-    /// Removes expired keys; returns how many. Called periodically by the binary.
+    /// Removes completed keys past their TTL and pending claims lapsed for a day; returns how
+    /// many. Called periodically by the binary.
     pub async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let gone = |e: &Entry, now: i64| {
+            if e.complete {
+                e.expires_at_ms <= now
+            } else {
+                e.expires_at_ms + LAPSED_KEEP_MS <= now
+            }
+        };
         let now = now_ms();
         let expired = self.engine.read(|txn| {
             let mut out = Vec::new();
             if let Some(t) = open_read(txn, KEYS)? {
                 for row in t.iter()? {
                     let (k, v) = row?;
-                    let entry: Entry = serde_json::from_slice(v.value()).map_err(corrupt)?;
-                    if entry.expires_at_ms <= now {
+                    let stale =
+                        serde_json::from_slice::<Entry>(v.value()).map_or(true, |e| gone(&e, now));
+                    if stale {
                         out.push(k.value().to_owned());
                     }
                 }
@@ -61,16 +85,7 @@ impl EmbeddedIdempotency {
                 let mut t = txn.open_table(KEYS)?;
                 for key in &expired {
                     // Re-check: the key may have been claimed again since the scan.
-                    let still_expired = match t.get(key.as_str())? {
-                        Some(v) => {
-                            serde_json::from_slice::<Entry>(v.value())
-                                .map_err(corrupt)?
-                                .expires_at_ms
-                                <= now
-                        }
-                        None => false,
-                    };
-                    if still_expired {
+                    if get(&t, key)?.is_none_or(|e| gone(&e, now)) {
                         t.remove(key.as_str())?;
                     }
                 }
@@ -97,48 +112,49 @@ impl IdempotencyStore for EmbeddedIdempotency {
             .submit(move |txn| {
                 let mut t = txn.open_table(KEYS)?;
                 let now = now_ms();
-                let existing = match t.get(key.as_str())? {
-                    Some(v) => {
-                        let entry: Entry = serde_json::from_slice(v.value()).map_err(corrupt)?;
-                        (entry.expires_at_ms > now).then_some(entry)
+                let id = match get(&t, &key)? {
+                    Some(e)
+                        if e.expires_at_ms > now
+                            || (!e.complete && e.fingerprint != fingerprint) =>
+                    {
+                        return Ok(Claim::Existing {
+                            fingerprint: e.fingerprint,
+                            order_id: e.order_id,
+                            complete: e.complete,
+                        });
                     }
-                    None => None,
+                    // A lapsed or abandoned claim of the same request: it may be on the log
+                    // already, so the retry carries the same order id.
+                    Some(e) if !e.complete => e.order_id,
+                    _ => order_id,
                 };
-                if let Some(e) = existing {
-                    return Ok(Claim::Existing {
-                        fingerprint: e.fingerprint,
-                        order_id: e.order_id,
-                        complete: e.complete,
-                    });
-                }
                 let entry = Entry {
-                    fingerprint,
-                    order_id,
+                    fingerprint: fingerprint.clone(),
+                    order_id: id,
                     complete: false,
                     expires_at_ms: now + ms(pending_ttl),
                 };
-                let bytes = serde_json::to_vec(&entry).map_err(corrupt)?;
-                t.insert(key.as_str(), bytes.as_slice())?;
-                Ok(Claim::Claimed)
+                put(&mut t, &key, &entry)?;
+                Ok(Claim::Claimed { order_id: id })
             })
             .await?;
         Ok(claim)
     }
 
-    async fn complete(&self, key: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn complete(
+        &self,
+        key: &str,
+        order_id: OrderId,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.engine
             .submit(move |txn| {
                 let mut t = txn.open_table(KEYS)?;
-                let entry = match t.get(key.as_str())? {
-                    Some(v) => Some(serde_json::from_slice::<Entry>(v.value()).map_err(corrupt)?),
-                    None => None,
-                };
-                if let Some(mut entry) = entry {
+                if let Some(mut entry) = get(&t, &key)?.filter(|e| e.order_id == order_id) {
                     entry.complete = true;
                     entry.expires_at_ms = now_ms() + ms(ttl);
-                    let bytes = serde_json::to_vec(&entry).map_err(corrupt)?;
-                    t.insert(key.as_str(), bytes.as_slice())?;
+                    put(&mut t, &key, &entry)?;
                 }
                 Ok(())
             })
@@ -146,11 +162,17 @@ impl IdempotencyStore for EmbeddedIdempotency {
         Ok(())
     }
 
-    async fn abandon(&self, key: &str) -> Result<(), StoreError> {
+    async fn abandon(&self, key: &str, order_id: OrderId) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.engine
             .submit(move |txn| {
-                txn.open_table(KEYS)?.remove(key.as_str())?;
+                let mut t = txn.open_table(KEYS)?;
+                if let Some(mut entry) =
+                    get(&t, &key)?.filter(|e| e.order_id == order_id && !e.complete)
+                {
+                    entry.expires_at_ms = now_ms();
+                    put(&mut t, &key, &entry)?;
+                }
                 Ok(())
             })
             .await?;
