@@ -302,8 +302,16 @@ impl Config {
                 self.max_body_bytes
             );
         }
-        if self.reservation_ttl.is_zero() {
-            bail!("invalid reservation_ttl_secs: must be at least 1");
+        if self.reservation_ttl.is_zero() || self.reservation_ttl > Duration::from_secs(7 * 86_400)
+        {
+            bail!("invalid reservation_ttl_secs: must be 1 to 604800 (7 days)");
+        }
+        if self.idempotency_ttl.is_zero() || self.idempotency_ttl > Duration::from_secs(30 * 86_400)
+        {
+            bail!("invalid idempotency_ttl_secs: must be 1 to 2592000 (30 days)");
+        }
+        if self.log_retention > Duration::from_secs(365 * 86_400) {
+            bail!("invalid log_retention_secs: must be at most 31536000 (a year)");
         }
         if self.retry_max_attempts == 0 {
             bail!("invalid retry_max_attempts: must be at least 1");

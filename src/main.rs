@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use orderflow_ingest::{ApiSettings, AppState, Auth};
 use orderflow_pipeline::dlq_topic;
 use orderflow_stages::topology;
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -287,7 +288,7 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
         });
     }
 
-    if api {
+    let mut server = if api {
         warn_dev_secret(config);
         let state = AppState {
             log: backends.log.clone(),
@@ -319,13 +320,41 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
         println!("  get a token: cargo run --release -- token --sub alice");
         println!("  then: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/catalog");
         tracing::info!(%addr, "API listening");
-        axum::serve(listener, orderflow_ingest::app(state))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("API server failed")?;
+        let mut api_stop = stopping.clone();
+        let server = axum::serve(listener, orderflow_ingest::app(state)).with_graceful_shutdown(
+            async move {
+                let _ = api_stop.changed().await;
+            },
+        );
+        Some(tokio::spawn(server.into_future()))
     } else {
         println!("orderflow worker running stages: {}", stages.join(" "));
-        shutdown_signal().await;
+        None
+    };
+
+    // Run until a signal, or until a part stops on its own: a stage or the API ending while
+    // the process serves is a failure, and the process exits non-zero so a supervisor restarts it
+    // rather than keep accepting orders that nothing processes.
+    let failure: Option<String> = tokio::select! {
+        _ = shutdown_signal() => None,
+        Some(ended) = tasks.join_next() => Some(match ended {
+            Ok(Ok(())) => "a stage stopped unexpectedly".to_owned(),
+            Ok(Err(e)) => format!("a stage stopped: {e}"),
+            Err(e) => format!("a stage task failed: {e}"),
+        }),
+        ended = async {
+            match server.as_mut() {
+                Some(handle) => handle.await,
+                None => std::future::pending().await,
+            }
+        } => Some(match ended {
+            Ok(Ok(())) => "the API server stopped unexpectedly".to_owned(),
+            Ok(Err(e)) => format!("the API server failed: {e}"),
+            Err(e) => format!("the API server task failed: {e}"),
+        }),
+    };
+    if let Some(reason) = &failure {
+        tracing::error!(reason = %reason, "Shutting down after a failure");
     }
 
     tracing::info!("Shutting down: finishing in-flight batches");
@@ -338,12 +367,20 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
                 Err(e) => tracing::error!(error = %e, "A stage task failed"),
             }
         }
+        if let Some(handle) = server.take()
+            && let Ok(Err(e)) = handle.await
+        {
+            tracing::error!(error = %e, "The API server failed while stopping");
+        }
     })
     .await;
     if drained.is_err() {
         tracing::warn!("Stages did not stop within 10 s; uncommitted records will be redelivered");
     }
-    Ok(())
+    match failure {
+        Some(reason) => bail!("{reason}"),
+        None => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

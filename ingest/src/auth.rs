@@ -59,7 +59,7 @@ impl Auth {
         let claims = Claims {
             sub: sub.to_owned(),
             scope: scope.to_owned(),
-            exp: now + ttl.as_secs(),
+            exp: now.saturating_add(ttl.as_secs()),
             iat: now,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)

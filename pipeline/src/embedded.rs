@@ -458,6 +458,9 @@ impl Consumer for EmbeddedConsumer {
                 for a in &mut self.assigned {
                     if let Some(next) = offsets.get(&(a.topic.clone(), a.partition)) {
                         a.committed = *next;
+                        // After a failed attempt rewound the reader, a retry that succeeds must
+                        // not hand the records it just committed out again.
+                        a.next = a.next.max(a.committed);
                     }
                 }
                 if has_outputs {
@@ -500,9 +503,21 @@ fn read_partition(
     records
         .into_iter()
         .map(|(offset, frame)| {
-            let (headers, key, value) = decode_frame(&frame).ok_or_else(|| {
-                LogError::Unavailable(format!("corrupt record {topic}/{partition}/{offset}"))
-            })?;
+            // An unreadable frame is handed out as it is, flagged, so the stage fails to decode
+            // it and the runner dead-letters it, instead of every poll of the partition failing.
+            let (headers, key, value) = decode_frame(&frame).unwrap_or_else(|| {
+                tracing::error!(
+                    topic,
+                    partition,
+                    offset,
+                    "Corrupt record frame in the embedded log"
+                );
+                (
+                    vec![("log-corrupt-frame".to_owned(), "true".to_owned())],
+                    Bytes::new(),
+                    Bytes::from(frame),
+                )
+            });
             Ok(Record {
                 topic: topic.to_owned(),
                 partition,

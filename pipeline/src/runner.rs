@@ -2,7 +2,9 @@
 
 use crate::log::{Consumer, Log, LogError, Message, Offsets, Record, header};
 use crate::stage::{ErrorKind, Outcome, Stage, StageError};
+use futures::FutureExt;
 use futures::future::join_all;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -185,7 +187,14 @@ impl Runner {
         let mut attempt = 1;
         loop {
             let started = Instant::now();
-            let result = self.stage.process(record, attempt).await;
+            // A stage that panics on one record dead-letters that record; it does not stop the
+            // stage for every order behind it.
+            let result = AssertUnwindSafe(self.stage.process(record, attempt))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StageError::permanent("the stage panicked on this record"))
+                });
             metrics::histogram!("orderflow_stage_process_seconds", "stage" => self.stage.name().to_owned())
                 .record(started.elapsed());
             match result {
@@ -277,6 +286,7 @@ mod tests {
             self.calls.fetch_add(1, Ordering::Relaxed);
             match &record.value[..] {
                 b"poison" => Err(StageError::permanent("poisoned")),
+                b"panic" => panic!("a bug in the stage"),
                 b"flaky" if attempt < 3 => Err(StageError::retryable("try again")),
                 value => Ok(Outcome::Emit(vec![Message {
                     topic: "out".into(),
@@ -311,6 +321,7 @@ mod tests {
             msg("in", "a", "hello"),
             msg("in", "b", "poison"),
             msg("in", "c", "flaky"),
+            msg("in", "d", "panic"),
         ])
         .await
         .expect("append");
@@ -335,7 +346,7 @@ mod tests {
         let (out, dlq) = loop {
             let out = log.read("out", 10).await.expect("read");
             let dlq = log.read("in.dlq", 10).await.expect("read");
-            if out.len() == 2 && dlq.len() == 1 {
+            if out.len() == 2 && dlq.len() == 2 {
                 break (out, dlq);
             }
             assert!(
@@ -347,12 +358,24 @@ mod tests {
         let mut values: Vec<_> = out.iter().map(|r| r.value.clone()).collect();
         values.sort();
         assert_eq!(values, [Bytes::from("FLAKY"), Bytes::from("HELLO")]);
-        assert_eq!(dlq[0].value, Bytes::from("poison"));
-        assert_eq!(dlq[0].header(header::DLQ_STAGE), Some("shout"));
-        assert_eq!(dlq[0].header(header::DLQ_SOURCE_TOPIC), Some("in"));
-        assert_eq!(dlq[0].header(header::DLQ_ATTEMPTS), Some("1"));
-        // hello once, poison once, flaky three times.
-        assert_eq!(stage.calls.load(Ordering::Relaxed), 5);
+        let poison = dlq
+            .iter()
+            .find(|r| r.value == "poison")
+            .expect("poison dead-lettered");
+        assert_eq!(poison.header(header::DLQ_STAGE), Some("shout"));
+        assert_eq!(poison.header(header::DLQ_SOURCE_TOPIC), Some("in"));
+        assert_eq!(poison.header(header::DLQ_ATTEMPTS), Some("1"));
+        let panicked = dlq
+            .iter()
+            .find(|r| r.value == "panic")
+            .expect("panic dead-lettered");
+        assert!(
+            panicked
+                .header(header::DLQ_ERROR)
+                .is_some_and(|e| e.contains("panicked"))
+        );
+        // hello once, poison once, panic once, flaky three times.
+        assert_eq!(stage.calls.load(Ordering::Relaxed), 6);
 
         stop.send(true).expect("stop");
         task.await.expect("joins").expect("runs");
@@ -379,7 +402,7 @@ mod tests {
                 .await
                 .expect("poll")
                 .len(),
-            3
+            4
         );
     }
 

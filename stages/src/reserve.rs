@@ -39,9 +39,10 @@ impl OrderStage for Reserve {
         Ok(match outcome {
             ReserveOutcome::Reserved => {
                 let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);
-                event.order.reservation = Some(Reservation {
-                    expires_at: Utc::now() + ttl,
-                });
+                let expires_at = Utc::now()
+                    .checked_add_signed(ttl)
+                    .unwrap_or(chrono::DateTime::<Utc>::MAX_UTC);
+                event.order.reservation = Some(Reservation { expires_at });
                 Step::Advance(event.advance(OrderStatus::Reserved))
             }
             ReserveOutcome::Short(short) => {

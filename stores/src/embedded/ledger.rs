@@ -57,6 +57,26 @@ struct State {
     holds: HashMap<OrderId, Slot>,
     /// Orders whose id is older than this (ms since the epoch) may have a hold on disk only.
     evicted_before_ms: i64,
+    /// Set when a write failed: every call is refused until the process restarts.
+    failed: bool,
+}
+
+impl State {
+    fn usable(&self) -> Result<(), StoreError> {
+        if self.failed {
+            Err(StoreError::Unavailable(
+                "the stock ledger stopped after a storage failure; restart orderflow".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A repeat that arrives while the first call's change is still being written must not answer
+/// before that change is durable.
+fn not_yet_durable() -> StoreError {
+    StoreError::Unavailable("this order's reservation is still being written; retry".into())
 }
 
 /// The embedded stock ledger.
@@ -156,9 +176,10 @@ impl EmbeddedLedger {
             Ok(())
         });
         let state = Arc::clone(&self.state);
-        let engine = self.engine.clone();
         let written = change_version;
-        async move {
+        // The bookkeeping after the write runs in its own task: a caller that is cancelled
+        // mid-await must not leave a durable change marked as pending forever.
+        let settled = tokio::spawn(async move {
             match write.await {
                 Ok(()) => {
                     if let Some((id, version)) = written
@@ -169,14 +190,19 @@ impl EmbeddedLedger {
                     Ok(())
                 }
                 Err(e) => {
-                    // Memory ran ahead of a write that failed: go back to what is on disk.
-                    tracing::error!(error = %e, "Stock ledger write failed; reloading from disk");
-                    if let Ok(reloaded) = Self::load(&engine) {
-                        *state.lock() = reloaded;
-                    }
-                    Err(e.into())
+                    // Memory ran ahead of a write that failed, and later changes may already be
+                    // queued on top of it: no reload can be trusted while the process runs. Stop
+                    // serving; a restart rebuilds memory from disk, which is consistent.
+                    tracing::error!(error = %e, "Stock ledger write failed; the ledger stops until restart");
+                    state.lock().failed = true;
+                    Err(StoreError::from(e))
                 }
             }
+        });
+        async move {
+            settled.await.map_err(|e| {
+                StoreError::Unavailable(format!("stock ledger write task failed: {e}"))
+            })?
         }
     }
 
@@ -213,12 +239,14 @@ impl EmbeddedLedger {
     async fn settle(&self, order: OrderId, to: HoldState) -> Result<bool, StoreError> {
         let pending = {
             let mut state = self.state.lock();
+            state.usable()?;
             self.load_evicted(&mut state, order)?;
             let State { levels, holds, .. } = &mut *state;
             let Some(slot) = holds.get_mut(&order) else {
                 return Ok(false);
             };
             match slot.hold.state {
+                s if s == to && slot.durable < slot.version => return Err(not_yet_durable()),
                 s if s == to => return Ok(true),
                 HoldState::Held => {}
                 _ => return Ok(false),
@@ -297,6 +325,7 @@ impl StockLedger for EmbeddedLedger {
     async fn seed(&self, items: &[(String, u64)]) -> Result<usize, StoreError> {
         let (count, pending) = {
             let mut state = self.state.lock();
+            state.usable()?;
             let mut created = Vec::new();
             for (sku, stock) in items {
                 if !state.levels.contains_key(sku) {
@@ -335,8 +364,12 @@ impl StockLedger for EmbeddedLedger {
         }
         let (outcome, pending) = {
             let mut state = self.state.lock();
+            state.usable()?;
             self.load_evicted(&mut state, order)?;
             if let Some(slot) = state.holds.get(&order) {
+                if slot.durable == 0 && slot.version == 1 {
+                    return Err(not_yet_durable());
+                }
                 return Ok(slot.hold.outcome.clone());
             }
             let shortages: Vec<Shortage> = wanted
@@ -415,6 +448,7 @@ impl StockLedger for EmbeddedLedger {
     async fn set_available(&self, sku: &str, available: u64) -> Result<StockLevel, StoreError> {
         let (level, pending) = {
             let mut state = self.state.lock();
+            state.usable()?;
             let level = state
                 .levels
                 .entry(sku.to_owned())
@@ -425,7 +459,8 @@ impl StockLedger for EmbeddedLedger {
                     reserved: 0,
                     committed: 0,
                 });
-            level.initial = level.initial - level.available + available;
+            // initial follows from the invariant, so even a damaged row heals on the next set.
+            level.initial = available + level.reserved + level.committed;
             level.available = available;
             let level = level.clone();
             (
