@@ -295,6 +295,7 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             ledger: backends.ledger.clone(),
             idempotency: backends.idempotency.clone(),
             orders: backends.orders.clone(),
+            feed: backends.feed.clone(),
             catalog: backends.catalog.clone(),
             auth: Arc::new(Auth::new(config.jwt_secret.as_bytes())),
             metrics: Some(metrics),

@@ -14,9 +14,9 @@ use orderflow_stages::ship::Ship;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, topology};
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox, EmbeddedStatusFeed,
 };
-use orderflow_stores::{IdempotencyStore, OrderStore, Outbox, StockLedger};
+use orderflow_stores::{IdempotencyStore, OrderStore, Outbox, StatusFeed, StockLedger};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +31,7 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub embedded_idempotency: Option<EmbeddedIdempotency>,
     pub orders: Arc<dyn OrderStore>,
+    pub feed: Arc<dyn StatusFeed>,
     pub outbox: Arc<dyn Outbox>,
     pub provider: Arc<dyn PaymentProvider>,
     pub catalog: Arc<Catalog>,
@@ -94,6 +95,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         idempotency: Arc::new(idempotency.clone()),
         embedded_idempotency: Some(idempotency),
         orders: Arc::new(EmbeddedOrderStore::new(engine.clone())),
+        feed: Arc::new(EmbeddedStatusFeed::new(4096)),
         outbox: Arc::new(EmbeddedOutbox::new(engine)),
         provider: Arc::new(SimulatedProvider::default()),
         catalog: Arc::new(catalog),
@@ -112,7 +114,10 @@ pub fn stage(name: &str, b: &Backends, config: &Config) -> Result<(Arc<dyn Stage
             .iter()
             .map(|t| (*t).to_owned())
             .collect();
-        return Ok((Arc::new(Project::new(b.orders.clone())), inputs));
+        return Ok((
+            Arc::new(Project::new(b.orders.clone(), b.feed.clone())),
+            inputs,
+        ));
     }
     let Some(route) = topology::route(name) else {
         bail!(

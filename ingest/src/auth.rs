@@ -78,6 +78,11 @@ impl Auth {
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or_else(|| Problem::unauthorized("the Authorization scheme must be Bearer"))?;
+        self.verify_token(token)
+    }
+
+    /// The verified claims of a bare token.
+    pub fn verify_token(&self, token: &str) -> Result<Claims, Problem> {
         let data = decode::<Claims>(token.trim(), &self.decoding, &self.validation)
             .map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
         if data.claims.sub.is_empty() {

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `POST /v1/checkouts` | [`checkout`]: authenticate, validate, append durably, answer 202 |
 //! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
+//! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
 //! | `/healthz`, `/readyz`, `/metrics` | [`ops`] |
@@ -22,6 +23,7 @@ pub mod checkout;
 pub mod ops;
 pub mod orders;
 pub mod problem;
+pub mod ws;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,7 +31,7 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_domain::Catalog;
 use orderflow_pipeline::Log;
-use orderflow_stores::{IdempotencyStore, OrderStore, StockLedger};
+use orderflow_stores::{IdempotencyStore, OrderStore, StatusFeed, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Order views.
     pub orders: Arc<dyn OrderStore>,
+    /// Live status changes.
+    pub feed: Arc<dyn StatusFeed>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
     /// Token verification.
@@ -74,6 +78,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/checkouts", post(checkout::create))
         .route("/v1/orders/{id}", get(orders::get_order))
+        .route("/v1/orders/{id}/ws", get(ws::follow))
         .route("/v1/catalog", get(catalog::list))
         .route(
             "/v1/admin/stock/{sku}",

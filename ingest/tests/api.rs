@@ -9,7 +9,9 @@ use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event}
 use orderflow_embedded::Engine;
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{EmbeddedLog, Log};
-use orderflow_stores::embedded::{EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore};
+use orderflow_stores::embedded::{
+    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed,
+};
 use orderflow_stores::{OrderStore, StockLedger};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -54,6 +56,7 @@ async fn harness() -> Harness {
         ledger,
         idempotency: Arc::new(EmbeddedIdempotency::new(engine.clone())),
         orders: orders.clone(),
+        feed: Arc::new(EmbeddedStatusFeed::new(64)),
         catalog: Arc::new(catalog),
         auth: auth.clone(),
         metrics: None,

@@ -3,18 +3,20 @@
 use async_trait::async_trait;
 use orderflow_domain::decode_event;
 use orderflow_pipeline::{Outcome, Record, Stage, StageError};
-use orderflow_stores::OrderStore;
+use orderflow_stores::{OrderStore, StatusFeed};
 use std::sync::Arc;
 
-/// The status projector: reads every status topic and keeps the [`OrderStore`] current.
+/// The status projector: reads every status topic, keeps the [`OrderStore`] current and
+/// announces each change on the [`StatusFeed`].
 pub struct Project {
     store: Arc<dyn OrderStore>,
+    feed: Arc<dyn StatusFeed>,
 }
 
 impl Project {
-    /// Projects into `store`.
-    pub fn new(store: Arc<dyn OrderStore>) -> Self {
-        Self { store }
+    /// Projects into `store` and announces changes on `feed`.
+    pub fn new(store: Arc<dyn OrderStore>, feed: Arc<dyn StatusFeed>) -> Self {
+        Self { store, feed }
     }
 }
 
@@ -33,6 +35,12 @@ impl Stage for Project {
             .apply(vec![event])
             .await
             .map_err(|e| StageError::retryable(e.to_string()))?;
+        for view in &changed {
+            // The view is durable already; a feed hiccup only delays followers, who re-read.
+            if let Err(e) = self.feed.publish(view).await {
+                tracing::warn!(error = %e, order_id = %view.order_id, "Cannot publish a status change");
+            }
+        }
         if !changed.is_empty() {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
                 .increment(1);

@@ -5,18 +5,21 @@
 //! - [`IdempotencyStore`]: `Idempotency-Key` claims of the checkout API.
 //! - [`OrderStore`]: the projected [`OrderView`](orderflow_domain::OrderView) of every order.
 //! - [`Outbox`]: customer notifications waiting to be sent, one per order and kind.
+//! - [`StatusFeed`]: live status changes for WebSocket followers.
 //!
 //! [`embedded`] implements all of them on the embedded engine; Redis and ScyllaDB adapters come
 //! behind the same traits.
 
 pub mod embedded;
 pub mod error;
+pub mod feed;
 pub mod idempotency;
 pub mod ledger;
 pub mod orders;
 pub mod outbox;
 
 pub use error::StoreError;
+pub use feed::StatusFeed;
 pub use idempotency::{Claim, IdempotencyStore};
 pub use ledger::{ReserveOutcome, Shortage, StockLedger, StockLevel};
 pub use orders::OrderStore;

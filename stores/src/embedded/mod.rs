@@ -1,10 +1,12 @@
 //! Every store on the embedded engine: durable across restarts, no server needed.
 
+mod feed;
 mod idempotency;
 mod ledger;
 mod orders;
 mod outbox;
 
+pub use feed::EmbeddedStatusFeed;
 pub use idempotency::EmbeddedIdempotency;
 pub use ledger::EmbeddedLedger;
 pub use orders::EmbeddedOrderStore;

@@ -1,0 +1,18 @@
+//! The [`StatusFeed`] trait: live status changes for WebSocket followers.
+
+use crate::StoreError;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use orderflow_domain::{OrderId, OrderView};
+
+/// Announces changed order views to whoever follows an order. A feed is a notification
+/// channel, not a record: followers read the [`OrderStore`](crate::OrderStore) for the truth and
+/// use the feed to learn when to look again, so a missed message delays an update, never loses it.
+#[async_trait]
+pub trait StatusFeed: Send + Sync + 'static {
+    /// Announces a view that changed.
+    async fn publish(&self, view: &OrderView) -> Result<(), StoreError>;
+
+    /// The changes of one order from now on.
+    async fn subscribe(&self, order: OrderId) -> Result<BoxStream<'static, OrderView>, StoreError>;
+}
