@@ -49,8 +49,13 @@ impl Engines {
         if let Some(engine) = self.open.get(&dir) {
             return Ok(engine.clone());
         }
-        let engine = Engine::open_with_cache(&dir, self.cache_bytes)
-            .with_context(|| format!("cannot open embedded storage in {}", dir.display()))?;
+        let engine = Engine::open_with_cache(&dir, self.cache_bytes).with_context(|| {
+            format!(
+                "cannot open embedded storage in {} (if orderflow is running on it, stop it \
+                     first, or ask the running process: GET /v1/admin/audit)",
+                dir.display()
+            )
+        })?;
         self.open.insert(dir, engine.clone());
         Ok(engine)
     }

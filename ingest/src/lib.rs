@@ -10,7 +10,7 @@
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
-//! | `/healthz`, `/readyz`, `/metrics` | [`ops`] |
+//! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] |
 //!
 //! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are HS256 JWTs
 //! ([`auth`]).
@@ -84,9 +84,11 @@ pub fn app(state: AppState) -> Router {
             "/v1/admin/stock/{sku}",
             get(admin::get_stock).put(admin::put_stock),
         )
+        .route("/v1/admin/audit", get(admin::audit))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // The handlers enforce the limit themselves with a problem+json answer; this layer only

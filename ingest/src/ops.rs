@@ -37,6 +37,19 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     response
 }
 
+/// The OpenAPI 3.1 description of this API, checked against the router by the tests.
+pub const OPENAPI: &str = include_str!("../api/openapi.json");
+
+/// `GET /openapi.json`.
+pub async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// Any unknown route.
 pub async fn not_found() -> Problem {
     Problem::not_found("no such route")

@@ -396,6 +396,28 @@ async fn admins_read_and_set_stock_and_the_catalog_shows_it() {
     let (s, _, b) = h.send(get).await;
     assert_eq!((s, b["available"].as_u64()), (StatusCode::OK, Some(25)));
 
+    let audit = Request::get("/v1/admin/audit")
+        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+        .body(Body::empty())
+        .expect("request");
+    let (s, _, b) = h.send(audit).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (b["ok"].as_bool(), b["skus"].as_u64()),
+        (Some(true), Some(1)),
+        "{b}"
+    );
+    assert_eq!(b["breaches"].as_array().map(Vec::len), Some(0));
+    let not_admin = Request::get("/v1/admin/audit")
+        .header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", h.token("cust-1", "checkout")),
+        )
+        .body(Body::empty())
+        .expect("request");
+    let (s, hd, b) = h.send(not_admin).await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+
     let (s, _, b) = h
         .send(
             Request::get("/v1/catalog")
@@ -459,4 +481,60 @@ async fn a_log_that_cannot_append_gets_503_with_retry_after_never_202() {
         .await;
     assert_problem(s, &hd, &b, 503, "unavailable");
     assert!(h.appended().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route() {
+    let h = harness().await;
+    let (s, _, doc) = h
+        .send(
+            Request::get("/openapi.json")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    let routes = [
+        ("/v1/checkouts", "post"),
+        ("/v1/orders/{id}", "get"),
+        ("/v1/orders/{id}/ws", "get"),
+        ("/v1/catalog", "get"),
+        ("/v1/admin/stock/{sku}", "get"),
+        ("/v1/admin/stock/{sku}", "put"),
+        ("/v1/admin/audit", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/openapi.json", "get"),
+    ];
+    for (path, method) in routes {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} is not documented"
+        );
+        // And every documented route is served (not the 404 fallback).
+        let uri = path
+            .replace("{id}", "0190a0e2-0000-7000-8000-000000000000")
+            .replace("{sku}", "SKU-0001");
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        let (_, _, body) = h.send(request).await;
+        assert_ne!(
+            body["detail"], "no such route",
+            "{method} {path} is documented but not routed"
+        );
+    }
+    assert_eq!(
+        paths
+            .values()
+            .map(|p| p.as_object().map_or(0, |m| m.len()))
+            .sum::<usize>(),
+        routes.len(),
+        "undocumented extras in the document"
+    );
 }
