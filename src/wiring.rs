@@ -14,7 +14,8 @@ use orderflow_stages::ship::Ship;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, topology};
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox, EmbeddedStatusFeed,
+    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedPaymentJournal, EmbeddedStatusFeed,
 };
 use orderflow_stores::{IdempotencyStore, OrderStore, Outbox, StatusFeed, StockLedger};
 use std::collections::HashMap;
@@ -101,8 +102,10 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         embedded_idempotency: Some(idempotency),
         orders: Arc::new(EmbeddedOrderStore::new(engine.clone())),
         feed: Arc::new(EmbeddedStatusFeed::new(4096)),
-        outbox: Arc::new(EmbeddedOutbox::new(engine)),
-        provider: Arc::new(SimulatedProvider::default()),
+        outbox: Arc::new(EmbeddedOutbox::new(engine.clone())),
+        provider: Arc::new(SimulatedProvider::new(Arc::new(
+            EmbeddedPaymentJournal::new(engine),
+        ))),
         catalog: Arc::new(catalog),
     })
 }

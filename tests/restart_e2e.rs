@@ -8,6 +8,8 @@ use futures::StreamExt;
 use orderflow_domain::decode_event;
 use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, Log};
+use orderflow_stores::PaymentJournal;
+use orderflow_stores::embedded::EmbeddedPaymentJournal;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -117,7 +119,8 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
 
     // The log itself: every accepted order has exactly one terminal record, none has two.
     let engine = Engine::open(&data).expect("the stopped app released the database");
-    let log = EmbeddedLog::new(engine, 4).expect("log");
+    let log = EmbeddedLog::new(engine.clone(), 4).expect("log");
+
     let mut terminal: HashMap<String, usize> = HashMap::new();
     for topic in ["orders.completed", "orders.rejected"] {
         for record in log.read(topic, usize::MAX).await.expect("read") {
@@ -125,6 +128,57 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
             *terminal.entry(event.order.id.to_string()).or_default() += 1;
         }
     }
+    // Payments: exactly one capture per completed order (also those whose 202 the client never
+    // saw because of the kill), of its total, and none for any other order.
+    let mut completed: HashMap<String, i64> = HashMap::new();
+    for record in log
+        .read("orders.completed", usize::MAX)
+        .await
+        .expect("read")
+    {
+        let event = decode_event(&record.value).expect("decodes");
+        let total = event
+            .order
+            .pricing
+            .as_ref()
+            .map(|p| p.total.minor)
+            .expect("a completed order is priced");
+        completed.insert(format!("{}:charge", event.order.id), total);
+    }
+    let captured: HashMap<String, i64> = EmbeddedPaymentJournal::new(engine)
+        .entries()
+        .await
+        .expect("journal")
+        .into_iter()
+        .filter(|(_, outcome)| outcome.starts_with("approved|"))
+        .map(|(key, outcome)| {
+            let minor = outcome
+                .split('|')
+                .nth(2)
+                .and_then(|m| m.parse().ok())
+                .expect("amount");
+            (key, minor)
+        })
+        .collect();
+    let uncaptured: Vec<_> = completed
+        .iter()
+        .filter(|(k, t)| captured.get(*k) != Some(t))
+        .take(5)
+        .collect();
+    let unexplained: Vec<_> = captured
+        .iter()
+        .filter(|(k, t)| completed.get(*k) != Some(t))
+        .take(5)
+        .collect();
+    assert!(
+        uncaptured.is_empty(),
+        "completed without a matching capture: {uncaptured:?}"
+    );
+    assert!(
+        unexplained.is_empty(),
+        "captured without completing: {unexplained:?}"
+    );
+
     let duplicated: Vec<_> = terminal.iter().filter(|(_, n)| **n > 1).collect();
     assert!(
         duplicated.is_empty(),

@@ -5,11 +5,10 @@ use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
 use dashmap::DashMap;
-use orderflow_domain::{Money, OrderEvent, OrderStatus, Payment, RejectionCode};
+use orderflow_domain::{Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode};
 use orderflow_pipeline::StageError;
-use orderflow_stores::StockLedger;
+use orderflow_stores::{PaymentJournal, StockLedger};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What a provider answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,19 +38,66 @@ pub trait PaymentProvider: Send + Sync + 'static {
 }
 
 /// The simulated provider of the demo and the tests: `tok_visa` approves, `tok_decline`
-/// declines, `tok_flaky` fails transiently twice per key and then approves; anything else is
-/// declined as an invalid token.
-#[derive(Default)]
+/// declines, `tok_flaky` fails transiently twice (per key, per process) and then approves;
+/// anything else is declined as an invalid token. Its outcomes are kept in a durable
+/// [`PaymentJournal`], so like a real provider it never captures one key twice, across crashes
+/// and restarts too.
 pub struct SimulatedProvider {
-    results: DashMap<String, ChargeResult>,
+    journal: Arc<dyn PaymentJournal>,
     flaky_failures: DashMap<String, u32>,
-    captures: AtomicU64,
 }
 
 impl SimulatedProvider {
-    /// How many payments were captured (each key counts once).
-    pub fn captures(&self) -> u64 {
-        self.captures.load(Ordering::Relaxed)
+    /// A provider that remembers its outcomes in `journal`.
+    pub fn new(journal: Arc<dyn PaymentJournal>) -> Self {
+        Self {
+            journal,
+            flaky_failures: DashMap::new(),
+        }
+    }
+
+    /// Every capture made: `(idempotency key, amount)`.
+    pub async fn captures(&self) -> Result<Vec<(String, Money)>, ProviderError> {
+        let entries = self
+            .journal
+            .entries()
+            .await
+            .map_err(|e| ProviderError(e.to_string()))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(key, outcome)| match decode(&outcome) {
+                Some((ChargeResult::Approved(_), Some(amount))) => Some((key, amount)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Journal text of an outcome: `approved|PAYMENT_ID|MINOR|CURRENCY` or `declined|REASON`.
+fn encode(result: &ChargeResult, amount: Money) -> String {
+    match result {
+        ChargeResult::Approved(id) => format!("approved|{id}|{}|{}", amount.minor, amount.currency),
+        ChargeResult::Declined(reason) => format!("declined|{reason}"),
+    }
+}
+
+fn decode(text: &str) -> Option<(ChargeResult, Option<Money>)> {
+    let mut parts = text.splitn(4, '|');
+    match parts.next()? {
+        "approved" => {
+            let id = parts.next()?.to_owned();
+            let minor = parts.next()?.parse().ok()?;
+            let currency = Currency::parse(parts.next()?).ok()?;
+            Some((
+                ChargeResult::Approved(id),
+                Some(Money::new(minor, currency)),
+            ))
+        }
+        "declined" => Some((
+            ChargeResult::Declined(parts.next().unwrap_or("declined").to_owned()),
+            None,
+        )),
+        _ => None,
     }
 }
 
@@ -63,9 +109,6 @@ impl PaymentProvider for SimulatedProvider {
         token: &str,
         amount: Money,
     ) -> Result<ChargeResult, ProviderError> {
-        if let Some(result) = self.results.get(idempotency_key) {
-            return Ok(result.clone());
-        }
         if token == "tok_flaky" {
             let mut failures = self
                 .flaky_failures
@@ -86,18 +129,15 @@ impl PaymentProvider for SimulatedProvider {
             "tok_decline" => ChargeResult::Declined("card declined".into()),
             _ => ChargeResult::Declined("invalid payment token".into()),
         };
-        // The entry API makes check-and-insert atomic: two concurrent repeats capture once.
-        let entry = self
-            .results
-            .entry(idempotency_key.to_owned())
-            .or_insert_with(|| {
-                if matches!(outcome, ChargeResult::Approved(_)) {
-                    self.captures.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(key = idempotency_key, amount = %amount, "Payment captured");
-                }
-                outcome
-            });
-        Ok(entry.clone())
+        // The journal keeps the first outcome per key: a repeat gets it back, never a new capture.
+        let standing = self
+            .journal
+            .record_once(idempotency_key, &encode(&outcome, amount))
+            .await
+            .map_err(|e| ProviderError(e.to_string()))?;
+        let (result, _) = decode(&standing)
+            .ok_or_else(|| ProviderError(format!("unreadable journal entry {standing:?}")))?;
+        Ok(result)
     }
 }
 
@@ -155,11 +195,14 @@ impl OrderStage for Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderflow_domain::Currency;
+    use orderflow_embedded::Engine;
+    use orderflow_stores::embedded::EmbeddedPaymentJournal;
 
     #[tokio::test]
-    async fn the_simulated_provider_follows_its_tokens_and_deduplicates() {
-        let p = SimulatedProvider::default();
+    async fn the_simulated_provider_follows_its_tokens_and_never_captures_a_key_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = Engine::open(dir.path()).expect("engine");
+        let p = SimulatedProvider::new(Arc::new(EmbeddedPaymentJournal::new(engine.clone())));
         let usd = Money::new(100, Currency::parse("USD").expect("valid"));
         assert!(matches!(
             p.charge("o1:charge", "tok_visa", usd).await,
@@ -183,6 +226,16 @@ mod tests {
             p.charge("o4:charge", "tok_bogus", usd).await,
             Ok(ChargeResult::Declined(_))
         ));
-        assert_eq!(p.captures(), 2);
+        let captures = p.captures().await.expect("captures");
+        assert_eq!(captures.len(), 2);
+        assert!(captures.iter().all(|(_, amount)| *amount == usd));
+
+        // A provider process that restarts keeps its memory: the first outcome stands.
+        let again = SimulatedProvider::new(Arc::new(EmbeddedPaymentJournal::new(engine)));
+        assert!(matches!(
+            again.charge("o2:charge", "tok_visa", usd).await,
+            Ok(ChargeResult::Declined(_))
+        ));
+        assert_eq!(again.captures().await.expect("captures").len(), 2);
     }
 }

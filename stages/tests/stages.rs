@@ -14,7 +14,7 @@ use orderflow_stages::reserve::Reserve;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, OrderStage, Step, topology};
 use orderflow_stores::StockLedger;
-use orderflow_stores::embedded::EmbeddedLedger;
+use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedPaymentJournal};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,14 +81,15 @@ fn rejection(step: Step) -> RejectionCode {
     }
 }
 
-async fn ledger() -> (tempfile::TempDir, Arc<dyn StockLedger>) {
+async fn ledger() -> (tempfile::TempDir, Arc<dyn StockLedger>, Engine) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ledger = EmbeddedLedger::open(Engine::open(dir.path()).expect("engine")).expect("ledger");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let ledger = EmbeddedLedger::open(engine.clone()).expect("ledger");
     ledger
         .seed(&[("A".into(), 10), ("B".into(), 10)])
         .await
         .expect("seed");
-    (dir, Arc::new(ledger))
+    (dir, Arc::new(ledger), engine)
 }
 
 #[tokio::test]
@@ -129,7 +130,7 @@ async fn validate_applies_the_catalog_and_the_store_rules() {
 
 #[tokio::test]
 async fn price_multiplies_adds_shipping_and_rounds_tax() {
-    let (_dir, ledger) = ledger().await;
+    let (_dir, ledger, _engine) = ledger().await;
     let p = Price::new(catalog(), ledger, 825, 500);
     let Ok(Step::Advance(priced)) = p.handle(event(&[("A", 2), ("B", 3)], "tok_visa"), 1).await
     else {
@@ -144,10 +145,15 @@ async fn price_multiplies_adds_shipping_and_rounds_tax() {
 
 #[tokio::test]
 async fn a_declined_charge_gives_the_stock_back_and_a_repeat_changes_nothing() {
-    let (_dir, ledger) = ledger().await;
+    let (_dir, ledger, engine) = ledger().await;
     let reserve = Reserve::new(ledger.clone(), Duration::from_secs(60));
     let price = Price::new(catalog(), ledger.clone(), 0, 0);
-    let charge = Charge::new(Arc::new(SimulatedProvider::default()), ledger.clone());
+    let charge = Charge::new(
+        Arc::new(SimulatedProvider::new(Arc::new(
+            EmbeddedPaymentJournal::new(engine),
+        ))),
+        ledger.clone(),
+    );
 
     let Ok(Step::Advance(reserved)) = reserve.handle(event(&[("A", 4)], "tok_decline"), 1).await
     else {

@@ -6,6 +6,7 @@
 //! - [`OrderStore`]: the projected [`OrderView`](orderflow_domain::OrderView) of every order.
 //! - [`Outbox`]: customer notifications waiting to be sent, one per order and kind.
 //! - [`StatusFeed`]: live status changes for WebSocket followers.
+//! - [`PaymentJournal`]: the simulated payment provider's durable memory, one outcome per key.
 //!
 //! [`embedded`] implements all of them on the embedded engine; Redis and ScyllaDB adapters come
 //! behind the same traits.
@@ -17,6 +18,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod orders;
 pub mod outbox;
+pub mod payments;
 
 pub use error::StoreError;
 pub use feed::StatusFeed;
@@ -24,3 +26,4 @@ pub use idempotency::{Claim, IdempotencyStore};
 pub use ledger::{ReserveOutcome, Shortage, StockLedger, StockLevel};
 pub use orders::OrderStore;
 pub use outbox::Outbox;
+pub use payments::PaymentJournal;

@@ -5,12 +5,14 @@ mod idempotency;
 mod ledger;
 mod orders;
 mod outbox;
+mod payments;
 
 pub use feed::EmbeddedStatusFeed;
 pub use idempotency::EmbeddedIdempotency;
 pub use ledger::EmbeddedLedger;
 pub use orders::EmbeddedOrderStore;
 pub use outbox::EmbeddedOutbox;
+pub use payments::EmbeddedPaymentJournal;
 
 use orderflow_embedded::redb::{self, ReadOnlyTable, ReadTransaction, TableDefinition, TableError};
 
