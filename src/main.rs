@@ -343,6 +343,7 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             Ok(Err(e)) => format!("a stage stopped: {e}"),
             Err(e) => format!("a stage task failed: {e}"),
         }),
+        () = ledger_failed(backends.ledger.clone()) => Some("the stock ledger stopped after a storage failure".to_owned()),
         ended = async {
             match server.as_mut() {
                 Some(handle) => handle.await,
@@ -381,6 +382,17 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
     match failure {
         Some(reason) => bail!("{reason}"),
         None => Ok(()),
+    }
+}
+
+/// Resolves once the stock ledger reports it cannot serve any more (it refuses calls after a
+/// failed write until a restart rebuilds it from disk).
+async fn ledger_failed(ledger: Arc<dyn orderflow_stores::StockLedger>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if ledger.ready().await.is_err() {
+            return;
+        }
     }
 }
 

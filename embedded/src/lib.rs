@@ -121,8 +121,8 @@ impl Engine {
         std::thread::Builder::new()
             .name("orderflow-writer".into())
             .spawn(move || {
+                let _alive = AliveGuard(writer_alive);
                 run_writer(&writer_db, &queue);
-                writer_alive.store(false, Ordering::SeqCst);
             })
             .map_err(|e| EngineError::Storage(format!("cannot start writer thread: {e}")))?;
         tracing::info!(path = %path.display(), "Embedded storage opened");
@@ -206,40 +206,71 @@ fn run_writer(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
     tracing::debug!("Embedded writer stopped");
 }
 
-/// Commits the group in one transaction; if that fails, commits each write in a transaction of
-/// its own, so one bad write fails alone instead of failing every write queued beside it.
+/// Commits the group in one transaction. A write that fails is left out and the rest of the
+/// group is committed again without it, so one bad write fails alone instead of failing every
+/// write queued beside it; only if the commit itself fails are the writes committed one by one.
 fn commit_group(db: &Database, group: &mut [Box<dyn Job>]) -> Vec<Result<(), EngineError>> {
-    let together = (|| {
-        let txn = db.begin_write().map_err(redb::Error::from)?;
-        for job in group.iter_mut() {
-            job.apply(&txn)?;
+    let mut outcomes: Vec<Option<Result<(), EngineError>>> = vec![None; group.len()];
+    loop {
+        let pending: Vec<usize> = (0..group.len())
+            .filter(|i| outcomes[*i].is_none())
+            .collect();
+        if pending.is_empty() {
+            break;
         }
-        txn.commit().map_err(redb::Error::from)?;
-        Ok::<(), EngineError>(())
-    })();
-    match together {
-        Ok(()) => vec![Ok(()); group.len()],
-        Err(e) if group.len() == 1 => {
-            tracing::error!(error = %e, "Embedded write failed");
-            vec![Err(e)]
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, writes = group.len(), "Embedded group commit failed; retrying each write alone");
-            group
-                .iter_mut()
-                .map(|job| {
-                    let txn = db.begin_write().map_err(redb::Error::from)?;
-                    job.apply(&txn)?;
-                    txn.commit().map_err(redb::Error::from)?;
-                    Ok(())
-                })
-                .inspect(|r: &Result<(), EngineError>| {
-                    if let Err(e) = r {
+        let attempt = (|| {
+            let txn = db
+                .begin_write()
+                .map_err(|e| (None, EngineError::from(redb::Error::from(e))))?;
+            for &i in &pending {
+                group[i].apply(&txn).map_err(|e| (Some(i), e))?;
+            }
+            txn.commit()
+                .map_err(|e| (None, EngineError::from(redb::Error::from(e))))
+        })();
+        match attempt {
+            Ok(()) => {
+                for i in pending {
+                    outcomes[i] = Some(Ok(()));
+                }
+            }
+            Err((Some(bad), e)) => {
+                tracing::error!(error = %e, "Embedded write failed; committing the rest of its group without it");
+                outcomes[bad] = Some(Err(e));
+            }
+            Err((None, e)) if pending.len() == 1 => {
+                tracing::error!(error = %e, "Embedded commit failed");
+                outcomes[pending[0]] = Some(Err(e));
+            }
+            Err((None, e)) => {
+                tracing::warn!(error = %e, writes = pending.len(), "Embedded group commit failed; committing each write alone");
+                for i in pending {
+                    let alone = (|| {
+                        let txn = db.begin_write().map_err(redb::Error::from)?;
+                        group[i].apply(&txn)?;
+                        txn.commit().map_err(redb::Error::from)?;
+                        Ok::<(), EngineError>(())
+                    })();
+                    if let Err(e) = &alone {
                         tracing::error!(error = %e, "Embedded write failed");
                     }
-                })
-                .collect()
+                    outcomes[i] = Some(alone);
+                }
+            }
         }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Err(EngineError::Storage("write was not attempted".into()))))
+        .collect()
+}
+
+/// Marks the writer as gone when its thread ends, however it ends (a panic included).
+struct AliveGuard(Arc<AtomicBool>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }
 

@@ -12,14 +12,17 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: the log can take orders.
+/// `GET /readyz`: the log can take orders and the stock ledger can serve.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
-    match state.log.ready().await {
-        Ok(()) => Ok(Json(
-            json!({ "status": "ready", "checks": { "log": "ok" } }),
-        )),
-        Err(e) => Err(Problem::unavailable(format!("log not ready: {e}"))),
+    if let Err(e) = state.log.ready().await {
+        return Err(Problem::unavailable(format!("log not ready: {e}")));
     }
+    if let Err(e) = state.ledger.ready().await {
+        return Err(Problem::unavailable(format!("stock ledger not ready: {e}")));
+    }
+    Ok(Json(
+        json!({ "status": "ready", "checks": { "log": "ok", "ledger": "ok" } }),
+    ))
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -91,7 +91,15 @@ impl EmbeddedLog {
                 Some(offset) => *offset,
                 // The stored end survives trimming: even a partition trimmed empty continues
                 // after its last offset, so committed group offsets never point past new records.
-                None => ends.get((topic, *partition))?.map_or(0, |v| v.value()),
+                None => {
+                    let stored = ends.get((topic, *partition))?.map_or(0, |v| v.value());
+                    let last = table
+                        .range((topic, *partition, 0)..=(topic, *partition, u64::MAX))?
+                        .next_back()
+                        .transpose()?
+                        .map_or(0, |(k, _)| k.value().2 + 1);
+                    stored.max(last)
+                }
             };
             let frame = encode_frame(&message.headers, &message.key, &message.value);
             table.insert((topic, *partition, offset), frame.as_slice())?;

@@ -59,7 +59,12 @@ pub struct Runner {
 
 enum Settled {
     Done(Outcome),
-    Failed { error: StageError, attempts: u32 },
+    Failed {
+        error: StageError,
+        attempts: u32,
+    },
+    /// Shutdown came while a dependency was still down: the record stays uncommitted.
+    Interrupted,
 }
 
 impl Runner {
@@ -132,7 +137,12 @@ impl Runner {
         metrics::histogram!("orderflow_stage_batch_size", "stage" => name.to_owned())
             .record(records.len() as f64);
         let started = Instant::now();
-        let settled = join_all(records.iter().map(|r| self.settle(r))).await;
+        let settled = join_all(records.iter().map(|r| self.settle(r, shutdown.clone()))).await;
+        if settled.iter().any(|s| matches!(s, Settled::Interrupted)) {
+            // Commit nothing of this batch: it comes back after the restart, and every side
+            // effect already made is idempotent.
+            return false;
+        }
         let mut outputs = Vec::with_capacity(records.len());
         let mut offsets = Offsets::new();
         for (record, settled) in records.iter().zip(settled) {
@@ -146,6 +156,7 @@ impl Runner {
                     "rejected"
                 }
                 Settled::Done(Outcome::Nothing) => "no_output",
+                Settled::Interrupted => "interrupted",
                 Settled::Failed { error, attempts } => {
                     tracing::error!(
                         stage = name, topic = %record.topic, partition = record.partition,
@@ -183,8 +194,9 @@ impl Runner {
     }
 
     /// Runs the stage on one record with retries until it settles.
-    async fn settle(&self, record: &Record) -> Settled {
+    async fn settle(&self, record: &Record, mut shutdown: watch::Receiver<bool>) -> Settled {
         let mut attempt = 1;
+        let mut waits = 0;
         loop {
             let started = Instant::now();
             // A stage that panics on one record dead-letters that record; it does not stop the
@@ -207,6 +219,17 @@ impl Runner {
                     tracing::debug!(stage = self.stage.name(), attempt, error = %error.message, "Retrying a record");
                     tokio::time::sleep(self.policy.backoff(attempt)).await;
                     attempt += 1;
+                }
+                Err(error) if error.kind == ErrorKind::Unavailable => {
+                    waits += 1;
+                    metrics::counter!("orderflow_stage_unavailable_total", "stage" => self.stage.name().to_owned())
+                        .increment(1);
+                    if waits == 1 || waits % 50 == 0 {
+                        tracing::warn!(stage = self.stage.name(), waits, error = %error.message, "A dependency is unavailable; holding the record");
+                    }
+                    if sleep_or_shutdown(self.policy.backoff(waits.min(16)), &mut shutdown).await {
+                        return Settled::Interrupted;
+                    }
                 }
                 Err(error) => {
                     return Settled::Failed {
@@ -274,6 +297,7 @@ mod tests {
     /// permanently on "poison".
     struct Shout {
         calls: AtomicU32,
+        down_calls: AtomicU32,
     }
 
     #[async_trait]
@@ -287,6 +311,10 @@ mod tests {
             match &record.value[..] {
                 b"poison" => Err(StageError::permanent("poisoned")),
                 b"panic" => panic!("a bug in the stage"),
+                // A dependency down for longer than the retry budget: held, not dead-lettered.
+                b"down" if self.down_calls.fetch_add(1, Ordering::Relaxed) < 7 => {
+                    Err(StageError::unavailable("the ledger is down"))
+                }
                 b"flaky" if attempt < 3 => Err(StageError::retryable("try again")),
                 value => Ok(Outcome::Emit(vec![Message {
                     topic: "out".into(),
@@ -322,6 +350,7 @@ mod tests {
             msg("in", "b", "poison"),
             msg("in", "c", "flaky"),
             msg("in", "d", "panic"),
+            msg("in", "e", "down"),
         ])
         .await
         .expect("append");
@@ -332,6 +361,7 @@ mod tests {
         };
         let stage = Arc::new(Shout {
             calls: AtomicU32::new(0),
+            down_calls: AtomicU32::new(0),
         });
         let (stop, stopped) = watch::channel(false);
         let runner = Runner::new(
@@ -346,7 +376,7 @@ mod tests {
         let (out, dlq) = loop {
             let out = log.read("out", 10).await.expect("read");
             let dlq = log.read("in.dlq", 10).await.expect("read");
-            if out.len() == 2 && dlq.len() == 2 {
+            if out.len() == 3 && dlq.len() == 2 {
                 break (out, dlq);
             }
             assert!(
@@ -357,7 +387,14 @@ mod tests {
         };
         let mut values: Vec<_> = out.iter().map(|r| r.value.clone()).collect();
         values.sort();
-        assert_eq!(values, [Bytes::from("FLAKY"), Bytes::from("HELLO")]);
+        assert_eq!(
+            values,
+            [
+                Bytes::from("DOWN"),
+                Bytes::from("FLAKY"),
+                Bytes::from("HELLO")
+            ]
+        );
         let poison = dlq
             .iter()
             .find(|r| r.value == "poison")
@@ -374,8 +411,8 @@ mod tests {
                 .header(header::DLQ_ERROR)
                 .is_some_and(|e| e.contains("panicked"))
         );
-        // hello once, poison once, panic once, flaky three times.
-        assert_eq!(stage.calls.load(Ordering::Relaxed), 6);
+        // hello once, poison once, panic once, flaky three times, down eight times.
+        assert_eq!(stage.calls.load(Ordering::Relaxed), 14);
 
         stop.send(true).expect("stop");
         task.await.expect("joins").expect("runs");
@@ -402,7 +439,7 @@ mod tests {
                 .await
                 .expect("poll")
                 .len(),
-            4
+            5
         );
     }
 

@@ -21,6 +21,10 @@ pub enum ErrorKind {
     Retryable,
     /// Retrying cannot help (undecodable input, a bug): dead-letter at once.
     Permanent,
+    /// A dependency of the stage (a store, the ledger) is down: the record is fine, so it is
+    /// retried without limit, holding its partition, until the dependency is back or the
+    /// process stops; it is never dead-lettered for this.
+    Unavailable,
 }
 
 /// A technical failure of a stage, classified for the runner.
@@ -38,6 +42,14 @@ impl StageError {
     pub fn retryable(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Retryable,
+            message: message.into(),
+        }
+    }
+
+    /// A dependency is down; wait for it rather than give up on the record.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ErrorKind::Unavailable,
             message: message.into(),
         }
     }

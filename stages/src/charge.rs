@@ -181,7 +181,7 @@ impl OrderStage for Charge {
                 self.ledger
                     .release(event.order.id)
                     .await
-                    .map_err(|e| StageError::retryable(e.to_string()))?;
+                    .map_err(crate::order_stage::store_error)?;
                 Ok(Step::Reject(event.reject(
                     "charge",
                     RejectionCode::PaymentDeclined,

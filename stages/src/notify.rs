@@ -36,7 +36,7 @@ impl OrderStage for Notify {
         self.outbox
             .enqueue(order.id, "order_shipped", bytes)
             .await
-            .map_err(|e| StageError::retryable(e.to_string()))?;
+            .map_err(crate::order_stage::store_error)?;
         event.order.notification = Some(Notification {
             channel: "email".into(),
             queued_at: Utc::now(),

@@ -85,7 +85,7 @@ impl OrderStage for Price {
         self.ledger
             .release(event.order.id)
             .await
-            .map_err(|e| StageError::retryable(e.to_string()))?;
+            .map_err(crate::order_stage::store_error)?;
         Ok(Step::Reject(event.reject("price", refusal.0, refusal.1)))
     }
 }

@@ -34,7 +34,7 @@ impl Stage for Project {
             .store
             .apply(vec![event])
             .await
-            .map_err(|e| StageError::retryable(e.to_string()))?;
+            .map_err(crate::order_stage::store_error)?;
         for view in &changed {
             // The view is durable already; a feed hiccup only delays followers, who re-read.
             if let Err(e) = self.feed.publish(view).await {

@@ -35,7 +35,7 @@ impl OrderStage for Reserve {
             .ledger
             .reserve(event.order.id, &lines, self.ttl)
             .await
-            .map_err(|e| StageError::retryable(e.to_string()))?;
+            .map_err(crate::order_stage::store_error)?;
         Ok(match outcome {
             ReserveOutcome::Reserved => {
                 let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::MAX);

@@ -37,7 +37,7 @@ impl OrderStage for Ship {
             .ledger
             .commit(event.order.id)
             .await
-            .map_err(|e| StageError::retryable(e.to_string()))?;
+            .map_err(crate::order_stage::store_error)?;
         if !committed {
             // A charged order must hold its stock; anything else is a bug to look at, not retry.
             return Err(StageError::permanent(format!(

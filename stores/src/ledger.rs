@@ -81,6 +81,11 @@ pub trait StockLedger: Send + Sync + 'static {
     /// Every SKU's level, sorted by SKU.
     async fn levels(&self) -> Result<Vec<StockLevel>, StoreError>;
 
+    /// Whether the ledger can serve calls now.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Sets `available` (an admin restock or correction); `initial` moves by the same delta so
     /// the invariant holds. Creates the SKU if it has no level yet.
     async fn set_available(&self, sku: &str, available: u64) -> Result<StockLevel, StoreError>;

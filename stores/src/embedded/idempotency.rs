@@ -28,9 +28,12 @@ fn ms(d: Duration) -> i64 {
 
 fn get(t: &Table<&str, &[u8]>, key: &str) -> Result<Option<Entry>, redb::Error> {
     match t.get(key)? {
-        // An unreadable entry is treated as absent (and overwritten) rather than failing the
-        // write group it is in.
-        Some(v) => Ok(serde_json::from_slice(v.value()).ok()),
+        // An unreadable entry fails this request (503) rather than being taken for a free key,
+        // which could give a request that is already on the log a second order. The engine
+        // fails such a write alone, not the writes committed beside it.
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| redb::Error::Corrupted(format!("idempotency entry {key:?}: {e}"))),
         None => Ok(None),
     }
 }
@@ -85,7 +88,7 @@ impl EmbeddedIdempotency {
                 let mut t = txn.open_table(KEYS)?;
                 for key in &expired {
                     // Re-check: the key may have been claimed again since the scan.
-                    if get(&t, key)?.is_none_or(|e| gone(&e, now)) {
+                    if get(&t, key).ok().flatten().is_some_and(|e| gone(&e, now)) {
                         t.remove(key.as_str())?;
                     }
                 }

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 const STOCK: TableDefinition<&str, &[u8]> = TableDefinition::new("stock_levels");
 const RESERVATIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("stock_reservations");
+/// `"seq"` → the ledger's write sequence.
+const META: TableDefinition<&str, u64> = TableDefinition::new("stock_meta");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum HoldState {
@@ -59,9 +61,17 @@ struct State {
     evicted_before_ms: i64,
     /// Set when a write failed: every call is refused until the process restarts.
     failed: bool,
+    /// Sequence number of the last change queued.
+    seq: u64,
 }
 
 impl State {
+    /// The (before, after) sequence pair for the next queued change.
+    fn next_seq(&mut self) -> (u64, u64) {
+        self.seq += 1;
+        (self.seq - 1, self.seq)
+    }
+
     fn usable(&self) -> Result<(), StoreError> {
         if self.failed {
             Err(StoreError::Unavailable(
@@ -90,6 +100,10 @@ pub struct EmbeddedLedger {
 struct Change {
     levels: Vec<StockLevel>,
     hold: Option<(OrderId, Hold, u64)>,
+    /// The ledger's write sequence before and after this change: a write applies only on top
+    /// of its predecessor, so after one failed write every later one fails too and the disk
+    /// stays a consistent prefix of what memory did.
+    seq: (u64, u64),
 }
 
 /// Milliseconds since the epoch at which an order id was minted (0 if it is not a UUIDv7).
@@ -151,6 +165,12 @@ impl EmbeddedLedger {
         }
         // Settled holds stay on disk; any order minted before now may have one there.
         state.evicted_before_ms = now_ms();
+        state.seq = engine.read(|txn| {
+            Ok(match open_read(txn, META)? {
+                Some(t) => t.get("seq")?.map_or(0, |v| v.value()),
+                None => 0,
+            })
+        })?;
         Ok(state)
     }
 
@@ -161,6 +181,15 @@ impl EmbeddedLedger {
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
         let change_version = change.hold.as_ref().map(|(id, _, v)| (*id, *v));
         let write = self.engine.submit(move |txn| {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get("seq")?.map_or(0, |v| v.value());
+            if stored != change.seq.0 {
+                return Err(orderflow_embedded::redb::Error::Corrupted(format!(
+                    "stock ledger write {} out of sequence (disk is at {stored}): an earlier write failed",
+                    change.seq.1
+                )));
+            }
+            meta.insert("seq", change.seq.1)?;
             let mut stock = txn.open_table(STOCK)?;
             for level in &change.levels {
                 let bytes = serde_json::to_vec(level)
@@ -241,7 +270,9 @@ impl EmbeddedLedger {
             let mut state = self.state.lock();
             state.usable()?;
             self.load_evicted(&mut state, order)?;
-            let State { levels, holds, .. } = &mut *state;
+            let State {
+                levels, holds, seq, ..
+            } = &mut *state;
             let Some(slot) = holds.get_mut(&order) else {
                 return Ok(false);
             };
@@ -264,9 +295,11 @@ impl EmbeddedLedger {
             }
             slot.hold.state = to;
             slot.version += 1;
+            *seq += 1;
             self.persist(Change {
                 levels: touched,
                 hold: Some((order, slot.hold.clone(), slot.version)),
+                seq: (*seq - 1, *seq),
             })
         };
         pending.await?;
@@ -345,6 +378,7 @@ impl StockLedger for EmbeddedLedger {
                 self.persist(Change {
                     levels: created,
                     hold: None,
+                    seq: state.next_seq(),
                 }),
             )
         };
@@ -422,11 +456,16 @@ impl StockLedger for EmbeddedLedger {
                 self.persist(Change {
                     levels: touched,
                     hold: Some((order, hold, 1)),
+                    seq: state.next_seq(),
                 }),
             )
         };
         pending.await?;
         Ok(outcome)
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.state.lock().usable()
     }
 
     async fn release(&self, order: OrderId) -> Result<bool, StoreError> {
@@ -468,6 +507,7 @@ impl StockLedger for EmbeddedLedger {
                 self.persist(Change {
                     levels: vec![level],
                     hold: None,
+                    seq: state.next_seq(),
                 }),
             )
         };
