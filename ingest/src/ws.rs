@@ -11,16 +11,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use futures::StreamExt;
-use orderflow_domain::{OrderId, OrderStatus, OrderView};
+use orderflow_domain::{OrderId, OrderStatus, OrderView, TimelineEntry};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::HashSet;
 use std::time::Duration;
 
 /// How long a follower waits for an order that is not projected yet.
 const APPEAR_WITHIN: Duration = Duration::from_secs(10);
 /// How often the store is re-read, in case a feed message was missed.
 const RECHECK_EVERY: Duration = Duration::from_secs(1);
+/// Longest a follower stays connected; it may reconnect.
+const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
+/// How often the server pings a follower.
+const PING_EVERY: Duration = Duration::from_secs(30);
+/// Longest a single send may take before the follower is dropped.
+const SEND_WITHIN: Duration = Duration::from_secs(10);
 /// Close code for an order that does not exist or is not the caller's.
 const CLOSE_NOT_FOUND: u16 = 4404;
 
@@ -67,33 +72,44 @@ async fn stream_order(
         Err(e) => return close(socket, 1011, &format!("status feed unavailable: {e}")).await,
     };
     let allowed = |view: &OrderView| view.customer_id == claims.sub || claims.has_scope("admin");
-    let deadline = tokio::time::Instant::now() + APPEAR_WITHIN;
-    let mut sent: HashSet<OrderStatus> = HashSet::new();
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
     loop {
-        let current = state.orders.get(id).await.ok().flatten();
-        match &current {
-            Some(view) if !allowed(view) => {
+        match state.orders.get(id).await {
+            Ok(Some(view)) if !allowed(&view) => {
                 return close(socket, CLOSE_NOT_FOUND, "no such order").await;
             }
-            Some(view) => {
-                let order = render(view);
-                for entry in &view.timeline {
-                    if !sent.insert(entry.status) {
-                        continue;
-                    }
-                    let message = json!({ "order_id": id, "status": entry.status, "at": entry.at, "order": order });
-                    socket
-                        .send(Message::Text(Utf8Bytes::from(message.to_string())))
+            Ok(Some(view)) => {
+                let ready = sendable(&view);
+                if ready.len() > sent {
+                    let order = render(&view);
+                    for entry in &ready[sent..] {
+                        let message = json!({ "order_id": id, "status": entry.status, "at": entry.at, "order": order });
+                        send(
+                            &mut socket,
+                            Message::Text(Utf8Bytes::from(message.to_string())),
+                        )
                         .await?;
-                }
-                if view.status.is_terminal() {
-                    return close(socket, 1000, "order is final").await;
+                    }
+                    sent = ready.len();
+                    if ready.last().is_some_and(|e| e.status.is_terminal()) {
+                        return close(socket, 1000, "order is final").await;
+                    }
                 }
             }
-            None if tokio::time::Instant::now() >= deadline => {
+            Ok(None) if started.elapsed() >= APPEAR_WITHIN => {
                 return close(socket, CLOSE_NOT_FOUND, "no such order").await;
             }
-            _ => {}
+            Ok(None) => {}
+            // A store hiccup is not "no such order": look again at the next tick.
+            Err(e) => {
+                tracing::debug!(order_id = %id, error = %e, "Order store unavailable for a follower")
+            }
+        }
+        if started.elapsed() >= MAX_LIFETIME {
+            return close(socket, 1001, "follow again to continue").await;
         }
         tokio::select! {
             // A change was announced: loop to read and send it.
@@ -101,6 +117,8 @@ async fn stream_order(
                 return close(socket, 1011, "status feed closed").await;
             },
             _ = tokio::time::sleep(RECHECK_EVERY) => {}
+            // Pings find half-open connections, whose sends then fail and end the follower.
+            _ = ping.tick() => send(&mut socket, Message::Ping(Default::default())).await?,
             incoming = socket.recv() => match incoming {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Ok(()),
                 Some(Ok(_)) => {}
@@ -109,11 +127,132 @@ async fn stream_order(
     }
 }
 
+/// The timeline entries that may be sent: the longest run in lifecycle order with no status
+/// missing. A status projected late waits for the ones before it, so followers always see
+/// statuses in order, each once. A rejection follows the statuses its stage had reached.
+fn sendable(view: &OrderView) -> Vec<&TimelineEntry> {
+    let mut ready = Vec::new();
+    for status in OrderStatus::ALL {
+        if status == OrderStatus::Rejected {
+            break;
+        }
+        match view.timeline.iter().find(|e| e.status == status) {
+            Some(entry) => ready.push(entry),
+            None => break,
+        }
+    }
+    if let Some(rejected) = view
+        .timeline
+        .iter()
+        .find(|e| e.status == OrderStatus::Rejected)
+    {
+        let reached = view
+            .rejection
+            .as_ref()
+            .map_or(0, |r| statuses_before(&r.stage));
+        if ready.len() >= reached {
+            ready.truncate(reached);
+            ready.push(rejected);
+        }
+    }
+    ready
+}
+
+/// How many statuses an order had reached when `stage` rejected it.
+fn statuses_before(stage: &str) -> usize {
+    match stage {
+        "validate" => 1,
+        "reserve" => 2,
+        "price" => 3,
+        "charge" => 4,
+        "ship" => 5,
+        "notify" => 6,
+        _ => 1,
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), axum::Error> {
+    match tokio::time::timeout(SEND_WITHIN, socket.send(message)).await {
+        Ok(result) => result,
+        Err(_) => Err(axum::Error::new("the follower stopped reading")),
+    }
+}
+
 async fn close(mut socket: WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {
-    socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(reason.to_owned()),
-        })))
-        .await
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    };
+    send(&mut socket, Message::Close(Some(frame))).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use orderflow_domain::{Rejection, RejectionCode};
+
+    fn view(statuses: &[OrderStatus], rejected_by: Option<&str>) -> OrderView {
+        OrderView {
+            order_id: OrderId::new(),
+            customer_id: "c".into(),
+            status: *statuses.last().expect("one status"),
+            lines: vec![],
+            totals: None,
+            shipment: None,
+            notification: None,
+            rejection: rejected_by.map(|stage| Rejection {
+                code: RejectionCode::PaymentDeclined,
+                detail: String::new(),
+                stage: stage.into(),
+            }),
+            timeline: statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| TimelineEntry {
+                    status: *s,
+                    at: Utc.timestamp_opt(i as i64, 0).single().expect("valid"),
+                })
+                .collect(),
+        }
+    }
+
+    fn names(entries: Vec<&TimelineEntry>) -> Vec<&'static str> {
+        entries.iter().map(|e| e.status.as_str()).collect()
+    }
+
+    #[test]
+    fn only_gapless_prefixes_are_sent() {
+        use OrderStatus::*;
+        assert_eq!(
+            names(sendable(&view(&[Accepted, Validated, Priced], None))),
+            ["accepted", "validated"]
+        );
+        assert_eq!(
+            names(sendable(&view(
+                &[Accepted, Validated, Reserved, Priced],
+                None
+            ))),
+            ["accepted", "validated", "reserved", "priced"]
+        );
+        // Rejected at charge: waits until priced is in, then follows it.
+        assert_eq!(
+            names(sendable(&view(
+                &[Accepted, Validated, Rejected],
+                Some("charge")
+            ))),
+            ["accepted", "validated"]
+        );
+        assert_eq!(
+            names(sendable(&view(
+                &[Accepted, Validated, Reserved, Priced, Rejected],
+                Some("charge")
+            ))),
+            ["accepted", "validated", "reserved", "priced", "rejected"]
+        );
+        assert_eq!(
+            names(sendable(&view(&[Accepted, Rejected], Some("validate")))),
+            ["accepted", "rejected"]
+        );
+    }
 }
