@@ -9,7 +9,7 @@ use crate::log::{Consumer, Headers, Log, LogError, Message, Offsets, Record};
 use async_trait::async_trait;
 use bytes::Bytes;
 use orderflow_embedded::redb::{ReadableTable, TableDefinition, WriteTransaction};
-use orderflow_embedded::{Engine, EngineError, redb};
+use orderflow_embedded::{Engine, EngineError, open_existing, redb};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -232,18 +232,6 @@ impl EmbeddedLog {
                 Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
             }
         }
-    }
-}
-
-/// Opens a table for reading; `None` if nothing was ever written to it.
-fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
-    txn: &redb::ReadTransaction,
-    table: TableDefinition<'static, K, V>,
-) -> Result<Option<redb::ReadOnlyTable<K, V>>, redb::Error> {
-    match txn.open_table(table) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -14,23 +14,7 @@ pub use orders::EmbeddedOrderStore;
 pub use outbox::EmbeddedOutbox;
 pub use payments::EmbeddedPaymentJournal;
 
-use orderflow_embedded::redb::{self, ReadOnlyTable, ReadTransaction, TableDefinition, TableError};
-
-/// Opens a table for reading; `None` if nothing was ever written to it.
-fn open_read<K, V>(
-    txn: &ReadTransaction,
-    table: TableDefinition<'static, K, V>,
-) -> Result<Option<ReadOnlyTable<K, V>>, redb::Error>
-where
-    K: redb::Key + 'static,
-    V: redb::Value + 'static,
-{
-    match txn.open_table(table) {
-        Ok(t) => Ok(Some(t)),
-        Err(TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
+use orderflow_embedded::open_existing as open_read;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
