@@ -40,7 +40,8 @@ pub struct Config {
     pub countries: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// How long stock is held for an order that has not shipped.
+    /// How long stock is held for an order that has not shipped (recorded on each hold; the
+    /// sweeper that releases lapsed holds comes with the Redis hot path).
     pub reservation_ttl: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,

@@ -132,6 +132,15 @@ enum DlqCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A setting that is not valid UTF-8 is an error, never silently the default.
+    if let Some((key, _)) = std::env::vars_os().find(|(k, v)| {
+        k.to_str().is_some_and(|k| k.starts_with("ORDERFLOW_")) && v.to_str().is_none()
+    }) {
+        return fail(&anyhow::anyhow!(
+            "invalid {}: the value is not valid UTF-8",
+            key.to_string_lossy()
+        ));
+    }
     let env = match Layer::from_env(&|k| std::env::var(k).ok()) {
         Ok(env) => env,
         Err(e) => return fail(&e),

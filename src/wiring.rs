@@ -25,16 +25,27 @@ use std::sync::Arc;
 /// Every backend the process uses, as trait objects.
 #[derive(Clone)]
 pub struct Backends {
+    /// The order log.
     pub log: Arc<dyn Log>,
+    /// The same log when embedded, for its retention task.
     pub embedded_log: Option<EmbeddedLog>,
+    /// Stock levels and holds.
     pub ledger: Arc<dyn StockLedger>,
+    /// The same ledger when embedded, for its eviction task.
     pub embedded_ledger: Option<EmbeddedLedger>,
+    /// `Idempotency-Key` claims.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// The same store when embedded, for its purge task.
     pub embedded_idempotency: Option<EmbeddedIdempotency>,
+    /// Order views.
     pub orders: Arc<dyn OrderStore>,
+    /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
+    /// Notifications to send.
     pub outbox: Arc<dyn Outbox>,
+    /// The payment provider.
     pub provider: Arc<dyn PaymentProvider>,
+    /// The catalog.
     pub catalog: Arc<Catalog>,
 }
 

@@ -73,7 +73,12 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
     };
 
     // Kill mid-stream: orders are being accepted and processed at every stage right now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while accepted_count.load(Ordering::Relaxed) < 1200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "1,200 checkouts were not accepted within 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     app.kill();

@@ -65,7 +65,7 @@ impl OrderView {
     /// a late event adds its timeline entry but never moves the status backwards, and the first
     /// terminal status stays.
     pub fn apply(&mut self, event: &OrderEvent) -> bool {
-        let before = self.clone();
+        let mut changed = false;
         if !self.timeline.iter().any(|t| t.status == event.status) {
             let terminal_already = self.timeline.iter().any(|t| t.status.is_terminal());
             if !(event.status.is_terminal() && terminal_already) {
@@ -75,26 +75,32 @@ impl OrderView {
                 });
                 self.timeline
                     .sort_by(|a, b| a.status.rank().cmp(&b.status.rank()).then(a.at.cmp(&b.at)));
+                changed = true;
             }
         }
-        let current_terminal = self.status.is_terminal();
-        if !current_terminal && event.status.rank() > self.status.rank() {
+        if !self.status.is_terminal() && event.status.rank() > self.status.rank() {
             self.status = event.status;
+            changed = true;
         }
         let o = &event.order;
-        if self.totals.is_none() {
-            self.totals = o.pricing.clone();
+        // Each stage's part is filled once, from whichever event brings it first.
+        changed |= fill(&mut self.totals, &o.pricing);
+        changed |= fill(&mut self.shipment, &o.shipment);
+        changed |= fill(&mut self.notification, &o.notification);
+        if self.status == OrderStatus::Rejected {
+            changed |= fill(&mut self.rejection, &o.rejection);
         }
-        if self.shipment.is_none() {
-            self.shipment = o.shipment.clone();
-        }
-        if self.notification.is_none() {
-            self.notification = o.notification.clone();
-        }
-        if self.rejection.is_none() && self.status == OrderStatus::Rejected {
-            self.rejection = o.rejection.clone();
-        }
-        *self != before
+        changed
+    }
+}
+
+/// Sets `slot` from `value` if it is empty and `value` is not; true if it did.
+fn fill<T: Clone>(slot: &mut Option<T>, value: &Option<T>) -> bool {
+    if slot.is_none() && value.is_some() {
+        slot.clone_from(value);
+        true
+    } else {
+        false
     }
 }
 

@@ -4,8 +4,10 @@
 //! and the order store in `orderflow-stores`) writes through one [`Engine`]. Writes are closures
 //! queued to a dedicated writer thread, which drains whatever is queued, applies it in one
 //! transaction and commits it with one fsync: many concurrent writers share one flush (group
-//! commit), and a writer's future resolves only once its change is durable. Because the queue is
-//! FIFO, a change that some caller has seen acknowledged never depends on one that was lost.
+//! commit), and a writer's future resolves only once its change is durable. Writes apply in
+//! FIFO order, but a write that fails is left out of its group and the others still commit: a
+//! store whose writes depend on each other must chain them itself (the stock ledger does, with a
+//! sequence number).
 //!
 //! Reads open a read transaction on the shared [`redb::Database`]; they see committed data only.
 
@@ -27,7 +29,7 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// A failure of the embedded engine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// redb reported an error; the whole group of writes it belonged to was not committed.
+    /// redb reported an error, or the write itself failed; this write was not committed.
     #[error("embedded storage error: {0}")]
     Storage(String),
     /// The writer thread has stopped (the engine is shutting down).
@@ -138,8 +140,8 @@ impl Engine {
     ///
     /// The closure runs on the writer thread inside a transaction shared with other writes; it
     /// must not block on anything but the transaction. Writes are applied in the order in which
-    /// `submit` was called. If the shared transaction fails, each write of the group is retried
-    /// alone, so the closure may run twice and must only change the transaction it is given.
+    /// `submit` was called. When a write of the group fails, the group is applied again without
+    /// it, so a closure may run several times and must only change the transaction it is given.
     pub fn submit<T, F>(
         &self,
         work: F,

@@ -10,6 +10,9 @@ use axum::http::HeaderMap;
 use orderflow_stores::StockLevel;
 use serde::Deserialize;
 
+/// Largest `available` an admin may set.
+pub const MAX_AVAILABLE: i64 = 1_000_000_000_000;
+
 /// Body of `PUT /v1/admin/stock/{sku}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +50,13 @@ pub async fn put_stock(
     state.auth.require(&headers, "admin")?;
     known(&state, &sku)?;
     let (request, _): (SetStock, _) = parse_json(&headers, body, state.settings.max_body_bytes)?;
+    // A bound far above any shelf keeps the ledger's sums far from overflow.
+    if request.available > MAX_AVAILABLE {
+        return Err(Problem::invalid(
+            "available is too large",
+            vec![format!("available: must be at most {MAX_AVAILABLE}")],
+        ));
+    }
     let available = u64::try_from(request.available).map_err(|_| {
         Problem::invalid(
             "available must not be negative",

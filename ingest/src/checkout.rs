@@ -111,7 +111,12 @@ async fn accept(
         ),
         (log_header::ATTEMPT.to_owned(), "1".to_owned()),
     ];
-    if let Some(trace) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+    // Only a well-formed W3C traceparent travels with the order; anything else is dropped.
+    if let Some(trace) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|t| is_traceparent(t))
+    {
         message_headers.push((log_header::TRACEPARENT.to_owned(), trace.to_owned()));
     }
     let message = Message {
@@ -156,6 +161,16 @@ async fn accept(
             Err(Problem::internal())
         }
     }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, the W3C trace-context form.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&parts)
+            .all(|(len, part)| part.len() == *len && part.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {

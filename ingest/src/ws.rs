@@ -6,6 +6,8 @@
 
 use crate::orders::render;
 use crate::{AppState, Claims, Problem};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -41,9 +43,10 @@ pub async fn follow(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<WsQuery>,
-    upgrade: WebSocketUpgrade,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Problem> {
+    let Query(query) = query.map_err(|e| Problem::malformed(format!("bad query: {e}")))?;
     let claims = match &query.access_token {
         Some(token) if !headers.contains_key(axum::http::header::AUTHORIZATION) => {
             state.auth.verify_token(token)?
@@ -53,6 +56,8 @@ pub async fn follow(
     let id: OrderId = id
         .parse()
         .map_err(|_| Problem::malformed(format!("{id:?} is not an order id")))?;
+    let upgrade = upgrade
+        .map_err(|e| Problem::malformed(format!("this route needs a WebSocket upgrade: {e}")))?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         if let Err(e) = stream_order(state, claims, id, socket).await {
             tracing::debug!(order_id = %id, error = %e, "WebSocket follower ended");

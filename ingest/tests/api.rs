@@ -523,11 +523,24 @@ async fn the_openapi_document_describes_every_route() {
             .uri(uri)
             .body(Body::empty())
             .expect("request");
-        let (_, _, body) = h.send(request).await;
+        let (status, _, body) = h.send(request).await;
         assert_ne!(
             body["detail"], "no such route",
             "{method} {path} is documented but not routed"
         );
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but not routed"
+        );
+        // Without a token or an upgrade, each route still answers with problem+json or its body.
+        if path == "/v1/orders/{id}/ws" {
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "a plain GET without a token: {body}"
+            );
+        }
     }
     assert_eq!(
         paths

@@ -101,7 +101,10 @@ impl EmbeddedLog {
                     stored.max(last)
                 }
             };
-            let frame = encode_frame(&message.headers, &message.key, &message.value);
+            let frame =
+                encode_frame(&message.headers, &message.key, &message.value).ok_or_else(|| {
+                    redb::Error::Corrupted(format!("a record for {topic} is too large to frame"))
+                })?;
             table.insert((topic, *partition, offset), frame.as_slice())?;
             next.insert(slot, offset + 1);
             touched.insert((topic, *partition), offset + 1);
@@ -528,7 +531,9 @@ fn read_partition(
 
 /// Frame: `u16` header count, each header as `u16` name length, name, `u32` value length,
 /// value; then `u32` key length, key; the rest is the value. Little-endian.
-fn encode_frame(headers: &Headers, key: &[u8], value: &[u8]) -> Vec<u8> {
+/// `None` if a length does not fit its field (more than 65,535 headers or header-name bytes,
+/// or a value or key over 4 GiB).
+fn encode_frame(headers: &Headers, key: &[u8], value: &[u8]) -> Option<Vec<u8>> {
     let size = 6
         + key.len()
         + value.len()
@@ -537,17 +542,17 @@ fn encode_frame(headers: &Headers, key: &[u8], value: &[u8]) -> Vec<u8> {
             .map(|(n, v)| 6 + n.len() + v.len())
             .sum::<usize>();
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    out.extend_from_slice(&u16::try_from(headers.len()).ok()?.to_le_bytes());
     for (name, val) in headers {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&u16::try_from(name.len()).ok()?.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(&(val.len() as u32).to_le_bytes());
+        out.extend_from_slice(&u32::try_from(val.len()).ok()?.to_le_bytes());
         out.extend_from_slice(val.as_bytes());
     }
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(key.len()).ok()?.to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(value);
-    out
+    Some(out)
 }
 
 fn decode_frame(frame: &[u8]) -> Option<(Headers, Bytes, Bytes)> {
@@ -581,7 +586,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_truncation_is_detected() {
         let headers = vec![("idempotency-key".to_owned(), "o1:validate".to_owned())];
-        let frame = encode_frame(&headers, b"key", b"{\"v\":1}");
+        let frame = encode_frame(&headers, b"key", b"{\"v\":1}").expect("fits");
         let (h, k, v) = decode_frame(&frame).expect("decodes");
         assert_eq!(h, headers);
         assert_eq!(&k[..], b"key");

@@ -37,7 +37,7 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full-jitter exponential backoff before attempt `attempt + 1`.
+    /// Exponential backoff with equal jitter (half fixed, half random) before attempt `attempt + 1`.
     pub fn backoff(&self, attempt: u32) -> Duration {
         let exp = self
             .base_backoff
@@ -83,7 +83,8 @@ impl Runner {
         }
     }
 
-    /// Consumes until `shutdown` turns true, then returns after the batch in hand is committed.
+    /// Consumes until `shutdown` turns true; the batch in hand is committed first unless a
+    /// dependency was still down, in which case it is left for redelivery.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
         let name = self.stage.name().to_owned();
         let mut consumer = loop {
@@ -243,7 +244,7 @@ impl Runner {
 }
 
 /// The dead letter of `record`: same key and value, with headers that say where it came from
-/// and why it stopped, so `dlq replay` can put it back.
+/// and why it stopped, so it can be replayed to its source topic.
 pub fn dead_letter(stage: &str, record: &Record, error: &StageError, attempts: u32) -> Message {
     let mut headers: Vec<(String, String)> = record
         .headers

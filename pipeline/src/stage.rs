@@ -31,7 +31,7 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind:?}: {message}")]
 pub struct StageError {
-    /// Retryable or permanent.
+    /// Retryable, permanent or unavailable.
     pub kind: ErrorKind,
     /// What went wrong, for logs and dead-letter headers.
     pub message: String,

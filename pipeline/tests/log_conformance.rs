@@ -133,7 +133,12 @@ async fn log_conformance(log: Arc<dyn Log>) {
         .len();
     assert!(drained > 0);
     let mut rest = drained;
+    let drain_deadline = std::time::Instant::now() + Duration::from_secs(10);
     while rest < 400 {
+        assert!(
+            std::time::Instant::now() < drain_deadline,
+            "could not drain the topic"
+        );
         rest += waiting
             .poll(10_000, Duration::from_millis(50))
             .await
@@ -164,12 +169,17 @@ async fn embedded_log_conforms_and_is_durable() {
         let log = EmbeddedLog::new(Engine::open(dir.path()).expect("engine"), 3).expect("log");
         log_conformance(Arc::new(log)).await;
     }
-    let engine = loop {
+    let mut reopened = None;
+    for _ in 0..500 {
         match Engine::open(dir.path()) {
-            Ok(engine) => break engine,
+            Ok(engine) => {
+                reopened = Some(engine);
+                break;
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
-    };
+    }
+    let engine = reopened.expect("the database is released within 5 s");
     let log = EmbeddedLog::new(engine.clone(), 3).expect("log");
     assert_eq!(
         log.read("t.in", 10_000).await.expect("read").len(),

@@ -97,6 +97,7 @@ fn metrics_rejection(stage: &str, event: &OrderEvent) {
         .rejection
         .as_ref()
         .map_or("unknown", |r| r.code.as_str());
+    metrics::counter!("orderflow_orders_rejected_total", "stage" => stage.to_owned(), "code" => code).increment(1);
     tracing::debug!(stage, order_id = %event.order.id, code, "Order rejected");
 }
 

@@ -16,7 +16,7 @@ pub struct Reserve {
 }
 
 impl Reserve {
-    /// Holds stock for `ttl` unless the order ships first.
+    /// Holds stock, recording an expiry `ttl` from now (released by the expiry sweeper once it exists).
     pub fn new(ledger: Arc<dyn StockLedger>, ttl: Duration) -> Self {
         Self { ledger, ttl }
     }

@@ -67,7 +67,7 @@ pub trait StockLedger: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError>;
 
-    /// Returns held stock to `available` (compensation, expiry). True if the order's stock is
+    /// Returns held stock to `available` (compensation; later also expiry). True if the order's stock is
     /// released (now or before); false if there is no hold or it was already committed.
     async fn release(&self, order: OrderId) -> Result<bool, StoreError>;
 

@@ -3,8 +3,14 @@
 
 use orderflow_domain::OrderId;
 use orderflow_embedded::Engine;
-use orderflow_stores::embedded::{EmbeddedIdempotency, EmbeddedLedger};
-use orderflow_stores::{Claim, IdempotencyStore, ReserveOutcome, StockLedger};
+use orderflow_stores::embedded::{
+    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedPaymentJournal, EmbeddedStatusFeed,
+};
+use orderflow_stores::{
+    Claim, IdempotencyStore, OrderStore, Outbox, PaymentJournal, ReserveOutcome, StatusFeed,
+    StockLedger,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -288,11 +294,44 @@ async fn embedded_idempotency_conforms() {
     let engine = Engine::open(dir.path()).expect("engine");
     let store = EmbeddedIdempotency::new(engine);
     idempotency_conformance(Arc::new(store.clone())).await;
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    // k4 was given a fresh claim at the end: nothing is past its time yet.
     assert_eq!(
         store.purge_expired().await.expect("purge"),
         0,
         "live keys are kept"
+    );
+    // A completed key past its TTL is purged; a lapsed pending claim is kept for a day, so a late
+    // retry still reuses its order id.
+    let done = OrderId::new();
+    store
+        .claim("p1", "fp", done, Duration::from_secs(30))
+        .await
+        .expect("claim");
+    store
+        .complete("p1", done, Duration::from_millis(10))
+        .await
+        .expect("complete");
+    let lapsed = OrderId::new();
+    store
+        .claim("p2", "fp", lapsed, Duration::from_millis(10))
+        .await
+        .expect("claim");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert_eq!(
+        store
+            .claim("p2", "fp", OrderId::new(), Duration::from_secs(30))
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: lapsed }
+    );
+    let fresh = OrderId::new();
+    assert_eq!(
+        store
+            .claim("p1", "fp", fresh, Duration::from_secs(30))
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: fresh }
     );
 }
 
@@ -391,4 +430,140 @@ async fn embedded_ledger_evicts_settled_holds_and_still_answers_repeats() {
     let a = ledger.level("A").await.expect("level").expect("exists");
     assert_eq!((a.available, a.reserved, a.committed), (8, 0, 2));
     assert_balanced(&ledger).await;
+}
+
+fn event(
+    id: OrderId,
+    status: orderflow_domain::OrderStatus,
+    ms: i64,
+) -> orderflow_domain::OrderEvent {
+    let request: orderflow_domain::CheckoutRequest = serde_json::from_str(
+        r#"{"currency":"USD","lines":[{"sku":"A","quantity":1}],"shipping_address":{"name":"Ada",
+        "line1":"1 Main","city":"SF","postal_code":"94107","country":"US"},"payment":{"token":"tok_visa"}}"#,
+    )
+    .expect("valid body");
+    let at = chrono::DateTime::from_timestamp_millis(1_800_000_000_000 + ms).expect("valid time");
+    let order = orderflow_domain::Order::from_checkout(id, "c1".into(), request, at);
+    orderflow_domain::OrderEvent { status, at, order }
+}
+
+/// The behaviour every [`OrderStore`] must have: an idempotent, order-insensitive fold.
+async fn order_store_conformance(store: Arc<dyn OrderStore>) {
+    use orderflow_domain::OrderStatus::*;
+    let id = OrderId::new();
+    let chain: Vec<_> = [
+        Accepted, Validated, Reserved, Priced, Charged, Shipped, Completed,
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, s)| event(id, *s, i as i64))
+    .collect();
+    // Late, shuffled and duplicated: the same final view as in order.
+    let mut shuffled = chain.clone();
+    shuffled.reverse();
+    shuffled.extend(chain.iter().cloned());
+    assert_eq!(
+        store
+            .apply(shuffled)
+            .await
+            .expect("apply")
+            .last()
+            .map(|v| v.status),
+        Some(Completed)
+    );
+    let view = store.get(id).await.expect("get").expect("exists");
+    assert_eq!(view.status, Completed);
+    assert_eq!(view.timeline.len(), 7);
+    assert!(
+        store.apply(chain.clone()).await.expect("apply").is_empty(),
+        "duplicates change nothing"
+    );
+    assert!(store.get(OrderId::new()).await.expect("get").is_none());
+}
+
+/// The behaviour every [`Outbox`] must have: one notification per order and kind.
+async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
+    let id = OrderId::new();
+    assert!(
+        outbox
+            .enqueue(id, "order_shipped", b"{}".to_vec())
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        !outbox
+            .enqueue(id, "order_shipped", b"{}".to_vec())
+            .await
+            .expect("enqueue")
+    );
+    assert!(
+        outbox
+            .enqueue(id, "order_delayed", b"{}".to_vec())
+            .await
+            .expect("enqueue")
+    );
+    assert_eq!(outbox.count().await.expect("count"), 2);
+}
+
+/// The behaviour every [`PaymentJournal`] must have: the first outcome per key stands.
+async fn payment_journal_conformance(journal: Arc<dyn PaymentJournal>) {
+    assert_eq!(
+        journal
+            .record_once("o1:charge", "approved|p1|100|USD")
+            .await
+            .expect("record"),
+        "approved|p1|100|USD"
+    );
+    assert_eq!(
+        journal
+            .record_once("o1:charge", "declined|late")
+            .await
+            .expect("record"),
+        "approved|p1|100|USD"
+    );
+    assert_eq!(
+        journal
+            .record_once("o2:charge", "declined|card")
+            .await
+            .expect("record"),
+        "declined|card"
+    );
+    assert_eq!(journal.entries().await.expect("entries").len(), 2);
+}
+
+/// The behaviour every [`StatusFeed`] must have: a follower sees its order's changes only.
+async fn status_feed_conformance(feed: Arc<dyn StatusFeed>) {
+    use futures::StreamExt;
+    use orderflow_domain::{OrderStatus, OrderView};
+    let (mine, other) = (OrderId::new(), OrderId::new());
+    let mut updates = feed.subscribe(mine).await.expect("subscribe");
+    feed.publish(&OrderView::from_event(&event(
+        other,
+        OrderStatus::Accepted,
+        0,
+    )))
+    .await
+    .expect("publish");
+    feed.publish(&OrderView::from_event(&event(
+        mine,
+        OrderStatus::Validated,
+        1,
+    )))
+    .await
+    .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(5), updates.next())
+        .await
+        .expect("in time")
+        .expect("an update");
+    assert_eq!((got.order_id, got.status), (mine, OrderStatus::Validated));
+}
+
+#[tokio::test]
+async fn embedded_order_store_outbox_journal_and_feed_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    order_store_conformance(Arc::new(EmbeddedOrderStore::new(engine.clone()))).await;
+    outbox_conformance(Arc::new(EmbeddedOutbox::new(engine.clone()))).await;
+    payment_journal_conformance(Arc::new(EmbeddedPaymentJournal::new(engine))).await;
+    status_feed_conformance(Arc::new(EmbeddedStatusFeed::new(16))).await;
 }

@@ -26,7 +26,9 @@ impl EmbeddedStatusFeed {
 impl StatusFeed for EmbeddedStatusFeed {
     async fn publish(&self, view: &OrderView) -> Result<(), StoreError> {
         // No follower is not an error: most orders are polled, not followed.
-        let _ = self.sender.send(Arc::new(view.clone()));
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(Arc::new(view.clone()));
+        }
         Ok(())
     }
 

@@ -64,7 +64,7 @@ impl EmbeddedIdempotency {
             if e.complete {
                 e.expires_at_ms <= now
             } else {
-                e.expires_at_ms + LAPSED_KEEP_MS <= now
+                e.expires_at_ms.saturating_add(LAPSED_KEEP_MS) <= now
             }
         };
         let now = now_ms();
@@ -82,20 +82,22 @@ impl EmbeddedIdempotency {
             }
             Ok(out)
         })?;
-        let count = expired.len();
-        self.engine
+        let removed = self
+            .engine
             .submit(move |txn| {
                 let mut t = txn.open_table(KEYS)?;
+                let mut removed = 0;
                 for key in &expired {
                     // Re-check: the key may have been claimed again since the scan.
                     if get(&t, key).ok().flatten().is_some_and(|e| gone(&e, now)) {
                         t.remove(key.as_str())?;
+                        removed += 1;
                     }
                 }
-                Ok(())
+                Ok(removed)
             })
             .await?;
-        Ok(count)
+        Ok(removed)
     }
 }
 

@@ -6,7 +6,7 @@
 //! only once its change is on disk.
 //!
 //! Settled holds (released, committed, refused) leave memory once they are durable and older
-//! than a few minutes ([`EmbeddedLedger::evict_settled`]), so memory follows the orders in
+//! than a minute ([`EmbeddedLedger::evict_settled`], run by the binary), so memory follows the orders in
 //! flight, not the day's total. A repeat for an evicted order is answered from disk: order ids
 //! are UUIDv7, so only an order older than the eviction horizon needs that look-up.
 
@@ -499,7 +499,9 @@ impl StockLedger for EmbeddedLedger {
                     committed: 0,
                 });
             // initial follows from the invariant, so even a damaged row heals on the next set.
-            level.initial = available + level.reserved + level.committed;
+            level.initial = available
+                .saturating_add(level.reserved)
+                .saturating_add(level.committed);
             level.available = available;
             let level = level.clone();
             (
