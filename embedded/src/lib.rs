@@ -84,15 +84,36 @@ where
     }
 }
 
-/// A handle on the embedded database and its writer; cheap to clone.
+/// A handle on the embedded database and its writer; cheap to clone. When the last handle is
+/// dropped, the writer finishes what is queued and the database file is closed before `drop`
+/// returns, so the same directory can be opened again at once.
 #[derive(Clone)]
 pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     db: Arc<Database>,
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    /// `None` only while dropping: taking it ends the writer's loop.
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     /// False once the writer thread has stopped.
     alive: Arc<AtomicBool>,
     /// True once [`Engine::close`] was called: new writes are refused.
-    closed: Arc<AtomicBool>,
+    closed: AtomicBool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            // The last handle can be dropped by a write closure on the writer thread itself;
+            // that thread then ends on its own right after.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -120,7 +141,7 @@ impl Engine {
         let writer_db = Arc::clone(&db);
         let alive = Arc::new(AtomicBool::new(true));
         let writer_alive = Arc::clone(&alive);
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("orderflow-writer".into())
             .spawn(move || {
                 let _alive = AliveGuard(writer_alive);
@@ -129,10 +150,13 @@ impl Engine {
             .map_err(|e| EngineError::Storage(format!("cannot start writer thread: {e}")))?;
         tracing::info!(path = %path.display(), "Embedded storage opened");
         Ok(Self {
-            db,
-            jobs,
-            alive,
-            closed: Arc::new(AtomicBool::new(false)),
+            shared: Arc::new(Shared {
+                db,
+                jobs: Some(jobs),
+                writer: Some(writer),
+                alive,
+                closed: AtomicBool::new(false),
+            }),
         })
     }
 
@@ -156,10 +180,11 @@ impl Engine {
             output: None,
             reply,
         });
-        let queued = if self.closed.load(Ordering::SeqCst) {
-            Err(EngineError::Closed)
-        } else {
-            self.jobs.send(job).map_err(|_| EngineError::Closed)
+        let queued = match &self.shared.jobs {
+            Some(jobs) if !self.shared.closed.load(Ordering::SeqCst) => {
+                jobs.send(job).map_err(|_| EngineError::Closed)
+            }
+            _ => Err(EngineError::Closed),
         };
         async move {
             queued?;
@@ -169,13 +194,13 @@ impl Engine {
 
     /// Whether writes can be made: the engine is open and its writer thread is running.
     pub fn is_writable(&self) -> bool {
-        !self.closed.load(Ordering::SeqCst) && self.alive.load(Ordering::SeqCst)
+        !self.shared.closed.load(Ordering::SeqCst) && self.shared.alive.load(Ordering::SeqCst)
     }
 
     /// Refuses new writes from now on (writes already queued still complete). Used at shutdown,
     /// and by tests that need a log that cannot take writes.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.shared.closed.store(true, Ordering::SeqCst);
     }
 
     /// Runs a read against the latest committed state.
@@ -183,7 +208,7 @@ impl Engine {
         &self,
         work: impl FnOnce(&ReadTransaction) -> Result<T, redb::Error>,
     ) -> Result<T, EngineError> {
-        let txn = self.db.begin_read().map_err(redb::Error::from)?;
+        let txn = self.shared.db.begin_read().map_err(redb::Error::from)?;
         Ok(work(&txn)?)
     }
 }
@@ -313,15 +338,8 @@ mod tests {
             assert!(done.iter().all(Result::is_ok));
         }
         // The writer thread exits once every handle is gone; give it a moment to close the file.
-        let mut reopened = None;
-        for _ in 0..500 {
-            if let Ok(engine) = Engine::open(dir.path()) {
-                reopened = Some(engine);
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
-        let engine = reopened.expect("the database is released within 5 s");
+        // Dropping the last handle closed the file: it opens again at once.
+        let engine = Engine::open(dir.path()).expect("reopens");
         let sum = engine
             .read(|txn| {
                 let t = txn.open_table(T)?;

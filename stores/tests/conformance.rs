@@ -275,7 +275,7 @@ async fn embedded_ledger_conforms_and_survives_reopen() {
         let engine = Engine::open(dir.path()).expect("engine");
         ledger_conformance(Arc::new(EmbeddedLedger::open(engine).expect("ledger"))).await;
     }
-    let engine = reopen(dir.path()).await;
+    let engine = Engine::open(dir.path()).expect("reopens");
     let ledger = EmbeddedLedger::open(engine).expect("ledger");
     let hot = ledger
         .level("HOT")
@@ -333,17 +333,6 @@ async fn embedded_idempotency_conforms() {
             .expect("claim"),
         Claim::Claimed { order_id: fresh }
     );
-}
-
-/// Opens the engine again once the previous writer has let go of the file.
-async fn reopen(dir: &std::path::Path) -> Engine {
-    for _ in 0..200 {
-        if let Ok(engine) = Engine::open(dir) {
-            return engine;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("could not reopen the database");
 }
 
 #[tokio::test]
@@ -423,7 +412,7 @@ async fn embedded_ledger_evicts_settled_holds_and_still_answers_repeats() {
         assert_eq!((a.available, a.reserved, a.committed), (5, 3, 2));
     }
     // After a restart only the held order is loaded; the rest is still answered.
-    let ledger = EmbeddedLedger::open(reopen(dir.path()).await).expect("ledger");
+    let ledger = EmbeddedLedger::open(Engine::open(dir.path()).expect("reopens")).expect("ledger");
     assert_eq!(ledger.holds_in_memory(), 1);
     assert!(ledger.commit(o1).await.expect("commit"));
     assert!(ledger.release(o2).await.expect("release"));
