@@ -221,6 +221,8 @@ pub struct Rejection {
     pub detail: String,
     /// The stage that rejected.
     pub stage: String,
+    /// The last status the order had reached before the rejection.
+    pub after: OrderStatus,
 }
 
 /// The whole order as known so far: the fat payload of every event.
@@ -315,6 +317,7 @@ impl OrderEvent {
             code,
             detail: detail.into(),
             stage: stage.to_owned(),
+            after: self.status,
         });
         self.advance(OrderStatus::Rejected)
     }
@@ -382,5 +385,6 @@ mod tests {
         let rejection = rejected.order.rejection.expect("set");
         assert_eq!(rejection.code, RejectionCode::OutOfStock);
         assert_eq!(rejection.stage, "reserve");
+        assert_eq!(rejection.after, OrderStatus::Accepted, "the status reached before the rejection");
     }
 }

@@ -154,26 +154,13 @@ fn sendable(view: &OrderView) -> Vec<&TimelineEntry> {
         let reached = view
             .rejection
             .as_ref()
-            .map_or(0, |r| statuses_before(&r.stage));
+            .map_or(1, |r| usize::from(r.after.rank()) + 1);
         if ready.len() >= reached {
             ready.truncate(reached);
             ready.push(rejected);
         }
     }
     ready
-}
-
-/// How many statuses an order had reached when `stage` rejected it.
-fn statuses_before(stage: &str) -> usize {
-    match stage {
-        "validate" => 1,
-        "reserve" => 2,
-        "price" => 3,
-        "charge" => 4,
-        "ship" => 5,
-        "notify" => 6,
-        _ => 1,
-    }
 }
 
 async fn send(socket: &mut WebSocket, message: Message) -> Result<(), axum::Error> {
@@ -197,7 +184,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
     use orderflow_domain::{Rejection, RejectionCode};
 
-    fn view(statuses: &[OrderStatus], rejected_by: Option<&str>) -> OrderView {
+    fn view(statuses: &[OrderStatus], rejected_after: Option<OrderStatus>) -> OrderView {
         OrderView {
             order_id: OrderId::new(),
             customer_id: "c".into(),
@@ -206,10 +193,11 @@ mod tests {
             totals: None,
             shipment: None,
             notification: None,
-            rejection: rejected_by.map(|stage| Rejection {
+            rejection: rejected_after.map(|after| Rejection {
                 code: RejectionCode::PaymentDeclined,
                 detail: String::new(),
-                stage: stage.into(),
+                stage: "test".into(),
+                after,
             }),
             timeline: statuses
                 .iter()
@@ -244,19 +232,19 @@ mod tests {
         assert_eq!(
             names(sendable(&view(
                 &[Accepted, Validated, Rejected],
-                Some("charge")
+                Some(Priced)
             ))),
             ["accepted", "validated"]
         );
         assert_eq!(
             names(sendable(&view(
                 &[Accepted, Validated, Reserved, Priced, Rejected],
-                Some("charge")
+                Some(Priced)
             ))),
             ["accepted", "validated", "reserved", "priced", "rejected"]
         );
         assert_eq!(
-            names(sendable(&view(&[Accepted, Rejected], Some("validate")))),
+            names(sendable(&view(&[Accepted, Rejected], Some(Accepted)))),
             ["accepted", "rejected"]
         );
     }

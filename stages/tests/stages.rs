@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use chrono::Utc;
 use orderflow_domain::{
-    Address, Catalog, CatalogItem, Currency, LineItem, Order, OrderEvent, OrderId, OrderStatus,
-    RejectionCode, decode_event,
+    Address, Catalog, CatalogItem, CheckoutRequest, Currency, LineItem, Order, OrderEvent, OrderId,
+    OrderStatus, PaymentRequest, RejectionCode, decode_event,
 };
 use orderflow_embedded::Engine;
 use orderflow_pipeline::{ErrorKind, Outcome, Record, Stage};
@@ -37,9 +37,8 @@ fn catalog() -> Arc<Catalog> {
 }
 
 fn event(lines: &[(&str, u32)], token: &str) -> OrderEvent {
-    let order = Order {
-        id: OrderId::new(),
-        customer_id: "c1".into(),
+    // Built the way the ingest builds it, from a checkout request.
+    let request = CheckoutRequest {
         currency: "USD".into(),
         lines: lines
             .iter()
@@ -58,15 +57,11 @@ fn event(lines: &[(&str, u32)], token: &str) -> OrderEvent {
             country: "US".into(),
         },
         coupon_codes: vec![],
-        payment_token: token.into(),
-        accepted_at: Utc::now(),
-        reservation: None,
-        pricing: None,
-        payment: None,
-        shipment: None,
-        notification: None,
-        rejection: None,
+        payment: PaymentRequest {
+            token: token.into(),
+        },
     };
+    let order = Order::from_checkout(OrderId::new(), "c1".into(), request, Utc::now());
     OrderEvent {
         status: OrderStatus::Accepted,
         at: Utc::now(),
