@@ -385,6 +385,10 @@ mod tests {
         let rejection = rejected.order.rejection.expect("set");
         assert_eq!(rejection.code, RejectionCode::OutOfStock);
         assert_eq!(rejection.stage, "reserve");
-        assert_eq!(rejection.after, OrderStatus::Accepted, "the status reached before the rejection");
+        assert_eq!(
+            rejection.after,
+            OrderStatus::Accepted,
+            "the status reached before the rejection"
+        );
     }
 }
