@@ -2,6 +2,7 @@
 
 use crate::StoreError;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orderflow_domain::OrderId;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -51,6 +52,17 @@ pub enum ReserveOutcome {
     Short(Vec<Shortage>),
 }
 
+/// What pinning an order's hold found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PinOutcome {
+    /// The stock is held (or already committed) and can no longer expire.
+    Pinned,
+    /// The hold lapsed and its stock went back on the shelf; the order must not be charged.
+    Expired,
+    /// There is no hold to pin: none was made, it was refused, or it was released.
+    Missing,
+}
+
 /// Stock levels and reservations. Every operation is atomic and idempotent per order id.
 #[async_trait]
 pub trait StockLedger: Send + Sync + 'static {
@@ -67,13 +79,30 @@ pub trait StockLedger: Send + Sync + 'static {
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError>;
 
-    /// Returns held stock to `available` (compensation; later also expiry). True if the order's stock is
-    /// released (now or before); false if there is no hold or it was already committed.
+    /// Returns held stock to `available` (compensation). True if the order's stock is released
+    /// (now or before, by this call or by expiry); false if there is no hold or it was committed.
     async fn release(&self, order: OrderId) -> Result<bool, StoreError>;
 
     /// Moves held stock to `committed` (at ship). True if the order's stock is committed (now
     /// or before); false if there is no hold or it was released.
     async fn commit(&self, order: OrderId) -> Result<bool, StoreError>;
+
+    /// Exempts a held order from expiry, just before it is charged: a charged order must keep
+    /// its stock. Idempotent: a repeat, or a pin after the commit, answers `Pinned` again.
+    async fn pin(&self, order: OrderId) -> Result<PinOutcome, StoreError>;
+
+    /// Releases up to `limit` holds that expired by `now` and are neither pinned nor settled,
+    /// marking them expired; then returns up to `limit` expired orders whose expiry has not
+    /// been acknowledged yet (these and earlier ones), so a crash between the two never loses one.
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, StoreError>;
+
+    /// Records that the expiry of these orders was announced (their rejection is on the log),
+    /// so [`expire_due`](Self::expire_due) stops returning them.
+    async fn acknowledge_expired(&self, orders: &[OrderId]) -> Result<(), StoreError>;
 
     /// The level of one SKU.
     async fn level(&self, sku: &str) -> Result<Option<StockLevel>, StoreError>;

@@ -8,9 +8,13 @@
 //! - [`StatusFeed`]: live status changes for WebSocket followers.
 //! - [`PaymentJournal`]: the simulated payment provider's durable memory, one outcome per key.
 //!
-//! [`embedded`] implements all of them on the embedded engine; Redis and ScyllaDB adapters come
-//! behind the same traits.
+//! - [`CouponLedger`]: promotion-code uses, once per order, within each code's limit.
+//! - [`RateLimiter`]: per-customer request budgets for the ingest.
+//!
+//! [`embedded`] implements all of them on the embedded engine; [`redis`] implements the hot
+//! path (ledger, idempotency keys, hot view, feed, coupons, rate limits) on Redis.
 
+pub mod coupons;
 pub mod embedded;
 pub mod error;
 pub mod feed;
@@ -19,11 +23,15 @@ pub mod ledger;
 pub mod orders;
 pub mod outbox;
 pub mod payments;
+pub mod rate_limit;
+pub mod redis;
 
+pub use coupons::{CouponLedger, Redemption};
 pub use error::StoreError;
 pub use feed::StatusFeed;
 pub use idempotency::{Claim, IdempotencyStore};
-pub use ledger::{ReserveOutcome, Shortage, StockLedger, StockLevel};
+pub use ledger::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel};
 pub use orders::OrderStore;
 pub use outbox::Outbox;
 pub use payments::PaymentJournal;
+pub use rate_limit::{Rate, RateLimiter};

@@ -1,16 +1,21 @@
-//! One conformance body per store trait, run against every backend. Redis and ScyllaDB join
-//! these with their adapters.
+//! One conformance body per store trait, run against every backend: embedded, and Redis on a
+//! `redis-server` of the test's own. ScyllaDB joins with its adapter.
 
 use orderflow_domain::OrderId;
 use orderflow_embedded::Engine;
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
-    EmbeddedPaymentJournal, EmbeddedStatusFeed,
+    EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
+};
+use orderflow_stores::redis::{
+    CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
+    RedisOrderCache, RedisRateLimiter, RedisStatusFeed,
 };
 use orderflow_stores::{
-    Claim, IdempotencyStore, OrderStore, Outbox, PaymentJournal, ReserveOutcome, StatusFeed,
-    StockLedger,
+    Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
+    RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger,
 };
+use orderflow_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -155,6 +160,140 @@ async fn ledger_conformance(ledger: Arc<dyn StockLedger>) {
     let hot = ledger.level("HOT").await.expect("level").expect("exists");
     assert_eq!((hot.available, hot.reserved), (0, 50));
     assert_balanced(ledger.as_ref()).await;
+
+    // Multi-line orders never half-reserve: 100 two-line orders and 50 one-line orders race for
+    // 30 units of each SKU.
+    ledger.set_available("M1", 30).await.expect("set");
+    ledger.set_available("M2", 30).await.expect("set");
+    let attempts = (0..150).map(|i| {
+        let ledger = Arc::clone(&ledger);
+        let order_lines = if i % 3 == 2 {
+            lines(&[("M1", 1)])
+        } else {
+            lines(&[("M2", 1), ("M1", 1)])
+        };
+        tokio::spawn(async move {
+            let outcome = ledger.reserve(OrderId::new(), &order_lines, TTL).await;
+            (order_lines.len(), outcome)
+        })
+    });
+    let (mut pairs, mut singles) = (0, 0);
+    for attempt in attempts {
+        let (len, outcome) = attempt.await.expect("joins");
+        if outcome.expect("reserve") == ReserveOutcome::Reserved {
+            if len == 2 {
+                pairs += 1;
+            } else {
+                singles += 1;
+            }
+        }
+    }
+    let m1 = ledger.level("M1").await.expect("level").expect("exists");
+    let m2 = ledger.level("M2").await.expect("level").expect("exists");
+    assert_eq!(m1.reserved, pairs + singles);
+    assert_eq!(m2.reserved, pairs);
+    assert_eq!(m1.available, 0, "M1 is the scarcer SKU and must sell out");
+    assert_balanced(ledger.as_ref()).await;
+
+    expiry_conformance(ledger.as_ref()).await;
+}
+
+/// Expiry and pinning, part of every [`StockLedger`]'s behaviour.
+async fn expiry_conformance(ledger: &dyn StockLedger) {
+    ledger.set_available("E", 10).await.expect("set");
+    let now = chrono::Utc::now();
+    let lapsing = Duration::from_millis(1);
+    let (due, pinned, shipped, fresh) = (
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+        OrderId::new(),
+    );
+    for order in [due, pinned, shipped] {
+        assert_eq!(
+            ledger
+                .reserve(order, &lines(&[("E", 1)]), lapsing)
+                .await
+                .expect("reserve"),
+            ReserveOutcome::Reserved
+        );
+    }
+    assert_eq!(
+        ledger
+            .reserve(fresh, &lines(&[("E", 1)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    assert_eq!(ledger.pin(pinned).await.expect("pin"), PinOutcome::Pinned);
+    assert_eq!(ledger.pin(pinned).await.expect("pin"), PinOutcome::Pinned);
+    assert!(ledger.commit(shipped).await.expect("commit"));
+    assert_eq!(ledger.pin(shipped).await.expect("pin"), PinOutcome::Pinned);
+    assert_eq!(
+        ledger.pin(OrderId::new()).await.expect("pin"),
+        PinOutcome::Missing
+    );
+
+    let soon = now + chrono::Duration::seconds(1);
+    assert_eq!(
+        ledger.expire_due(soon, 100).await.expect("expire"),
+        vec![due]
+    );
+    let e = ledger.level("E").await.expect("level").expect("exists");
+    assert_eq!((e.available, e.reserved, e.committed), (7, 2, 1));
+    // Until acknowledged, the expiry is reported again (a crashed sweeper must not lose it);
+    // nothing is released twice.
+    assert_eq!(
+        ledger.expire_due(soon, 100).await.expect("expire"),
+        vec![due]
+    );
+    assert_eq!(ledger.level("E").await.expect("level"), Some(e.clone()));
+    assert_eq!(ledger.pin(due).await.expect("pin"), PinOutcome::Expired);
+    assert!(
+        ledger.release(due).await.expect("release"),
+        "expired is released"
+    );
+    assert!(!ledger.commit(due).await.expect("commit"));
+    assert_eq!(
+        ledger
+            .reserve(due, &lines(&[("E", 1)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved,
+        "a redelivered reserve gets the first answer and holds nothing again"
+    );
+    assert_eq!(ledger.level("E").await.expect("level"), Some(e));
+    ledger.acknowledge_expired(&[due]).await.expect("ack");
+    assert!(
+        ledger
+            .expire_due(soon, 100)
+            .await
+            .expect("expire")
+            .is_empty()
+    );
+
+    // Far enough ahead every unpinned hold lapses (the earlier sections' too); pinned and
+    // committed holds never do.
+    let later = now + chrono::Duration::days(1);
+    let lapsed = ledger.expire_due(later, 1000).await.expect("expire");
+    assert!(lapsed.contains(&fresh));
+    assert!(!lapsed.contains(&pinned) && !lapsed.contains(&shipped));
+    ledger.acknowledge_expired(&lapsed).await.expect("ack");
+    assert!(
+        ledger
+            .expire_due(later, 1000)
+            .await
+            .expect("expire")
+            .is_empty()
+    );
+    for sku in ["HOT", "M1", "M2"] {
+        let level = ledger.level(sku).await.expect("level").expect("exists");
+        assert_eq!(level.reserved, 0, "{sku}: every hold lapsed");
+    }
+    let e = ledger.level("E").await.expect("level").expect("exists");
+    assert_eq!((e.available, e.reserved, e.committed), (8, 1, 1));
+    assert!(ledger.commit(pinned).await.expect("commit"));
+    assert_balanced(ledger).await;
 }
 
 /// The behaviour every [`IdempotencyStore`] must have.
@@ -282,7 +421,10 @@ async fn embedded_ledger_conforms_and_survives_reopen() {
         .await
         .expect("level")
         .expect("persisted");
-    assert_eq!((hot.available, hot.reserved), (0, 50));
+    // The expiry section let every unpinned hold lapse; E kept one committed and one reserved.
+    assert_eq!((hot.available, hot.reserved), (50, 0));
+    let e = ledger.level("E").await.expect("level").expect("persisted");
+    assert_eq!((e.available, e.reserved, e.committed), (8, 0, 2));
     let b = ledger.level("B").await.expect("level").expect("persisted");
     assert_eq!((b.initial, b.available, b.committed), (7, 5, 2));
     assert_balanced(&ledger).await;
@@ -555,4 +697,141 @@ async fn embedded_order_store_outbox_journal_and_feed_conform() {
     outbox_conformance(Arc::new(EmbeddedOutbox::new(engine.clone()))).await;
     payment_journal_conformance(Arc::new(EmbeddedPaymentJournal::new(engine))).await;
     status_feed_conformance(Arc::new(EmbeddedStatusFeed::new(16))).await;
+}
+
+/// The behaviour every [`CouponLedger`] must have: within the limit, once per order.
+async fn coupon_conformance(coupons: Arc<dyn CouponLedger>) {
+    let (a, b, c) = (OrderId::new(), OrderId::new(), OrderId::new());
+    assert_eq!(
+        coupons.redeem("SAVE", a, 2).await.expect("redeem"),
+        Redemption::Redeemed
+    );
+    assert_eq!(
+        coupons.redeem("SAVE", a, 2).await.expect("redeem"),
+        Redemption::Redeemed,
+        "a repeat counts nothing"
+    );
+    assert_eq!(
+        coupons.redeem("SAVE", b, 2).await.expect("redeem"),
+        Redemption::Redeemed
+    );
+    assert_eq!(
+        coupons.redeem("SAVE", c, 2).await.expect("redeem"),
+        Redemption::Exhausted
+    );
+    assert_eq!(coupons.uses("SAVE").await.expect("uses"), 2);
+    assert!(coupons.restore("SAVE", a).await.expect("restore"));
+    assert!(
+        !coupons.restore("SAVE", a).await.expect("restore"),
+        "once only"
+    );
+    assert!(
+        !coupons.restore("SAVE", c).await.expect("restore"),
+        "c never used it"
+    );
+    assert_eq!(coupons.uses("SAVE").await.expect("uses"), 1);
+    assert_eq!(
+        coupons.redeem("SAVE", c, 2).await.expect("redeem"),
+        Redemption::Exhausted,
+        "c's first answer stands"
+    );
+    assert_eq!(coupons.uses("OTHER").await.expect("uses"), 0);
+
+    // Concurrent redemptions never pass the limit.
+    let tries = (0..100).map(|_| {
+        let coupons = Arc::clone(&coupons);
+        tokio::spawn(async move { coupons.redeem("RUSH", OrderId::new(), 25).await })
+    });
+    let mut redeemed = 0;
+    for t in tries {
+        if t.await.expect("joins").expect("redeem") == Redemption::Redeemed {
+            redeemed += 1;
+        }
+    }
+    assert_eq!(redeemed, 25);
+    assert_eq!(coupons.uses("RUSH").await.expect("uses"), 25);
+}
+
+/// The behaviour every [`RateLimiter`] must have: the burst passes, then the steady rate.
+async fn rate_limit_conformance(limiter: Arc<dyn RateLimiter>) {
+    let rate = Rate {
+        per_second: 10,
+        burst: 5,
+    };
+    let mut allowed = 0;
+    let mut wait = None;
+    for _ in 0..20 {
+        match limiter.acquire("alice", rate).await.expect("acquire") {
+            None => allowed += 1,
+            Some(w) => wait = Some(w),
+        }
+    }
+    // The burst plus the one steady token; a few more if the loop was slow.
+    assert!((5..=8).contains(&allowed), "allowed {allowed} of 20");
+    let wait = wait.expect("some were refused");
+    assert!(wait <= Duration::from_millis(100), "wait {wait:?}");
+    assert_eq!(
+        limiter.acquire("bob", rate).await.expect("acquire"),
+        None,
+        "budgets are per key"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        limiter.acquire("alice", rate).await.expect("acquire"),
+        None,
+        "the budget refills at the steady rate"
+    );
+}
+
+#[tokio::test]
+async fn embedded_coupons_and_rate_limiter_conform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    coupon_conformance(Arc::new(EmbeddedCoupons::new(engine))).await;
+    rate_limit_conformance(Arc::new(LocalRateLimiter::new())).await;
+}
+
+async fn redis(server: &RedisServer) -> RedisHot {
+    RedisHot::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("connects to the test's redis-server")
+}
+
+#[tokio::test]
+async fn redis_ledger_conforms() {
+    let server = RedisServer::start();
+    let ledger = RedisLedger::new(redis(&server).await);
+    ledger_conformance(Arc::new(ledger.clone())).await;
+    // The same state through a second connection: nothing lived in the first one.
+    let again = RedisLedger::new(redis(&server).await);
+    let e = again.level("E").await.expect("level").expect("kept");
+    assert_eq!((e.available, e.reserved, e.committed), (8, 0, 2));
+    assert_balanced(&again).await;
+}
+
+#[tokio::test]
+async fn redis_idempotency_conforms() {
+    let server = RedisServer::start();
+    idempotency_conformance(Arc::new(RedisIdempotency::new(redis(&server).await))).await;
+}
+
+#[tokio::test]
+async fn redis_hot_view_feed_coupons_and_rate_limiter_conform() {
+    let server = RedisServer::start();
+    let hot = redis(&server).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine));
+    let cache = RedisOrderCache::new(hot.clone());
+    order_store_conformance(Arc::new(CachedOrderStore::new(
+        cache.clone(),
+        Arc::clone(&durable),
+    )))
+    .await;
+    status_feed_conformance(Arc::new(
+        RedisStatusFeed::connect(hot.clone()).await.expect("feed"),
+    ))
+    .await;
+    coupon_conformance(Arc::new(RedisCoupons::new(hot.clone()))).await;
+    rate_limit_conformance(Arc::new(RedisRateLimiter::new(hot))).await;
 }

@@ -11,8 +11,9 @@
 //! are UUIDv7, so only an order older than the eviction horizon needs that look-up.
 
 use super::{now_ms, open_read};
-use crate::{ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError};
+use crate::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orderflow_domain::OrderId;
 use orderflow_embedded::Engine;
 use orderflow_embedded::redb::{ReadableTable, TableDefinition};
@@ -34,6 +35,8 @@ enum HoldState {
     Committed,
     /// The first answer was a shortage; nothing is held.
     Refused,
+    /// The hold lapsed before the order was charged; its stock went back on the shelf.
+    Expired,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -42,6 +45,31 @@ struct Hold {
     state: HoldState,
     outcome: ReserveOutcome,
     expires_at_ms: i64,
+    /// Set just before the charge: a pinned hold never expires.
+    #[serde(default)]
+    pinned: bool,
+    /// Set once an expired hold's rejection is on the log.
+    #[serde(default)]
+    announced: bool,
+}
+
+impl Hold {
+    /// Whether this hold must stay in memory whatever its age: it is live, or its expiry still
+    /// has to be announced.
+    fn pending(&self) -> bool {
+        self.state == HoldState::Held || (self.state == HoldState::Expired && !self.announced)
+    }
+}
+
+/// A boxed durable write, awaited after the state lock is released.
+type Write = std::pin::Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// What settling a hold needs.
+enum Settle {
+    /// Nothing to write; the answer.
+    Done(bool),
+    /// Await this write, then answer true.
+    Write(Write),
 }
 
 /// A hold in memory, with how far its changes are on disk.
@@ -152,7 +180,7 @@ impl EmbeddedLedger {
             let id = uuid_from(&key)?;
             let hold: Hold =
                 serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            if hold.state == HoldState::Held {
+            if hold.pending() {
                 state.holds.insert(
                     id,
                     Slot {
@@ -264,46 +292,88 @@ impl EmbeddedLedger {
         Ok(())
     }
 
-    /// Moves a held order's units from `reserved` to `available` or `committed`.
+    /// Moves a held order's units from `reserved` to `available` (released, expired) or
+    /// `committed`.
     async fn settle(&self, order: OrderId, to: HoldState) -> Result<bool, StoreError> {
-        let pending = {
+        let step = {
             let mut state = self.state.lock();
             state.usable()?;
             self.load_evicted(&mut state, order)?;
-            let State {
-                levels, holds, seq, ..
-            } = &mut *state;
-            let Some(slot) = holds.get_mut(&order) else {
-                return Ok(false);
-            };
-            match slot.hold.state {
-                s if s == to && slot.durable < slot.version => return Err(not_yet_durable()),
-                s if s == to => return Ok(true),
-                HoldState::Held => {}
-                _ => return Ok(false),
-            }
-            let mut touched = Vec::with_capacity(slot.hold.lines.len());
-            for (sku, qty) in &slot.hold.lines {
-                if let Some(level) = levels.get_mut(sku) {
-                    level.reserved = level.reserved.saturating_sub(*qty);
-                    match to {
-                        HoldState::Released => level.available += qty,
-                        _ => level.committed += qty,
-                    }
-                    touched.push(level.clone());
-                }
-            }
-            slot.hold.state = to;
-            slot.version += 1;
-            *seq += 1;
-            self.persist(Change {
-                levels: touched,
-                hold: Some((order, slot.hold.clone(), slot.version)),
-                seq: (*seq - 1, *seq),
-            })
+            self.settle_in(&mut state, order, to)?
         };
-        pending.await?;
-        Ok(true)
+        match step {
+            Settle::Done(answer) => Ok(answer),
+            Settle::Write(write) => {
+                write.await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// The body of [`settle`](Self::settle); call with the state lock held.
+    fn settle_in(
+        &self,
+        state: &mut State,
+        order: OrderId,
+        to: HoldState,
+    ) -> Result<Settle, StoreError> {
+        let State {
+            levels, holds, seq, ..
+        } = state;
+        let Some(slot) = holds.get_mut(&order) else {
+            return Ok(Settle::Done(false));
+        };
+        // An expired hold counts as released: its stock is back either way.
+        let done = slot.hold.state == to
+            || (to == HoldState::Released && slot.hold.state == HoldState::Expired);
+        match slot.hold.state {
+            _ if done && slot.durable < slot.version => return Err(not_yet_durable()),
+            _ if done => return Ok(Settle::Done(true)),
+            HoldState::Held => {}
+            _ => return Ok(Settle::Done(false)),
+        }
+        let mut touched = Vec::with_capacity(slot.hold.lines.len());
+        for (sku, qty) in &slot.hold.lines {
+            if let Some(level) = levels.get_mut(sku) {
+                level.reserved = level.reserved.saturating_sub(*qty);
+                match to {
+                    HoldState::Committed => level.committed += qty,
+                    _ => level.available += qty,
+                }
+                touched.push(level.clone());
+            }
+        }
+        slot.hold.state = to;
+        slot.version += 1;
+        *seq += 1;
+        Ok(Settle::Write(Box::pin(self.persist(Change {
+            levels: touched,
+            hold: Some((order, slot.hold.clone(), slot.version)),
+            seq: (*seq - 1, *seq),
+        }))))
+    }
+
+    /// Rewrites one hold's record after `change` edits it (no level moves); call with the
+    /// state lock held. `None` if the order has no hold in memory.
+    fn touch_hold(
+        &self,
+        state: &mut State,
+        order: OrderId,
+        change: impl FnOnce(&mut Hold),
+    ) -> Option<Write> {
+        if !state.holds.contains_key(&order) {
+            return None;
+        }
+        // The sequence moves only when a write is certainly queued: a gap would stop the ledger.
+        let (before, after) = state.next_seq();
+        let slot = state.holds.get_mut(&order)?;
+        change(&mut slot.hold);
+        slot.version += 1;
+        Some(Box::pin(self.persist(Change {
+            levels: Vec::new(),
+            hold: Some((order, slot.hold.clone(), slot.version)),
+            seq: (before, after),
+        })))
     }
 
     /// Drops from memory the settled holds that are durable and whose order was minted more
@@ -313,9 +383,7 @@ impl EmbeddedLedger {
         let mut state = self.state.lock();
         let before = state.holds.len();
         state.holds.retain(|id, slot| {
-            slot.hold.state == HoldState::Held
-                || slot.durable < slot.version
-                || minted_ms(*id) >= horizon
+            slot.hold.pending() || slot.durable < slot.version || minted_ms(*id) >= horizon
         });
         state.evicted_before_ms = state.evicted_before_ms.max(horizon);
         before - state.holds.len()
@@ -442,6 +510,8 @@ impl StockLedger for EmbeddedLedger {
                 state: hold_state,
                 outcome: outcome.clone(),
                 expires_at_ms,
+                pinned: false,
+                announced: false,
             };
             state.holds.insert(
                 order,
@@ -474,6 +544,103 @@ impl StockLedger for EmbeddedLedger {
 
     async fn commit(&self, order: OrderId) -> Result<bool, StoreError> {
         self.settle(order, HoldState::Committed).await
+    }
+
+    async fn pin(&self, order: OrderId) -> Result<PinOutcome, StoreError> {
+        let write = {
+            let mut state = self.state.lock();
+            state.usable()?;
+            self.load_evicted(&mut state, order)?;
+            let Some(slot) = state.holds.get(&order) else {
+                return Ok(PinOutcome::Missing);
+            };
+            match slot.hold.state {
+                HoldState::Held if slot.hold.pinned && slot.durable < slot.version => {
+                    return Err(not_yet_durable());
+                }
+                HoldState::Held if slot.hold.pinned => return Ok(PinOutcome::Pinned),
+                HoldState::Held => {}
+                HoldState::Committed => return Ok(PinOutcome::Pinned),
+                HoldState::Expired => return Ok(PinOutcome::Expired),
+                HoldState::Released | HoldState::Refused => return Ok(PinOutcome::Missing),
+            }
+            self.touch_hold(&mut state, order, |hold| hold.pinned = true)
+        };
+        if let Some(write) = write {
+            write.await?;
+        }
+        Ok(PinOutcome::Pinned)
+    }
+
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OrderId>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let writes = {
+            let mut state = self.state.lock();
+            state.usable()?;
+            let due: Vec<OrderId> = state
+                .holds
+                .iter()
+                .filter(|(_, slot)| {
+                    slot.hold.state == HoldState::Held
+                        && !slot.hold.pinned
+                        && slot.hold.expires_at_ms <= now_ms
+                })
+                .map(|(id, _)| *id)
+                .take(limit)
+                .collect();
+            let mut writes = Vec::with_capacity(due.len());
+            for order in due {
+                if let Settle::Write(write) =
+                    self.settle_in(&mut state, order, HoldState::Expired)?
+                {
+                    writes.push(write);
+                }
+            }
+            writes
+        };
+        for write in writes {
+            write.await?;
+        }
+        let state = self.state.lock();
+        let mut expired: Vec<(OrderId, i64)> = state
+            .holds
+            .iter()
+            .filter(|(_, slot)| {
+                slot.hold.state == HoldState::Expired
+                    && !slot.hold.announced
+                    && slot.durable >= slot.version
+            })
+            .map(|(id, slot)| (*id, slot.hold.expires_at_ms))
+            .collect();
+        expired.sort_by_key(|(id, at)| (*at, *id));
+        Ok(expired.into_iter().take(limit).map(|(id, _)| id).collect())
+    }
+
+    async fn acknowledge_expired(&self, orders: &[OrderId]) -> Result<(), StoreError> {
+        let writes: Vec<Write> = {
+            let mut state = self.state.lock();
+            state.usable()?;
+            orders
+                .iter()
+                .filter(|id| {
+                    state.holds.get(id).is_some_and(|slot| {
+                        slot.hold.state == HoldState::Expired && !slot.hold.announced
+                    })
+                })
+                .copied()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|id| self.touch_hold(&mut state, id, |hold| hold.announced = true))
+                .collect()
+        };
+        for write in writes {
+            write.await?;
+        }
+        Ok(())
     }
 
     async fn level(&self, sku: &str) -> Result<Option<StockLevel>, StoreError> {

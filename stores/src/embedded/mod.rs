@@ -1,18 +1,22 @@
 //! Every store on the embedded engine: durable across restarts, no server needed.
 
+mod coupons;
 mod feed;
 mod idempotency;
 mod ledger;
 mod orders;
 mod outbox;
 mod payments;
+mod rate_limit;
 
+pub use coupons::EmbeddedCoupons;
 pub use feed::EmbeddedStatusFeed;
 pub use idempotency::EmbeddedIdempotency;
 pub use ledger::EmbeddedLedger;
 pub use orders::EmbeddedOrderStore;
 pub use outbox::EmbeddedOutbox;
 pub use payments::EmbeddedPaymentJournal;
+pub use rate_limit::LocalRateLimiter;
 
 use orderflow_embedded::open_existing as open_read;
 

@@ -1,0 +1,16 @@
+-- Exempts a held order from expiry before it is charged. Idempotent.
+-- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry; ARGV[1] = order id
+-- Returns 'pinned', 'expired' or 'missing'.
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'held' then
+  redis.call('HSET', KEYS[1], 'pinned', '1')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 'pinned'
+end
+if state == 'committed' then
+  return 'pinned'
+end
+if state == 'expired' then
+  return 'expired'
+end
+return 'missing'
