@@ -101,6 +101,51 @@ impl RedisServer {
         );
     }
 
+    /// Starts a one-node Redis Cluster that serves every slot. Redis checks in cluster mode
+    /// that a script touches only keys of one slot, so this catches keys without a shared hash tag.
+    pub fn start_cluster() -> Self {
+        let server = Self::start_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            // Alone, a node does not know its own address and would announce an empty one.
+            "--cluster-announce-ip",
+            "127.0.0.1",
+        ]);
+        let added = server.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+        assert!(added.starts_with("+OK"), "CLUSTER ADDSLOTSRANGE: {added}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if server
+                .command(&["CLUSTER", "INFO"])
+                .contains("cluster_state:ok")
+            {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the one-node Redis Cluster did not reach cluster_state:ok");
+    }
+
+    /// Sends one command and returns the raw reply (RESP text), for test set-up.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(self.addr())
+            .unwrap_or_else(|e| panic!("cannot connect to redis at {}: {e}", self.addr()));
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("cannot write to redis: {e}"));
+        let mut reply = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut reply).unwrap_or(0);
+        String::from_utf8_lossy(&reply[..n]).into_owned()
+    }
+
     fn wait_ready(&mut self, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -118,6 +163,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cluster://127.0.0.1:PORT`, for a server from [`start_cluster`](Self::start_cluster).
+    pub fn cluster_url(&self) -> String {
+        format!("redis-cluster://127.0.0.1:{}", self.port)
     }
 
     /// The server's address.
