@@ -7,7 +7,7 @@ use chrono::Utc;
 use dashmap::DashMap;
 use orderflow_domain::{Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode};
 use orderflow_pipeline::StageError;
-use orderflow_stores::{PaymentJournal, StockLedger};
+use orderflow_stores::{PaymentJournal, PinOutcome, StockLedger};
 use std::sync::Arc;
 
 /// What a provider answered.
@@ -162,6 +162,35 @@ impl OrderStage for Charge {
                 "order reached charge without a price",
             ));
         };
+        // A charged order must keep its stock: pin the hold first, so the expiry sweeper cannot
+        // take it back from under a payment. A hold that is gone is never charged against.
+        let pinned = self
+            .ledger
+            .pin(event.order.id)
+            .await
+            .map_err(crate::order_stage::store_error)?;
+        match pinned {
+            PinOutcome::Pinned => {}
+            PinOutcome::Expired => {
+                return Ok(Step::Reject(event.reject(
+                    "charge",
+                    RejectionCode::ReservationExpired,
+                    "the stock hold lapsed before payment; nothing was charged",
+                )));
+            }
+            // A redelivery after a decline: the provider answers the same key with its first
+            // outcome (the decline), never a new capture.
+            PinOutcome::Released => {}
+            PinOutcome::Missing => {
+                // Nothing was ever held, or it was released before any charge was decided:
+                // charging now could sell stock nobody holds.
+                return Ok(Step::Reject(event.reject(
+                    "charge",
+                    RejectionCode::ReservationExpired,
+                    "no stock is held for this order; nothing was charged",
+                )));
+            }
+        }
         let key = format!("{}:charge", event.order.id);
         let result = self
             .provider
@@ -169,6 +198,12 @@ impl OrderStage for Charge {
             .await
             .map_err(|e| StageError::retryable(e.to_string()))?;
         match result {
+            ChargeResult::Approved(_) if pinned == PinOutcome::Released => {
+                Err(StageError::permanent(format!(
+                    "order {}: the provider approved a charge whose stock hold was released",
+                    event.order.id
+                )))
+            }
             ChargeResult::Approved(payment_id) => {
                 event.order.payment = Some(Payment {
                     payment_id,

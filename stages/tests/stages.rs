@@ -233,3 +233,112 @@ async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
         "undecodable input is dead-lettered at once, never retried"
     );
 }
+
+#[tokio::test]
+async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
+    use orderflow_pipeline::{EmbeddedLog, Log};
+    use orderflow_stages::expiry::{ExpirySweeper, Sweep};
+    use orderflow_stores::OrderStore;
+    use orderflow_stores::embedded::EmbeddedOrderStore;
+
+    let (_dir, ledger, engine) = ledger().await;
+    let log = EmbeddedLog::new(engine.clone(), 2).expect("log");
+    log.ensure_topics(&topology::all_topics())
+        .await
+        .expect("topics");
+    let log: Arc<dyn Log> = Arc::new(log);
+    let orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let journal = Arc::new(EmbeddedPaymentJournal::new(engine));
+    let provider = Arc::new(SimulatedProvider::new(journal));
+    let lapsing = Reserve::new(ledger.clone(), Duration::from_millis(1));
+    let price = Price::new(catalog(), ledger.clone(), 0, 0);
+    let charge = Charge::new(provider.clone(), ledger.clone());
+
+    // Three orders hold 2 units of A each, with holds that lapse at once. `stuck` is projected
+    // and goes no further; `paying` is charged (pinned) in time; `unseen` is not projected yet.
+    let mut reserved = Vec::new();
+    for _ in 0..3 {
+        let accepted = event(&[("A", 2)], "tok_visa");
+        let Ok(Step::Advance(r)) = lapsing.handle(accepted.clone(), 1).await else {
+            panic!("reserved")
+        };
+        reserved.push((accepted, r));
+    }
+    let [
+        (stuck_accepted, stuck),
+        (paying_accepted, paying),
+        (unseen_accepted, unseen),
+    ] = <[_; 3]>::try_from(reserved).expect("three");
+    orders
+        .apply(vec![
+            stuck_accepted,
+            stuck.clone(),
+            paying_accepted,
+            paying.clone(),
+        ])
+        .await
+        .expect("project");
+    let Ok(Step::Advance(paying_priced)) = price.handle(paying, 1).await else {
+        panic!("priced")
+    };
+    let Ok(Step::Advance(charged)) = charge.handle(paying_priced, 1).await else {
+        panic!("charged: its hold was pinned before it could lapse")
+    };
+    assert_eq!(charged.status, OrderStatus::Charged);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let sweeper = ExpirySweeper::new(ledger.clone(), orders.clone(), log.clone(), 100);
+    assert_eq!(
+        sweeper.sweep().await.expect("sweep"),
+        Sweep {
+            rejected: 1,
+            already_terminal: 0,
+            waiting: 1
+        }
+    );
+    // stuck's and unseen's units are back; paying's stay held for shipping.
+    let a = ledger.level("A").await.expect("level").expect("exists");
+    assert_eq!((a.available, a.reserved), (8, 2));
+    let rejected = log.read(topology::REJECTED, 10).await.expect("read");
+    assert_eq!(rejected.len(), 1);
+    let rejection = decode_event(&rejected[0].value).expect("decodes");
+    assert_eq!(rejection.order.id, stuck.order.id);
+    assert_eq!(rejection.order.customer_id, "c1");
+    let why = rejection.order.rejection.clone().expect("rejection");
+    assert_eq!(
+        (why.code, why.after),
+        (RejectionCode::ReservationExpired, OrderStatus::Reserved)
+    );
+    orders.apply(vec![rejection]).await.expect("project");
+    let view = orders
+        .get(stuck.order.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(view.status, OrderStatus::Rejected);
+
+    // Once the projector shows `unseen`, the next sweep announces it; then nothing is left.
+    orders
+        .apply(vec![unseen_accepted, unseen.clone()])
+        .await
+        .expect("project");
+    assert_eq!(sweeper.sweep().await.expect("sweep").rejected, 1);
+    assert_eq!(sweeper.sweep().await.expect("sweep"), Sweep::default());
+    assert_eq!(
+        log.read(topology::REJECTED, 10).await.expect("read").len(),
+        2
+    );
+
+    // If the stuck order reaches charge after all, it is rejected and never charged.
+    let Ok(Step::Advance(late)) = price.handle(stuck, 1).await else {
+        panic!("priced")
+    };
+    assert_eq!(
+        rejection(charge.handle(late, 1).await.expect("ok")),
+        RejectionCode::ReservationExpired
+    );
+    let captures = provider.captures().await.expect("captures");
+    assert_eq!(captures.len(), 1, "only the paying order was captured");
+    let a = ledger.level("A").await.expect("level").expect("exists");
+    assert!(a.balanced());
+}

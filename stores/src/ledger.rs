@@ -59,6 +59,9 @@ pub enum PinOutcome {
     Pinned,
     /// The hold lapsed and its stock went back on the shelf; the order must not be charged.
     Expired,
+    /// The hold was pinned, then released: a charge was decided (declined) before, and a repeat
+    /// must get that decision again from the provider, never a new capture.
+    Released,
     /// There is no hold to pin: none was made, it was refused, or it was released.
     Missing,
 }

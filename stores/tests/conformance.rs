@@ -233,6 +233,29 @@ async fn expiry_conformance(ledger: &dyn StockLedger) {
         ledger.pin(OrderId::new()).await.expect("pin"),
         PinOutcome::Missing
     );
+    // Pinned, then released (a declined charge): a repeat learns a charge was decided.
+    let declined = OrderId::new();
+    ledger
+        .reserve(declined, &lines(&[("E", 1)]), lapsing)
+        .await
+        .expect("reserve");
+    assert_eq!(ledger.pin(declined).await.expect("pin"), PinOutcome::Pinned);
+    assert!(ledger.release(declined).await.expect("release"));
+    assert_eq!(
+        ledger.pin(declined).await.expect("pin"),
+        PinOutcome::Released
+    );
+    // Released without a pin (compensation before the charge): nothing was decided.
+    let unpriced = OrderId::new();
+    ledger
+        .reserve(unpriced, &lines(&[("E", 1)]), TTL)
+        .await
+        .expect("reserve");
+    assert!(ledger.release(unpriced).await.expect("release"));
+    assert_eq!(
+        ledger.pin(unpriced).await.expect("pin"),
+        PinOutcome::Missing
+    );
 
     let soon = now + chrono::Duration::seconds(1);
     assert_eq!(

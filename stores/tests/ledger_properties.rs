@@ -53,7 +53,9 @@ enum Hold {
         pinned: bool,
         lapsing: bool,
     },
-    Released,
+    Released {
+        pinned: bool,
+    },
     Committed,
     Refused,
     Expired,
@@ -125,12 +127,12 @@ impl Model {
 
     fn release(&mut self, order: usize) -> bool {
         match self.holds.get(&order).map(|(h, _)| h.clone()) {
-            Some(Hold::Held { lines, .. }) => {
+            Some(Hold::Held { lines, pinned, .. }) => {
                 self.give_back(&lines, false);
-                self.holds.get_mut(&order).expect("hold").0 = Hold::Released;
+                self.holds.get_mut(&order).expect("hold").0 = Hold::Released { pinned };
                 true
             }
-            Some(Hold::Released | Hold::Expired) => true,
+            Some(Hold::Released { .. } | Hold::Expired) => true,
             _ => false,
         }
     }
@@ -155,6 +157,7 @@ impl Model {
             }
             Some(Hold::Committed) => PinOutcome::Pinned,
             Some(Hold::Expired) => PinOutcome::Expired,
+            Some(Hold::Released { pinned: true }) => PinOutcome::Released,
             _ => PinOutcome::Missing,
         }
     }

@@ -562,6 +562,7 @@ impl StockLedger for EmbeddedLedger {
                 HoldState::Held => {}
                 HoldState::Committed => return Ok(PinOutcome::Pinned),
                 HoldState::Expired => return Ok(PinOutcome::Expired),
+                HoldState::Released if slot.hold.pinned => return Ok(PinOutcome::Released),
                 HoldState::Released | HoldState::Refused => return Ok(PinOutcome::Missing),
             }
             self.touch_hold(&mut state, order, |hold| hold.pinned = true)

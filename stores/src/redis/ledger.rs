@@ -187,6 +187,7 @@ impl StockLedger for RedisLedger {
         match reply.as_str() {
             "pinned" => Ok(PinOutcome::Pinned),
             "expired" => Ok(PinOutcome::Expired),
+            "released" => Ok(PinOutcome::Released),
             "missing" => Ok(PinOutcome::Missing),
             other => Err(StoreError::Corrupt(format!("pin answered {other:?}"))),
         }

@@ -1,6 +1,7 @@
 -- Exempts a held order from expiry before it is charged. Idempotent.
 -- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry; ARGV[1] = order id
--- Returns 'pinned', 'expired' or 'missing'.
+-- Returns 'pinned', 'expired', 'released' (pinned, then released: a charge was decided) or
+-- 'missing'.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'held' then
   redis.call('HSET', KEYS[1], 'pinned', '1')
@@ -12,5 +13,8 @@ if state == 'committed' then
 end
 if state == 'expired' then
   return 'expired'
+end
+if state == 'released' and redis.call('HGET', KEYS[1], 'pinned') == '1' then
+  return 'released'
 end
 return 'missing'

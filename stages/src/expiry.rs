@@ -1,0 +1,186 @@
+//! The reservation expiry sweeper: releases stock holds that lapsed before their order was
+//! charged and rejects those orders with `reservation_expired`.
+//!
+//! An order whose hold lapses is stuck somewhere between reserve and charge (a slow stage, a
+//! dead letter). Its stock goes back on the shelf at once; its rejection is built from the order
+//! view (the sweeper has no event in hand) and appended to `orders.rejected`. If the order does
+//! reach charge later, the pin there fails and it is rejected again, harmlessly: the first
+//! terminal status stands. Expiries are acknowledged only once their rejection is on the log.
+
+use crate::topology;
+use chrono::Utc;
+use orderflow_domain::{
+    Address, Order, OrderEvent, OrderStatus, OrderView, RejectionCode, encode_event,
+};
+use orderflow_pipeline::{Log, Message, header};
+use orderflow_stores::{OrderStore, StockLedger};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The sweeper: one pass per [`sweep`](Self::sweep), run periodically by [`run`](Self::run).
+pub struct ExpirySweeper {
+    ledger: Arc<dyn StockLedger>,
+    orders: Arc<dyn OrderStore>,
+    log: Arc<dyn Log>,
+    batch: usize,
+}
+
+/// Why a sweep stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// The ledger or the order store failed.
+    #[error(transparent)]
+    Store(#[from] orderflow_stores::StoreError),
+    /// The log did not take the rejections.
+    #[error(transparent)]
+    Log(#[from] orderflow_pipeline::LogError),
+    /// A rejection could not be encoded.
+    #[error("cannot encode a rejection: {0}")]
+    Encode(String),
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Orders rejected with `reservation_expired` by this sweep.
+    pub rejected: usize,
+    /// Expired orders that were terminal already (nothing to announce).
+    pub already_terminal: usize,
+    /// Expired orders not projected yet; tried again next sweep.
+    pub waiting: usize,
+}
+
+impl ExpirySweeper {
+    /// A sweeper over `ledger`, reading views from `orders` and appending to `log`, at most
+    /// `batch` orders per sweep.
+    pub fn new(
+        ledger: Arc<dyn StockLedger>,
+        orders: Arc<dyn OrderStore>,
+        log: Arc<dyn Log>,
+        batch: usize,
+    ) -> Self {
+        Self {
+            ledger,
+            orders,
+            log,
+            batch: batch.max(1),
+        }
+    }
+
+    /// Expires what is due and announces every unannounced expiry.
+    pub async fn sweep(&self) -> Result<Sweep, SweepError> {
+        let expired = self.ledger.expire_due(Utc::now(), self.batch).await?;
+        let mut outcome = Sweep::default();
+        let mut messages = Vec::new();
+        let mut announced = Vec::new();
+        for id in expired {
+            match self.orders.get(id).await? {
+                Some(view) if view.status.is_terminal() => {
+                    outcome.already_terminal += 1;
+                    announced.push(id);
+                }
+                Some(view) => {
+                    messages.push(rejection(&view)?);
+                    announced.push(id);
+                }
+                None => outcome.waiting += 1,
+            }
+        }
+        outcome.rejected = messages.len();
+        if !messages.is_empty() {
+            self.log.append(messages).await?;
+        }
+        self.ledger.acknowledge_expired(&announced).await?;
+        if outcome.rejected > 0 {
+            metrics::counter!("orderflow_reservations_expired_total")
+                .increment(outcome.rejected as u64);
+            tracing::info!(
+                rejected = outcome.rejected,
+                already_terminal = outcome.already_terminal,
+                "Released lapsed stock holds and rejected their orders"
+            );
+        }
+        if outcome.waiting > 0 {
+            tracing::warn!(
+                waiting = outcome.waiting,
+                "Lapsed stock holds of orders the projector has not shown yet; retrying"
+            );
+        }
+        Ok(outcome)
+    }
+
+    /// Sweeps every `every` until `shutdown`.
+    pub async fn run(self, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = self.sweep().await {
+                tracing::warn!(error = %e, "Reservation expiry sweep failed; retrying");
+            }
+        }
+    }
+}
+
+/// The `reservation_expired` rejection of an order, rebuilt from its view: the customer, lines
+/// and totals are known; the address and payment token are not needed by anyone downstream of
+/// a rejection and are left empty.
+fn rejection(view: &OrderView) -> Result<Message, SweepError> {
+    let accepted_at = view
+        .timeline
+        .first()
+        .map_or_else(Utc::now, |entry| entry.at);
+    let order = Order {
+        id: view.order_id,
+        customer_id: view.customer_id.clone(),
+        currency: view
+            .totals
+            .as_ref()
+            .map(|t| t.total.currency.to_string())
+            .unwrap_or_default(),
+        lines: view.lines.clone(),
+        shipping_address: Address {
+            name: String::new(),
+            line1: String::new(),
+            line2: None,
+            city: String::new(),
+            region: String::new(),
+            postal_code: String::new(),
+            country: String::new(),
+        },
+        coupon_codes: Vec::new(),
+        payment_token: String::new(),
+        accepted_at,
+        reservation: None,
+        pricing: view.totals.clone(),
+        payment: None,
+        shipment: None,
+        notification: None,
+        rejection: None,
+    };
+    let event = OrderEvent {
+        status: view.status,
+        at: Utc::now(),
+        order,
+    }
+    .reject(
+        "expiry",
+        RejectionCode::ReservationExpired,
+        "the stock hold lapsed before the order was charged",
+    );
+    debug_assert_eq!(event.status, OrderStatus::Rejected);
+    let value = encode_event(&event).map_err(|e| SweepError::Encode(e.to_string()))?;
+    Ok(Message {
+        topic: topology::REJECTED.to_owned(),
+        key: view.order_id.to_string().into_bytes().into(),
+        value: value.into(),
+        headers: vec![
+            (
+                header::IDEMPOTENCY_KEY.to_owned(),
+                format!("{}:expiry", view.order_id),
+            ),
+            (header::ATTEMPT.to_owned(), "1".to_owned()),
+        ],
+    })
+}
