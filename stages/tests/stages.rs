@@ -301,15 +301,15 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
     assert_eq!((a.available, a.reserved), (8, 2));
     let rejected = log.read(topology::REJECTED, 10).await.expect("read");
     assert_eq!(rejected.len(), 1);
-    let rejection = decode_event(&rejected[0].value).expect("decodes");
-    assert_eq!(rejection.order.id, stuck.order.id);
-    assert_eq!(rejection.order.customer_id, "c1");
-    let why = rejection.order.rejection.clone().expect("rejection");
+    let announced = decode_event(&rejected[0].value).expect("decodes");
+    assert_eq!(announced.order.id, stuck.order.id);
+    assert_eq!(announced.order.customer_id, "c1");
+    let why = announced.order.rejection.clone().expect("rejection");
     assert_eq!(
         (why.code, why.after),
         (RejectionCode::ReservationExpired, OrderStatus::Reserved)
     );
-    orders.apply(vec![rejection]).await.expect("project");
+    orders.apply(vec![announced]).await.expect("project");
     let view = orders
         .get(stuck.order.id)
         .await
