@@ -24,6 +24,14 @@ pub struct Config {
     pub store: String,
     /// Redis URL for the hot path; absent means embedded.
     pub redis: Option<String>,
+    /// The warehouse whose stock this process serves: the hash tag of its Redis keys.
+    pub redis_warehouse: String,
+    /// How often lapsed stock holds are released and their orders rejected.
+    pub reservation_sweep: Duration,
+    /// Checkouts per second one customer may post (0: no limit).
+    pub rate_limit_per_second: u32,
+    /// Checkouts a customer may post at once on top of the steady rate.
+    pub rate_limit_burst: u32,
     /// Partitions per topic.
     pub partitions: u32,
     /// HS256 secret for customer tokens.
@@ -40,8 +48,8 @@ pub struct Config {
     pub countries: Vec<String>,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// How long stock is held for an order that has not shipped (recorded on each hold; the
-    /// sweeper that releases lapsed holds comes with the Redis hot path).
+    /// How long stock is held for an order that has not been charged; the expiry sweeper then
+    /// releases it and rejects the order with `reservation_expired`.
     pub reservation_ttl: Duration,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
@@ -74,6 +82,14 @@ pub struct Layer {
     pub store: Option<String>,
     /// See [`Config`]; `redis`.
     pub redis: Option<String>,
+    /// See [`Config`]; `redis_warehouse`.
+    pub redis_warehouse: Option<String>,
+    /// See [`Config`]; `reservation_sweep_ms`.
+    pub reservation_sweep_ms: Option<u64>,
+    /// See [`Config`]; `rate_limit_per_second`.
+    pub rate_limit_per_second: Option<u32>,
+    /// See [`Config`]; `rate_limit_burst`.
+    pub rate_limit_burst: Option<u32>,
     /// See [`Config`]; `partitions`.
     pub partitions: Option<u32>,
     /// See [`Config`]; `jwt_secret`.
@@ -139,6 +155,10 @@ impl Layer {
             log: get(env, "log")?,
             store: get(env, "store")?,
             redis: get(env, "redis")?,
+            redis_warehouse: get(env, "redis_warehouse")?,
+            reservation_sweep_ms: get(env, "reservation_sweep_ms")?,
+            rate_limit_per_second: get(env, "rate_limit_per_second")?,
+            rate_limit_burst: get(env, "rate_limit_burst")?,
             partitions: get(env, "partitions")?,
             jwt_secret: get(env, "jwt_secret")?,
             catalog: get(env, "catalog")?,
@@ -177,6 +197,10 @@ impl Layer {
             log,
             store,
             redis,
+            redis_warehouse,
+            reservation_sweep_ms,
+            rate_limit_per_second,
+            rate_limit_burst,
             partitions,
             jwt_secret,
             catalog,
@@ -222,6 +246,10 @@ impl Config {
             log: l.log.unwrap_or_else(|| "embedded://./data".into()),
             store: l.store.unwrap_or_else(|| "embedded://./data".into()),
             redis: l.redis.filter(|r| !r.is_empty()),
+            redis_warehouse: l.redis_warehouse.unwrap_or_else(|| "main".into()),
+            reservation_sweep: Duration::from_millis(l.reservation_sweep_ms.unwrap_or(1_000)),
+            rate_limit_per_second: l.rate_limit_per_second.unwrap_or(0),
+            rate_limit_burst: l.rate_limit_burst.unwrap_or(20),
             partitions: l.partitions.unwrap_or(4),
             jwt_secret: l.jwt_secret.unwrap_or_else(|| DEV_SECRET.into()),
             catalog: l
@@ -256,6 +284,38 @@ impl Config {
             {
                 bail!("invalid {key} {url:?}: expected embedded://DIR");
             }
+        }
+        if let Some(redis) = &self.redis
+            && !(redis.starts_with("redis://")
+                || redis.starts_with("rediss://")
+                || redis.starts_with("redis-cluster://"))
+        {
+            bail!(
+                "invalid redis {redis:?}: expected redis://HOST:PORT (or redis-cluster://HOST:PORT)"
+            );
+        }
+        if self.redis_warehouse.is_empty()
+            || self.redis_warehouse.len() > 64
+            || !self
+                .redis_warehouse
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!(
+                "invalid redis_warehouse {:?}: 1 to 64 letters, digits, '-' or '_'",
+                self.redis_warehouse
+            );
+        }
+        if self.reservation_sweep < Duration::from_millis(10)
+            || self.reservation_sweep > Duration::from_secs(3600)
+        {
+            bail!("invalid reservation_sweep_ms: must be 10 to 3600000");
+        }
+        if self.rate_limit_per_second > 1_000_000 {
+            bail!("invalid rate_limit_per_second: must be at most 1000000 (0 turns it off)");
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            bail!("invalid rate_limit_burst: must be at least 1 while a rate limit is set");
         }
         if !(1..=256).contains(&self.partitions) {
             bail!("invalid partitions {}: must be 1 to 256", self.partitions);
@@ -432,6 +492,20 @@ mod tests {
                     ..Layer::default()
                 },
                 "log_format",
+            ),
+            (
+                Layer {
+                    redis: Some("localhost:6379".into()),
+                    ..Layer::default()
+                },
+                "redis",
+            ),
+            (
+                Layer {
+                    redis_warehouse: Some("{tag}".into()),
+                    ..Layer::default()
+                },
+                "redis_warehouse",
             ),
         ] {
             let e = Config::resolve(layer).expect_err("refused").to_string();

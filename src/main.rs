@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use orderflow_ingest::{ApiSettings, AppState, Auth};
 use orderflow_pipeline::dlq_topic;
 use orderflow_stages::topology;
+use orderflow_stores::Rate;
 use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -270,6 +271,11 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             (config.log_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(log.run_retention(config.log_retention, every, stopping.clone()));
     }
+    if stages.iter().any(|s| s == "reserve") {
+        // Where stock is reserved, lapsed holds are released; a second sweeper elsewhere only
+        // duplicates a harmless rejection.
+        tokio::spawn(wiring::sweeper(&backends).run(config.reservation_sweep, stopping.clone()));
+    }
     if let Some(ledger) = backends.embedded_ledger.clone() {
         // Settled holds leave memory a minute after their order was minted; repeats after that
         // are answered from disk.
@@ -304,6 +310,7 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             ledger: backends.ledger.clone(),
             idempotency: backends.idempotency.clone(),
             orders: backends.orders.clone(),
+            limiter: backends.limiter.clone(),
             feed: backends.feed.clone(),
             catalog: backends.catalog.clone(),
             auth: Arc::new(Auth::new(config.jwt_secret.as_bytes())),
@@ -312,6 +319,10 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
                 max_body_bytes: config.max_body_bytes,
                 accepted_topic: topology::ACCEPTED.to_owned(),
                 idempotency_ttl: config.idempotency_ttl,
+                rate_limit: (config.rate_limit_per_second > 0).then_some(Rate {
+                    per_second: config.rate_limit_per_second,
+                    burst: config.rate_limit_burst,
+                }),
             }),
         };
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -352,7 +363,7 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             Ok(Err(e)) => format!("a stage stopped: {e}"),
             Err(e) => format!("a stage task failed: {e}"),
         }),
-        () = ledger_failed(backends.ledger.clone()) => Some("the stock ledger stopped after a storage failure".to_owned()),
+        () = ledger_failed(backends.embedded_ledger.clone()) => Some("the stock ledger stopped after a storage failure".to_owned()),
         ended = async {
             match server.as_mut() {
                 Some(handle) => handle.await,
@@ -394,9 +405,14 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
     }
 }
 
-/// Resolves once the stock ledger reports it cannot serve any more (it refuses calls after a
-/// failed write until a restart rebuilds it from disk).
-async fn ledger_failed(ledger: Arc<dyn orderflow_stores::StockLedger>) {
+/// Resolves once the embedded stock ledger reports it cannot serve any more (it refuses calls
+/// after a failed write until a restart rebuilds it from disk). A Redis ledger that is away is
+/// waited for instead: stages hold their records and `/readyz` says so.
+async fn ledger_failed(ledger: Option<orderflow_stores::embedded::EmbeddedLedger>) {
+    use orderflow_stores::StockLedger;
+    let Some(ledger) = ledger else {
+        return std::future::pending().await;
+    };
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if ledger.ready().await.is_err() {
@@ -433,8 +449,8 @@ async fn shutdown_signal() {
 }
 
 async fn audit(config: &Config) -> Result<std::process::ExitCode> {
-    let backends = wiring::connect(config).await?;
-    let levels = backends.ledger.levels().await?;
+    let ledger = wiring::connect_ledger(config).await?;
+    let levels = ledger.levels().await?;
     let mut breaches = 0;
     println!(
         "{:<12} {:>10} {:>10} {:>10} {:>10}  ok",

@@ -6,6 +6,7 @@ use orderflow_domain::Catalog;
 use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, Log, RetryPolicy, Runner, Stage};
 use orderflow_stages::charge::{Charge, PaymentProvider, SimulatedProvider};
+use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::notify::Notify;
 use orderflow_stages::price::Price;
 use orderflow_stages::project::Project;
@@ -14,10 +15,16 @@ use orderflow_stages::ship::Ship;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, topology};
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
-    EmbeddedPaymentJournal, EmbeddedStatusFeed,
+    EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
 };
-use orderflow_stores::{IdempotencyStore, OrderStore, Outbox, StatusFeed, StockLedger};
+use orderflow_stores::redis::{
+    CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
+    RedisOrderCache, RedisRateLimiter, RedisStatusFeed,
+};
+use orderflow_stores::{
+    CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, StatusFeed, StockLedger,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,8 +44,12 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The same store when embedded, for its purge task.
     pub embedded_idempotency: Option<EmbeddedIdempotency>,
-    /// Order views.
+    /// Order views (with the Redis hot view in front when Redis is configured).
     pub orders: Arc<dyn OrderStore>,
+    /// Per-customer checkout budgets.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// Coupon-use counters.
+    pub coupons: Arc<dyn CouponLedger>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
     /// Notifications to send.
@@ -96,29 +107,96 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             config.store
         ),
     };
-    if let Some(redis) = &config.redis {
-        bail!(
-            "invalid redis {redis:?}: the Redis hot path is not in this build yet; leave redis unset for the embedded hot path"
-        );
-    }
     let engine = engines.get(store_dir)?;
-    let idempotency = EmbeddedIdempotency::new(engine.clone());
-    let ledger = EmbeddedLedger::open(engine.clone())?;
-    Ok(Backends {
-        log: Arc::new(embedded_log.clone()),
-        embedded_log: Some(embedded_log),
-        ledger: Arc::new(ledger.clone()),
-        embedded_ledger: Some(ledger),
-        idempotency: Arc::new(idempotency.clone()),
-        embedded_idempotency: Some(idempotency),
-        orders: Arc::new(EmbeddedOrderStore::new(engine.clone())),
-        feed: Arc::new(EmbeddedStatusFeed::new(4096)),
-        outbox: Arc::new(EmbeddedOutbox::new(engine.clone())),
-        provider: Arc::new(SimulatedProvider::new(Arc::new(
-            EmbeddedPaymentJournal::new(engine),
-        ))),
-        catalog: Arc::new(catalog),
-    })
+    let durable_orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
+    let provider = Arc::new(SimulatedProvider::new(Arc::new(
+        EmbeddedPaymentJournal::new(engine.clone()),
+    )));
+    let log: Arc<dyn Log> = Arc::new(embedded_log.clone());
+    let catalog = Arc::new(catalog);
+    let backends = match connect_redis(config).await? {
+        Some(hot) => Backends {
+            log,
+            embedded_log: Some(embedded_log),
+            ledger: Arc::new(RedisLedger::new(hot.clone())),
+            embedded_ledger: None,
+            idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
+            embedded_idempotency: None,
+            orders: Arc::new(CachedOrderStore::new(
+                RedisOrderCache::new(hot.clone()),
+                durable_orders,
+            )),
+            limiter: Arc::new(RedisRateLimiter::new(hot.clone())),
+            coupons: Arc::new(RedisCoupons::new(hot.clone())),
+            feed: Arc::new(
+                RedisStatusFeed::connect(hot)
+                    .await
+                    .context("cannot subscribe to Redis for status changes (redis)")?,
+            ),
+            outbox,
+            provider,
+            catalog,
+        },
+        None => {
+            let idempotency = EmbeddedIdempotency::new(engine.clone());
+            let ledger = EmbeddedLedger::open(engine.clone())?;
+            Backends {
+                log,
+                embedded_log: Some(embedded_log),
+                ledger: Arc::new(ledger.clone()),
+                embedded_ledger: Some(ledger),
+                idempotency: Arc::new(idempotency.clone()),
+                embedded_idempotency: Some(idempotency),
+                orders: durable_orders,
+                limiter: Arc::new(LocalRateLimiter::new()),
+                coupons: Arc::new(EmbeddedCoupons::new(engine)),
+                feed: Arc::new(EmbeddedStatusFeed::new(4096)),
+                outbox,
+                provider,
+                catalog,
+            }
+        }
+    };
+    Ok(backends)
+}
+
+/// Connects to Redis when `redis` is configured.
+async fn connect_redis(config: &Config) -> Result<Option<RedisHot>> {
+    let Some(url) = &config.redis else {
+        return Ok(None);
+    };
+    let mut redis = RedisConfig::new(url.clone());
+    redis.warehouse = config.redis_warehouse.clone();
+    let hot = RedisHot::connect(redis)
+        .await
+        .with_context(|| format!("cannot use Redis at {url} (redis)"))?;
+    tracing::info!(%url, warehouse = %config.redis_warehouse, "Hot path on Redis");
+    Ok(Some(hot))
+}
+
+/// Only the stock ledger, for `orderflow audit`: on Redis it needs nothing else, so it runs
+/// beside a live process; embedded, it opens the store directory.
+pub async fn connect_ledger(config: &Config) -> Result<Arc<dyn StockLedger>> {
+    if let Some(hot) = connect_redis(config).await? {
+        return Ok(Arc::new(RedisLedger::new(hot)));
+    }
+    let Some(dir) = embedded_dir(&config.store) else {
+        bail!(
+            "invalid store {:?}: only embedded://DIR is available in this build",
+            config.store
+        );
+    };
+    let mut engines = Engines {
+        open: HashMap::new(),
+        cache_bytes: config.cache_mib * 1024 * 1024,
+    };
+    Ok(Arc::new(EmbeddedLedger::open(engines.get(dir)?)?))
+}
+
+/// The reservation expiry sweeper over these backends.
+pub fn sweeper(b: &Backends) -> ExpirySweeper {
+    ExpirySweeper::new(b.ledger.clone(), b.orders.clone(), b.log.clone(), 500)
 }
 
 /// Names accepted by `orderflow stage`.

@@ -33,6 +33,7 @@ pub async fn create(
         Ok((_, true)) => "replayed",
         Ok((_, false)) => "accepted",
         Err(p) if p.status.is_server_error() => "unavailable",
+        Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
         Err(_) => "refused",
     };
     metrics::counter!("orderflow_checkouts_total", "outcome" => outcome).increment(1);
@@ -49,6 +50,21 @@ async fn accept(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(OrderId, bool), Problem> {
     let claims = state.auth.require(headers, "checkout")?;
+    if let Some(rate) = state.settings.rate_limit {
+        match state
+            .limiter
+            .acquire(&format!("checkout:{}", claims.sub), rate)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(wait)) => return Err(Problem::rate_limited(wait)),
+            // The limit protects the pipeline, it does not guard money or stock: while its
+            // store is away, checkouts pass rather than all fail.
+            Err(e) => {
+                tracing::warn!(error = %e, "Rate limiter unavailable; letting the checkout through")
+            }
+        }
+    }
     let key = idempotency_key(headers)?;
     let (request, _raw): (CheckoutRequest, _) =
         parse_json(headers, body, state.settings.max_body_bytes)?;

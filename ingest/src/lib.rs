@@ -31,7 +31,7 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_domain::Catalog;
 use orderflow_pipeline::Log;
-use orderflow_stores::{IdempotencyStore, OrderStore, StatusFeed, StockLedger};
+use orderflow_stores::{IdempotencyStore, OrderStore, Rate, RateLimiter, StatusFeed, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +47,8 @@ pub struct ApiSettings {
     pub accepted_topic: String,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// Checkouts per customer, if limited.
+    pub rate_limit: Option<Rate>,
 }
 
 /// Everything the handlers need: backends as trait objects, chosen by the binary.
@@ -60,6 +62,8 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Order views.
     pub orders: Arc<dyn OrderStore>,
+    /// Per-customer checkout budgets (used when `settings.rate_limit` is set).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
     /// The catalog.

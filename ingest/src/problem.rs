@@ -132,6 +132,21 @@ impl Problem {
         )
     }
 
+    /// 429: the caller is over its request budget.
+    pub fn rate_limited(wait: std::time::Duration) -> Self {
+        let seconds = u32::try_from(wait.as_millis().div_ceil(1000))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let mut p = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many checkouts",
+            format!("this customer posts checkouts faster than allowed; retry in {seconds} s"),
+        );
+        p.retry_after = Some(seconds);
+        p
+    }
+
     /// 503: a backend cannot take the request now.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         let mut p = Self::new(

@@ -10,9 +10,9 @@ use orderflow_embedded::Engine;
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{EmbeddedLog, Log};
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed,
+    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed, LocalRateLimiter,
 };
-use orderflow_stores::{OrderStore, StockLedger};
+use orderflow_stores::{OrderStore, Rate, StockLedger};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(None).await
+}
+
+async fn harness_with(rate_limit: Option<Rate>) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path()).expect("engine");
     let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new(engine.clone(), 2).expect("log"));
@@ -56,6 +60,7 @@ async fn harness() -> Harness {
         ledger,
         idempotency: Arc::new(EmbeddedIdempotency::new(engine.clone())),
         orders: orders.clone(),
+        limiter: Arc::new(LocalRateLimiter::new()),
         feed: Arc::new(EmbeddedStatusFeed::new(64)),
         catalog: Arc::new(catalog),
         auth: auth.clone(),
@@ -64,6 +69,7 @@ async fn harness() -> Harness {
             max_body_bytes: LIMIT,
             accepted_topic: TOPIC.into(),
             idempotency_ttl: Duration::from_secs(86_400),
+            rate_limit,
         }),
     };
     Harness {
@@ -550,4 +556,49 @@ async fn the_openapi_document_describes_every_route() {
         routes.len(),
         "undocumented extras in the document"
     );
+}
+
+#[tokio::test]
+async fn a_customer_over_its_budget_gets_429_with_retry_after_and_nothing_is_appended() {
+    let h = harness_with(Some(Rate {
+        per_second: 1,
+        burst: 2,
+    }))
+    .await;
+    let alice = h.token("alice", "checkout");
+    let body = checkout_body().to_string();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        let (status, headers, problem) = h
+            .post(Some(&alice), "application/json", body.clone(), None)
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some((status, headers.clone(), problem.clone()));
+        }
+        statuses.push(status);
+    }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    // The burst and the steady token (a slow machine may earn one more).
+    assert!((2..=4).contains(&accepted), "{statuses:?}");
+    let (status, headers, problem) = refused.expect("some were refused");
+    assert_problem(status, &headers, &problem, 429, "rate-limited");
+    assert_eq!(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert_eq!(
+        h.appended().await.len(),
+        accepted,
+        "refused checkouts never reach the log"
+    );
+    // Budgets are per customer.
+    let bob = h.token("bob", "checkout");
+    let (status, _, _) = h.post(Some(&bob), "application/json", body, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
 }

@@ -249,6 +249,23 @@ pub fn token(sub: &str, scope: &str) -> String {
         .to_owned()
 }
 
+/// Runs `orderflow audit` against a Redis ledger (it needs nothing else, so the app may run).
+pub fn audit_redis(redis_url: &str) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args(["--redis", redis_url, "audit"])
+        .env("ORDERFLOW_CONFIG", "/dev/null")
+        .output()
+        .expect("audit runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Runs `orderflow audit` on a stopped app's data directory.
 pub fn audit(data: &Path, catalog: &Path) -> (bool, String) {
     let mut cmd = Command::new(BIN);
