@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// Where the default config file lives, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/orderflow.toml";
+/// Where the promotion codes live by default; without this file no code is accepted.
+pub const DEFAULT_PROMOTIONS: &str = "config/promotions.json";
 /// The signing secret used when none is configured: fine on a laptop, refused nowhere, warned about.
 pub const DEV_SECRET: &str = "orderflow-dev-secret-change-me";
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub jwt_secret: String,
     /// Catalog file (JSON).
     pub catalog: PathBuf,
+    /// Promotion codes file (JSON); none when the default file is absent.
+    pub promotions: PathBuf,
     /// Flat tax rate in basis points (825 = 8.25 %).
     pub tax_rate_bps: u32,
     /// Flat shipping fee in minor units.
@@ -96,6 +100,8 @@ pub struct Layer {
     pub jwt_secret: Option<String>,
     /// See [`Config`]; `catalog`.
     pub catalog: Option<PathBuf>,
+    /// See [`Config`]; `promotions`.
+    pub promotions: Option<PathBuf>,
     /// See [`Config`]; `tax_rate_bps`.
     pub tax_rate_bps: Option<u32>,
     /// See [`Config`]; `shipping_fee_minor`.
@@ -162,6 +168,7 @@ impl Layer {
             partitions: get(env, "partitions")?,
             jwt_secret: get(env, "jwt_secret")?,
             catalog: get(env, "catalog")?,
+            promotions: get(env, "promotions")?,
             tax_rate_bps: get(env, "tax_rate_bps")?,
             shipping_fee_minor: get(env, "shipping_fee_minor")?,
             currencies: list("currencies"),
@@ -204,6 +211,7 @@ impl Layer {
             partitions,
             jwt_secret,
             catalog,
+            promotions,
             tax_rate_bps,
             shipping_fee_minor,
             currencies,
@@ -255,6 +263,9 @@ impl Config {
             catalog: l
                 .catalog
                 .unwrap_or_else(|| PathBuf::from("config/catalog.json")),
+            promotions: l
+                .promotions
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PROMOTIONS)),
             tax_rate_bps: l.tax_rate_bps.unwrap_or(825),
             shipping_fee_minor: l.shipping_fee_minor.unwrap_or(500),
             currencies: l.currencies.unwrap_or_else(|| vec!["USD".into()]),

@@ -49,7 +49,7 @@ struct Flags {
     /// Put the log and the store under DIR (shorthand for --log and --store embedded://DIR).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// Redis URL for the hot path (absent: embedded).
+    /// Redis URL for the hot path, redis://HOST:PORT (absent: embedded).
     #[arg(long, global = true)]
     redis: Option<String>,
     /// Partitions per topic.
@@ -58,6 +58,9 @@ struct Flags {
     /// Catalog file (JSON).
     #[arg(long, global = true)]
     catalog: Option<PathBuf>,
+    /// Promotion codes file (JSON).
+    #[arg(long, global = true)]
+    promotions: Option<PathBuf>,
     /// HS256 secret for tokens.
     #[arg(long, global = true)]
     jwt_secret: Option<String>,
@@ -76,6 +79,7 @@ impl Flags {
             redis: self.redis.clone(),
             partitions: self.partitions,
             catalog: self.catalog.clone(),
+            promotions: self.promotions.clone(),
             jwt_secret: self.jwt_secret.clone(),
             ..Layer::default()
         }

@@ -1,8 +1,8 @@
 //! Wiring: backends chosen by URL, stages built from them, the API state.
 
-use crate::config::{Config, embedded_dir};
+use crate::config::{Config, DEFAULT_PROMOTIONS, embedded_dir};
 use anyhow::{Context, Result, bail};
-use orderflow_domain::Catalog;
+use orderflow_domain::{Catalog, Promotions};
 use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, Log, RetryPolicy, Runner, Stage};
 use orderflow_stages::charge::{Charge, PaymentProvider, SimulatedProvider};
@@ -58,6 +58,8 @@ pub struct Backends {
     pub provider: Arc<dyn PaymentProvider>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
+    /// Promotion codes.
+    pub promotions: Arc<Promotions>,
 }
 
 /// Opens each embedded directory once, so the log and the stores can share one engine (and
@@ -88,6 +90,7 @@ impl Engines {
 pub async fn connect(config: &Config) -> Result<Backends> {
     let catalog =
         Catalog::load(&config.catalog).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
+    let promotions = Arc::new(load_promotions(config)?);
     let mut engines = Engines {
         open: HashMap::new(),
         cache_bytes: config.cache_mib * 1024 * 1024,
@@ -137,6 +140,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             outbox,
             provider,
             catalog,
+            promotions,
         },
         None => {
             let idempotency = EmbeddedIdempotency::new(engine.clone());
@@ -155,10 +159,21 @@ pub async fn connect(config: &Config) -> Result<Backends> {
                 outbox,
                 provider,
                 catalog,
+                promotions,
             }
         }
     };
     Ok(backends)
+}
+
+/// The promotion table: the configured file, or none when the default file is absent.
+fn load_promotions(config: &Config) -> Result<Promotions> {
+    let path = &config.promotions;
+    if !path.exists() && path.as_path() == std::path::Path::new(DEFAULT_PROMOTIONS) {
+        tracing::info!(path = %path.display(), "No promotions file; coupon codes are refused");
+        return Ok(Promotions::default());
+    }
+    Promotions::load(path).map_err(|e| anyhow::anyhow!("{e} (promotions)"))
 }
 
 /// Connects to Redis when `redis` is configured.
@@ -225,7 +240,8 @@ pub fn stage(name: &str, b: &Backends, config: &Config) -> Result<(Arc<dyn Stage
     let stage: Arc<dyn Stage> = match name {
         "validate" => Arc::new(OnOrders::new(
             route,
-            Validate::new(b.catalog.clone(), &config.currencies, &config.countries),
+            Validate::new(b.catalog.clone(), &config.currencies, &config.countries)
+                .with_promotions(b.promotions.clone()),
         )),
         "reserve" => Arc::new(OnOrders::new(
             route,
@@ -238,11 +254,13 @@ pub fn stage(name: &str, b: &Backends, config: &Config) -> Result<(Arc<dyn Stage
                 b.ledger.clone(),
                 config.tax_rate_bps,
                 config.shipping_fee_minor,
-            ),
+            )
+            .with_promotions(b.promotions.clone(), b.coupons.clone()),
         )),
         "charge" => Arc::new(OnOrders::new(
             route,
-            Charge::new(b.provider.clone(), b.ledger.clone()),
+            Charge::new(b.provider.clone(), b.ledger.clone())
+                .with_coupons(b.promotions.clone(), b.coupons.clone()),
         )),
         "ship" => Arc::new(OnOrders::new(route, Ship::new(b.ledger.clone(), "SimPost"))),
         "notify" => Arc::new(OnOrders::new(route, Notify::new(b.outbox.clone()))),

@@ -46,10 +46,19 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
             ("SKU-D", 899, 1000),
         ],
     );
+    let promotions = dir.path().join("promotions.json");
+    std::fs::write(
+        &promotions,
+        r#"{"promotions":[{"code":"E2E50","percent_off_bps":5000,"max_uses":50}]}"#,
+    )
+    .expect("promotions");
     let app = App::start_with(
         &dir.path().join("data"),
         &catalog,
-        &[("ORDERFLOW_REDIS", redis.url().as_str())],
+        &[
+            ("ORDERFLOW_REDIS", redis.url().as_str()),
+            ("ORDERFLOW_PROMOTIONS", promotions.to_str().expect("utf-8")),
+        ],
     );
     let customer = token("cust-redis", "checkout orders:read");
     let admin = token("ops", "admin");
@@ -119,14 +128,18 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
     assert_eq!(one["order_id"], two["order_id"]);
     assert!(redis.command(&["KEYS", "idem:*"]).contains("k-1"));
 
-    // 400 orders for 300 units of A, 100 declines, 100 multi-line; Redis is paused for 3 s
-    // after the first half has been accepted.
+    // 400 orders for 300 units of A, 100 declines, 100 multi-line with a coupon good for 50
+    // orders; Redis is paused for 3 s after the first half has been accepted.
     let mut plan = Vec::new();
     for i in 0..600 {
         plan.push(match i % 6 {
             0..=3 => ("hot", checkout(&[("SKU-A", 1)], "tok_visa")),
             4 => ("declined", checkout(&[("SKU-C", 2)], "tok_decline")),
-            _ => ("multi", checkout(&[("SKU-C", 1), ("SKU-D", 1)], "tok_visa")),
+            _ => {
+                let mut body = checkout(&[("SKU-C", 1), ("SKU-D", 1)], "tok_visa");
+                body["coupon_codes"] = serde_json::json!(["E2E50"]);
+                ("multi", body)
+            }
         });
     }
     let second_half = plan.split_off(300);
@@ -188,9 +201,31 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
         "{outcomes:?}"
     );
     assert_eq!(count("declined", "payment_declined"), 100, "{outcomes:?}");
-    assert_eq!(count("multi", "completed"), 100, "{outcomes:?}");
+    assert_eq!(
+        (
+            count("multi", "completed"),
+            count("multi", "coupon_exhausted")
+        ),
+        (50, 50),
+        "{outcomes:?}"
+    );
+    for view in views
+        .iter()
+        .filter(|v| kinds[v["order_id"].as_str().expect("id")] == "multi")
+    {
+        if view["status"] == "completed" {
+            // Half off 12.50 + 8.99.
+            assert_eq!(view["totals"]["discount"]["minor"], 1075, "{view}");
+        }
+    }
+    assert!(
+        redis
+            .command(&["GET", "{coupon:E2E50}:uses"])
+            .contains("50")
+    );
 
-    // C: 1 followed + 1 keyed + 100 multi-line units committed; declines gave theirs back.
+    // C: 1 followed + 1 keyed + 50 multi-line units committed; declines and coupon refusals
+    // gave theirs back.
     let a = app.stock(&admin, "SKU-A").await;
     assert_eq!(
         (
@@ -208,11 +243,11 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
             c["reserved"].as_u64(),
             c["committed"].as_u64()
         ),
-        (Some(898), Some(0), Some(102)),
+        (Some(948), Some(0), Some(52)),
         "{c}"
     );
     let d = app.stock(&admin, "SKU-D").await;
-    assert_eq!(d["committed"].as_u64(), Some(100), "{d}");
+    assert_eq!(d["committed"].as_u64(), Some(50), "{d}");
 
     // The audit reads Redis directly, beside the running process.
     let (ok, report) = audit_redis(&redis.url());

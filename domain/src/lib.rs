@@ -8,6 +8,7 @@ pub mod codec;
 pub mod ids;
 pub mod money;
 pub mod order;
+pub mod promotions;
 pub mod status;
 pub mod view;
 
@@ -19,5 +20,6 @@ pub use order::{
     Address, CheckoutRequest, LineItem, Notification, Order, OrderEvent, Payment, PaymentRequest,
     PriceBreakdown, PricedLine, Rejection, RejectionCode, Reservation, Shipment,
 };
+pub use promotions::{Discount, Promotion, Promotions};
 pub use status::OrderStatus;
 pub use view::{OrderView, TimelineEntry};

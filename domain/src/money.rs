@@ -84,6 +84,14 @@ impl Money {
         Self::new(0, currency)
     }
 
+    /// Subtracts an amount of the same currency.
+    pub fn checked_sub(self, other: Money) -> Result<Money, MoneyError> {
+        self.checked_add(Money::new(
+            other.minor.checked_neg().ok_or(MoneyError::Overflow)?,
+            other.currency,
+        ))
+    }
+
     /// Adds two amounts of the same currency.
     pub fn checked_add(self, other: Money) -> Result<Money, MoneyError> {
         if self.currency != other.currency {

@@ -197,6 +197,8 @@ pub enum RejectionCode {
     PaymentDeclined,
     /// The stock hold lapsed before the order was charged.
     ReservationExpired,
+    /// A coupon's uses ran out before this order.
+    CouponExhausted,
 }
 
 impl RejectionCode {
@@ -208,6 +210,7 @@ impl RejectionCode {
             Self::OutOfStock => "out_of_stock",
             Self::PaymentDeclined => "payment_declined",
             Self::ReservationExpired => "reservation_expired",
+            Self::CouponExhausted => "coupon_exhausted",
         }
     }
 }

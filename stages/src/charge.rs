@@ -5,9 +5,11 @@ use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
 use dashmap::DashMap;
-use orderflow_domain::{Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode};
+use orderflow_domain::{
+    Currency, Money, OrderEvent, OrderStatus, Payment, Promotions, RejectionCode,
+};
 use orderflow_pipeline::StageError;
-use orderflow_stores::{PaymentJournal, PinOutcome, StockLedger};
+use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger};
 use std::sync::Arc;
 
 /// What a provider answered.
@@ -145,12 +147,27 @@ impl PaymentProvider for SimulatedProvider {
 pub struct Charge {
     provider: Arc<dyn PaymentProvider>,
     ledger: Arc<dyn StockLedger>,
+    coupons: Option<(Arc<Promotions>, Arc<dyn CouponLedger>)>,
 }
 
 impl Charge {
     /// Charges through `provider`; releases stock in `ledger` on a decline.
     pub fn new(provider: Arc<dyn PaymentProvider>, ledger: Arc<dyn StockLedger>) -> Self {
-        Self { provider, ledger }
+        Self {
+            provider,
+            ledger,
+            coupons: None,
+        }
+    }
+
+    /// Gives a declined order's coupon uses back in `coupons`.
+    pub fn with_coupons(
+        mut self,
+        promotions: Arc<Promotions>,
+        coupons: Arc<dyn CouponLedger>,
+    ) -> Self {
+        self.coupons = Some((promotions, coupons));
+        self
     }
 }
 
@@ -217,6 +234,9 @@ impl OrderStage for Charge {
                     .release(event.order.id)
                     .await
                     .map_err(crate::order_stage::store_error)?;
+                if let Some((promotions, coupons)) = &self.coupons {
+                    crate::price::restore_coupons(coupons.as_ref(), promotions, &event).await?;
+                }
                 Ok(Step::Reject(event.reject(
                     "charge",
                     RejectionCode::PaymentDeclined,

@@ -3,7 +3,7 @@
 use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use orderflow_domain::order::{MAX_LINES, MAX_QUANTITY};
-use orderflow_domain::{Catalog, OrderEvent, OrderStatus, RejectionCode};
+use orderflow_domain::{Catalog, OrderEvent, OrderStatus, Promotions, RejectionCode};
 use orderflow_pipeline::StageError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ pub struct Validate {
     catalog: Arc<Catalog>,
     currencies: HashSet<String>,
     countries: HashSet<String>,
+    promotions: Arc<Promotions>,
 }
 
 impl Validate {
@@ -22,7 +23,14 @@ impl Validate {
             catalog,
             currencies: currencies.iter().cloned().collect(),
             countries: countries.iter().cloned().collect(),
+            promotions: Arc::new(Promotions::default()),
         }
+    }
+
+    /// Accepts the coupon codes of `promotions` (without it every code is unknown).
+    pub fn with_promotions(mut self, promotions: Arc<Promotions>) -> Self {
+        self.promotions = promotions;
+        self
     }
 
     fn problems(&self, event: &OrderEvent) -> Option<(RejectionCode, String)> {
@@ -70,6 +78,18 @@ impl Validate {
             return Some((
                 RejectionCode::UnknownSku,
                 format!("unknown SKU: {}", unknown.join(", ")),
+            ));
+        }
+        let codes: Vec<&str> = order
+            .coupon_codes
+            .iter()
+            .filter(|c| self.promotions.get(c).is_none())
+            .map(String::as_str)
+            .collect();
+        if !codes.is_empty() {
+            return Some((
+                RejectionCode::Invalid,
+                format!("unknown coupon code: {}", codes.join(", ")),
             ));
         }
         None

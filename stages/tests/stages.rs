@@ -342,3 +342,105 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
     let a = ledger.level("A").await.expect("level").expect("exists");
     assert!(a.balanced());
 }
+
+#[tokio::test]
+async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_decline() {
+    use orderflow_domain::Promotions;
+    use orderflow_stores::CouponLedger;
+    use orderflow_stores::embedded::EmbeddedCoupons;
+
+    let (_dir, ledger, engine) = ledger().await;
+    let promotions = Arc::new(
+        Promotions::parse(
+            r#"{"promotions":[{"code":"WELCOME10","percent_off_bps":1000,"max_uses":100},
+                {"code":"ONCE","amount_off_minor":1000,"max_uses":1}]}"#,
+        )
+        .expect("promotions"),
+    );
+    let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine.clone()));
+    let validate = Validate::new(catalog(), &["USD".into()], &["US".into()])
+        .with_promotions(promotions.clone());
+    let reserve = Reserve::new(ledger.clone(), Duration::from_secs(60));
+    let price = Price::new(catalog(), ledger.clone(), 1000, 0)
+        .with_promotions(promotions.clone(), coupons.clone());
+    let charge = Charge::new(
+        Arc::new(SimulatedProvider::new(Arc::new(
+            EmbeddedPaymentJournal::new(engine),
+        ))),
+        ledger.clone(),
+    )
+    .with_coupons(promotions.clone(), coupons.clone());
+    let with_codes = |codes: &[&str], token: &str| {
+        let mut e = event(&[("A", 1)], token);
+        e.order.coupon_codes = codes.iter().map(|c| (*c).to_owned()).collect();
+        e
+    };
+    let priced = |e: OrderEvent| async {
+        let Ok(Step::Advance(v)) = validate.handle(e, 1).await else {
+            panic!("validated")
+        };
+        let Ok(Step::Advance(r)) = reserve.handle(v, 1).await else {
+            panic!("reserved")
+        };
+        price.handle(r, 1).await.expect("ok")
+    };
+
+    // 10 % (3.50) and 10.00 off 34.99 leave 21.49; the 10 % tax on that is 2.15.
+    let Step::Advance(first) = priced(with_codes(&["welcome10", "ONCE"], "tok_visa")).await else {
+        panic!("priced")
+    };
+    let totals = first.order.pricing.clone().expect("pricing");
+    assert_eq!(
+        (
+            totals.subtotal.minor,
+            totals.discount.minor,
+            totals.tax.minor,
+            totals.total.minor
+        ),
+        (3499, 1350, 215, 2364)
+    );
+    assert_eq!(coupons.uses("ONCE").await.expect("uses"), 1);
+    // A repeat of the same order counts nothing more.
+    let Ok(Step::Advance(_)) = price
+        .handle(first.clone().advance(OrderStatus::Reserved), 2)
+        .await
+    else {
+        panic!("priced again")
+    };
+    assert_eq!(coupons.uses("ONCE").await.expect("uses"), 1);
+
+    // ONCE is used up: the next order is refused, its stock and its WELCOME10 use come back.
+    let before = ledger.level("A").await.expect("level").expect("exists");
+    assert_eq!(
+        rejection(priced(with_codes(&["WELCOME10", "ONCE"], "tok_visa")).await),
+        RejectionCode::CouponExhausted
+    );
+    let after = ledger.level("A").await.expect("level").expect("exists");
+    assert_eq!(
+        after.available, before.available,
+        "the refused order's hold is released"
+    );
+    assert_eq!(coupons.uses("WELCOME10").await.expect("uses"), 1);
+
+    // A decline gives the coupon back.
+    let Step::Advance(declining) = priced(with_codes(&["WELCOME10"], "tok_decline")).await else {
+        panic!("priced")
+    };
+    assert_eq!(coupons.uses("WELCOME10").await.expect("uses"), 2);
+    assert_eq!(
+        rejection(charge.handle(declining, 1).await.expect("ok")),
+        RejectionCode::PaymentDeclined
+    );
+    assert_eq!(coupons.uses("WELCOME10").await.expect("uses"), 1);
+
+    // Unknown codes are refused by validate, before any stock is held.
+    assert_eq!(
+        rejection(
+            validate
+                .handle(with_codes(&["FREE100"], "tok_visa"), 1)
+                .await
+                .expect("ok")
+        ),
+        RejectionCode::Invalid
+    );
+}
