@@ -4,7 +4,6 @@ use orderflow_domain::OrderId;
 use orderflow_stores::redis::{RedisConfig, RedisHot, RedisLedger};
 use orderflow_stores::{ReserveOutcome, StockLedger, StoreError};
 use orderflow_testkit::RedisServer;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(900);
@@ -15,34 +14,56 @@ async fn ledger(server: &RedisServer, timeout: Duration) -> RedisLedger {
     RedisLedger::new(RedisHot::connect(config).await.expect("connects"))
 }
 
-#[tokio::test]
-async fn calls_arriving_together_leave_in_one_pipeline() {
-    let server = RedisServer::start();
-    let ledger = Arc::new(ledger(&server, Duration::from_secs(2)).await);
-    ledger.seed(&[("P".into(), 1_000)]).await.expect("seed");
-    let before = ledger.pipelines_sent();
-    // A stage's batch: 200 reservations started at once.
-    let calls: Vec<_> = (0..200)
-        .map(|_| {
-            let ledger = Arc::clone(&ledger);
-            tokio::spawn(async move {
-                ledger
-                    .reserve(OrderId::new(), &[("P".into(), 1)], TTL)
-                    .await
-            })
+/// Bytes waiting, unread, in the server's receive queues of established connections to `port`
+/// (from `/proc/net/tcp`).
+fn unread_bytes_at(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields.get(1)?.rsplit(':').next()?;
+            let established = fields.get(3)? == &"01";
+            let rx_queue = fields.get(4)?.split(':').nth(1)?;
+            (u16::from_str_radix(local_port, 16).ok()? == port && established)
+                .then(|| u64::from_str_radix(rx_queue, 16).ok())
+                .flatten()
         })
-        .collect();
-    for call in calls {
-        assert_eq!(
-            call.await.expect("joins").expect("reserve"),
-            ReserveOutcome::Reserved
-        );
-    }
-    let pipelines = ledger.pipelines_sent() - before;
+        .sum()
+}
+
+#[tokio::test]
+async fn a_batch_of_calls_is_pipelined_not_sent_one_round_trip_at_a_time() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.connections = 1;
+    config.command_timeout = Duration::from_secs(20);
+    let ledger = RedisLedger::new(RedisHot::connect(config).await.expect("connects"));
+    ledger.seed(&[("P".into(), 1_000)]).await.expect("seed");
+    // Redis stops reading: whatever the client sends without waiting for answers piles up in
+    // the server's receive queue.
+    server.signal("STOP");
+    let line = [("P".to_owned(), 1)];
+    let ids: Vec<OrderId> = (0..200).map(|_| OrderId::new()).collect();
+    // A stage's batch, as the runner drives it: 200 reservations polled together in one task.
+    let batch = futures::future::join_all(ids.iter().map(|id| ledger.reserve(*id, &line, TTL)));
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let queued = unread_bytes_at(server.port());
+        server.signal("CONT");
+        queued
+    };
+    let (outcomes, queued) = tokio::join!(batch, watch);
+    // One reserve call is about 250 bytes on the wire; one at a time, only the first would
+    // have left before its answer.
     assert!(
-        pipelines <= 20,
-        "200 concurrent calls took {pipelines} round trips"
+        queued > 150 * 200,
+        "only {queued} bytes were sent while Redis was not answering: the batch was not pipelined"
     );
+    for outcome in outcomes {
+        assert_eq!(outcome.expect("reserve"), ReserveOutcome::Reserved);
+    }
     let level = ledger.level("P").await.expect("level").expect("exists");
     assert_eq!((level.available, level.reserved), (800, 200));
 }

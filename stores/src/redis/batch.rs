@@ -1,4 +1,4 @@
-//! The scripts, loaded once, and the call path that pipelines calls arriving together.
+//! The scripts, loaded once, and the call path.
 
 use super::redis_error;
 use crate::StoreError;
@@ -6,8 +6,6 @@ use fred::prelude::*;
 use fred::types::CustomCommand;
 use fred::types::scripts::Script;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The Lua sources, one file each beside this module.
 pub mod lua {
@@ -99,186 +97,87 @@ pub fn sha1_of(source: &str) -> String {
     fred::util::sha1_hash(source)
 }
 
-/// One script call waiting for its pipeline.
-struct Call {
-    script: ScriptName,
-    keys: Vec<String>,
-    args: Vec<String>,
-    reply: oneshot::Sender<Result<Value, Error>>,
-}
-
-/// The loaded scripts and the pipelining call path.
+/// The loaded scripts and the call path.
+///
+/// Calls are sent as they come, on connections taken in turn. fred writes the commands that are
+/// queued on a connection together and flushes once, so the calls of a stage's batch, which the
+/// runner starts at once, leave in one write and share one round trip; each answer goes back to
+/// its caller as soon as it arrives. (An explicit `Pipeline` measured slower: it hands back no
+/// answer until the last one is in, which leaves Redis idle between batches.)
 #[derive(Clone)]
 pub struct Scripts {
-    client: Client,
+    pool: Pool,
     scripts: Arc<Vec<(ScriptName, Script)>>,
-    calls: mpsc::UnboundedSender<Call>,
-    pipelines: Arc<AtomicU64>,
+    /// Each script's SHA1 as a command argument, indexed by `ScriptName as usize`.
+    shas: Arc<Vec<Value>>,
 }
 
-/// At most this many calls leave in one pipeline.
-const MAX_PIPELINE: usize = 512;
-/// At most this many pipelines are in flight at once.
-const MAX_IN_FLIGHT: usize = 4;
-
 impl Scripts {
-    /// Loads every script (`SCRIPT LOAD`) and starts the pipelining task.
-    pub(crate) async fn load(client: Client) -> Result<Self, StoreError> {
+    /// Loads every script (`SCRIPT LOAD`).
+    pub(crate) async fn load(pool: Pool) -> Result<Self, StoreError> {
+        debug_assert!(
+            ScriptName::ALL
+                .iter()
+                .enumerate()
+                .all(|(i, name)| *name as usize == i),
+            "ScriptName::ALL is in declaration order"
+        );
         let scripts: Vec<(ScriptName, Script)> = ScriptName::ALL
             .iter()
             .map(|name| (*name, Script::from_lua(name.source())))
             .collect();
-        for (_, script) in &scripts {
-            script.load(&client).await.map_err(redis_error)?;
-        }
-        let (calls, queue) = mpsc::unbounded_channel();
         let this = Self {
-            client,
+            shas: Arc::new(
+                scripts
+                    .iter()
+                    .map(|(_, script)| Value::from(script.sha1().clone()))
+                    .collect(),
+            ),
             scripts: Arc::new(scripts),
-            calls,
-            pipelines: Arc::new(AtomicU64::new(0)),
+            pool,
         };
-        tokio::spawn(this.clone().pipeline_loop(queue));
+        this.reload().await?;
         Ok(this)
     }
 
-    fn sha(&self, name: ScriptName) -> String {
-        self.scripts
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, s)| s.sha1().to_string())
-            .unwrap_or_default()
+    async fn reload(&self) -> Result<(), StoreError> {
+        for (_, script) in self.scripts.iter() {
+            script.load(self.pool.next()).await.map_err(redis_error)?;
+        }
+        Ok(())
     }
 
-    /// How many pipelines have been sent (each a single round trip).
-    pub fn pipelines_sent(&self) -> u64 {
-        self.pipelines.load(Ordering::Relaxed)
-    }
-
-    /// Runs a script by `EVALSHA`, in the same pipeline as the calls queued beside it.
+    /// Runs a script by `EVALSHA`; loads the scripts again if Redis lost them.
     pub(crate) async fn call<R: FromValue>(
         &self,
         script: ScriptName,
         keys: Vec<String>,
         args: Vec<String>,
     ) -> Result<R, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.calls
-            .send(Call {
-                script,
-                keys,
-                args,
-                reply,
-            })
-            .map_err(|_| StoreError::Unavailable("the redis call queue is closed".into()))?;
-        let value = answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the redis pipeline task stopped".into()))?
-            .map_err(redis_error)?;
+        // Every key of a call shares one hash slot; the command routes by it on a cluster.
+        let slot = keys
+            .first()
+            .map(|key| fred::util::redis_keyslot(key.as_bytes()));
+        let mut command = Vec::with_capacity(2 + keys.len() + args.len());
+        // ALL lists the scripts in declaration order, so the discriminant indexes `shas`.
+        command.push(self.shas[script as usize].clone());
+        command.push(Value::Integer(keys.len() as i64));
+        command.extend(keys.into_iter().map(Value::from));
+        command.extend(args.into_iter().map(Value::from));
+        let evalsha = || CustomCommand::new_static("EVALSHA", slot, false);
+        let value: Value = match self.pool.next().custom(evalsha(), command.clone()).await {
+            // After a Redis restart or SCRIPT FLUSH the scripts are gone; a refused call did
+            // nothing, so it is safe to send again.
+            Err(e) if e.details().starts_with("NOSCRIPT") => {
+                self.reload().await?;
+                self.pool
+                    .next()
+                    .custom(evalsha(), command)
+                    .await
+                    .map_err(redis_error)?
+            }
+            result => result.map_err(redis_error)?,
+        };
         value.convert().map_err(redis_error)
-    }
-
-    /// Takes whatever calls are queued, up to [`MAX_PIPELINE`], and sends them in one pipeline.
-    async fn pipeline_loop(self, mut queue: mpsc::UnboundedReceiver<Call>) {
-        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < MAX_PIPELINE {
-                match queue.try_recv() {
-                    Ok(call) => batch.push(call),
-                    Err(_) => break,
-                }
-            }
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let this = self.clone();
-            tokio::spawn(async move {
-                this.send(batch).await;
-                drop(permit);
-            });
-        }
-    }
-
-    async fn send(&self, batch: Vec<Call>) {
-        self.pipelines.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("orderflow_redis_pipeline_calls").record(batch.len() as f64);
-        let mut results = self.run(&batch).await;
-        // After a Redis restart or SCRIPT FLUSH the scripts are gone: load them and run again
-        // the calls that were refused (a refused call did nothing).
-        if results
-            .iter()
-            .any(|r| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
-        {
-            let mut reload = Ok(());
-            for (_, script) in self.scripts.iter() {
-                if let Err(e) = script.load(&self.client).await {
-                    reload = Err(e);
-                    break;
-                }
-            }
-            if reload.is_ok() {
-                let again: Vec<usize> = results
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, r)| matches!(r, Err(e) if e.details().starts_with("NOSCRIPT")))
-                    .map(|(i, _)| i)
-                    .collect();
-                let retry: Vec<&Call> = again.iter().map(|i| &batch[*i]).collect();
-                let rerun = self.run_refs(&retry).await;
-                for (i, result) in again.into_iter().zip(rerun) {
-                    results[i] = result;
-                }
-            }
-        }
-        for (call, result) in batch.into_iter().zip(results) {
-            let _ = call.reply.send(result);
-        }
-    }
-
-    async fn run(&self, batch: &[Call]) -> Vec<Result<Value, Error>> {
-        let refs: Vec<&Call> = batch.iter().collect();
-        self.run_refs(&refs).await
-    }
-
-    async fn run_refs(&self, batch: &[&Call]) -> Vec<Result<Value, Error>> {
-        if let [call] = batch {
-            return vec![
-                self.client
-                    .evalsha(self.sha(call.script), call.keys.clone(), call.args.clone())
-                    .await,
-            ];
-        }
-        let pipeline = self.client.pipeline();
-        for call in batch {
-            // fred's pipelines have no EVALSHA method; the raw command routes by its first key
-            // (every key of a call shares one hash slot).
-            let slot = call
-                .keys
-                .first()
-                .map(|key| fred::util::redis_keyslot(key.as_bytes()));
-            let mut args: Vec<Value> = Vec::with_capacity(2 + call.keys.len() + call.args.len());
-            args.push(self.sha(call.script).into());
-            args.push(Value::Integer(call.keys.len() as i64));
-            args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
-            args.extend(call.args.iter().map(|a| Value::from(a.as_str())));
-            let queued: Result<Value, Error> = pipeline
-                .custom(CustomCommand::new_static("EVALSHA", slot, false), args)
-                .await;
-            if let Err(e) = queued {
-                return batch.iter().map(|_| Err(e.clone())).collect();
-            }
-        }
-        let results = pipeline.try_all::<Value>().await;
-        if results.len() == batch.len() {
-            results
-        } else {
-            // A pipeline that failed as a whole answers once; every call gets that answer.
-            let e = results
-                .into_iter()
-                .find_map(Result::err)
-                .unwrap_or_else(|| Error::new(ErrorKind::Unknown, "pipeline answered short"));
-            batch.iter().map(|_| Err(e.clone())).collect()
-        }
     }
 }

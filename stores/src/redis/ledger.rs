@@ -49,11 +49,6 @@ impl RedisLedger {
         ms(self.hot.config().settled_retention).to_string()
     }
 
-    /// How many pipelines the ledger's connection has sent (each one round trip).
-    pub fn pipelines_sent(&self) -> u64 {
-        self.hot.scripts().pipelines_sent()
-    }
-
     /// Runs release or commit.
     async fn settle(&self, script: ScriptName, order: OrderId) -> Result<bool, StoreError> {
         let done: i64 = self

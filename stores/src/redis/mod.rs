@@ -6,7 +6,8 @@
 //! …), so every script touches a single slot and stays valid on Redis Cluster. Scripts are
 //! loaded once with `SCRIPT LOAD` and called by `EVALSHA`, reloaded when Redis answers
 //! `NOSCRIPT` (after a restart or a `SCRIPT FLUSH`). Calls that arrive together — a stage
-//! working through a batch of orders — leave in one pipeline: one round trip for the batch.
+//! working through a batch of orders — leave in one write per connection and share one round
+//! trip (see [`Scripts`]).
 
 mod batch;
 mod coupons;
@@ -42,6 +43,9 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// How long an order's hot view lives after its last change.
     pub view_ttl: Duration,
+    /// Command connections; pipelines take turns on them, so Redis never waits for one
+    /// connection's round trip.
+    pub connections: usize,
 }
 
 impl RedisConfig {
@@ -54,6 +58,7 @@ impl RedisConfig {
             settled_retention: Duration::from_secs(24 * 3600),
             command_timeout: Duration::from_secs(2),
             view_ttl: Duration::from_secs(3600),
+            connections: 4,
         }
     }
 }
@@ -61,7 +66,7 @@ impl RedisConfig {
 /// One connection to Redis shared by every adapter, with the scripts loaded.
 #[derive(Clone)]
 pub struct RedisHot {
-    client: Client,
+    pool: Pool,
     scripts: Scripts,
     config: RedisConfig,
 }
@@ -80,22 +85,24 @@ impl RedisHot {
                 config.warehouse
             )));
         }
-        let client = build(&config)?.build().map_err(redis_error)?;
-        init(&client, &config).await?;
-        let scripts = Scripts::load(client.clone()).await?;
+        let pool = build(&config)?
+            .build_pool(config.connections.clamp(1, 64))
+            .map_err(redis_error)?;
+        init(&pool, &config).await?;
+        let scripts = Scripts::load(pool.clone()).await?;
         Ok(Self {
-            client,
+            pool,
             scripts,
             config,
         })
     }
 
-    /// The command client.
+    /// A command connection (they take turns).
     pub fn client(&self) -> &Client {
-        &self.client
+        self.pool.next()
     }
 
-    /// The loaded scripts and the pipelining call path.
+    /// The loaded scripts and their call path.
     pub fn scripts(&self) -> &Scripts {
         &self.scripts
     }
@@ -112,7 +119,7 @@ impl RedisHot {
 
     /// Whether Redis answers now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self.client.ping(None).await.map_err(redis_error)?;
+        let pong: String = self.client().ping(None).await.map_err(redis_error)?;
         if pong.eq_ignore_ascii_case("pong") {
             Ok(())
         } else {
