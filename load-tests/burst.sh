@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Burst measurement of the walking skeleton: builds release, starts `orderflow serve` on a fresh
-# embedded data directory, sends ORDERS checkouts (default 10,000) and reports how long they take
-# to reach terminal states. The full k6 suite with baselines lives beside this (issue 6).
+# Burst measurement: builds release, starts `orderflow serve` on a fresh embedded data directory
+# (the hot path on Redis when REDIS is set), sends ORDERS checkouts (default 10,000) and reports
+# how long they take to reach terminal states. The full k6 suite with baselines is issue 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDERS=${1:-10000}
@@ -13,7 +13,11 @@ trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$DAT
 echo "==> building release"
 cargo build --release --bin orderflow --example checkout_burst
 echo "==> starting orderflow on 127.0.0.1:$PORT (data in $DATA)"
-RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" > "$DATA/stdout" 2> "$DATA/stderr" &
+# REDIS=redis://HOST:PORT puts the hot path on that Redis (use an empty one: stock is seeded
+# only where a SKU has none).
+EXTRA=()
+if [ -n "${REDIS:-}" ]; then EXTRA=(--redis "$REDIS"); echo "==> hot path on $REDIS"; fi
+RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${EXTRA[@]}" > "$DATA/stdout" 2> "$DATA/stderr" &
 PID=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break

@@ -105,7 +105,7 @@ impl Model {
                 available: self.available[sku],
             })
             .collect();
-        let outcome = if short.is_empty() {
+        if short.is_empty() {
             for (sku, q) in lines {
                 *self.available.get_mut(sku).expect("sku") -= q;
                 *self.reserved.get_mut(sku).expect("sku") += q;
@@ -121,8 +121,7 @@ impl Model {
             let outcome = ReserveOutcome::Short(short);
             self.holds.insert(order, (Hold::Refused, outcome.clone()));
             outcome
-        };
-        outcome
+        }
     }
 
     fn release(&mut self, order: usize) -> bool {
