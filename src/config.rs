@@ -32,7 +32,7 @@ pub struct Config {
     pub reservation_sweep: Duration,
     /// Checkouts per second one customer may post (0: no limit).
     pub rate_limit_per_second: u32,
-    /// Checkouts a customer may post at once on top of the steady rate.
+    /// Checkouts a customer may post at once (the bucket's size).
     pub rate_limit_burst: u32,
     /// Partitions per topic.
     pub partitions: u32,

@@ -275,9 +275,9 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
             (config.log_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
         tokio::spawn(log.run_retention(config.log_retention, every, stopping.clone()));
     }
-    if stages.iter().any(|s| s == "reserve") {
-        // Where stock is reserved, lapsed holds are released; a second sweeper elsewhere only
-        // duplicates a harmless rejection.
+    if stages.iter().any(|s| s == topology::PROJECTOR) {
+        // The sweeper rebuilds rejections from order views, so it runs beside the projector,
+        // whose store has them; a second sweeper elsewhere only duplicates a rejection.
         tokio::spawn(wiring::sweeper(&backends).run(config.reservation_sweep, stopping.clone()));
     }
     if let Some(ledger) = backends.embedded_ledger.clone() {

@@ -170,7 +170,7 @@ pub async fn connect(config: &Config) -> Result<Backends> {
 fn load_promotions(config: &Config) -> Result<Promotions> {
     let path = &config.promotions;
     if !path.exists() && path.as_path() == std::path::Path::new(DEFAULT_PROMOTIONS) {
-        tracing::info!(path = %path.display(), "No promotions file; coupon codes are refused");
+        tracing::warn!(path = %path.display(), "No promotions file; every coupon code is refused");
         return Ok(Promotions::default());
     }
     Promotions::load(path).map_err(|e| anyhow::anyhow!("{e} (promotions)"))
@@ -212,6 +212,7 @@ pub async fn connect_ledger(config: &Config) -> Result<Arc<dyn StockLedger>> {
 /// The reservation expiry sweeper over these backends.
 pub fn sweeper(b: &Backends) -> ExpirySweeper {
     ExpirySweeper::new(b.ledger.clone(), b.orders.clone(), b.log.clone(), 500)
+        .with_coupons(b.promotions.clone(), b.coupons.clone())
 }
 
 /// Names accepted by `orderflow stage`.

@@ -38,6 +38,9 @@ pub struct OrderView {
     /// Why it was refused, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// Coupon codes the order carries (their uses are given back if it is rejected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coupon_codes: Vec<String>,
     /// Every status reached, in lifecycle order, each once.
     pub timeline: Vec<TimelineEntry>,
 }
@@ -55,6 +58,7 @@ impl OrderView {
             shipment: None,
             notification: None,
             rejection: None,
+            coupon_codes: o.coupon_codes.clone(),
             timeline: Vec::new(),
         };
         view.apply(event);

@@ -21,6 +21,28 @@ const PENDING_TTL: Duration = Duration::from_secs(30);
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 
+/// How long the rate limiter may take before a checkout goes through without it.
+const LIMITER_PATIENCE: Duration = Duration::from_millis(50);
+
+/// `Some(wait)` if `customer` is over the checkout budget. The limit protects the pipeline; it
+/// guards no money and no stock, so while its store is slow or away checkouts pass rather than
+/// wait or fail.
+async fn over_budget(state: &AppState, customer: &str) -> Option<Duration> {
+    let rate = state.settings.rate_limit?;
+    let key = format!("checkout:{customer}");
+    match tokio::time::timeout(LIMITER_PATIENCE, state.limiter.acquire(&key, rate)).await {
+        Ok(Ok(wait)) => wait,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "Rate limiter unavailable; letting the checkout through");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("Rate limiter too slow; letting the checkout through");
+            None
+        }
+    }
+}
+
 /// Accepts a checkout.
 pub async fn create(
     State(state): State<AppState>,
@@ -50,21 +72,6 @@ async fn accept(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(OrderId, bool), Problem> {
     let claims = state.auth.require(headers, "checkout")?;
-    if let Some(rate) = state.settings.rate_limit {
-        match state
-            .limiter
-            .acquire(&format!("checkout:{}", claims.sub), rate)
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(wait)) => return Err(Problem::rate_limited(wait)),
-            // The limit protects the pipeline, it does not guard money or stock: while its
-            // store is away, checkouts pass rather than all fail.
-            Err(e) => {
-                tracing::warn!(error = %e, "Rate limiter unavailable; letting the checkout through")
-            }
-        }
-    }
     let key = idempotency_key(headers)?;
     let (request, _raw): (CheckoutRequest, _) =
         parse_json(headers, body, state.settings.max_body_bytes)?;
@@ -107,6 +114,16 @@ async fn accept(
                 ));
             }
         }
+    }
+
+    // After the key check: a retry of an accepted checkout gets its 202 again, never a 429.
+    if let Some(wait) = over_budget(state, &claims.sub).await {
+        if let Some(scoped) = &scoped_key
+            && let Err(e) = state.idempotency.abandon(scoped, order_id).await
+        {
+            tracing::warn!(error = %e, %order_id, "Cannot abandon an idempotency claim");
+        }
+        return Err(Problem::rate_limited(wait));
     }
 
     let now = Utc::now();

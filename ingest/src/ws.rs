@@ -193,6 +193,7 @@ mod tests {
             totals: None,
             shipment: None,
             notification: None,
+            coupon_codes: vec![],
             rejection: rejected_after.map(|after| Rejection {
                 code: RejectionCode::PaymentDeclined,
                 detail: String::new(),

@@ -599,6 +599,29 @@ async fn a_customer_over_its_budget_gets_429_with_retry_after_and_nothing_is_app
     );
     // Budgets are per customer.
     let bob = h.token("bob", "checkout");
-    let (status, _, _) = h.post(Some(&bob), "application/json", body, None).await;
+    let (status, _, first) = h
+        .post(Some(&bob), "application/json", body.clone(), Some("bob-1"))
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
+    // Over budget, a retry of an accepted checkout still gets its 202 and order id back; a
+    // new one is refused.
+    for _ in 0..3 {
+        let (status, _, again) = h
+            .post(Some(&bob), "application/json", body.clone(), Some("bob-1"))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(again["order_id"], first["order_id"]);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let key = format!("bob-new-{i}");
+        let (status, _, _) = h
+            .post(Some(&bob), "application/json", body.clone(), Some(&key))
+            .await;
+        statuses.push(status);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }

@@ -160,7 +160,17 @@ impl Charge {
         }
     }
 
-    /// Gives a declined order's coupon uses back in `coupons`.
+    /// Gives the coupon uses of an order that is not charged back (idempotent per code).
+    async fn restore_coupons(&self, event: &OrderEvent) -> Result<(), StageError> {
+        match &self.coupons {
+            Some((promotions, coupons)) => {
+                crate::price::restore_coupons(coupons.as_ref(), promotions, event).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Gives the coupon uses of orders that are not charged (declined, lapsed) back in `coupons`.
     pub fn with_coupons(
         mut self,
         promotions: Arc<Promotions>,
@@ -189,6 +199,7 @@ impl OrderStage for Charge {
         match pinned {
             PinOutcome::Pinned => {}
             PinOutcome::Expired => {
+                self.restore_coupons(&event).await?;
                 return Ok(Step::Reject(event.reject(
                     "charge",
                     RejectionCode::ReservationExpired,
@@ -201,6 +212,7 @@ impl OrderStage for Charge {
             PinOutcome::Missing => {
                 // Nothing was ever held, or it was released before any charge was decided:
                 // charging now could sell stock nobody holds.
+                self.restore_coupons(&event).await?;
                 return Ok(Step::Reject(event.reject(
                     "charge",
                     RejectionCode::ReservationExpired,
@@ -234,9 +246,7 @@ impl OrderStage for Charge {
                     .release(event.order.id)
                     .await
                     .map_err(crate::order_stage::store_error)?;
-                if let Some((promotions, coupons)) = &self.coupons {
-                    crate::price::restore_coupons(coupons.as_ref(), promotions, &event).await?;
-                }
+                self.restore_coupons(&event).await?;
                 Ok(Step::Reject(event.reject(
                     "charge",
                     RejectionCode::PaymentDeclined,

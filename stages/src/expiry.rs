@@ -1,19 +1,22 @@
 //! The reservation expiry sweeper: releases stock holds that lapsed before their order was
 //! charged and rejects those orders with `reservation_expired`.
 //!
-//! An order whose hold lapses is stuck somewhere between reserve and charge (a slow stage, a
-//! dead letter). Its stock goes back on the shelf at once; its rejection is built from the order
-//! view (the sweeper has no event in hand) and appended to `orders.rejected`. If the order does
-//! reach charge later, the pin there fails and it is rejected again, harmlessly: the first
-//! terminal status stands. Expiries are acknowledged only once their rejection is on the log.
+//! An order whose hold lapses is stuck somewhere between reserve and charge (a slow stage, or a
+//! dead letter of validate, reserve or price; charge pins the hold before it calls the provider,
+//! so an order dead-lettered there keeps its stock until it is replayed). Its stock goes back
+//! on the shelf at once and its coupon uses are given back; its rejection is built from the
+//! order view (the sweeper has no event in hand) and appended to `orders.rejected`. If the order
+//! does reach charge later, the pin there fails, nothing is charged, the coupon uses are given
+//! back again (a no-op) and it is rejected again: the first terminal status stands. Expiries are
+//! acknowledged only once their rejection is on the log.
 
 use crate::topology;
 use chrono::Utc;
 use orderflow_domain::{
-    Address, Order, OrderEvent, OrderStatus, OrderView, RejectionCode, encode_event,
+    Address, Order, OrderEvent, OrderStatus, OrderView, Promotions, RejectionCode, encode_event,
 };
 use orderflow_pipeline::{Log, Message, header};
-use orderflow_stores::{OrderStore, StockLedger};
+use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ pub struct ExpirySweeper {
     orders: Arc<dyn OrderStore>,
     log: Arc<dyn Log>,
     batch: usize,
+    coupons: Option<(Arc<Promotions>, Arc<dyn CouponLedger>)>,
 }
 
 /// Why a sweep stopped early.
@@ -37,6 +41,9 @@ pub enum SweepError {
     /// A rejection could not be encoded.
     #[error("cannot encode a rejection: {0}")]
     Encode(String),
+    /// Coupon uses could not be given back.
+    #[error("cannot give coupon uses back: {0}")]
+    Coupons(String),
 }
 
 /// What one sweep did.
@@ -64,7 +71,18 @@ impl ExpirySweeper {
             orders,
             log,
             batch: batch.max(1),
+            coupons: None,
         }
+    }
+
+    /// Gives the coupon uses of expired orders back in `coupons`.
+    pub fn with_coupons(
+        mut self,
+        promotions: Arc<Promotions>,
+        coupons: Arc<dyn CouponLedger>,
+    ) -> Self {
+        self.coupons = Some((promotions, coupons));
+        self
     }
 
     /// Expires what is due and announces every unannounced expiry.
@@ -80,7 +98,13 @@ impl ExpirySweeper {
                     announced.push(id);
                 }
                 Some(view) => {
-                    messages.push(rejection(&view)?);
+                    let event = rejection(&view);
+                    if let Some((promotions, coupons)) = &self.coupons {
+                        crate::price::restore_coupons(coupons.as_ref(), promotions, &event)
+                            .await
+                            .map_err(|e| SweepError::Coupons(e.to_string()))?;
+                    }
+                    messages.push(message(&event)?);
                     announced.push(id);
                 }
                 None => outcome.waiting += 1,
@@ -123,10 +147,10 @@ impl ExpirySweeper {
     }
 }
 
-/// The `reservation_expired` rejection of an order, rebuilt from its view: the customer, lines
-/// and totals are known; the address and payment token are not needed by anyone downstream of
-/// a rejection and are left empty.
-fn rejection(view: &OrderView) -> Result<Message, SweepError> {
+/// The `reservation_expired` rejection of an order, rebuilt from its view: the customer, lines,
+/// coupon codes and totals are known; the address and payment token are not needed by anyone
+/// downstream of a rejection and are left empty.
+fn rejection(view: &OrderView) -> OrderEvent {
     let accepted_at = view
         .timeline
         .first()
@@ -149,7 +173,7 @@ fn rejection(view: &OrderView) -> Result<Message, SweepError> {
             postal_code: String::new(),
             country: String::new(),
         },
-        coupon_codes: Vec::new(),
+        coupon_codes: view.coupon_codes.clone(),
         payment_token: String::new(),
         accepted_at,
         reservation: None,
@@ -170,15 +194,21 @@ fn rejection(view: &OrderView) -> Result<Message, SweepError> {
         "the stock hold lapsed before the order was charged",
     );
     debug_assert_eq!(event.status, OrderStatus::Rejected);
-    let value = encode_event(&event).map_err(|e| SweepError::Encode(e.to_string()))?;
+    event
+}
+
+/// The log message of a rejection.
+fn message(event: &OrderEvent) -> Result<Message, SweepError> {
+    let view_id = event.order.id;
+    let value = encode_event(event).map_err(|e| SweepError::Encode(e.to_string()))?;
     Ok(Message {
         topic: topology::REJECTED.to_owned(),
-        key: view.order_id.to_string().into_bytes().into(),
+        key: view_id.to_string().into_bytes().into(),
         value: value.into(),
         headers: vec![
             (
                 header::IDEMPOTENCY_KEY.to_owned(),
-                format!("{}:expiry", view.order_id),
+                format!("{view_id}:expiry"),
             ),
             (header::ATTEMPT.to_owned(), "1".to_owned()),
         ],

@@ -16,7 +16,7 @@ pub struct Reserve {
 }
 
 impl Reserve {
-    /// Holds stock, recording an expiry `ttl` from now (released by the expiry sweeper once it exists).
+    /// Holds stock for `ttl`; a hold not charged by then is released by the expiry sweeper.
     pub fn new(ledger: Arc<dyn StockLedger>, ttl: Duration) -> Self {
         Self { ledger, ttl }
     }

@@ -444,3 +444,69 @@ async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_declin
         RejectionCode::Invalid
     );
 }
+
+#[tokio::test]
+async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
+    use orderflow_domain::Promotions;
+    use orderflow_pipeline::{EmbeddedLog, Log};
+    use orderflow_stages::expiry::ExpirySweeper;
+    use orderflow_stores::embedded::{EmbeddedCoupons, EmbeddedOrderStore};
+    use orderflow_stores::{CouponLedger, OrderStore};
+
+    let (_dir, ledger, engine) = ledger().await;
+    let log = EmbeddedLog::new(engine.clone(), 2).expect("log");
+    log.ensure_topics(&topology::all_topics())
+        .await
+        .expect("topics");
+    let log: Arc<dyn Log> = Arc::new(log);
+    let orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let promotions = Arc::new(
+        Promotions::parse(r#"{"promotions":[{"code":"VIP","percent_off_bps":2500,"max_uses":5}]}"#)
+            .expect("promotions"),
+    );
+    let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine.clone()));
+    let lapsing = Reserve::new(ledger.clone(), Duration::from_millis(1));
+    let price = Price::new(catalog(), ledger.clone(), 0, 0)
+        .with_promotions(promotions.clone(), coupons.clone());
+    let charge = Charge::new(
+        Arc::new(SimulatedProvider::new(Arc::new(
+            EmbeddedPaymentJournal::new(engine),
+        ))),
+        ledger.clone(),
+    )
+    .with_coupons(promotions.clone(), coupons.clone());
+
+    let mut accepted = event(&[("A", 1)], "tok_visa");
+    accepted.order.coupon_codes = vec!["VIP".into()];
+    let Ok(Step::Advance(reserved)) = lapsing.handle(accepted.clone(), 1).await else {
+        panic!("reserved")
+    };
+    let Ok(Step::Advance(priced)) = price.handle(reserved.clone(), 1).await else {
+        panic!("priced")
+    };
+    assert_eq!(coupons.uses("VIP").await.expect("uses"), 1);
+    orders
+        .apply(vec![accepted, reserved, priced.clone()])
+        .await
+        .expect("project");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+
+    let sweeper = ExpirySweeper::new(ledger.clone(), orders, log.clone(), 100)
+        .with_coupons(promotions, coupons.clone());
+    assert_eq!(sweeper.sweep().await.expect("sweep").rejected, 1);
+    assert_eq!(
+        coupons.uses("VIP").await.expect("uses"),
+        0,
+        "the use came back"
+    );
+    let rejected = log.read(topology::REJECTED, 10).await.expect("read");
+    let announced = decode_event(&rejected[0].value).expect("decodes");
+    assert_eq!(announced.order.coupon_codes, vec!["VIP".to_owned()]);
+
+    // The order reaches charge after all: not charged, and the use is not given back twice.
+    assert_eq!(
+        rejection(charge.handle(priced, 1).await.expect("ok")),
+        RejectionCode::ReservationExpired
+    );
+    assert_eq!(coupons.uses("VIP").await.expect("uses"), 0);
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub struct Rate {
     /// Requests per second, sustained.
     pub per_second: u32,
-    /// Requests that may arrive at once on top of the steady rate.
+    /// Requests that may arrive at once (the bucket's size).
     pub burst: u32,
 }
 

@@ -27,7 +27,7 @@ impl RedisCoupons {
     }
 
     fn retention(&self) -> String {
-        ms(self.hot.config().settled_retention).to_string()
+        ms(self.hot.config().coupon_retention).to_string()
     }
 }
 

@@ -37,8 +37,10 @@ pub struct RedisConfig {
     /// The warehouse: the hash tag every ledger key carries (`{main}:stock:SKU`).
     pub warehouse: String,
     /// How long a settled reservation (released, committed, refused) is remembered, so a
-    /// redelivered stage message gets the first answer again.
+    /// redelivered or replayed stage message gets the first answer again.
     pub settled_retention: Duration,
+    /// How long an order's coupon answer (redeemed, used up, given back) is remembered.
+    pub coupon_retention: Duration,
     /// How long a command may take before the caller hears `Unavailable`.
     pub command_timeout: Duration,
     /// How long an order's hot view lives after its last change.
@@ -49,13 +51,14 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Defaults for `url`: warehouse `main`, settled reservations kept a day, 2 s commands,
-    /// hot views kept an hour.
+    /// Defaults for `url`: warehouse `main`, settled reservations kept a week and coupon answers
+    /// 30 days (dead letters must be replayed within that), 2 s commands, hot views kept an hour.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
             warehouse: "main".into(),
-            settled_retention: Duration::from_secs(24 * 3600),
+            settled_retention: Duration::from_secs(7 * 24 * 3600),
+            coupon_retention: Duration::from_secs(30 * 24 * 3600),
             command_timeout: Duration::from_secs(2),
             view_ttl: Duration::from_secs(3600),
             connections: 4,

@@ -22,18 +22,13 @@ impl RedisRateLimiter {
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn acquire(&self, key: &str, rate: Rate) -> Result<Option<Duration>, StoreError> {
-        let now_us = chrono::Utc::now().timestamp_micros();
         let wait_ms: i64 = self
             .hot
             .scripts()
             .call(
                 ScriptName::RateLimit,
                 vec![format!("{{rl:{key}}}")],
-                vec![
-                    now_us.to_string(),
-                    rate.interval_us().to_string(),
-                    rate.burst.to_string(),
-                ],
+                vec![rate.interval_us().to_string(), rate.burst.to_string()],
             )
             .await?;
         Ok((wait_ms > 0).then(|| Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1))))

@@ -1,7 +1,8 @@
 -- Redeems a coupon for one order within its limit; a repeat for the order returns the first
 -- answer.
 -- KEYS[1] = {coupon:CODE}:uses, KEYS[2] = {coupon:CODE}:order:ORDER
--- ARGV[1] = limit, ARGV[2] = how long the order's answer is remembered (ms)
+-- ARGV[1] = limit, ARGV[2] = how long the order's answer is remembered (ms): it must outlive
+--   every redelivery and dead-letter replay of the order, or a use could be counted twice
 -- Returns 'redeemed' or 'exhausted'.
 local first = redis.call('GET', KEYS[2])
 if first == 'redeemed' or first == 'exhausted' then

@@ -1,10 +1,12 @@
 -- Takes one request from a key's budget (GCRA: a steady rate with a burst allowance).
--- KEYS[1] = {rl:KEY}; ARGV[1] = now (µs), ARGV[2] = µs per request, ARGV[3] = burst
+-- KEYS[1] = {rl:KEY}; ARGV[1] = µs per request, ARGV[2] = burst (requests allowed at once)
+-- Time is Redis's own, so every ingest replica measures against the same clock.
 -- Returns 0 when allowed, else how many ms to wait before asking again.
-local now = tonumber(ARGV[1])
-local interval = tonumber(ARGV[2])
-local allowance = interval * tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local interval = tonumber(ARGV[1])
+local allowance = interval * tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then
   tat = now
 end
