@@ -17,7 +17,8 @@ pub enum Redemption {
 #[async_trait]
 pub trait CouponLedger: Send + Sync + 'static {
     /// Counts one use of `code` by `order` if fewer than `limit` are counted. A repeat for the
-    /// same order returns the first answer and counts nothing.
+    /// same order returns the first answer and counts nothing; after a
+    /// [`restore`](Self::restore) the order may redeem again, if there is room.
     async fn redeem(
         &self,
         code: &str,

@@ -317,6 +317,19 @@ async fn expiry_conformance(ledger: &dyn StockLedger) {
     assert_eq!((e.available, e.reserved, e.committed), (8, 1, 1));
     assert!(ledger.commit(pinned).await.expect("commit"));
     assert_balanced(ledger).await;
+
+    // A zero-unit line holds nothing and breaks nothing (Lua must not send HINCRBY "-0").
+    let before = ledger.level("E").await.expect("level");
+    let nothing = OrderId::new();
+    assert_eq!(
+        ledger
+            .reserve(nothing, &lines(&[("E", 0)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Reserved
+    );
+    assert!(ledger.release(nothing).await.expect("release"));
+    assert_eq!(ledger.level("E").await.expect("level"), before);
 }
 
 /// The behaviour every [`IdempotencyStore`] must have.

@@ -1,9 +1,14 @@
-//! What only the Redis adapters do: pipelining, script reloads, outages.
+//! What only the Redis adapters do: pipelining, script reloads, outages, the hot view's order.
 
-use orderflow_domain::OrderId;
-use orderflow_stores::redis::{RedisConfig, RedisHot, RedisLedger};
-use orderflow_stores::{ReserveOutcome, StockLedger, StoreError};
+use orderflow_domain::{CheckoutRequest, Order, OrderEvent, OrderId, OrderStatus};
+use orderflow_embedded::Engine;
+use orderflow_stores::embedded::EmbeddedOrderStore;
+use orderflow_stores::redis::{
+    CachedOrderStore, RedisConfig, RedisHot, RedisLedger, RedisOrderCache,
+};
+use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger, StoreError};
 use orderflow_testkit::RedisServer;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(900);
@@ -125,4 +130,95 @@ async fn an_outage_is_unavailable_not_an_answer_and_passes() {
     ledger.ready().await.expect("ready again");
     let level = ledger.level("O").await.expect("level").expect("exists");
     assert_eq!((level.available, level.reserved), (4, 1));
+}
+
+fn event(id: OrderId, status: OrderStatus) -> OrderEvent {
+    let request: CheckoutRequest = serde_json::from_str(
+        r#"{"currency":"USD","lines":[{"sku":"A","quantity":1}],"shipping_address":{"name":"Ada",
+        "line1":"1 Main","city":"SF","postal_code":"94107","country":"US"},"payment":{"token":"tok_visa"}}"#,
+    )
+    .expect("valid body");
+    let at = chrono::Utc::now();
+    OrderEvent {
+        status,
+        at,
+        order: Order::from_checkout(id, "c1".into(), request, at),
+    }
+}
+
+#[tokio::test]
+async fn the_hot_view_is_never_older_than_the_durable_one() {
+    let server = RedisServer::start();
+    let mut config = RedisConfig::new(server.url());
+    config.command_timeout = Duration::from_millis(500);
+    let hot = RedisHot::connect(config).await.expect("connects");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(
+        Engine::open(dir.path()).expect("engine"),
+    ));
+    let store = CachedOrderStore::new(RedisOrderCache::new(hot), Arc::clone(&durable));
+    let id = OrderId::new();
+    store
+        .apply(vec![
+            event(id, OrderStatus::Accepted),
+            event(id, OrderStatus::Validated),
+        ])
+        .await
+        .expect("apply");
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Validated)
+    );
+
+    // A projector that died after its durable write, before the cache write: the cache is
+    // behind. Its records come again after the restart and must correct that.
+    let reserved = event(id, OrderStatus::Reserved);
+    durable
+        .apply(vec![reserved.clone()])
+        .await
+        .expect("durable only");
+    assert!(
+        store
+            .apply(vec![reserved])
+            .await
+            .expect("replay")
+            .is_empty()
+    );
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Reserved),
+        "the stale cached view is gone"
+    );
+
+    // Redis away: the write is refused before the durable store moves, and reads still answer.
+    server.signal("STOP");
+    let priced = event(id, OrderStatus::Priced);
+    assert!(matches!(
+        store.apply(vec![priced.clone()]).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(
+        durable.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Reserved)
+    );
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Reserved)
+    );
+    server.signal("CONT");
+    let mut applied = None;
+    for _ in 0..50 {
+        match store.apply(vec![priced.clone()]).await {
+            Ok(changed) => {
+                applied = Some(changed);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(applied.expect("redis is back").len(), 1);
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Priced)
+    );
 }

@@ -469,7 +469,7 @@ impl StockLedger for EmbeddedLedger {
             state.usable()?;
             self.load_evicted(&mut state, order)?;
             if let Some(slot) = state.holds.get(&order) {
-                if slot.durable == 0 && slot.version == 1 {
+                if slot.durable < slot.version {
                     return Err(not_yet_durable());
                 }
                 return Ok(slot.hold.outcome.clone());
@@ -554,10 +554,13 @@ impl StockLedger for EmbeddedLedger {
             let Some(slot) = state.holds.get(&order) else {
                 return Ok(PinOutcome::Missing);
             };
+            let writes = slot.hold.state == HoldState::Held && !slot.hold.pinned;
+            // An answer read from memory must already be on disk; a pin that writes is queued
+            // behind the earlier writes and answers once it is durable itself.
+            if !writes && slot.durable < slot.version {
+                return Err(not_yet_durable());
+            }
             match slot.hold.state {
-                HoldState::Held if slot.hold.pinned && slot.durable < slot.version => {
-                    return Err(not_yet_durable());
-                }
                 HoldState::Held if slot.hold.pinned => return Ok(PinOutcome::Pinned),
                 HoldState::Held => {}
                 HoldState::Committed => return Ok(PinOutcome::Pinned),
@@ -607,7 +610,7 @@ impl StockLedger for EmbeddedLedger {
             write.await?;
         }
         let state = self.state.lock();
-        let mut expired: Vec<(OrderId, i64)> = state
+        let mut expired: Vec<OrderId> = state
             .holds
             .iter()
             .filter(|(_, slot)| {
@@ -615,10 +618,13 @@ impl StockLedger for EmbeddedLedger {
                     && !slot.hold.announced
                     && slot.durable >= slot.version
             })
-            .map(|(id, slot)| (*id, slot.hold.expires_at_ms))
+            .map(|(id, _)| *id)
             .collect();
-        expired.sort_by_key(|(id, at)| (*at, *id));
-        Ok(expired.into_iter().take(limit).map(|(id, _)| id).collect())
+        // A sample, like Redis's SRANDMEMBER: orders the sweeper cannot announce yet must not
+        // keep the ones behind them from being announced.
+        fastrand::shuffle(&mut expired);
+        expired.truncate(limit);
+        Ok(expired)
     }
 
     async fn acknowledge_expired(&self, orders: &[OrderId]) -> Result<(), StoreError> {

@@ -19,6 +19,8 @@ pub mod lua {
     pub const PIN: &str = include_str!("lua/pin.lua");
     /// Releases expired holds and lists those to announce.
     pub const EXPIRE: &str = include_str!("lua/expire.lua");
+    /// Marks expiries announced.
+    pub const ACKNOWLEDGE: &str = include_str!("lua/acknowledge.lua");
     /// Creates missing SKUs.
     pub const SEED: &str = include_str!("lua/seed.lua");
     /// Sets a SKU's available units.
@@ -46,6 +48,7 @@ pub enum ScriptName {
     Commit,
     Pin,
     Expire,
+    Acknowledge,
     Seed,
     SetAvailable,
     IdempotencyClaim,
@@ -57,12 +60,13 @@ pub enum ScriptName {
 }
 
 impl ScriptName {
-    const ALL: [ScriptName; 13] = [
+    const ALL: [ScriptName; 14] = [
         Self::Reserve,
         Self::Release,
         Self::Commit,
         Self::Pin,
         Self::Expire,
+        Self::Acknowledge,
         Self::Seed,
         Self::SetAvailable,
         Self::IdempotencyClaim,
@@ -80,6 +84,7 @@ impl ScriptName {
             Self::Commit => lua::COMMIT,
             Self::Pin => lua::PIN,
             Self::Expire => lua::EXPIRE,
+            Self::Acknowledge => lua::ACKNOWLEDGE,
             Self::Seed => lua::SEED,
             Self::SetAvailable => lua::SET_AVAILABLE,
             Self::IdempotencyClaim => lua::IDEMPOTENCY_CLAIM,

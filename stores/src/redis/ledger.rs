@@ -215,23 +215,15 @@ impl StockLedger for RedisLedger {
     }
 
     async fn acknowledge_expired(&self, orders: &[OrderId]) -> Result<(), StoreError> {
-        if orders.is_empty() {
-            return Ok(());
+        for chunk in orders.chunks(500) {
+            let mut args = vec![self.prefix.clone(), self.retention_ms()];
+            args.extend(chunk.iter().map(ToString::to_string));
+            let _: i64 = self
+                .hot
+                .scripts()
+                .call(ScriptName::Acknowledge, vec![self.expired_key()], args)
+                .await?;
         }
-        let retention = ms(self.hot.config().settled_retention);
-        let pipeline = self.hot.client().pipeline();
-        let members: Vec<String> = orders.iter().map(ToString::to_string).collect();
-        let _: () = pipeline
-            .srem(self.expired_key(), members)
-            .await
-            .map_err(redis_error)?;
-        for order in orders {
-            let _: () = pipeline
-                .pexpire(self.hold_key(*order), retention, None)
-                .await
-                .map_err(redis_error)?;
-        }
-        let _: Vec<Value> = pipeline.all().await.map_err(redis_error)?;
         Ok(())
     }
 

@@ -165,7 +165,10 @@ pub(crate) async fn init(client: &impl ClientLike, config: &RedisConfig) -> Resu
 /// A Redis failure as a store error: reply errors (a broken script, wrong key type) are data
 /// problems; everything else may pass.
 pub(crate) fn redis_error(e: Error) -> StoreError {
-    let reply_error = e.details().starts_with("ERR") && e.kind() == &ErrorKind::Unknown;
+    // A script that meets a slot being migrated passes once the migration ends.
+    let migrating = e.details().contains("non local key") || e.details().starts_with("TRYAGAIN");
+    let reply_error =
+        e.details().starts_with("ERR") && e.kind() == &ErrorKind::Unknown && !migrating;
     match e.kind() {
         ErrorKind::InvalidCommand | ErrorKind::InvalidArgument | ErrorKind::Parse => {
             StoreError::Corrupt(format!("redis: {e}"))

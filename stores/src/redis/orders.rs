@@ -7,7 +7,6 @@ use crate::{OrderStore, StoreError};
 use async_trait::async_trait;
 use fred::prelude::*;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
-use parking_lot::Mutex;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -47,6 +46,21 @@ impl RedisOrderCache {
         Ok(())
     }
 
+    /// Drops the cached views of `ids`.
+    pub async fn forget(&self, ids: Vec<OrderId>) -> Result<(), StoreError> {
+        // One key per command: views of different orders live in different cluster slots.
+        let deletes = futures::future::join_all(ids.iter().map(|id| async move {
+            let _: i64 = self.hot.client().del(self.key(*id)).await?;
+            Ok::<(), Error>(())
+        }))
+        .await;
+        deletes
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map_err(redis_error)?;
+        Ok(())
+    }
+
     /// The cached view, if any.
     pub async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
         let json: Option<String> = self
@@ -60,56 +74,35 @@ impl RedisOrderCache {
     }
 }
 
-/// A durable [`OrderStore`] with the Redis hot view in front: writes go to the durable store
-/// first, then to the cache; reads try the cache, then the durable store.
+/// A durable [`OrderStore`] with the Redis hot view in front: reads try the cache, then the
+/// durable store. A write first drops the cached views of the orders it touches, then writes
+/// the durable store, then caches the views that changed. Whatever fails or crashes in between,
+/// the cache never holds a view older than the durable one: at worst it holds none, and reads
+/// go to the durable store.
 pub struct CachedOrderStore {
     hot: RedisOrderCache,
     durable: Arc<dyn OrderStore>,
-    /// Orders whose cached view may be behind the durable one (a cache write failed); they are
-    /// refreshed from the durable store before anything else is applied.
-    dirty: Mutex<HashSet<OrderId>>,
 }
 
 impl CachedOrderStore {
     /// `durable` with `hot` in front.
     pub fn new(hot: RedisOrderCache, durable: Arc<dyn OrderStore>) -> Self {
-        Self {
-            hot,
-            durable,
-            dirty: Mutex::new(HashSet::new()),
-        }
-    }
-
-    async fn refresh_dirty(&self) -> Result<(), StoreError> {
-        let dirty: Vec<OrderId> = self.dirty.lock().iter().copied().collect();
-        for id in dirty {
-            if let Some(view) = self.durable.get(id).await? {
-                self.hot.put(&view).await?;
-            }
-            self.dirty.lock().remove(&id);
-        }
-        Ok(())
+        Self { hot, durable }
     }
 }
 
 #[async_trait]
 impl OrderStore for CachedOrderStore {
     async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
-        self.refresh_dirty().await?;
+        let ids: HashSet<OrderId> = events.iter().map(|e| e.order.id).collect();
+        // While Redis is away this fails and the projector holds its records: the durable
+        // store must not run ahead of a cache it cannot correct.
+        self.hot.forget(ids.into_iter().collect()).await?;
         let changed = self.durable.apply(events).await?;
-        let mut failure = None;
-        for view in &changed {
-            if let Err(e) = self.hot.put(view).await {
-                // The durable view is ahead now, and a retry of these events would change
-                // nothing there: remember the order so the cache catches up before anything else.
-                self.dirty.lock().insert(view.order_id);
-                failure = Some(e);
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(changed),
-        }
+        let puts = futures::future::join_all(changed.iter().map(|view| self.hot.put(view))).await;
+        // A view that could not be cached stays uncached: reads find the durable one.
+        puts.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(changed)
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {

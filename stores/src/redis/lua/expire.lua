@@ -10,7 +10,7 @@ for _, order in ipairs(due) do
     local lines = cjson.decode(redis.call('HGET', hold, 'lines'))
     for i = 1, #lines, 2 do
       local key = ARGV[3] .. 'stock:' .. lines[i]
-      redis.call('HINCRBY', key, 'reserved', -tonumber(lines[i + 1]))
+      redis.call('HINCRBY', key, 'reserved', 0 - tonumber(lines[i + 1]))
       redis.call('HINCRBY', key, 'available', lines[i + 1])
     end
     redis.call('HSET', hold, 'state', 'expired')

@@ -13,7 +13,7 @@ end
 local lines = cjson.decode(redis.call('HGET', KEYS[1], 'lines'))
 for i = 1, #lines, 2 do
   local key = ARGV[2] .. lines[i]
-  redis.call('HINCRBY', key, 'reserved', -tonumber(lines[i + 1]))
+  redis.call('HINCRBY', key, 'reserved', 0 - tonumber(lines[i + 1]))
   redis.call('HINCRBY', key, 'available', lines[i + 1])
 end
 redis.call('HSET', KEYS[1], 'state', 'released')

@@ -23,10 +23,11 @@ if #short > 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return outcome
 end
+-- (0 - x, not -x: a Lua -0 reaches Redis as "-0", which HINCRBY refuses.)
 local lines = {}
 for i = 1, n do
   local need = ARGV[3 + n + i]
-  redis.call('HINCRBY', KEYS[2 + i], 'available', -tonumber(need))
+  redis.call('HINCRBY', KEYS[2 + i], 'available', 0 - tonumber(need))
   redis.call('HINCRBY', KEYS[2 + i], 'reserved', need)
   lines[#lines + 1] = ARGV[3 + i]
   lines[#lines + 1] = need
