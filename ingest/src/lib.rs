@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `POST /v1/checkouts` | [`checkout`]: authenticate, validate, append durably, answer 202 |
 //! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
+//! | `GET /v1/orders` | [`orders`]: the caller's orders, newest first, cursor-paged |
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
@@ -81,6 +82,7 @@ pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     Router::new()
         .route("/v1/checkouts", post(checkout::create))
+        .route("/v1/orders", get(orders::list_orders))
         .route("/v1/orders/{id}", get(orders::get_order))
         .route("/v1/orders/{id}/ws", get(ws::follow))
         .route("/v1/catalog", get(catalog::list))

@@ -1,9 +1,108 @@
-//! `GET /v1/orders/{id}`: the order view, to its owner or an admin.
+//! `GET /v1/orders/{id}`: the order view, to its owner or an admin; `GET /v1/orders`: the
+//! caller's orders, newest first, a page at a time.
 
 use crate::{AppState, Problem};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
+use std::collections::HashMap;
+
+/// Orders per page unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 20;
+/// The largest page.
+const MAX_PAGE: usize = 100;
+
+/// Lists the caller's orders (an admin may name another `customer`), newest first:
+/// `?limit=1..100&cursor=NEXT_CURSOR`.
+pub async fn list_orders(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Value>, Problem> {
+    let claims = state.auth.verify(&headers)?;
+    // Parsed by hand so that every bad parameter gets a problem+json answer naming it.
+    let mut params: HashMap<String, String> = HashMap::new();
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if !matches!(name, "limit" | "cursor" | "customer") {
+            return Err(Problem::malformed(format!(
+                "unknown query parameter {name:?} (limit, cursor, customer)"
+            )));
+        }
+        let value = percent_decode(value)
+            .ok_or_else(|| Problem::malformed(format!("{name}: not valid percent-encoding")))?;
+        params.insert(name.to_owned(), value);
+    }
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                Problem::malformed(format!("limit must be 1 to {MAX_PAGE}, not {raw:?}"))
+            })?,
+    };
+    let after: Option<OrderId> = match params.get("cursor") {
+        None => None,
+        Some(raw) => Some(raw.parse().map_err(|_| {
+            Problem::malformed(format!("cursor {raw:?} is not one this API gave out"))
+        })?),
+    };
+    let customer = match params.get("customer") {
+        Some(other) if *other != claims.sub => {
+            if !claims.has_scope("admin") {
+                return Err(Problem::forbidden(
+                    "only scope admin may list another customer's orders",
+                ));
+            }
+            other.clone()
+        }
+        _ => claims.sub.clone(),
+    };
+    let page = state
+        .orders
+        .list_for_customer(&customer, limit, after)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Order store unavailable");
+            Problem::unavailable("cannot read orders now; retry")
+        })?;
+    Ok(Json(json!({
+        "orders": page.orders.iter().map(render).collect::<Vec<_>>(),
+        "next_cursor": page.next.map(|id| id.to_string()),
+    })))
+}
+
+/// Decodes `%XX` escapes and `+` (a space in a query string).
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
 use orderflow_domain::{OrderId, OrderView};
 use serde_json::{Value, json};
 
@@ -48,6 +147,9 @@ pub fn render(view: &OrderView) -> Value {
     }
     if let Some(rejection) = &view.rejection {
         body["rejection"] = json!({ "code": rejection.code, "detail": rejection.detail });
+    }
+    if !view.coupon_codes.is_empty() {
+        body["coupon_codes"] = json!(view.coupon_codes);
     }
     body
 }

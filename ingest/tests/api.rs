@@ -504,6 +504,7 @@ async fn the_openapi_document_describes_every_route() {
     let paths = doc["paths"].as_object().expect("paths");
     let routes = [
         ("/v1/checkouts", "post"),
+        ("/v1/orders", "get"),
         ("/v1/orders/{id}", "get"),
         ("/v1/orders/{id}/ws", "get"),
         ("/v1/catalog", "get"),
@@ -624,4 +625,108 @@ async fn a_customer_over_its_budget_gets_429_with_retry_after_and_nothing_is_app
         statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
         "{statuses:?}"
     );
+}
+
+#[tokio::test]
+async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
+    use orderflow_domain::{CheckoutRequest, Order, OrderId, OrderStatus};
+    let h = harness().await;
+    let request: CheckoutRequest = serde_json::from_value(checkout_body()).expect("body");
+    let mut alice = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..280 {
+        let id = OrderId::new();
+        // Bob's orders are minted in between Alice's.
+        let customer = if i % 10 == 7 || alice.len() == 250 {
+            "bob"
+        } else {
+            alice.push(id.to_string());
+            "alice"
+        };
+        let now = chrono::Utc::now();
+        events.push(OrderEvent {
+            status: OrderStatus::Accepted,
+            at: now,
+            order: Order::from_checkout(id, customer.into(), request.clone(), now),
+        });
+    }
+    h.orders.apply(events).await.expect("project");
+    assert_eq!(alice.len(), 250);
+    let get = |token: String, query: String| {
+        let h = &h;
+        async move {
+            h.send(
+                Request::get(format!("/v1/orders{query}"))
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+        }
+    };
+    let token = h.token("alice", "checkout orders:read");
+    let mut seen: Vec<String> = Vec::new();
+    let mut query = "?limit=100".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, _, page) = get(token.clone(), query.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        for order in page["orders"].as_array().expect("orders") {
+            seen.push(order["order_id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("?limit=100&cursor={cursor}"),
+            None => break,
+        }
+        assert!(pages < 10);
+    }
+    alice.reverse();
+    assert_eq!(pages, 3);
+    assert_eq!(seen, alice, "newest first, every order once, none of bob's");
+
+    // The default page is 20; bob sees his own only.
+    let (_, _, page) = get(h.token("bob", "checkout"), String::new()).await;
+    let orders = page["orders"].as_array().expect("orders");
+    assert_eq!(orders.len(), 20);
+    assert!(
+        orders
+            .iter()
+            .all(|o| !alice.contains(&o["order_id"].as_str().unwrap_or_default().to_owned()))
+    );
+
+    // Another customer's history: admins only.
+    let (status, headers, problem) =
+        get(h.token("bob", "checkout"), "?customer=alice".into()).await;
+    assert_problem(status, &headers, &problem, 403, "forbidden");
+    let (status, _, page) = get(h.token("ops", "admin"), "?customer=alice&limit=5".into()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["orders"][0]["order_id"], alice[0].as_str());
+
+    // Bad parameters name themselves.
+    for (query, word) in [
+        ("?limit=0", "limit"),
+        ("?limit=101", "limit"),
+        ("?limit=x", "limit"),
+        ("?cursor=nope", "cursor"),
+        ("?page=2", "page"),
+    ] {
+        let (status, headers, problem) = get(token.clone(), query.into()).await;
+        assert_problem(status, &headers, &problem, 400, "malformed-request");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(word),
+            "{query}: {problem}"
+        );
+    }
+    let (status, headers, problem) = h
+        .send(
+            Request::get("/v1/orders")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_problem(status, &headers, &problem, 401, "unauthorized");
 }

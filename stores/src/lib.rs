@@ -31,7 +31,7 @@ pub use error::StoreError;
 pub use feed::StatusFeed;
 pub use idempotency::{Claim, IdempotencyStore};
 pub use ledger::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel};
-pub use orders::OrderStore;
+pub use orders::{OrderStore, Page};
 pub use outbox::Outbox;
 pub use payments::PaymentJournal;
 pub use rate_limit::{Rate, RateLimiter};

@@ -4,6 +4,15 @@ use crate::StoreError;
 use async_trait::async_trait;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 
+/// One page of a customer's orders, newest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Page {
+    /// The orders on this page.
+    pub orders: Vec<OrderView>,
+    /// Where the next page starts (the last order of this one), if there may be more.
+    pub next: Option<OrderId>,
+}
+
 /// Where the projector keeps order views and the API reads them.
 #[async_trait]
 pub trait OrderStore: Send + Sync + 'static {
@@ -13,4 +22,13 @@ pub trait OrderStore: Send + Sync + 'static {
 
     /// One order's view.
     async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError>;
+
+    /// Up to `limit` of `customer`'s orders, newest first (by id: UUIDv7 ids order by time),
+    /// starting after `after` (a page's `next`), or with the newest.
+    async fn list_for_customer(
+        &self,
+        customer: &str,
+        limit: usize,
+        after: Option<OrderId>,
+    ) -> Result<Page, StoreError>;
 }

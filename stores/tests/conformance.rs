@@ -648,6 +648,66 @@ async fn order_store_conformance(store: Arc<dyn OrderStore>) {
     assert!(store.get(OrderId::new()).await.expect("get").is_none());
 }
 
+/// Paging through one customer's history: newest first, no gaps or repeats, nobody else's.
+async fn history_conformance(store: Arc<dyn OrderStore>) {
+    use orderflow_domain::OrderStatus::Accepted;
+    let mut mine = Vec::new();
+    let mut batch = Vec::new();
+    for i in 0..290 {
+        let id = OrderId::new();
+        let mut e = event(id, Accepted, i);
+        // Another customer's orders are minted in between.
+        e.order.customer_id = if i % 9 == 4 || mine.len() == 250 {
+            "someone-else".into()
+        } else {
+            mine.push(id);
+            "pager".into()
+        };
+        batch.push(e);
+    }
+    // Projected out of order, in a few writes.
+    batch.reverse();
+    for chunk in batch.chunks(70) {
+        store.apply(chunk.to_vec()).await.expect("apply");
+    }
+    assert_eq!(mine.len(), 250);
+    let mut seen = Vec::new();
+    let mut after = None;
+    let mut pages = 0;
+    loop {
+        let page = store
+            .list_for_customer("pager", 100, after)
+            .await
+            .expect("page");
+        pages += 1;
+        assert!(page.orders.len() <= 100);
+        assert!(page.orders.iter().all(|v| v.customer_id == "pager"));
+        seen.extend(page.orders.iter().map(|v| v.order_id));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(pages, 3, "pages of 100, 100 and 50");
+    let mut newest_first = mine.clone();
+    newest_first.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(seen, newest_first, "every order once, newest first");
+    assert!(
+        store
+            .list_for_customer("nobody", 100, None)
+            .await
+            .expect("page")
+            .orders
+            .is_empty()
+    );
+    let exact = store
+        .list_for_customer("pager", 250, None)
+        .await
+        .expect("page");
+    assert_eq!((exact.orders.len(), exact.next), (250, None));
+}
+
 /// The behaviour every [`Outbox`] must have: one notification per order and kind.
 async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     let id = OrderId::new();
@@ -730,6 +790,7 @@ async fn embedded_order_store_outbox_journal_and_feed_conform() {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path()).expect("engine");
     order_store_conformance(Arc::new(EmbeddedOrderStore::new(engine.clone()))).await;
+    history_conformance(Arc::new(EmbeddedOrderStore::new(engine.clone()))).await;
     outbox_conformance(Arc::new(EmbeddedOutbox::new(engine.clone()))).await;
     payment_journal_conformance(Arc::new(EmbeddedPaymentJournal::new(engine))).await;
     status_feed_conformance(Arc::new(EmbeddedStatusFeed::new(16))).await;
@@ -860,6 +921,11 @@ async fn redis_hot_view_feed_coupons_and_rate_limiter_conform() {
     let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine));
     let cache = RedisOrderCache::new(hot.clone());
     order_store_conformance(Arc::new(CachedOrderStore::new(
+        cache.clone(),
+        Arc::clone(&durable),
+    )))
+    .await;
+    history_conformance(Arc::new(CachedOrderStore::new(
         cache.clone(),
         Arc::clone(&durable),
     )))

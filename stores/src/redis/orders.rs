@@ -3,7 +3,7 @@
 
 use super::batch::ScriptName;
 use super::{RedisHot, ms, redis_error};
-use crate::{OrderStore, StoreError};
+use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
 use fred::prelude::*;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
@@ -115,5 +115,15 @@ impl OrderStore for CachedOrderStore {
             }
         }
         self.durable.get(id).await
+    }
+
+    async fn list_for_customer(
+        &self,
+        customer: &str,
+        limit: usize,
+        after: Option<OrderId>,
+    ) -> Result<Page, StoreError> {
+        // History comes from the durable store's by-customer index.
+        self.durable.list_for_customer(customer, limit, after).await
     }
 }
