@@ -22,8 +22,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Log backend URL: `embedded://DIR` (Kafka comes with its adapter).
     pub log: String,
-    /// Order store URL: `embedded://DIR`.
+    /// Order store URL: `embedded://DIR` or `scylla://HOST:PORT[,HOST:PORT…][/KEYSPACE]`.
     pub store: String,
+    /// Replicas of each order row when the ScyllaDB keyspace is created.
+    pub scylla_replication_factor: u32,
     /// Redis URL for the hot path; absent means embedded.
     pub redis: Option<String>,
     /// The warehouse whose stock this process serves: the hash tag of its Redis keys.
@@ -84,6 +86,8 @@ pub struct Layer {
     pub log: Option<String>,
     /// See [`Config`]; `store`.
     pub store: Option<String>,
+    /// See [`Config`]; `scylla_replication_factor`.
+    pub scylla_replication_factor: Option<u32>,
     /// See [`Config`]; `redis`.
     pub redis: Option<String>,
     /// See [`Config`]; `redis_warehouse`.
@@ -160,6 +164,7 @@ impl Layer {
             listen: get(env, "listen")?,
             log: get(env, "log")?,
             store: get(env, "store")?,
+            scylla_replication_factor: get(env, "scylla_replication_factor")?,
             redis: get(env, "redis")?,
             redis_warehouse: get(env, "redis_warehouse")?,
             reservation_sweep_ms: get(env, "reservation_sweep_ms")?,
@@ -203,6 +208,7 @@ impl Layer {
             listen,
             log,
             store,
+            scylla_replication_factor,
             redis,
             redis_warehouse,
             reservation_sweep_ms,
@@ -253,6 +259,7 @@ impl Config {
             listen,
             log: l.log.unwrap_or_else(|| "embedded://./data".into()),
             store: l.store.unwrap_or_else(|| "embedded://./data".into()),
+            scylla_replication_factor: l.scylla_replication_factor.unwrap_or(1),
             redis: l.redis.filter(|r| !r.is_empty()),
             redis_warehouse: l.redis_warehouse.unwrap_or_else(|| "main".into()),
             reservation_sweep: Duration::from_millis(l.reservation_sweep_ms.unwrap_or(1_000)),
@@ -288,13 +295,23 @@ impl Config {
     }
 
     fn validate(&self) -> Result<()> {
-        for (key, url) in [("log", &self.log), ("store", &self.store)] {
-            if embedded_dir(url).is_none()
-                && !url.starts_with("kafka://")
-                && !url.starts_with("scylla://")
-            {
-                bail!("invalid {key} {url:?}: expected embedded://DIR");
-            }
+        if embedded_dir(&self.log).is_none() {
+            bail!(
+                "invalid log {:?}: expected embedded://DIR (Kafka is tracked as its own issue)",
+                self.log
+            );
+        }
+        if embedded_dir(&self.store).is_none() && !self.store.starts_with("scylla://") {
+            bail!(
+                "invalid store {:?}: expected embedded://DIR or scylla://HOST:PORT[/KEYSPACE]",
+                self.store
+            );
+        }
+        if !(1..=10).contains(&self.scylla_replication_factor) {
+            bail!(
+                "invalid scylla_replication_factor {}: must be 1 to 10",
+                self.scylla_replication_factor
+            );
         }
         if let Some(redis) = &self.redis
             && !(redis.starts_with("redis://")

@@ -43,7 +43,7 @@ struct Flags {
     /// Log backend: embedded://DIR.
     #[arg(long, global = true)]
     log: Option<String>,
-    /// Order store backend: embedded://DIR.
+    /// Order store backend: embedded://DIR or scylla://HOST:PORT[/KEYSPACE].
     #[arg(long, global = true)]
     store: Option<String>,
     /// Put the log and the store under DIR (shorthand for --log and --store embedded://DIR).

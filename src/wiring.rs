@@ -22,6 +22,7 @@ use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
     RedisOrderCache, RedisRateLimiter, RedisStatusFeed,
 };
+use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
     CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, StatusFeed, StockLedger,
 };
@@ -103,15 +104,24 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             config.log
         ),
     };
-    let store_dir = match embedded_dir(&config.store) {
-        Some(dir) => dir,
-        None => bail!(
-            "invalid store {:?}: only embedded://DIR is available in this build (ScyllaDB is tracked as its own issue)",
-            config.store
-        ),
-    };
+    // With the order views in ScyllaDB, the other stores (ledger, keys, outbox, payment
+    // journal) stay embedded beside the log.
+    let store_dir = embedded_dir(&config.store)
+        .or_else(|| embedded_dir(&config.log))
+        .unwrap_or_else(|| PathBuf::from("./data"));
     let engine = engines.get(store_dir)?;
-    let durable_orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let durable_orders: Arc<dyn OrderStore> = match config.store.strip_prefix("scylla://") {
+        Some(_) => {
+            let mut scylla = ScyllaConfig::from_url(&config.store)?;
+            scylla.replication_factor = config.scylla_replication_factor;
+            Arc::new(
+                ScyllaOrderStore::connect(&scylla)
+                    .await
+                    .with_context(|| format!("cannot use ScyllaDB at {} (store)", config.store))?,
+            )
+        }
+        None => Arc::new(EmbeddedOrderStore::new(engine.clone())),
+    };
     let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
     let provider = Arc::new(SimulatedProvider::new(Arc::new(
         EmbeddedPaymentJournal::new(engine.clone()),
@@ -196,10 +206,11 @@ pub async fn connect_ledger(config: &Config) -> Result<Arc<dyn StockLedger>> {
     if let Some(hot) = connect_redis(config).await? {
         return Ok(Arc::new(RedisLedger::new(hot)));
     }
-    let Some(dir) = embedded_dir(&config.store) else {
+    let Some(dir) = embedded_dir(&config.store).or_else(|| embedded_dir(&config.log)) else {
         bail!(
-            "invalid store {:?}: only embedded://DIR is available in this build",
-            config.store
+            "the embedded stock ledger lives beside an embedded store or log; {:?} and {:?} are neither",
+            config.store,
+            config.log
         );
     };
     let mut engines = Engines {

@@ -510,3 +510,82 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
     );
     assert_eq!(coupons.uses("VIP").await.expect("uses"), 0);
 }
+
+#[tokio::test]
+async fn the_projector_gives_the_same_views_whatever_the_order_and_repeats() {
+    use orderflow_domain::{OrderView, encode_event};
+    use orderflow_stages::project::Project;
+    use orderflow_stores::OrderStore;
+    use orderflow_stores::embedded::{EmbeddedOrderStore, EmbeddedStatusFeed};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let store: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine));
+    let project = Project::new(store.clone(), Arc::new(EmbeddedStatusFeed::new(16)));
+
+    // 30 orders: most complete, every third is declined after pricing.
+    let mut expected = Vec::new();
+    let mut records = Vec::new();
+    for i in 0..30 {
+        let mut e = event(&[("A", 1)], "tok_visa");
+        let mut chain = vec![e.clone()];
+        for status in [
+            OrderStatus::Validated,
+            OrderStatus::Reserved,
+            OrderStatus::Priced,
+        ] {
+            e = e.advance(status);
+            chain.push(e.clone());
+        }
+        if i % 3 == 0 {
+            chain.push(e.reject("charge", RejectionCode::PaymentDeclined, "card declined"));
+        } else {
+            for status in [
+                OrderStatus::Charged,
+                OrderStatus::Shipped,
+                OrderStatus::Completed,
+            ] {
+                e = e.advance(status);
+                chain.push(e.clone());
+            }
+        }
+        let mut in_order = OrderView::from_event(&chain[0]);
+        for later in &chain[1..] {
+            in_order.apply(later);
+        }
+        expected.push(in_order);
+        records.extend(chain);
+    }
+    // Shuffled, a third of them twice, and some arriving late after everything else.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut delivered: Vec<OrderEvent> = records.clone();
+    delivered.extend(records.iter().filter(|_| rng.u8(0..3) == 0).cloned());
+    rng.shuffle(&mut delivered);
+    delivered.extend(records.iter().step_by(7).cloned());
+    for (offset, e) in delivered.iter().enumerate() {
+        let record = Record {
+            topic: topology::PROJECTOR_INPUTS[0].into(),
+            partition: 0,
+            offset: offset as u64,
+            key: Bytes::from(e.order.id.to_string()),
+            value: Bytes::from(encode_event(e).expect("encodes")),
+            headers: vec![],
+        };
+        project.process(&record, 1).await.expect("projects");
+    }
+    for want in expected {
+        let got = store
+            .get(want.order_id)
+            .await
+            .expect("get")
+            .expect("projected");
+        assert_eq!(got, want, "same view and timeline as in order");
+        assert_eq!(
+            got.timeline
+                .iter()
+                .filter(|t| t.status.is_terminal())
+                .count(),
+            1
+        );
+    }
+}

@@ -25,6 +25,7 @@ pub mod outbox;
 pub mod payments;
 pub mod rate_limit;
 pub mod redis;
+pub mod scylla;
 
 pub use coupons::{CouponLedger, Redemption};
 pub use error::StoreError;

@@ -952,3 +952,50 @@ async fn every_redis_script_stays_in_one_cluster_slot() {
     coupon_conformance(Arc::new(RedisCoupons::new(hot.clone()))).await;
     rate_limit_conformance(Arc::new(RedisRateLimiter::new(hot))).await;
 }
+
+#[tokio::test]
+async fn scylla_order_store_conforms_when_scylla_uri_is_set() {
+    use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
+    // No ScyllaDB can be installed on the development machines; the suite runs wherever one
+    // is reachable: SCYLLA_URI=scylla://127.0.0.1:9042 cargo test -p orderflow-stores scylla
+    let Ok(uri) = std::env::var("SCYLLA_URI") else {
+        eprintln!(
+            "SKIPPED scylla_order_store_conforms: SCYLLA_URI is not set (start one with \
+             `docker run -p 9042:9042 scylladb/scylla --smp 1 --developer-mode 1`)"
+        );
+        return;
+    };
+    // A fresh keyspace per run.
+    let base = uri.split('/').take(3).collect::<Vec<_>>().join("/");
+    let keyspace = format!("orderflow_test_{}", OrderId::new().0.simple());
+    let config = ScyllaConfig::from_url(&format!("{base}/{keyspace}")).expect("valid URI");
+    let store = Arc::new(ScyllaOrderStore::connect(&config).await.expect("connects"));
+    order_store_conformance(store.clone()).await;
+    history_conformance(store).await;
+    // Connecting again finds the schema migrated and changes nothing.
+    ScyllaOrderStore::connect(&config)
+        .await
+        .expect("reconnects");
+}
+
+#[test]
+fn scylla_urls_parse_and_bad_ones_are_refused() {
+    use orderflow_stores::scylla::ScyllaConfig;
+    let c = ScyllaConfig::from_url("scylla://db1:9042,db2/shop").expect("valid");
+    assert_eq!(c.nodes, ["db1:9042", "db2:9042"]);
+    assert_eq!(c.keyspace, "shop");
+    assert_eq!(
+        ScyllaConfig::from_url("scylla://db1")
+            .expect("valid")
+            .keyspace,
+        "orderflow"
+    );
+    for bad in [
+        "scylla://",
+        "cassandra://db1",
+        "scylla://db1/1bad",
+        "scylla://db1/no-dash",
+    ] {
+        assert!(ScyllaConfig::from_url(bad).is_err(), "{bad}");
+    }
+}
