@@ -691,7 +691,7 @@ async fn history_conformance(store: Arc<dyn OrderStore>) {
     }
     assert_eq!(pages, 3, "pages of 100, 100 and 50");
     let mut newest_first = mine.clone();
-    newest_first.sort_by(|a, b| b.0.cmp(&a.0));
+    newest_first.sort_by_key(|id| std::cmp::Reverse(id.0));
     assert_eq!(seen, newest_first, "every order once, newest first");
     assert!(
         store
