@@ -36,7 +36,9 @@ pub async fn list_orders(
         }
         let value = percent_decode(value)
             .ok_or_else(|| Problem::malformed(format!("{name}: not valid percent-encoding")))?;
-        params.insert(name.to_owned(), value);
+        if params.insert(name.to_owned(), value).is_some() {
+            return Err(Problem::malformed(format!("{name} is given twice")));
+        }
     }
     let limit = match params.get("limit") {
         None => DEFAULT_PAGE,
@@ -55,6 +57,9 @@ pub async fn list_orders(
         })?),
     };
     let customer = match params.get("customer") {
+        Some(empty) if empty.is_empty() => {
+            return Err(Problem::malformed("customer must not be empty"));
+        }
         Some(other) if *other != claims.sub => {
             if !claims.has_scope("admin") {
                 return Err(Problem::forbidden(
@@ -87,8 +92,11 @@ fn percent_decode(raw: &str) -> Option<String> {
     while i < bytes.len() {
         match bytes[i] {
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
             }
             b'+' => {

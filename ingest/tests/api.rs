@@ -710,6 +710,8 @@ async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
         ("?limit=x", "limit"),
         ("?cursor=nope", "cursor"),
         ("?page=2", "page"),
+        ("?limit=5&limit=6", "twice"),
+        ("?cursor=%zz", "percent"),
     ] {
         let (status, headers, problem) = get(token.clone(), query.into()).await;
         assert_problem(status, &headers, &problem, 400, "malformed-request");

@@ -126,9 +126,11 @@ impl OrderStore for EmbeddedOrderStore {
             let (Some(index), Some(views)) =
                 (open_read(txn, BY_CUSTOMER)?, open_read(txn, ORDERS)?)
             else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None, false));
             };
             let mut rows = Vec::with_capacity(limit + 1);
+            let mut scanned = 0;
+            let mut last = None;
             // Newest first: walk the customer's ids backwards from the cursor (exclusive).
             let range = if after.is_some() {
                 index.range(start.as_slice()..end.as_slice())?
@@ -141,26 +143,30 @@ impl OrderStore for EmbeddedOrderStore {
                 let Some(id) = key.strip_prefix(prefix.as_slice()) else {
                     break;
                 };
+                scanned += 1;
+                if scanned > limit {
+                    // One id more than asked says another page follows.
+                    return Ok((rows, last, true));
+                }
+                last = Some(id.to_vec());
                 if let Some(view) = views.get(id)? {
                     rows.push(view.value().to_vec());
                 }
-                if rows.len() > limit {
-                    break;
-                }
             }
-            Ok(rows)
+            Ok((rows, last, false))
         })?;
-        let mut orders = rows
+        let (rows, last, more) = rows;
+        let orders = rows
             .iter()
             .map(|b| serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<Vec<OrderView>, _>>()?;
-        // One row more than asked says whether another page follows.
-        let more = orders.len() > limit;
-        orders.truncate(limit);
-        let next = if more {
-            orders.last().map(|v| v.order_id)
-        } else {
-            None
+        // The cursor is the last id scanned, so a missing view never ends the paging early.
+        let next = match (more, last) {
+            (true, Some(id)) => Some(OrderId(uuid::Uuid::from_bytes(
+                <[u8; 16]>::try_from(id.as_slice())
+                    .map_err(|_| StoreError::Corrupt("order index key".into()))?,
+            ))),
+            _ => None,
         };
         Ok(Page { orders, next })
     }

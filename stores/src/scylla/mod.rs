@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlTimestamp, CqlValue, Row};
 use std::collections::BTreeMap;
@@ -124,6 +125,24 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("scylla: {what}: {e}"))
 }
 
+/// A failed request as a store error: a statement the server refuses (bad CQL, wrong types,
+/// no permission) will never pass and is a data problem; anything else may pass.
+fn request_error(what: &str, e: ExecutionError) -> StoreError {
+    let permanent = match &e {
+        ExecutionError::BadQuery(_) => true,
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            db,
+            DbError::SyntaxError | DbError::Invalid | DbError::Unauthorized | DbError::ConfigError
+        ),
+        _ => false,
+    };
+    if permanent {
+        corrupt(what, e)
+    } else {
+        unavailable(what, e)
+    }
+}
+
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("scylla: {what}: {e}"))
 }
@@ -138,17 +157,26 @@ impl ScyllaOrderStore {
             .await
             .map_err(|e| unavailable(&format!("cannot connect to {:?}", config.nodes), e))?;
         let ks = &config.keyspace;
-        session
+        let replication = format!(
+            "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
+             {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
+            config.replication_factor.max(1)
+        );
+        // Lightweight transactions need a keyspace without tablets on ScyllaDB 6.0 to 2025.3,
+        // where new keyspaces get tablets by default; older servers do not know the option.
+        if let Err(e) = session
             .query_unpaged(
-                format!(
-                    "CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = \
-                     {{'class': 'NetworkTopologyStrategy', 'replication_factor': {}}}",
-                    config.replication_factor.max(1)
-                ),
+                format!("{replication} AND tablets = {{'enabled': false}}"),
                 (),
             )
             .await
-            .map_err(|e| unavailable("create keyspace", e))?;
+        {
+            tracing::debug!(error = %e, "Creating the keyspace without the tablets option");
+            session
+                .query_unpaged(replication, ())
+                .await
+                .map_err(|e| request_error("create keyspace", e))?;
+        }
         session
             .query_unpaged(
                 format!(
@@ -198,6 +226,23 @@ impl ScyllaOrderStore {
                 .await
                 .map_err(|e| unavailable("record migration", e))?;
         }
+        // Fail at start, not at the first order, if this cluster refuses lightweight
+        // transactions on the keyspace.
+        session
+            .query_unpaged(
+                format!(
+                    "INSERT INTO {ks}.schema_migrations (version, applied_at) VALUES (0, ?) \
+                     IF NOT EXISTS"
+                ),
+                (CqlTimestamp(chrono::Utc::now().timestamp_millis()),),
+            )
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "scylla: keyspace {ks} refuses lightweight transactions, which the order \
+                     views need (on ScyllaDB 6.0 to 2025.3 create it without tablets): {e}"
+                ))
+            })?;
         let statements = Statements {
             get_view: prepare(
                 &session,
@@ -274,7 +319,7 @@ impl ScyllaOrderStore {
             .session
             .execute_unpaged(&self.statements.get_view, (id.0,))
             .await
-            .map_err(|e| unavailable("read view", e))?
+            .map_err(|e| request_error("read view", e))?
             .into_rows_result()
             .map_err(|e| corrupt("read view", e))?;
         let Some((json, version)) = rows
@@ -285,6 +330,32 @@ impl ScyllaOrderStore {
         };
         let view = serde_json::from_str(&json).map_err(|e| corrupt("order view", e))?;
         Ok(Some((view, version)))
+    }
+
+    /// The timeline rows and the customer-index row of `view`, written together.
+    async fn write_side_rows(&self, view: &OrderView) -> Result<(), StoreError> {
+        let id = view.order_id.0;
+        let timeline = view.timeline.iter().map(|entry| {
+            self.session.execute_unpaged(
+                &self.statements.insert_timeline,
+                (
+                    id,
+                    entry.status.as_str(),
+                    CqlTimestamp(entry.at.timestamp_millis()),
+                ),
+            )
+        });
+        for result in futures::future::join_all(timeline).await {
+            result.map_err(|e| request_error("write timeline", e))?;
+        }
+        self.session
+            .execute_unpaged(
+                &self.statements.insert_by_customer,
+                (view.customer_id.as_str(), view.order_id.as_bytes().to_vec()),
+            )
+            .await
+            .map_err(|e| request_error("write customer index", e))?;
+        Ok(())
     }
 
     /// Folds one order's events into its stored view; the new view if it changed.
@@ -311,7 +382,12 @@ impl ScyllaOrderStore {
                 return Ok(None);
             }
             let json = serde_json::to_string(&view).map_err(|e| corrupt("order view", e))?;
-            let version = i32::try_from(view.timeline.len()).unwrap_or(i32::MAX);
+            // Every write moves the version on, so two writers never both pass `IF version`.
+            let version = before.map_or(1, |v| v.saturating_add(1));
+            // The timeline rows and the customer index are idempotent upserts written before
+            // the view: if anything fails after them, the retry (which finds the view already
+            // folded) has nothing left to do.
+            self.write_side_rows(&view).await?;
             let result = match before {
                 None => {
                     self.session
@@ -335,7 +411,7 @@ impl ScyllaOrderStore {
                         .await
                 }
             }
-            .map_err(|e| unavailable("write view", e))?;
+            .map_err(|e| request_error("write view", e))?;
             let rows = result
                 .into_rows_result()
                 .map_err(|e| corrupt("write view", e))?;
@@ -347,30 +423,9 @@ impl ScyllaOrderStore {
             );
             if !applied {
                 // Another writer moved the view since the read: fold again on top of it.
+                tokio::time::sleep(Duration::from_millis(fastrand::u64(5..50))).await;
                 continue;
             }
-            // The timeline rows and the customer index are upserts: writing them again on a
-            // retry changes nothing.
-            for entry in &view.timeline {
-                self.session
-                    .execute_unpaged(
-                        &self.statements.insert_timeline,
-                        (
-                            view.order_id.0,
-                            entry.status.as_str(),
-                            CqlTimestamp(entry.at.timestamp_millis()),
-                        ),
-                    )
-                    .await
-                    .map_err(|e| unavailable("write timeline", e))?;
-            }
-            self.session
-                .execute_unpaged(
-                    &self.statements.insert_by_customer,
-                    (view.customer_id.as_str(), view.order_id.as_bytes().to_vec()),
-                )
-                .await
-                .map_err(|e| unavailable("write customer index", e))?;
             return Ok(Some(view));
         }
         Err(StoreError::Unavailable(format!(
@@ -439,7 +494,7 @@ impl OrderStore for ScyllaOrderStore {
                     .await
             }
         }
-        .map_err(|e| unavailable("list orders", e))?;
+        .map_err(|e| request_error("list orders", e))?;
         let rows = result
             .into_rows_result()
             .map_err(|e| corrupt("list orders", e))?;
@@ -450,20 +505,26 @@ impl OrderStore for ScyllaOrderStore {
             .collect::<Result<_, _>>()
             .map_err(|e| corrupt("list orders", e))?;
         let more = ids.len() > limit;
-        let mut orders = Vec::with_capacity(limit);
-        for bytes in ids.into_iter().take(limit) {
-            let bytes: [u8; 16] = bytes
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("scylla: an order id is not 16 bytes".into()))?;
-            if let Some(view) = self.get(OrderId(uuid::Uuid::from_bytes(bytes))).await? {
+        let ids: Vec<OrderId> = ids
+            .into_iter()
+            .take(limit)
+            .map(|bytes| {
+                <[u8; 16]>::try_from(bytes)
+                    .map(|b| OrderId(uuid::Uuid::from_bytes(b)))
+                    .map_err(|_| StoreError::Corrupt("scylla: an order id is not 16 bytes".into()))
+            })
+            .collect::<Result<_, _>>()?;
+        // The page's views in parallel; an index row whose view is not written yet is skipped
+        // (it is written just before its view).
+        let views = futures::future::join_all(ids.iter().map(|id| self.get(*id))).await;
+        let mut orders = Vec::with_capacity(ids.len());
+        for view in views {
+            if let Some(view) = view? {
                 orders.push(view);
             }
         }
-        let next = if more {
-            orders.last().map(|v| v.order_id)
-        } else {
-            None
-        };
+        // The cursor is the last id scanned, so skipped rows never end the paging early.
+        let next = if more { ids.last().copied() } else { None };
         Ok(Page { orders, next })
     }
 }
