@@ -30,6 +30,7 @@ impl Stage for Project {
         let event =
             decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
         let status = event.status;
+        let lifetime = (event.at - event.order.accepted_at).to_std().unwrap_or_default();
         let changed = self
             .store
             .apply(vec![event])
@@ -47,6 +48,9 @@ impl Stage for Project {
             if status.is_terminal() {
                 metrics::counter!("orderflow_orders_terminal_total", "status" => status.as_str())
                     .increment(1);
+                // Accept to terminal, as the stages stamped it: the end-to-end latency.
+                metrics::histogram!("orderflow_order_lifetime_seconds", "status" => status.as_str())
+                    .record(lifetime);
             }
         }
         Ok(Outcome::Nothing)

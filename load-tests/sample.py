@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Samples a running orderflow once a second: its counters and latency histograms from
+/metrics and its RSS from /proc, as JSON lines, until it is stopped (SIGTERM) or the server
+goes away. Usage: sample.py METRICS_URL PID OUT.jsonl"""
+import json
+import re
+import signal
+import sys
+import time
+import urllib.request
+
+url, pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+running = True
+
+
+def stop(*_):
+    global running
+    running = False
+
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([0-9.eE+-]+|NaN)$')
+
+
+def scrape():
+    text = urllib.request.urlopen(url, timeout=2).read().decode()
+    counters = {"accepted": 0.0, "refused": 0.0, "terminal": 0.0, "completed": 0.0}
+    buckets = {"checkout": {}, "lifetime": {}}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m:
+            continue
+        name, labels, value = m.group(1), m.group(2) or "", float(m.group(3))
+        if name == "orderflow_checkouts_total":
+            key = "accepted" if 'outcome="accepted"' in labels else "refused"
+            counters[key] += value
+        elif name == "orderflow_orders_terminal_total":
+            counters["terminal"] += value
+            if 'status="completed"' in labels:
+                counters["completed"] += value
+        elif name in ("orderflow_checkout_seconds_bucket", "orderflow_order_lifetime_seconds_bucket"):
+            le = re.search(r'le="([^"]+)"', labels).group(1)
+            kind = "checkout" if name.startswith("orderflow_checkout") else "lifetime"
+            buckets[kind][le] = buckets[kind].get(le, 0.0) + value
+    return counters, buckets
+
+
+def rss_kib():
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+with open(out, "w") as f:
+    start = time.time()
+    while running:
+        try:
+            counters, buckets = scrape()
+            f.write(json.dumps({"t": round(time.time() - start, 3), "rss_kib": rss_kib(),
+                                **counters, "buckets": buckets}) + "\n")
+            f.flush()
+        except Exception:  # the server stopped: the run is over
+            break
+        time.sleep(1)
