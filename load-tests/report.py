@@ -84,10 +84,12 @@ report = {
     "meta": load(os.path.join(run, "meta.json")),
 }
 if samples:
-    span = samples[-1]["t"] - samples[0]["t"]
-    if span > 0:
-        report["server_accepted_per_s"] = round((samples[-1]["accepted"] - samples[0]["accepted"]) / span, 1)
-        report["server_terminal_per_s"] = round((samples[-1]["terminal"] - samples[0]["terminal"]) / span, 1)
+    # Rates over the seconds orderflow was busy (the baseline's part of the run is idle here).
+    busy = [b for a, b in zip(samples, samples[1:]) if b["terminal"] > a["terminal"] or b["accepted"] > a["accepted"]]
+    if len(busy) > 1:
+        span = busy[-1]["t"] - busy[0]["t"] + 1
+        report["server_accepted_per_s"] = round((busy[-1]["accepted"] - samples[0]["accepted"]) / span, 1)
+        report["server_terminal_per_s"] = round((busy[-1]["terminal"] - samples[0]["terminal"]) / span, 1)
     first_half = [s["rss_kib"] for s in samples[: len(samples) // 2]]
     second_half = [s["rss_kib"] for s in samples[len(samples) // 2:]]
     if first_half and second_half:

@@ -30,7 +30,9 @@ impl Stage for Project {
         let event =
             decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
         let status = event.status;
-        let lifetime = (event.at - event.order.accepted_at).to_std().unwrap_or_default();
+        let lifetime = (event.at - event.order.accepted_at)
+            .to_std()
+            .unwrap_or_default();
         let changed = self
             .store
             .apply(vec![event])
