@@ -74,13 +74,22 @@ where
     }
 
     fn finish(self: Box<Self>, outcome: Result<(), EngineError>) {
-        let result = match (outcome, self.output) {
+        let TypedJob {
+            work,
+            output,
+            reply,
+        } = *self;
+        // The closure goes before the caller hears back: it may hold the last engine handles
+        // the caller is about to drop, and if those went on this thread the file would close
+        // only after `drop` returned, so a reopen right after could find it still locked.
+        drop(work);
+        let result = match (outcome, output) {
             (Ok(()), Some(output)) => Ok(output),
             (Ok(()), None) => Err(EngineError::Storage("write was not applied".into())),
             (Err(e), _) => Err(e),
         };
         // The caller may have gone away (request cancelled); the write stands regardless.
-        let _ = self.reply.send(result);
+        let _ = reply.send(result);
     }
 }
 
