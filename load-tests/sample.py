@@ -3,6 +3,7 @@
 /metrics and its RSS from /proc, as JSON lines, until it is stopped (SIGTERM) or the server
 goes away. Usage: sample.py METRICS_URL PID OUT.jsonl"""
 import json
+import os
 import re
 import signal
 import sys
@@ -62,6 +63,10 @@ with open(out, "w") as f:
             f.write(json.dumps({"t": round(time.time() - start, 3), "rss_kib": rss_kib(),
                                 **counters, "buckets": buckets}) + "\n")
             f.flush()
-        except Exception:  # the server stopped: the run is over
-            break
+        except Exception:
+            # A slow scrape under load skips a second; a server that is gone ends the run.
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
         time.sleep(1)

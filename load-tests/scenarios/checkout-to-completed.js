@@ -11,6 +11,8 @@ const RATE = Number(__ENV.RATE || 500);
 const WS_SHARE = Number(__ENV.WS_SHARE || 0.1);
 const polled = new Trend('accept_to_terminal_polled', true);
 const followed = new Trend('accept_to_terminal_ws', true);
+// DESIGN.md's target is accept→completed: completed orders only, followed over the WebSocket.
+const completed = new Trend('accept_to_completed_ws', true);
 const outcomes = new Counter('orders_by_outcome');
 
 export const options = {
@@ -26,7 +28,7 @@ export const options = {
   },
   thresholds: {
     http_req_failed: ['rate<0.01'],
-    accept_to_terminal_polled: [`p(99)<${__ENV.P99_MS || 100}`],
+    accept_to_completed_ws: [`p(99)<${__ENV.P99_MS || 100}`],
   },
   summaryTrendStats: SUMMARY_STATS,
 };
@@ -37,9 +39,10 @@ function outcome(view) {
 
 export default function () {
   const tok = token();
-  const started = Date.now();
   const r = checkout(tok);
   if (!check(r, { 'accepted (202)': (res) => res.status === 202 })) return;
+  // The clock starts at the 202, as the server's accept time does.
+  const started = Date.now();
   const id = r.json('order_id');
   if (Math.random() < WS_SHARE) {
     const url = `${BASE.replace('http', 'ws')}/v1/orders/${id}/ws?access_token=${tok}`;
@@ -48,6 +51,7 @@ export default function () {
         const m = JSON.parse(text);
         if (m.status === 'completed' || m.status === 'rejected') {
           followed.add(Date.now() - started);
+          if (m.status === 'completed') completed.add(Date.now() - started);
           outcomes.add(1, { outcome: outcome(m.order || m), via: 'ws' });
           socket.close();
         }
