@@ -66,6 +66,16 @@ pub enum PinOutcome {
     Missing,
 }
 
+/// An order's lines as units per SKU, sorted by SKU: lines of one SKU are summed. Every ledger
+/// reserves from this, so all backends agree on what an order asks for.
+pub fn units_per_sku(lines: &[(String, u32)]) -> std::collections::BTreeMap<&str, u64> {
+    let mut wanted = std::collections::BTreeMap::new();
+    for (sku, qty) in lines {
+        *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
+    }
+    wanted
+}
+
 /// Stock levels and reservations. Every operation is atomic and idempotent per order id.
 #[async_trait]
 pub trait StockLedger: Send + Sync + 'static {

@@ -460,10 +460,7 @@ impl StockLedger for EmbeddedLedger {
         lines: &[(String, u32)],
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError> {
-        let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-        for (sku, qty) in lines {
-            *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
-        }
+        let wanted = crate::ledger::units_per_sku(lines);
         let (outcome, pending) = {
             let mut state = self.state.lock();
             state.usable()?;

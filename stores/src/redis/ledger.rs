@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
 use orderflow_domain::OrderId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The Redis stock ledger of one warehouse.
@@ -138,10 +138,7 @@ impl StockLedger for RedisLedger {
         lines: &[(String, u32)],
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError> {
-        let mut wanted: BTreeMap<&str, u64> = BTreeMap::new();
-        for (sku, qty) in lines {
-            *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
-        }
+        let wanted = crate::ledger::units_per_sku(lines);
         let expires_at = super::now_ms().saturating_add(ms(ttl));
         let mut keys = Vec::with_capacity(wanted.len() + 2);
         keys.push(self.hold_key(order));
