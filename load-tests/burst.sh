@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Burst measurement: builds release, starts `orderflow serve` on a fresh embedded data directory
-# (the hot path on Redis when REDIS is set), sends ORDERS checkouts (default 10,000) and reports
+# (the hot path on Redis when REDIS is set, the log on Kafka when LOG is set), sends ORDERS checkouts (default 10,000) and reports
 # how long they take to reach terminal states. The full k6 suite with baselines is issue 6.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,8 @@ echo "==> starting orderflow on 127.0.0.1:$PORT (data in $DATA)"
 # only where a SKU has none).
 EXTRA=()
 if [ -n "${REDIS:-}" ]; then EXTRA=(--redis "$REDIS"); echo "==> hot path on $REDIS"; fi
+# LOG=kafka://HOST:PORT runs the log on that broker (use a fresh one: topics are created once).
+if [ -n "${LOG:-}" ]; then EXTRA+=(--log "$LOG"); echo "==> log on $LOG"; fi
 RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${EXTRA[@]}" > "$DATA/stdout" 2> "$DATA/stderr" &
 PID=$!
 for _ in $(seq 1 100); do

@@ -20,8 +20,16 @@ pub const DEV_SECRET: &str = "orderflow-dev-secret-change-me";
 pub struct Config {
     /// API listen address.
     pub listen: SocketAddr,
-    /// Log backend URL: `embedded://DIR` (Kafka comes with its adapter).
+    /// Log backend URL: `embedded://DIR` or `kafka://HOST:PORT[,HOST:PORT…]`.
     pub log: String,
+    /// Kafka: outputs and input offsets of a batch commit in one transaction.
+    pub exactly_once: bool,
+    /// Kafka: replicas of each topic created at start (-1: the broker's default).
+    pub kafka_replication_factor: i32,
+    /// Kafka: how long an append waits for the broker before the API answers 503.
+    pub kafka_message_timeout: Duration,
+    /// Kafka: a worker silent this long loses its partitions to the others.
+    pub kafka_session_timeout: Duration,
     /// Order store URL: `embedded://DIR` or `scylla://HOST:PORT[,HOST:PORT…][/KEYSPACE]`.
     pub store: String,
     /// Replicas of each order row when the ScyllaDB keyspace is created.
@@ -84,6 +92,14 @@ pub struct Layer {
     pub listen: Option<String>,
     /// See [`Config`]; `log`.
     pub log: Option<String>,
+    /// See [`Config`]; `exactly_once`.
+    pub exactly_once: Option<bool>,
+    /// See [`Config`]; `kafka_replication_factor`.
+    pub kafka_replication_factor: Option<i32>,
+    /// See [`Config`]; `kafka_message_timeout_ms`.
+    pub kafka_message_timeout_ms: Option<u64>,
+    /// See [`Config`]; `kafka_session_timeout_ms`.
+    pub kafka_session_timeout_ms: Option<u64>,
     /// See [`Config`]; `store`.
     pub store: Option<String>,
     /// See [`Config`]; `scylla_replication_factor`.
@@ -163,6 +179,10 @@ impl Layer {
         Ok(Self {
             listen: get(env, "listen")?,
             log: get(env, "log")?,
+            exactly_once: get(env, "exactly_once")?,
+            kafka_replication_factor: get(env, "kafka_replication_factor")?,
+            kafka_message_timeout_ms: get(env, "kafka_message_timeout_ms")?,
+            kafka_session_timeout_ms: get(env, "kafka_session_timeout_ms")?,
             store: get(env, "store")?,
             scylla_replication_factor: get(env, "scylla_replication_factor")?,
             redis: get(env, "redis")?,
@@ -207,6 +227,10 @@ impl Layer {
         pick!(
             listen,
             log,
+            exactly_once,
+            kafka_replication_factor,
+            kafka_message_timeout_ms,
+            kafka_session_timeout_ms,
             store,
             scylla_replication_factor,
             redis,
@@ -258,6 +282,14 @@ impl Config {
         let config = Self {
             listen,
             log: l.log.unwrap_or_else(|| "embedded://./data".into()),
+            exactly_once: l.exactly_once.unwrap_or(false),
+            kafka_replication_factor: l.kafka_replication_factor.unwrap_or(-1),
+            kafka_message_timeout: Duration::from_millis(
+                l.kafka_message_timeout_ms.unwrap_or(5_000),
+            ),
+            kafka_session_timeout: Duration::from_millis(
+                l.kafka_session_timeout_ms.unwrap_or(10_000),
+            ),
             store: l.store.unwrap_or_else(|| "embedded://./data".into()),
             scylla_replication_factor: l.scylla_replication_factor.unwrap_or(1),
             redis: l.redis.filter(|r| !r.is_empty()),
@@ -296,10 +328,33 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         if embedded_dir(&self.log).is_none() {
+            if let Err(e) = orderflow_pipeline::KafkaConfig::from_url(&self.log, self.partitions) {
+                bail!(
+                    "invalid log {:?}: expected embedded://DIR or kafka://HOST:PORT[,HOST:PORT…] ({e})",
+                    self.log
+                );
+            }
+        } else if self.exactly_once {
             bail!(
-                "invalid log {:?}: expected embedded://DIR (Kafka is tracked as its own issue)",
-                self.log
+                "invalid exactly_once: transactions need the Kafka log (log = kafka://…); the \
+                 embedded log already commits outputs and offsets in one write"
             );
+        }
+        if self.kafka_replication_factor == 0 || self.kafka_replication_factor < -1 {
+            bail!(
+                "invalid kafka_replication_factor {}: at least 1, or -1 for the broker's default",
+                self.kafka_replication_factor
+            );
+        }
+        if self.kafka_message_timeout < Duration::from_millis(100)
+            || self.kafka_message_timeout > Duration::from_secs(300)
+        {
+            bail!("invalid kafka_message_timeout_ms: must be 100 to 300000");
+        }
+        if self.kafka_session_timeout < Duration::from_secs(1)
+            || self.kafka_session_timeout > Duration::from_secs(300)
+        {
+            bail!("invalid kafka_session_timeout_ms: must be 1000 to 300000");
         }
         if embedded_dir(&self.store).is_none() && !self.store.starts_with("scylla://") {
             bail!(
@@ -447,6 +502,13 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(embedded_dir(&c.log), Some(PathBuf::from("./data")));
         assert!(c.redis.is_none());
+        let kafka = Config::resolve(Layer {
+            log: Some("kafka://a:9092,b:9092".into()),
+            exactly_once: Some(true),
+            ..Layer::default()
+        })
+        .expect("kafka is a valid log");
+        assert!(kafka.exactly_once && embedded_dir(&kafka.log).is_none());
     }
 
     #[test]
@@ -534,6 +596,28 @@ mod tests {
                     ..Layer::default()
                 },
                 "redis_warehouse",
+            ),
+            (
+                Layer {
+                    log: Some("kafka://broker".into()),
+                    ..Layer::default()
+                },
+                "log",
+            ),
+            (
+                Layer {
+                    exactly_once: Some(true),
+                    ..Layer::default()
+                },
+                "exactly_once",
+            ),
+            (
+                Layer {
+                    log: Some("kafka://broker:9092".into()),
+                    kafka_replication_factor: Some(0),
+                    ..Layer::default()
+                },
+                "kafka_replication_factor",
             ),
         ] {
             let e = Config::resolve(layer).expect_err("refused").to_string();

@@ -45,9 +45,12 @@ struct Flags {
     /// API listen address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
     #[arg(long, global = true)]
     listen: Option<String>,
-    /// Log backend: embedded://DIR.
+    /// Log backend: embedded://DIR or kafka://HOST:PORT[,HOST:PORT…].
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Kafka only: commit each batch's outputs and input offsets in one transaction.
+    #[arg(long, global = true)]
+    exactly_once: bool,
     /// Order store backend: embedded://DIR or scylla://HOST:PORT[/KEYSPACE].
     #[arg(long, global = true)]
     store: Option<String>,
@@ -80,6 +83,7 @@ impl Flags {
         Layer {
             listen: self.listen.clone(),
             log: self.log.clone().or(dir.clone()),
+            exactly_once: self.exactly_once.then_some(true),
             store: self.store.clone().or(dir),
             redis: self.redis.clone(),
             partitions: self.partitions,
@@ -136,6 +140,15 @@ enum DlqCommand {
         topic: String,
         /// Most records to show.
         #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put dead letters back on the topic they came from, oldest first; each one is replayed
+    /// once (the replay's position is committed like a stage's).
+    Replay {
+        /// Source topic or its .dlq topic.
+        topic: String,
+        /// Most records to replay.
+        #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
 }
@@ -200,9 +213,18 @@ async fn run(command: Command, config: Config) -> Result<std::process::ExitCode>
                 .collect();
             run_process(&config, true, &all).await?;
         }
-        Command::Ingest => run_process(&config, true, &[]).await?,
-        Command::Stage { names } => run_process(&config, false, &names).await?,
-        Command::Project => run_process(&config, false, &[topology::PROJECTOR.to_owned()]).await?,
+        Command::Ingest => {
+            require_shared_hot_path(&config, "ingest")?;
+            run_process(&config, true, &[]).await?
+        }
+        Command::Stage { names } => {
+            require_shared_hot_path(&config, "stage")?;
+            run_process(&config, false, &names).await?
+        }
+        Command::Project => {
+            require_shared_hot_path(&config, "project")?;
+            run_process(&config, false, &[topology::PROJECTOR.to_owned()]).await?
+        }
         Command::Seed => {
             let backends = wiring::connect(&config).await?;
             let seeded = wiring::prepare(&backends).await?;
@@ -228,8 +250,25 @@ async fn run(command: Command, config: Config) -> Result<std::process::ExitCode>
         Command::Dlq {
             command: DlqCommand::List { topic, limit },
         } => dlq_list(&config, &topic, limit).await?,
+        Command::Dlq {
+            command: DlqCommand::Replay { topic, limit },
+        } => dlq_replay(&config, &topic, limit).await?,
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Processes that split the pipeline over a Kafka log must share the hot path: with embedded
+/// stores each would keep its own stock, keys and views, and stock could be sold twice.
+fn require_shared_hot_path(config: &Config, command: &str) -> Result<()> {
+    if config::embedded_dir(&config.log).is_none() && config.redis.is_none() {
+        bail!(
+            "invalid redis: `orderflow {command}` over Kafka runs beside other processes, which \
+             must share one stock ledger, idempotency keys and order views; set --redis \
+             redis://HOST:PORT (or ORDERFLOW_REDIS), or run everything in one process with \
+             `orderflow serve`"
+        );
+    }
+    Ok(())
 }
 
 fn warn_dev_secret(config: &Config) {
@@ -496,7 +535,8 @@ async fn audit(config: &Config) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn dlq_list(config: &Config, topic: &str, limit: usize) -> Result<()> {
+/// The dead-letter topic named by `topic` (a source topic or its `.dlq`), if it is one of ours.
+fn dlq_of(topic: &str) -> Result<String> {
     let dlq = if topic.ends_with(".dlq") {
         topic.to_owned()
     } else {
@@ -508,6 +548,94 @@ async fn dlq_list(config: &Config, topic: &str, limit: usize) -> Result<()> {
             topology::PROJECTOR_INPUTS.join(", ")
         );
     }
+    Ok(dlq)
+}
+
+/// The consumer group whose committed position marks what `dlq replay` has put back.
+const REPLAY_GROUP: &str = "orderflow-dlq-replay";
+
+async fn dlq_replay(config: &Config, topic: &str, limit: usize) -> Result<()> {
+    use orderflow_pipeline::{Message, Offsets, header};
+    let dlq = dlq_of(topic)?;
+    let backends = wiring::connect(config).await?;
+    backends.log.ensure_topics(&topology::all_topics()).await?;
+    let mut consumer = backends
+        .log
+        .consumer(REPLAY_GROUP, std::slice::from_ref(&dlq))
+        .await?;
+    let sources = topology::all_topics();
+    // Records this run put back can fail again and land behind us in the same partition; such
+    // a partition is finished for this run, and its position stays at that record so a later
+    // run (after a fix) replays it.
+    let run = uuid::Uuid::now_v7().to_string();
+    let mut finished: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    let (mut replayed, mut skipped) = (0usize, 0usize);
+    while replayed + skipped < limit {
+        let batch = consumer
+            .poll(
+                (limit - replayed - skipped).min(500),
+                Duration::from_secs(2),
+            )
+            .await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut outputs = Vec::with_capacity(batch.len());
+        let mut offsets = Offsets::new();
+        for r in &batch {
+            if finished.contains(&r.partition) {
+                continue;
+            }
+            if r.header(header::REPLAY_RUN) == Some(run.as_str()) {
+                finished.insert(r.partition);
+                offsets.insert((r.topic.clone(), r.partition), r.offset);
+                continue;
+            }
+            let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
+            *next = (*next).max(r.offset + 1);
+            let source = r.header(header::DLQ_SOURCE_TOPIC).unwrap_or_default();
+            if !sources.iter().any(|t| t == source) || source.ends_with(".dlq") {
+                skipped += 1;
+                eprintln!(
+                    "skipping {}/{}/{}: no known source topic ({source:?})",
+                    r.topic, r.partition, r.offset
+                );
+                continue;
+            }
+            let mut headers: Vec<(String, String)> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| !n.starts_with("dlq-") && !n.starts_with("replay"))
+                .cloned()
+                .collect();
+            headers.push((
+                header::REPLAYED_FROM.to_owned(),
+                format!("{}/{}/{}", r.topic, r.partition, r.offset),
+            ));
+            headers.push((header::REPLAY_RUN.to_owned(), run.clone()));
+            if let Some(stage) = r.header(header::DLQ_STAGE) {
+                headers.push((header::REPLAY_FOR.to_owned(), stage.to_owned()));
+            }
+            outputs.push(Message {
+                topic: source.to_owned(),
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers,
+            });
+            replayed += 1;
+        }
+        // The position moves only after the replayed records are on their topics: a replay
+        // interrupted here repeats some records (stages take repeats), and loses none.
+        consumer.complete(outputs, offsets).await?;
+        eprintln!("replayed {replayed} record(s) from {dlq} so far");
+    }
+    consumer.close().await;
+    println!("Replayed {replayed} record(s) from {dlq}; skipped {skipped}");
+    Ok(())
+}
+
+async fn dlq_list(config: &Config, topic: &str, limit: usize) -> Result<()> {
+    let dlq = dlq_of(topic)?;
     let backends = wiring::connect(config).await?;
     let records = backends.log.read(&dlq, limit).await?;
     println!("{} record(s) in {dlq}", records.len());

@@ -4,7 +4,9 @@ use crate::config::{Config, DEFAULT_PROMOTIONS, embedded_dir};
 use anyhow::{Context, Result, bail};
 use orderflow_domain::{Catalog, Promotions};
 use orderflow_embedded::Engine;
-use orderflow_pipeline::{EmbeddedLog, Log, RetryPolicy, Runner, Stage};
+use orderflow_pipeline::{
+    EmbeddedLog, KafkaConfig, KafkaLog, Log, LogError, RetryPolicy, Runner, Stage,
+};
 use orderflow_stages::charge::{Charge, PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::notify::Notify;
@@ -20,7 +22,7 @@ use orderflow_stores::embedded::{
 };
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
-    RedisOrderCache, RedisRateLimiter, RedisStatusFeed,
+    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisStatusFeed,
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
@@ -97,15 +99,20 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         cache_bytes: config.cache_mib * 1024 * 1024,
     };
 
-    let embedded_log = match embedded_dir(&config.log) {
-        Some(dir) => EmbeddedLog::new(engines.get(dir)?, config.partitions)?,
-        None => bail!(
-            "invalid log {:?}: only embedded://DIR is available in this build (Kafka is tracked as its own issue)",
-            config.log
-        ),
+    let (log, embedded_log): (Arc<dyn Log>, Option<EmbeddedLog>) = match embedded_dir(&config.log) {
+        Some(dir) => {
+            let log = EmbeddedLog::new(engines.get(dir)?, config.partitions)?;
+            (Arc::new(log.clone()), Some(log))
+        }
+        None => {
+            let kafka = KafkaLog::connect(kafka_config(config)?)
+                .with_context(|| format!("cannot use Kafka at {} (log)", config.log))?;
+            tracing::info!(log = %config.log, exactly_once = config.exactly_once, "Log on Kafka");
+            (Arc::new(kafka), None)
+        }
     };
     // With the order views in ScyllaDB, the other stores (ledger, keys, outbox, payment
-    // journal) stay embedded beside the log.
+    // journal) stay embedded beside the log, or in ./data when the log is Kafka.
     let store_dir = embedded_dir(&config.store)
         .or_else(|| embedded_dir(&config.log))
         .unwrap_or_else(|| PathBuf::from("./data"));
@@ -123,15 +130,16 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         None => Arc::new(EmbeddedOrderStore::new(engine.clone())),
     };
     let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
-    let provider = Arc::new(SimulatedProvider::new(Arc::new(
-        EmbeddedPaymentJournal::new(engine.clone()),
-    )));
-    let log: Arc<dyn Log> = Arc::new(embedded_log.clone());
     let catalog = Arc::new(catalog);
     let backends = match connect_redis(config).await? {
         Some(hot) => Backends {
             log,
-            embedded_log: Some(embedded_log),
+            embedded_log,
+            // Shared by every charge worker: a charge redelivered to another process is
+            // answered from here, never captured twice.
+            provider: Arc::new(SimulatedProvider::new(Arc::new(RedisPaymentJournal::new(
+                hot.clone(),
+            )))),
             ledger: Arc::new(RedisLedger::new(hot.clone())),
             embedded_ledger: None,
             idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
@@ -148,7 +156,6 @@ pub async fn connect(config: &Config) -> Result<Backends> {
                     .context("cannot subscribe to Redis for status changes (redis)")?,
             ),
             outbox,
-            provider,
             catalog,
             promotions,
         },
@@ -157,7 +164,10 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             let ledger = EmbeddedLedger::open(engine.clone())?;
             Backends {
                 log,
-                embedded_log: Some(embedded_log),
+                embedded_log,
+                provider: Arc::new(SimulatedProvider::new(Arc::new(
+                    EmbeddedPaymentJournal::new(engine.clone()),
+                ))),
                 ledger: Arc::new(ledger.clone()),
                 embedded_ledger: Some(ledger),
                 idempotency: Arc::new(idempotency.clone()),
@@ -167,13 +177,23 @@ pub async fn connect(config: &Config) -> Result<Backends> {
                 coupons: Arc::new(EmbeddedCoupons::new(engine)),
                 feed: Arc::new(EmbeddedStatusFeed::new(4096)),
                 outbox,
-                provider,
                 catalog,
                 promotions,
             }
         }
     };
     Ok(backends)
+}
+
+/// The Kafka adapter's settings from the configuration.
+fn kafka_config(config: &Config) -> Result<KafkaConfig> {
+    let mut kafka = KafkaConfig::from_url(&config.log, config.partitions)
+        .map_err(|e| anyhow::anyhow!("invalid log: {e}"))?;
+    kafka.replication_factor = config.kafka_replication_factor;
+    kafka.exactly_once = config.exactly_once;
+    kafka.message_timeout = config.kafka_message_timeout;
+    kafka.session_timeout = config.kafka_session_timeout;
+    Ok(kafka)
 }
 
 /// The promotion table: the configured file, or none when the default file is absent.
@@ -299,9 +319,20 @@ pub fn runners(names: &[String], b: &Backends, config: &Config) -> Result<Vec<Ru
         .collect()
 }
 
-/// Creates the topics and seeds the catalog's stock for SKUs that have none yet.
+/// Creates the topics and seeds the catalog's stock for SKUs that have none yet. A log that is
+/// not reachable yet (a broker still starting) is waited for, up to a minute.
 pub async fn prepare(b: &Backends) -> Result<usize> {
-    b.log.ensure_topics(&topology::all_topics()).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match b.log.ensure_topics(&topology::all_topics()).await {
+            Ok(()) => break,
+            Err(e @ LogError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "The log is not reachable yet; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("cannot create the topics (log)")),
+        }
+    }
     let items: Vec<(String, u64)> = b
         .catalog
         .items()

@@ -2,18 +2,21 @@
 //!
 //! - [`log`]: the [`Log`] trait (durable, partitioned, keyed appends; consumer groups with
 //!   committed offsets) and the records that travel on it.
-//! - [`embedded`]: the [`Log`] on the embedded engine (redb, group commit); the Kafka adapter is
-//!   a later addition behind the same trait.
+//! - [`embedded`]: the [`Log`] on the embedded engine (redb, group commit).
+//! - [`kafka`]: the [`Log`] on Kafka (rdkafka): idempotent producer, consumer groups, offsets
+//!   stored after the outputs land, and an opt-in exactly-once mode with transactions.
 //! - [`stage`]: the [`Stage`] trait: one record in, an [`Outcome`] or a classified [`StageError`] out.
 //! - [`runner`]: consumes a stage's topics, calls the stage, retries with backoff and jitter,
 //!   dead-letters to `T.dlq`, and commits offsets only together with the outputs.
 
 pub mod embedded;
+pub mod kafka;
 pub mod log;
 pub mod runner;
 pub mod stage;
 
 pub use embedded::EmbeddedLog;
+pub use kafka::{KafkaConfig, KafkaLog};
 pub use log::{Consumer, Headers, Log, LogError, Message, Offsets, Record, header};
 pub use runner::{RetryPolicy, Runner};
 pub use stage::{ErrorKind, Outcome, Stage, StageError};

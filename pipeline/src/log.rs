@@ -28,6 +28,13 @@ pub mod header {
     pub const DLQ_SOURCE_PARTITION: &str = "dlq-source-partition";
     /// Dead letters: its offset.
     pub const DLQ_SOURCE_OFFSET: &str = "dlq-source-offset";
+    /// Replayed records: the dead letter they were put back from (`topic/partition/offset`).
+    pub const REPLAYED_FROM: &str = "replayed-from";
+    /// Replayed records: the `dlq replay` run that put them back.
+    pub const REPLAY_RUN: &str = "replay-run";
+    /// Replayed records: the one stage (consumer group) that should process the record again;
+    /// the other groups reading the topic handled the original already and skip it.
+    pub const REPLAY_FOR: &str = "replay-for";
 }
 
 /// A message to append.
@@ -127,4 +134,7 @@ pub trait Consumer: Send {
     /// Appends `outputs`, then commits `offsets` only once they are durable. A consumer that
     /// fails here has committed nothing new, and will see the same records again.
     async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError>;
+
+    /// Commits whatever `complete` left pending before the member leaves its group.
+    async fn close(&mut self) {}
 }

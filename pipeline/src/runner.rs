@@ -123,6 +123,9 @@ impl Runner {
                 break;
             }
         }
+        consumer.close().await;
+        // Leaving the group blocks until the broker answers: keep that off the async threads.
+        let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         tracing::info!(stage = %name, "Stage stopped");
         Ok(())
     }
@@ -154,6 +157,8 @@ impl Runner {
                 }
                 Settled::Done(Outcome::Reject(message)) => {
                     outputs.push(message);
+                    metrics::counter!("orderflow_stage_rejected_total", "stage" => name.to_owned())
+                        .increment(1);
                     "rejected"
                 }
                 Settled::Done(Outcome::Nothing) => "no_output",
@@ -165,6 +170,8 @@ impl Runner {
                         "Dead-lettering a record"
                     );
                     outputs.push(dead_letter(name, record, &error, attempts));
+                    metrics::counter!("orderflow_stage_dead_lettered_total", "stage" => name.to_owned())
+                        .increment(1);
                     "dead_lettered"
                 }
             };
@@ -196,6 +203,12 @@ impl Runner {
 
     /// Runs the stage on one record with retries until it settles.
     async fn settle(&self, record: &Record, mut shutdown: watch::Receiver<bool>) -> Settled {
+        if record
+            .header(header::REPLAY_FOR)
+            .is_some_and(|stage| stage != self.stage.name())
+        {
+            return Settled::Done(Outcome::Nothing);
+        }
         let mut attempt = 1;
         let mut waits = 0;
         loop {
@@ -210,6 +223,15 @@ impl Runner {
                 });
             metrics::histogram!("orderflow_stage_process_seconds", "stage" => self.stage.name().to_owned())
                 .record(started.elapsed());
+            if let Err(error) = &result {
+                let kind = match error.kind {
+                    ErrorKind::Retryable => "retryable",
+                    ErrorKind::Permanent => "permanent",
+                    ErrorKind::Unavailable => "unavailable",
+                };
+                metrics::counter!("orderflow_stage_failed_total", "stage" => self.stage.name().to_owned(), "kind" => kind)
+                    .increment(1);
+            }
             match result {
                 Ok(outcome) => return Settled::Done(outcome),
                 Err(error)

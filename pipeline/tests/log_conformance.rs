@@ -1,9 +1,10 @@
-//! One conformance body for the [`Log`] trait; every backend runs it (Kafka joins with its
-//! adapter).
+//! One conformance body for the [`Log`] trait; every backend runs it: the embedded log, and
+//! the Kafka adapter on a real Kafka-protocol broker (tansu), at least once and exactly once.
 
 use bytes::Bytes;
 use orderflow_embedded::Engine;
-use orderflow_pipeline::{EmbeddedLog, Log, Message, Offsets};
+use orderflow_pipeline::{EmbeddedLog, KafkaConfig, KafkaLog, Log, Message, Offsets};
+use orderflow_testkit::KafkaBroker;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,7 @@ async fn log_conformance(log: Arc<dyn Log>) {
     let mut seen = 0;
     while seen < 400 {
         let batch = consumer
-            .poll(64, Duration::from_millis(200))
+            .poll(64, Duration::from_secs(2))
             .await
             .expect("poll");
         assert!(
@@ -96,6 +97,9 @@ async fn log_conformance(log: Arc<dyn Log>) {
         consumer.complete(outputs, offsets).await.expect("complete");
     }
     assert_eq!(log.read("t.out", 10_000).await.expect("read").len(), 400);
+    // Leaving hands the partitions back with everything completed committed.
+    consumer.close().await;
+    drop(consumer);
 
     // The group's committed offsets hold for a new member; a new group starts at the beginning.
     let mut again = log
@@ -115,7 +119,7 @@ async fn log_conformance(log: Arc<dyn Log>) {
         .expect("consumer");
     assert!(
         !fresh
-            .poll(64, Duration::from_millis(50))
+            .poll(64, Duration::from_secs(2))
             .await
             .expect("poll")
             .is_empty()
@@ -127,7 +131,7 @@ async fn log_conformance(log: Arc<dyn Log>) {
         .await
         .expect("consumer");
     let drained = waiting
-        .poll(10_000, Duration::from_millis(50))
+        .poll(10_000, Duration::from_secs(2))
         .await
         .expect("poll")
         .len();
@@ -196,4 +200,74 @@ async fn embedded_log_conforms_and_is_durable() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("partition"), "{err}");
+}
+
+/// The adapter's settings for a test broker: short session timeouts, so a rebalance after a
+/// member leaves takes seconds.
+fn kafka_config(broker: &KafkaBroker, exactly_once: bool) -> KafkaConfig {
+    let mut config = KafkaConfig::from_url(&broker.url(), 3).expect("url");
+    config.replication_factor = 1;
+    config.exactly_once = exactly_once;
+    config.session_timeout = Duration::from_secs(6);
+    config
+}
+
+#[tokio::test]
+async fn kafka_log_conforms_at_least_once() {
+    let broker = KafkaBroker::start();
+    let log = KafkaLog::connect(kafka_config(&broker, false)).expect("connects");
+    log_conformance(Arc::new(log)).await;
+}
+
+#[tokio::test]
+async fn kafka_log_conforms_exactly_once() {
+    let broker = KafkaBroker::start();
+    let log = KafkaLog::connect(kafka_config(&broker, true)).expect("connects");
+    log_conformance(Arc::new(log)).await;
+}
+
+#[tokio::test]
+async fn kafka_append_fails_fast_when_the_broker_is_away() {
+    let broker = KafkaBroker::start();
+    let mut config = kafka_config(&broker, false);
+    config.message_timeout = Duration::from_secs(2);
+    let log = KafkaLog::connect(config).expect("connects");
+    log.ensure_topics(&["t.in".to_owned()])
+        .await
+        .expect("topics");
+    log.append(vec![msg("t.in", "k", "before".into())])
+        .await
+        .expect("append while up");
+    broker.signal("STOP");
+    let started = std::time::Instant::now();
+    let err = log
+        .append(vec![msg("t.in", "k", "during".into())])
+        .await
+        .expect_err("an append the broker never acknowledged must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the append hung for {:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    assert!(
+        log.ready().await.is_err(),
+        "ready while the broker is stopped"
+    );
+    broker.signal("CONT");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match log.append(vec![msg("t.in", "k", "after".into())]).await {
+            Ok(_) => break,
+            Err(e) => assert!(std::time::Instant::now() < deadline, "no recovery: {e}"),
+        }
+    }
+    let values: Vec<_> = log
+        .read("t.in", 100)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    assert!(values.contains(&Bytes::from("before")) && values.contains(&Bytes::from("after")));
 }

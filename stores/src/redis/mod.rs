@@ -15,6 +15,7 @@ mod feed;
 mod idempotency;
 mod ledger;
 mod orders;
+mod payments;
 mod rate_limit;
 
 pub use batch::{Scripts, lua, sha1_of};
@@ -23,6 +24,7 @@ pub use feed::RedisStatusFeed;
 pub use idempotency::RedisIdempotency;
 pub use ledger::RedisLedger;
 pub use orders::{CachedOrderStore, RedisOrderCache};
+pub use payments::RedisPaymentJournal;
 pub use rate_limit::RedisRateLimiter;
 
 use crate::StoreError;

@@ -1,0 +1,780 @@
+//! The [`Log`] on Kafka (rdkafka over librdkafka).
+//!
+//! - Appends go through one idempotent producer with `acks=all`; an append returns once the
+//!   broker acknowledged every message, or fails within `message_timeout` so the API can say 503.
+//! - A consumer joins its group (one per stage) and returns from [`Log::consumer`] only once the
+//!   group gave it its partitions. Offsets are *stored* only after the batch's outputs are
+//!   acknowledged, and the stored offsets are committed every second and on every partition
+//!   revoke (the pattern of rdkafka's `at_least_once` example and vector's Kafka source).
+//! - With `exactly_once`, each consumer owns a transactional producer: the outputs and the
+//!   input offsets of a batch commit in one transaction (`send_offsets_to_transaction`), and
+//!   consumers read committed records only.
+
+use crate::log::{Consumer, Headers, Log, LogError, Message, Offsets, Record};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::join_all;
+use parking_lot::RwLock;
+use rdkafka::Message as _;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer as _, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers as _, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How a [`KafkaLog`] connects and what it creates.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Partitions of each topic created at start.
+    pub partitions: u32,
+    /// Replicas of each topic created at start; `-1` takes the broker's default.
+    pub replication_factor: i32,
+    /// Outputs and input offsets of a batch commit together in a Kafka transaction.
+    pub exactly_once: bool,
+    /// How long an append may wait for the broker before it fails (the API then answers 503).
+    pub message_timeout: Duration,
+    /// A consumer that sends no heartbeat for this long loses its partitions to the others.
+    pub session_timeout: Duration,
+    /// Longest wait for a new consumer's first partition assignment.
+    pub join_timeout: Duration,
+}
+
+impl KafkaConfig {
+    /// Settings for `kafka://HOST:PORT[,HOST:PORT…]` with the defaults for everything else.
+    pub fn from_url(url: &str, partitions: u32) -> Result<Self, LogError> {
+        let brokers = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| LogError::Invalid(format!("{url:?} is not a kafka:// URL")))?
+            .trim_end_matches('/');
+        let valid = !brokers.is_empty()
+            && brokers.split(',').all(|b| {
+                b.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                })
+            });
+        if !valid {
+            return Err(LogError::Invalid(format!(
+                "{url:?}: expected kafka://HOST:PORT[,HOST:PORT…]"
+            )));
+        }
+        Ok(Self {
+            brokers: brokers.to_owned(),
+            partitions,
+            replication_factor: -1,
+            exactly_once: false,
+            message_timeout: Duration::from_secs(5),
+            session_timeout: Duration::from_secs(10),
+            join_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", "orderflow")
+            .set("socket.keepalive.enable", "true");
+        c
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut c = self.base();
+        // The Java clients' partitioner, so a key lands where a JVM producer would put it.
+        c.set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set(
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            );
+        c
+    }
+}
+
+fn unavailable(e: KafkaError) -> LogError {
+    LogError::Unavailable(format!("kafka: {e}"))
+}
+
+/// The idempotent producer every append goes through, replaced when it hits a fatal error.
+struct SharedProducer {
+    config: Arc<KafkaConfig>,
+    current: RwLock<FutureProducer>,
+}
+
+impl SharedProducer {
+    fn create(config: &KafkaConfig) -> Result<FutureProducer, LogError> {
+        config
+            .producer_config()
+            .create()
+            .map_err(|e| LogError::Invalid(format!("kafka producer: {e}")))
+    }
+
+    fn get(&self) -> FutureProducer {
+        self.current.read().clone()
+    }
+
+    /// Appends on the current producer. An idempotent producer that the broker fenced (after
+    /// message timeouts, a broker may refuse its epoch bump) can never send again: it is
+    /// replaced, and the failed append reported as unavailable so the caller retries.
+    async fn send(&self, messages: &[Message]) -> Result<Vec<(u32, u64)>, LogError> {
+        let producer = self.get();
+        let result = send_all(&producer, messages, self.config.message_timeout).await;
+        if let Err(e) = &result
+            && (spends_producer(e) || producer.client().fatal_error().is_some())
+        {
+            let mut current = self.current.write();
+            if current.client().native_ptr() == producer.client().native_ptr() {
+                tracing::warn!(error = %e, "The Kafka producer cannot send any more; replacing it");
+                *current = Self::create(&self.config)?;
+            }
+        }
+        result.map_err(send_error)
+    }
+}
+
+/// The order log on a Kafka cluster.
+#[derive(Clone)]
+pub struct KafkaLog {
+    config: Arc<KafkaConfig>,
+    producer: Arc<SharedProducer>,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+}
+
+impl KafkaLog {
+    /// Creates the producer and admin clients; nothing is sent until first use.
+    pub fn connect(config: KafkaConfig) -> Result<Self, LogError> {
+        if config.partitions == 0 {
+            return Err(LogError::Invalid("partitions must be at least 1".into()));
+        }
+        let producer = SharedProducer::create(&config)?;
+        let admin: AdminClient<DefaultClientContext> = config
+            .base()
+            .create()
+            .map_err(|e| LogError::Invalid(format!("kafka admin client: {e}")))?;
+        let config = Arc::new(config);
+        Ok(Self {
+            producer: Arc::new(SharedProducer {
+                config: Arc::clone(&config),
+                current: RwLock::new(producer),
+            }),
+            config,
+            admin: Arc::new(admin),
+        })
+    }
+
+    /// The settings this log runs with.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    fn consumer_config(&self, group: &str) -> ClientConfig {
+        let c = &self.config;
+        let mut cc = c.base();
+        cc.set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed")
+            .set(
+                "session.timeout.ms",
+                c.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (c.session_timeout.as_millis() / 3).max(100).to_string(),
+            )
+            .set("statistics.interval.ms", "5000");
+        if c.exactly_once {
+            cc.set("enable.auto.commit", "false");
+        } else {
+            // Committed every second, but only what `complete` stored after the outputs landed.
+            cc.set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false");
+        }
+        cc
+    }
+}
+
+/// Sends `messages` on `producer` and waits for every acknowledgement, in order.
+async fn send_all(
+    producer: &FutureProducer,
+    messages: &[Message],
+    queue_timeout: Duration,
+) -> Result<Vec<(u32, u64)>, KafkaError> {
+    let sends = messages.iter().map(|m| {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (name, value) in &m.headers {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(value.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(&m.topic)
+            .key(&m.key[..])
+            .payload(&m.value[..])
+            .headers(headers);
+        producer.send(record, queue_timeout)
+    });
+    let mut placed = Vec::with_capacity(messages.len());
+    for result in join_all(sends).await {
+        let delivery = result.map_err(|(e, _)| e)?;
+        placed.push((
+            u32::try_from(delivery.partition).unwrap_or_default(),
+            u64::try_from(delivery.offset).unwrap_or_default(),
+        ));
+    }
+    Ok(placed)
+}
+
+/// A failed send as the [`Log`] reports it.
+fn send_error(e: KafkaError) -> LogError {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+            | RDKafkaErrorCode::UnknownTopic
+            | RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize,
+        ) => LogError::Invalid(format!("kafka: {e}")),
+        _ => unavailable(e),
+    }
+}
+
+/// Errors after which an idempotent producer's identity is spent.
+fn spends_producer(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::InvalidProducerIdMapping
+                | RDKafkaErrorCode::UnknownProducerId
+                | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                | RDKafkaErrorCode::Fatal
+        )
+    )
+}
+
+#[async_trait]
+impl Log for KafkaLog {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        let partitions = i32::try_from(self.config.partitions)
+            .map_err(|_| LogError::Invalid("too many partitions".into()))?;
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    partitions,
+                    TopicReplication::Fixed(self.config.replication_factor),
+                )
+            })
+            .collect();
+        let options = AdminOptions::new()
+            .request_timeout(Some(Duration::from_secs(30)))
+            .operation_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin
+            .create_topics(new.iter(), &options)
+            .await
+            .map_err(unavailable)?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(%topic, partitions, "Created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(LogError::Invalid(format!(
+                        "cannot create topic {topic}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+        self.producer.send(&messages).await
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let context = GroupContext {
+            group: group.to_owned(),
+            assigned: AtomicBool::new(false),
+            exactly_once: self.config.exactly_once,
+        };
+        let consumer: StreamConsumer<GroupContext> = self
+            .consumer_config(group)
+            .create_with_context(context)
+            .map_err(|e| LogError::Invalid(format!("kafka consumer: {e}")))?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| LogError::Invalid(format!("cannot subscribe to {topics:?}: {e}")))?;
+        let transactions = if self.config.exactly_once {
+            Some(Transactions::start(&self.config, group).await?)
+        } else {
+            None
+        };
+        let mut member = KafkaConsumer {
+            consumer: Arc::new(consumer),
+            pending: VecDeque::new(),
+            producer: Arc::clone(&self.producer),
+            transactions,
+            message_timeout: self.config.message_timeout,
+        };
+        member.wait_for_assignment(self.config.join_timeout).await?;
+        Ok(Box::new(member))
+    }
+
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        let mut config = self.config.base();
+        config
+            .set(
+                "group.id",
+                format!("orderflow-reader-{}", uuid::Uuid::now_v7()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "false");
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || read_topic(&config, &topic, max))
+            .await
+            .map_err(|e| LogError::Unavailable(format!("reader task failed: {e}")))?
+    }
+
+    async fn ready(&self) -> Result<(), LogError> {
+        let producer = self.producer.get();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(unavailable)
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(format!("readiness task failed: {e}")))?
+    }
+}
+
+/// How long a topic read by [`Log::read`] must stay quiet to count as read to its end.
+const READ_QUIET: Duration = Duration::from_secs(1);
+
+/// Reads `topic` from the start of each partition until it stays quiet.
+fn read_topic(config: &ClientConfig, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| LogError::Invalid(format!("kafka reader: {e}")))?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .map_err(unavailable)?;
+    let Some(meta) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(LogError::Invalid(format!("unknown topic {topic}")));
+    };
+    if let Some(e) = meta.error() {
+        return Err(LogError::Invalid(format!("topic {topic}: {e:?}")));
+    }
+    let mut assignment = TopicPartitionList::new();
+    let mut any = false;
+    for p in meta.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .map_err(unavailable)?;
+        if high > low {
+            any = true;
+            assignment
+                .add_partition_offset(topic, p.id(), Offset::Offset(low))
+                .map_err(unavailable)?;
+        }
+    }
+    let mut records = Vec::new();
+    if !any {
+        return Ok(records);
+    }
+    consumer.assign(&assignment).map_err(unavailable)?;
+    // Read until the topic stays quiet rather than up to the high watermarks: brokers differ
+    // in how they count a multi-record batch (tansu 0.6 reports one past its first offset),
+    // and transaction markers count but are never delivered.
+    let mut idle_since = Instant::now();
+    while records.len() < max && idle_since.elapsed() < READ_QUIET {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                idle_since = Instant::now();
+                records.push(to_record(&m));
+            }
+            Some(Err(e)) => return Err(unavailable(e)),
+            None => {}
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
+    records.truncate(max);
+    Ok(records)
+}
+
+fn to_record(m: &BorrowedMessage<'_>) -> Record {
+    let headers: Headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        topic: m.topic().to_owned(),
+        partition: u32::try_from(m.partition()).unwrap_or_default(),
+        offset: u64::try_from(m.offset()).unwrap_or_default(),
+        key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
+        value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// Callbacks of one group member: commit on revoke, lag metrics, assignment tracking.
+struct GroupContext {
+    group: String,
+    assigned: AtomicBool,
+    exactly_once: bool,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's internal "unassigned" bucket; -1 lag is unknown.
+                if *partition < 0 || p.consumer_lag < 0 {
+                    continue;
+                }
+                metrics::gauge!(
+                    "orderflow_stage_consumer_lag",
+                    "stage" => self.group.clone(),
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string()
+                )
+                .set(p.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            self.assigned.store(false, Ordering::Release);
+            // Hand over exactly what was finished: the next owner starts there. In
+            // exactly-once mode the offsets travelled inside the transactions already.
+            if !self.exactly_once
+                && partitions.count() > 0
+                && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                && !matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
+            {
+                tracing::warn!(group = %self.group, error = %e, "Cannot commit on partition revoke; the next owner repeats some records");
+            }
+            tracing::info!(group = %self.group, partitions = partitions.count(), "Partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                self.assigned.store(true, Ordering::Release);
+                tracing::info!(group = %self.group, partitions = partitions.count(), "Partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, error = %e, "Rebalance failed");
+            }
+        }
+    }
+
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        if let Err(e) = result
+            && !matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
+        {
+            tracing::warn!(group = %self.group, error = %e, "Offset commit failed; it is retried with the next one");
+        }
+    }
+}
+
+/// A consumer's transactional producer (exactly-once mode).
+struct Transactions {
+    producer: FutureProducer,
+    config: Arc<KafkaConfig>,
+    id: String,
+}
+
+impl Transactions {
+    async fn start(config: &KafkaConfig, group: &str) -> Result<Self, LogError> {
+        let id = format!("orderflow-{group}-{}", uuid::Uuid::now_v7());
+        let producer = Self::producer(config, &id).await?;
+        Ok(Self {
+            producer,
+            config: Arc::new(config.clone()),
+            id,
+        })
+    }
+
+    async fn producer(config: &KafkaConfig, id: &str) -> Result<FutureProducer, LogError> {
+        let producer: FutureProducer = config
+            .producer_config()
+            .set("transactional.id", id)
+            .create()
+            .map_err(|e| LogError::Invalid(format!("kafka transactional producer: {e}")))?;
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+            .await
+            .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?
+            .map_err(unavailable)?;
+        Ok(producer)
+    }
+
+    /// Replaces a producer that hit a fatal error (fenced, or its epoch lost).
+    async fn renew(&mut self) -> Result<(), LogError> {
+        self.producer = Self::producer(&self.config, &self.id).await?;
+        Ok(())
+    }
+}
+
+/// One member of a consumer group on Kafka.
+struct KafkaConsumer {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Records fetched while waiting for the first assignment.
+    pending: VecDeque<Record>,
+    producer: Arc<SharedProducer>,
+    transactions: Option<Transactions>,
+    message_timeout: Duration,
+}
+
+impl KafkaConsumer {
+    /// Serves the consumer (which runs the group join) until partitions arrive.
+    async fn wait_for_assignment(&mut self, limit: Duration) -> Result<(), LogError> {
+        let deadline = Instant::now() + limit;
+        while !self.consumer.context().assigned.load(Ordering::Acquire) {
+            if Instant::now() > deadline {
+                return Err(LogError::Unavailable(format!(
+                    "no partitions assigned to group {} within {limit:?}",
+                    self.consumer.context().group
+                )));
+            }
+            match tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await {
+                Ok(Ok(m)) => self.pending.push_back(to_record(&m)),
+                Ok(Err(e)) => tracing::debug!(error = %e, "Consumer error while joining"),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn offsets_list(offsets: &Offsets) -> Result<TopicPartitionList, LogError> {
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in offsets {
+            let partition = i32::try_from(*partition)
+                .map_err(|_| LogError::Invalid(format!("partition {partition} out of range")))?;
+            let next = i64::try_from(*next)
+                .map_err(|_| LogError::Invalid(format!("offset {next} out of range")))?;
+            tpl.add_partition_offset(topic, partition, Offset::Offset(next))
+                .map_err(unavailable)?;
+        }
+        Ok(tpl)
+    }
+
+    async fn complete_at_least_once(
+        &mut self,
+        outputs: Vec<Message>,
+        offsets: Offsets,
+    ) -> Result<(), LogError> {
+        self.producer.send(&outputs).await?;
+        let assignment = self.consumer.assignment().map_err(unavailable)?;
+        let mut owned = Offsets::new();
+        for (tp, next) in offsets {
+            let partition = i32::try_from(tp.1).unwrap_or(-1);
+            if assignment.find_partition(&tp.0, partition).is_some() {
+                owned.insert(tp, next);
+            } else {
+                // Revoked while the batch ran: its new owner repeats these records, and every
+                // side effect is idempotent.
+                tracing::debug!(topic = %tp.0, partition, "Not storing the offset of a revoked partition");
+            }
+        }
+        if owned.is_empty() {
+            return Ok(());
+        }
+        self.consumer
+            .store_offsets(&Self::offsets_list(&owned)?)
+            .map_err(unavailable)
+    }
+
+    async fn complete_in_transaction(
+        &mut self,
+        outputs: Vec<Message>,
+        offsets: Offsets,
+    ) -> Result<(), LogError> {
+        let Some(tx) = self.transactions.as_mut() else {
+            return Err(LogError::Invalid("no transactional producer".into()));
+        };
+        let tpl = Self::offsets_list(&offsets)?;
+        let metadata = self.consumer.group_metadata().ok_or_else(|| {
+            LogError::Unavailable("the consumer has no group metadata yet".into())
+        })?;
+        tx.producer.begin_transaction().map_err(unavailable)?;
+        let result = async {
+            send_all(&tx.producer, &outputs, self.message_timeout)
+                .await
+                .map_err(send_error)?;
+            let p = tx.producer.clone();
+            tokio::task::spawn_blocking(move || {
+                p.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(30))?;
+                p.commit_transaction(Duration::from_secs(30))
+            })
+            .await
+            .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?
+            .map_err(unavailable)
+        }
+        .await;
+        if let Err(e) = result {
+            let p = tx.producer.clone();
+            let aborted =
+                tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30)))
+                    .await;
+            if !matches!(aborted, Ok(Ok(()))) {
+                // Fenced or fatal: only a new producer (a new epoch) can go on.
+                tracing::warn!(error = %e, "Transaction could not be aborted; renewing the producer");
+                tx.renew().await?;
+            }
+            // The fetch position moved past the records of the aborted batch: go back to the
+            // committed offsets so they are read again.
+            self.rewind().await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Seeks every assigned partition back to its committed offset.
+    async fn rewind(&mut self) -> Result<(), LogError> {
+        self.pending.clear();
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || {
+            let assigned = consumer.assignment()?;
+            let committed = consumer.committed_offsets(assigned, Duration::from_secs(10))?;
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Invalid => Offset::Beginning,
+                    o => o,
+                };
+                consumer.seek(
+                    element.topic(),
+                    element.partition(),
+                    offset,
+                    Duration::from_secs(10),
+                )?;
+            }
+            Ok::<(), KafkaError>(())
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(format!("rewind task failed: {e}")))?
+        .map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Consumer for KafkaConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let mut records: Vec<Record> = Vec::with_capacity(max.min(1024));
+        while records.len() < max
+            && let Some(r) = self.pending.pop_front()
+        {
+            records.push(r);
+        }
+        let mut stream = self.consumer.stream();
+        if records.is_empty() {
+            match tokio::time::timeout(wait, stream.next()).await {
+                Ok(Some(Ok(m))) => records.push(to_record(&m)),
+                Ok(Some(Err(e))) => return Err(unavailable(e)),
+                Ok(None) | Err(_) => return Ok(records),
+            }
+        }
+        // Take what is already fetched, without waiting for more.
+        while records.len() < max {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(m))) => records.push(to_record(&m)),
+                Some(Some(Err(e))) => {
+                    tracing::debug!(error = %e, "Consumer error after a fetched batch");
+                    break;
+                }
+                Some(None) | None => break,
+            }
+        }
+        Ok(records)
+    }
+
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        if self.transactions.is_some() {
+            self.complete_in_transaction(outputs, offsets).await
+        } else {
+            self.complete_at_least_once(outputs, offsets).await
+        }
+    }
+
+    async fn close(&mut self) {
+        if self.transactions.is_some() {
+            return;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync))
+                .await;
+        match committed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Cannot commit offsets while closing"),
+            Err(e) => tracing::warn!(error = %e, "Commit task failed while closing"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        let c = KafkaConfig::from_url("kafka://a:9092,b:9093", 6).expect("valid");
+        assert_eq!(c.brokers, "a:9092,b:9093");
+        for bad in [
+            "kafka://",
+            "kafka://host",
+            "kafka://host:0",
+            "kafka://:9092",
+            "redis://h:1",
+            "kafka://a:9092,",
+        ] {
+            assert!(KafkaConfig::from_url(bad, 6).is_err(), "{bad} accepted");
+        }
+    }
+}

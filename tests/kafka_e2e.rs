@@ -1,0 +1,467 @@
+//! The built binary over a real Kafka-protocol broker (tansu) with the hot path in a real
+//! `redis-server`:
+//! - a poison record is dead-lettered at once and the orders behind it complete; an order whose
+//!   charge ran out of retries is dead-lettered and `dlq replay` completes it, once;
+//! - with the broker stopped the API answers 503 with `Retry-After`, never 202, and everything
+//!   resumes by itself when it is back; SIGTERM stops the process within 10 s;
+//! - chaos: two workers per stage, 5,000 orders, `kill -9` of one worker of each of two stages
+//!   mid-stream: every order reaches exactly one terminal state, no stock is oversold or
+//!   leaked, no order is charged twice, and the dead-letter topics stay empty.
+
+mod support;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, Message};
+use orderflow_testkit::{KafkaBroker, RedisServer};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::{App, Worker, audit_redis, checkout, run_command, token, write_catalog};
+
+/// Environment shared by every process of a test: the broker, Redis, and short timeouts so a
+/// dead worker's partitions move within seconds.
+fn kafka_env<'a>(broker: &'a str, redis: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("ORDERFLOW_LOG", broker),
+        ("ORDERFLOW_REDIS", redis),
+        ("ORDERFLOW_PARTITIONS", "4"),
+        ("ORDERFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ("ORDERFLOW_KAFKA_MESSAGE_TIMEOUT_MS", "2000"),
+    ]
+}
+
+/// `--log` as a flag too: the tests' `--data-dir` flag would otherwise pick the embedded log.
+fn with_log<'a>(url: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["--log", url];
+    all.extend_from_slice(args);
+    all
+}
+
+fn client_log(broker: &KafkaBroker) -> KafkaLog {
+    let mut config = KafkaConfig::from_url(&broker.url(), 4).expect("url");
+    config.replication_factor = 1;
+    KafkaLog::connect(config).expect("kafka client")
+}
+
+async fn read_all(log: &KafkaLog, topic: &str) -> Vec<orderflow_pipeline::Record> {
+    log.read(topic, 1_000_000).await.expect("read topic")
+}
+
+async fn post_many(app: &App, customer: &str, bodies: Vec<Value>) -> Vec<String> {
+    futures::stream::iter(bodies)
+        .map(|body| async move {
+            let (status, answer) = app.checkout(customer, &body).await.expect("request");
+            assert_eq!(status, 202, "checkout refused: {answer}");
+            answer["order_id"].as_str().expect("order id").to_owned()
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
+    let broker = KafkaBroker::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 10_000)]);
+    let (url, redis_url) = (broker.url(), redis.url());
+    let mut env = kafka_env(&url, &redis_url);
+    // Two attempts: tok_flaky fails twice per process, so its charge is dead-lettered.
+    env.push(("ORDERFLOW_RETRY_MAX_ATTEMPTS", "2"));
+    let data = dir.path().join("data");
+    let mut app = App::start_command(&data, &catalog, &env, &with_log(&url, &["serve"]));
+    let customer = token("cust-kafka", "checkout orders:read");
+    let cli_dir = dir.path().join("cli");
+    let cli = |args: &[&str]| run_command(&cli_dir, &catalog, &env, &with_log(&url, args));
+    let log = client_log(&broker);
+
+    // A record no stage can decode, ahead of real orders on every partition it could take.
+    log.append(vec![Message {
+        topic: "orders.accepted".into(),
+        key: Bytes::from_static(b"garbage"),
+        value: Bytes::from_static(b"\x00not an order{"),
+        headers: vec![],
+    }])
+    .await
+    .expect("append garbage");
+    let ids = post_many(
+        &app,
+        &customer,
+        (0..40)
+            .map(|_| checkout(&[("SKU-A", 1)], "tok_visa"))
+            .collect(),
+    )
+    .await;
+    let views = app
+        .await_terminal(&customer, &ids, Duration::from_secs(60))
+        .await;
+    assert!(
+        views.iter().all(|v| v["status"] == "completed"),
+        "the orders behind the poison record complete"
+    );
+    // Both groups that read orders.accepted (validate and the projector) dead-letter it once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let dead = loop {
+        let dead = read_all(&log, "orders.accepted.dlq").await;
+        if dead.len() >= 2 || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut stages: Vec<&str> = dead.iter().filter_map(|r| r.header("dlq-stage")).collect();
+    stages.sort_unstable();
+    assert_eq!(stages, ["project", "validate"], "{dead:?}");
+    for r in &dead {
+        assert_eq!(r.value, Bytes::from_static(b"\x00not an order{"));
+        assert_eq!(r.header("dlq-source-topic"), Some("orders.accepted"));
+        assert_eq!(r.header("dlq-attempts"), Some("1"));
+        assert!(
+            r.header("dlq-error")
+                .is_some_and(|e| e.contains("undecodable"))
+        );
+    }
+    let (ok, listed) = cli(&["dlq", "list", "orders.accepted"]);
+    assert!(
+        ok && listed.contains("2 record(s) in orders.accepted.dlq")
+            && listed.contains("stage=validate"),
+        "{listed}"
+    );
+
+    // A charge that keeps failing goes to the DLQ after its two attempts; replay completes it.
+    let flaky = post_many(
+        &app,
+        &customer,
+        vec![checkout(&[("SKU-A", 2)], "tok_flaky")],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_all(&log, "orders.priced.dlq").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the flaky charge was not dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let parked = read_all(&log, "orders.priced.dlq").await;
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].header("dlq-stage"), Some("charge"));
+    assert_eq!(parked[0].header("dlq-attempts"), Some("2"));
+    let view: Value = app
+        .client
+        .get(app.url(&format!("/v1/orders/{}", flaky[0])))
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(view["status"], "priced", "parked at charge: {view}");
+    let (ok, replayed) = cli(&["dlq", "replay", "orders.priced"]);
+    assert!(
+        ok && replayed.contains("Replayed 1 record(s)"),
+        "{replayed}"
+    );
+    let views = app
+        .await_terminal(&customer, &flaky, Duration::from_secs(60))
+        .await;
+    assert_eq!(views[0]["status"], "completed", "{}", views[0]);
+    let (ok, again) = cli(&["dlq", "replay", "orders.priced"]);
+    assert!(
+        ok && again.contains("Replayed 0 record(s)"),
+        "replayed twice: {again}"
+    );
+    // The garbage replayed is dead-lettered again (once per reading group), not lost and not
+    // blocking anything.
+    let (ok, garbage) = cli(&["dlq", "replay", "orders.accepted"]);
+    assert!(ok && garbage.contains("Replayed 2 record(s)"), "{garbage}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_all(&log, "orders.accepted.dlq").await.len() < 4 {
+        assert!(Instant::now() < deadline, "the replayed garbage vanished");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dead = read_all(&log, "orders.accepted.dlq").await;
+    // Each replayed record went to the one stage that had given up on it.
+    assert_eq!(
+        dead.len(),
+        4,
+        "each dead letter replayed to its own stage: {dead:?}"
+    );
+    for r in &dead[2..] {
+        assert!(r.header("replay-run").is_some());
+        assert_eq!(r.header("replay-for"), r.header("dlq-stage"));
+    }
+    // A second run replays the two new dead letters, each once, and does not chase its own.
+    let (ok, garbage) = cli(&["dlq", "replay", "orders.accepted"]);
+    assert!(ok && garbage.contains("Replayed 2 record(s)"), "{garbage}");
+
+    // Broker stopped: 503 with Retry-After, never 202; /readyz says so.
+    broker.signal("STOP");
+    let started = Instant::now();
+    let response = app
+        .client
+        .post(app.url("/v1/checkouts"))
+        .bearer_auth(&customer)
+        .json(&checkout(&[("SKU-A", 1)], "tok_visa"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        response.status(),
+        503,
+        "accepted an order the log never took"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let ready = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 503);
+    broker.signal("CONT");
+    // Back by itself: new orders are accepted and processed to the end.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let after = loop {
+        let (status, answer) = app
+            .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
+            .await
+            .expect("post");
+        if status == 202 {
+            break answer["order_id"].as_str().expect("id").to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 202 after the broker came back: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let views = app
+        .await_terminal(&customer, &[after], Duration::from_secs(60))
+        .await;
+    assert_eq!(views[0]["status"], "completed");
+
+    // SIGTERM: finish, commit, leave, exit 0 within 10 s.
+    let stopping = Instant::now();
+    app.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "took {:?} to stop",
+        stopping.elapsed()
+    );
+}
+
+/// Runs `count` checkouts with the chaos test's mix: every tenth declined, every fifth (offset
+/// one) for the scarce SKU, the rest for plentiful stock.
+fn chaos_orders(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|i| {
+            if i % 10 == 0 {
+                checkout(&[("SKU-A", 1)], "tok_decline")
+            } else if i % 5 == 1 {
+                checkout(&[("SKU-H", 1)], "tok_visa")
+            } else {
+                checkout(&[("SKU-A", 1 + (i % 3) as u32)], "tok_visa")
+            }
+        })
+        .collect()
+}
+
+/// The bulk strings of a RESP reply, without its framing lines.
+fn resp_values(reply: &str) -> Vec<String> {
+    reply
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn worker(
+    dir: &Path,
+    name: &str,
+    catalog: &Path,
+    env: &[(&str, &str)],
+    url: &str,
+    stages: &[&str],
+) -> Worker {
+    let mut args = vec!["--log", url, "stage"];
+    args.extend_from_slice(stages);
+    Worker::start(&dir.join(name), catalog, env, &args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_two_workers_per_stage_survive_kill_9() {
+    let broker = KafkaBroker::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(
+        dir.path(),
+        &[("SKU-A", 1000, 1_000_000), ("SKU-H", 2500, 400)],
+    );
+    let (url, redis_url) = (broker.url(), redis.url());
+    let env = kafka_env(&url, &redis_url);
+    let d = dir.path();
+    let ingest = App::start_command(
+        &d.join("ingest"),
+        &catalog,
+        &env,
+        &with_log(&url, &["ingest"]),
+    );
+    let _projector = worker(d, "project", &catalog, &env, &url, &["project"]);
+    let front = ["validate", "reserve", "price"];
+    let back = ["charge", "ship", "notify"];
+    let mut front_a = worker(d, "front-a", &catalog, &env, &url, &front);
+    let _front_b = worker(d, "front-b", &catalog, &env, &url, &front);
+    let mut back_a = worker(d, "back-a", &catalog, &env, &url, &back);
+    let _back_b = worker(d, "back-b", &catalog, &env, &url, &back);
+    let customer = token("cust-chaos", "checkout orders:read");
+
+    let orders = chaos_orders(5_000);
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(orders.len());
+    let mut chunks = orders.chunks(500).enumerate();
+    for (n, chunk) in chunks.by_ref() {
+        ids.extend(post_many(&ingest, &customer, chunk.to_vec()).await);
+        if n == 2 {
+            // Mid-stream, with orders in every stage: one worker of reserve and one of charge
+            // die without committing anything.
+            front_a.kill();
+            back_a.kill();
+        }
+        if n == 6 {
+            front_a = worker(d, "front-a", &catalog, &env, &url, &front);
+            back_a = worker(d, "back-a", &catalog, &env, &url, &back);
+        }
+    }
+    let views = ingest
+        .await_terminal(&customer, &ids, Duration::from_secs(300))
+        .await;
+    let elapsed = started.elapsed();
+    println!(
+        "chaos: {} orders terminal in {:.1} s ({:.0} orders/s including the failover)",
+        views.len(),
+        elapsed.as_secs_f64(),
+        views.len() as f64 / elapsed.as_secs_f64()
+    );
+
+    // Exact outcomes: 500 declines, 400 of the scarce SKU sold and 600 refused, the rest done.
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for v in &views {
+        let key = match v["status"].as_str() {
+            Some("completed") => "completed".to_owned(),
+            _ => v["rejection"]["code"].as_str().unwrap_or("?").to_owned(),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    assert_eq!(outcomes.get("completed"), Some(&3_900), "{outcomes:?}");
+    assert_eq!(outcomes.get("payment_declined"), Some(&500), "{outcomes:?}");
+    assert_eq!(outcomes.get("out_of_stock"), Some(&600), "{outcomes:?}");
+
+    // One terminal state per order on the log: never both completed and rejected.
+    let log = client_log(&broker);
+    let mut terminal: HashMap<Bytes, HashSet<&str>> = HashMap::new();
+    for (topic, kind) in [
+        ("orders.completed", "completed"),
+        ("orders.rejected", "rejected"),
+    ] {
+        for r in read_all(&log, topic).await {
+            terminal.entry(r.key).or_default().insert(kind);
+        }
+    }
+    assert_eq!(terminal.len(), 5_000, "every order has a terminal record");
+    assert!(
+        terminal.values().all(|kinds| kinds.len() == 1),
+        "an order reached two terminal states"
+    );
+
+    // No order charged twice: one approved capture per completed order, no more.
+    let approved = redis.command(&[
+        "EVAL",
+        "local n = 0 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do \
+         if string.sub(v, 1, 9) == 'approved|' then n = n + 1 end end return n",
+        "1",
+        "payments:journal",
+    ]);
+    assert_eq!(approved.trim(), ":3900", "approved captures");
+
+    // Stock: the invariant holds, the scarce SKU is sold out exactly, nothing is left held.
+    let (ok, report) = audit_redis(&redis_url);
+    assert!(ok, "{report}");
+    let scarce = resp_values(&redis.command(&[
+        "HMGET",
+        "{main}:stock:SKU-H",
+        "available",
+        "reserved",
+        "committed",
+    ]));
+    assert_eq!(
+        scarce,
+        ["0", "0", "400"],
+        "SKU-H available, reserved, committed"
+    );
+    let plenty = resp_values(&redis.command(&["HGET", "{main}:stock:SKU-A", "reserved"]));
+    assert_eq!(plenty, ["0"], "SKU-A units still held");
+
+    // Nothing was dead-lettered.
+    for topic in orderflow_stages::topology::all_topics()
+        .iter()
+        .filter(|t| t.ends_with(".dlq"))
+    {
+        assert!(
+            read_all(&log, topic).await.is_empty(),
+            "{topic} is not empty"
+        );
+    }
+    for w in [&mut front_a, &mut back_a] {
+        assert!(w.exited().is_none(), "a restarted worker died");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_mode_runs_the_pipeline_in_transactions() {
+    let broker = KafkaBroker::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 10_000), ("SKU-H", 900, 50)]);
+    let (url, redis_url) = (broker.url(), redis.url());
+    let mut env = kafka_env(&url, &redis_url);
+    env.push(("ORDERFLOW_EXACTLY_ONCE", "true"));
+    let mut app = App::start_command(
+        &dir.path().join("data"),
+        &catalog,
+        &env,
+        &with_log(&url, &["serve"]),
+    );
+    let customer = token("cust-eos", "checkout orders:read");
+    let bodies: Vec<Value> = (0..300)
+        .map(|i| match i % 3 {
+            0 => checkout(&[("SKU-H", 1)], "tok_visa"),
+            1 => checkout(&[("SKU-A", 2)], "tok_decline"),
+            _ => checkout(&[("SKU-A", 1)], "tok_visa"),
+        })
+        .collect();
+    let ids = post_many(&app, &customer, bodies).await;
+    let views = app
+        .await_terminal(&customer, &ids, Duration::from_secs(120))
+        .await;
+    let completed = views.iter().filter(|v| v["status"] == "completed").count();
+    // 100 for the scarce SKU of which 50 sell, 100 declined, 100 plain.
+    assert_eq!(completed, 150, "completed orders");
+    // Transactions committed (consumers read committed records only): each terminal record is
+    // on the log once.
+    let log = client_log(&broker);
+    let terminal = read_all(&log, "orders.completed").await.len()
+        + read_all(&log, "orders.rejected").await.len();
+    assert_eq!(terminal, 300, "terminal records on the log");
+    let (ok, report) = audit_redis(&redis_url);
+    assert!(ok, "{report}");
+    app.stop();
+}
