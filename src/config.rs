@@ -328,9 +328,9 @@ impl Config {
 
     fn validate(&self) -> Result<()> {
         if embedded_dir(&self.log).is_none() {
-            if let Err(e) = orderflow_pipeline::KafkaConfig::from_url(&self.log, self.partitions) {
+            if orderflow_pipeline::KafkaConfig::from_url(&self.log, self.partitions).is_err() {
                 bail!(
-                    "invalid log {:?}: expected embedded://DIR or kafka://HOST:PORT[,HOST:PORT…] ({e})",
+                    "invalid log {:?}: expected embedded://DIR or kafka://HOST:PORT[,HOST:PORT…]",
                     self.log
                 );
             }
@@ -351,10 +351,11 @@ impl Config {
         {
             bail!("invalid kafka_message_timeout_ms: must be 100 to 300000");
         }
-        if self.kafka_session_timeout < Duration::from_secs(1)
+        // Brokers refuse sessions shorter than group.min.session.timeout.ms (6 s by default).
+        if self.kafka_session_timeout < Duration::from_secs(6)
             || self.kafka_session_timeout > Duration::from_secs(300)
         {
-            bail!("invalid kafka_session_timeout_ms: must be 1000 to 300000");
+            bail!("invalid kafka_session_timeout_ms: must be 6000 to 300000");
         }
         if embedded_dir(&self.store).is_none() && !self.store.starts_with("scylla://") {
             bail!(

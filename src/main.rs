@@ -180,7 +180,11 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::from(e)),
     };
-    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config)) {
+    let result = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config));
+    // Blocking calls still running (a Kafka client closing on a broker that does not answer)
+    // must not hold the exit past the 10 s shutdown promise.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
         Ok(code) => code,
         Err(e) => fail(&e),
     }
@@ -207,6 +211,13 @@ fn init_tracing(config: &Config) {
 async fn run(command: Command, config: Config) -> Result<std::process::ExitCode> {
     match command {
         Command::Serve => {
+            if config::embedded_dir(&config.log).is_none() && config.redis.is_none() {
+                tracing::warn!(
+                    "Serving over Kafka with the embedded stock ledger: run only one such process \
+                     per set of topics; a second one would share the partitions but not the stock \
+                     (use --redis to scale out)"
+                );
+            }
             let all: Vec<String> = wiring::STAGE_NAMES
                 .iter()
                 .map(|s| (*s).to_owned())
@@ -571,11 +582,10 @@ async fn dlq_replay(config: &Config, topic: &str, limit: usize) -> Result<()> {
     let mut finished: std::collections::HashSet<u32> = std::collections::HashSet::new();
     let (mut replayed, mut skipped) = (0usize, 0usize);
     while replayed + skipped < limit {
+        // The first fetch after joining takes longest; after that, 2 s of quiet means done.
+        let wait = Duration::from_secs(if replayed + skipped == 0 { 5 } else { 2 });
         let batch = consumer
-            .poll(
-                (limit - replayed - skipped).min(500),
-                Duration::from_secs(2),
-            )
+            .poll((limit - replayed - skipped).min(500), wait)
             .await?;
         if batch.is_empty() {
             break;

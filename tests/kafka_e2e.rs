@@ -335,6 +335,14 @@ async fn chaos_two_workers_per_stage_survive_kill_9() {
             // die without committing anything.
             front_a.kill();
             back_a.kill();
+            let log = client_log(&broker);
+            let done = read_all(&log, "orders.completed").await.len()
+                + read_all(&log, "orders.rejected").await.len();
+            assert!(
+                done < ids.len(),
+                "the kill came after the work: {done} of {} done",
+                ids.len()
+            );
         }
         if n == 6 {
             front_a = worker(d, "front-a", &catalog, &env, &url, &front);

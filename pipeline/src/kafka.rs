@@ -136,11 +136,19 @@ impl SharedProducer {
         if let Err(e) = &result
             && (spends_producer(e) || producer.client().fatal_error().is_some())
         {
-            let mut current = self.current.write();
-            if current.client().native_ptr() == producer.client().native_ptr() {
-                tracing::warn!(error = %e, "The Kafka producer cannot send any more; replacing it");
-                *current = Self::create(&self.config)?;
-            }
+            let replaced = {
+                let mut current = self.current.write();
+                if current.client().native_ptr() == producer.client().native_ptr() {
+                    tracing::warn!(error = %e, "The Kafka producer cannot send any more; replacing it");
+                    Some(std::mem::replace(
+                        &mut *current,
+                        Self::create(&self.config)?,
+                    ))
+                } else {
+                    None
+                }
+            };
+            drop_blocking((replaced, producer)).await;
         }
         result.map_err(send_error)
     }
@@ -257,6 +265,46 @@ fn send_error(e: KafkaError) -> LogError {
     }
 }
 
+/// How long one blocking transaction call (init, offsets, commit, abort) may take.
+const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What librdkafka says about a failed transaction call.
+struct TxnFlags {
+    retriable: bool,
+    fatal: bool,
+}
+
+fn txn_flags(e: &KafkaError) -> TxnFlags {
+    match e {
+        KafkaError::Transaction(rd) => TxnFlags {
+            retriable: rd.is_retriable(),
+            fatal: rd.is_fatal(),
+        },
+        _ => TxnFlags {
+            retriable: false,
+            fatal: false,
+        },
+    }
+}
+
+/// Errors that mean this consumer is no longer the group member it was.
+fn is_membership_error(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::IllegalGeneration
+                | RDKafkaErrorCode::UnknownMemberId
+                | RDKafkaErrorCode::RebalanceInProgress
+                | RDKafkaErrorCode::FencedInstanceId
+        )
+    )
+}
+
+/// Drops a librdkafka handle on a blocking thread: closing one waits for the broker.
+async fn drop_blocking<T: Send + 'static>(handle: T) {
+    let _ = tokio::task::spawn_blocking(move || drop(handle)).await;
+}
+
 /// Errors after which an idempotent producer's identity is spent.
 fn spends_producer(e: &KafkaError) -> bool {
     matches!(
@@ -328,11 +376,20 @@ impl Log for KafkaLog {
             .create_with_context(context)
             .map_err(|e| LogError::Invalid(format!("kafka consumer: {e}")))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer
-            .subscribe(&names)
-            .map_err(|e| LogError::Invalid(format!("cannot subscribe to {topics:?}: {e}")))?;
+        if let Err(e) = consumer.subscribe(&names) {
+            drop_blocking(consumer).await;
+            return Err(LogError::Invalid(format!(
+                "cannot subscribe to {topics:?}: {e}"
+            )));
+        }
         let transactions = if self.config.exactly_once {
-            Some(Transactions::start(&self.config, group).await?)
+            match Transactions::start(&self.config, group).await {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    drop_blocking(consumer).await;
+                    return Err(e);
+                }
+            }
         } else {
             None
         };
@@ -343,7 +400,10 @@ impl Log for KafkaLog {
             transactions,
             message_timeout: self.config.message_timeout,
         };
-        member.wait_for_assignment(self.config.join_timeout).await?;
+        if let Err(e) = member.wait_for_assignment(self.config.join_timeout).await {
+            drop_blocking(member).await;
+            return Err(e);
+        }
         Ok(Box::new(member))
     }
 
@@ -356,6 +416,7 @@ impl Log for KafkaLog {
             )
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "20")
             .set("enable.partition.eof", "false");
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || read_topic(&config, &topic, max))
@@ -379,6 +440,8 @@ impl Log for KafkaLog {
 
 /// How long a topic read by [`Log::read`] must stay quiet to count as read to its end.
 const READ_QUIET: Duration = Duration::from_secs(1);
+/// How long [`Log::read`] waits for the first record of a topic that has some.
+const READ_FIRST_WAIT: Duration = Duration::from_secs(10);
 
 /// Reads `topic` from the start of each partition until it stays quiet.
 fn read_topic(config: &ClientConfig, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
@@ -417,7 +480,15 @@ fn read_topic(config: &ClientConfig, topic: &str, max: usize) -> Result<Vec<Reco
     // in how they count a multi-record batch (tansu 0.6 reports one past its first offset),
     // and transaction markers count but are never delivered.
     let mut idle_since = Instant::now();
-    while records.len() < max && idle_since.elapsed() < READ_QUIET {
+    // The first fetch (offsets, leaders) takes a while: the quiet window starts with data.
+    let quiet = |records: &Vec<Record>| {
+        if records.is_empty() {
+            READ_FIRST_WAIT
+        } else {
+            READ_QUIET
+        }
+    };
+    while records.len() < max && idle_since.elapsed() < quiet(&records) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 idle_since = Instant::now();
@@ -491,7 +562,8 @@ impl ConsumerContext for GroupContext {
             // exactly-once mode the offsets travelled inside the transactions already.
             if !self.exactly_once
                 && partitions.count() > 0
-                && let Err(e) = consumer.commit_consumer_state(CommitMode::Sync)
+                // Async: this callback runs inside a poll on the async runtime.
+                && let Err(e) = consumer.commit_consumer_state(CommitMode::Async)
                 && !matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
             {
                 tracing::warn!(group = %self.group, error = %e, "Cannot commit on partition revoke; the next owner repeats some records");
@@ -548,10 +620,21 @@ impl Transactions {
         let producer: FutureProducer = config
             .producer_config()
             .set("transactional.id", id)
+            // A worker killed mid-transaction blocks readers of its output partitions until
+            // the broker aborts the transaction: keep that short. librdkafka needs it to be at
+            // least the message timeout.
+            .set(
+                "transaction.timeout.ms",
+                config
+                    .message_timeout
+                    .max(Duration::from_secs(10))
+                    .as_millis()
+                    .to_string(),
+            )
             .create()
             .map_err(|e| LogError::Invalid(format!("kafka transactional producer: {e}")))?;
         let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30)))
+        tokio::task::spawn_blocking(move || p.init_transactions(TXN_CALL_TIMEOUT))
             .await
             .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?
             .map_err(unavailable)?;
@@ -560,8 +643,23 @@ impl Transactions {
 
     /// Replaces a producer that hit a fatal error (fenced, or its epoch lost).
     async fn renew(&mut self) -> Result<(), LogError> {
-        self.producer = Self::producer(&self.config, &self.id).await?;
+        let fresh = Self::producer(&self.config, &self.id).await?;
+        drop_blocking(std::mem::replace(&mut self.producer, fresh)).await;
         Ok(())
+    }
+
+    /// Ends a failed transaction: aborts it, or renews the producer when it cannot go on.
+    async fn abort_or_renew(&mut self, cause: &KafkaError) -> Result<(), LogError> {
+        if !txn_flags(cause).fatal {
+            let p = self.producer.clone();
+            let aborted =
+                tokio::task::spawn_blocking(move || p.abort_transaction(TXN_CALL_TIMEOUT)).await;
+            if matches!(aborted, Ok(Ok(()))) {
+                return Ok(());
+            }
+        }
+        tracing::warn!(error = %cause, "Transaction could not be aborted; renewing the producer");
+        self.renew().await
     }
 }
 
@@ -588,7 +686,7 @@ impl KafkaConsumer {
             }
             match tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await {
                 Ok(Ok(m)) => self.pending.push_back(to_record(&m)),
-                Ok(Err(e)) => tracing::debug!(error = %e, "Consumer error while joining"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "Consumer error while joining the group"),
                 Err(_) => {}
             }
         }
@@ -614,18 +712,7 @@ impl KafkaConsumer {
         offsets: Offsets,
     ) -> Result<(), LogError> {
         self.producer.send(&outputs).await?;
-        let assignment = self.consumer.assignment().map_err(unavailable)?;
-        let mut owned = Offsets::new();
-        for (tp, next) in offsets {
-            let partition = i32::try_from(tp.1).unwrap_or(-1);
-            if assignment.find_partition(&tp.0, partition).is_some() {
-                owned.insert(tp, next);
-            } else {
-                // Revoked while the batch ran: its new owner repeats these records, and every
-                // side effect is idempotent.
-                tracing::debug!(topic = %tp.0, partition, "Not storing the offset of a revoked partition");
-            }
-        }
+        let owned = self.owned(offsets)?;
         if owned.is_empty() {
             return Ok(());
         }
@@ -639,44 +726,74 @@ impl KafkaConsumer {
         outputs: Vec<Message>,
         offsets: Offsets,
     ) -> Result<(), LogError> {
-        let Some(tx) = self.transactions.as_mut() else {
-            return Err(LogError::Invalid("no transactional producer".into()));
-        };
-        let tpl = Self::offsets_list(&offsets)?;
+        let tpl = Self::offsets_list(&self.owned(offsets)?)?;
         let metadata = self.consumer.group_metadata().ok_or_else(|| {
             LogError::Unavailable("the consumer has no group metadata yet".into())
         })?;
-        let result = async {
-            tx.producer.begin_transaction().map_err(unavailable)?;
-            send_all(&tx.producer, &outputs, self.message_timeout)
-                .await
-                .map_err(send_error)?;
-            let p = tx.producer.clone();
-            tokio::task::spawn_blocking(move || {
-                p.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(30))?;
-                p.commit_transaction(Duration::from_secs(30))
-            })
-            .await
-            .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?
-            .map_err(unavailable)
-        }
-        .await;
-        if let Err(e) = result {
-            let p = tx.producer.clone();
-            let aborted =
-                tokio::task::spawn_blocking(move || p.abort_transaction(Duration::from_secs(30)))
-                    .await;
-            if !matches!(aborted, Ok(Ok(()))) {
-                // Fenced or fatal: only a new producer (a new epoch) can go on.
-                tracing::warn!(error = %e, "Transaction could not be aborted; renewing the producer");
+        let Some(tx) = self.transactions.as_mut() else {
+            return Err(LogError::Invalid("no transactional producer".into()));
+        };
+        if let Err(e) = tx.producer.begin_transaction() {
+            if txn_flags(&e).fatal {
                 tx.renew().await?;
             }
-            // The caller retries this batch's outputs and offsets in a new transaction; the
-            // fetch position stays past the batch, so nothing is read twice. A worker that dies
-            // first leaves the batch to the next owner, from the committed offsets.
-            return Err(e);
+            return Err(unavailable(e));
         }
-        Ok(())
+        if let Err(e) = send_all(&tx.producer, &outputs, self.message_timeout).await {
+            tx.abort_or_renew(&e).await?;
+            return Err(send_error(e));
+        }
+        let p = tx.producer.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            if tpl.count() > 0 {
+                p.send_offsets_to_transaction(&tpl, &metadata, TXN_CALL_TIMEOUT)?;
+            }
+            // A commit that timed out carries on in the broker: ask again, never abort it
+            // (an abort would be refused, and a new producer would let the old commit finish
+            // while the caller sent the same outputs again).
+            let mut tries = 0;
+            loop {
+                match p.commit_transaction(TXN_CALL_TIMEOUT) {
+                    Err(e) if txn_flags(&e).retriable && tries < 10 => tries += 1,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?;
+        let Err(e) = committed else {
+            return Ok(());
+        };
+        tx.abort_or_renew(&e).await?;
+        if is_membership_error(&e) {
+            // This member lost its place in the group while the batch ran. It rejoins on its
+            // next poll and every partition it then gets starts at the committed offsets, so
+            // the batch is read again by whoever owns it; retrying it here would fail forever.
+            tracing::warn!(group = %self.consumer.context().group, error = %e, "Group membership lost during a transaction; the batch will be read again");
+            return Ok(());
+        }
+        // The caller retries this batch's outputs and offsets in a new transaction; the fetch
+        // position stays past the batch, so nothing is read twice. A worker that dies first
+        // leaves the batch to the next owner, from the committed offsets.
+        Err(unavailable(e))
+    }
+
+    /// The offsets of partitions this member still owns. A partition revoked while the batch
+    /// ran belongs to another member now, which repeats those records (every side effect is
+    /// idempotent); committing for it would overwrite that member's progress.
+    fn owned(&self, offsets: Offsets) -> Result<Offsets, LogError> {
+        let assignment = self.consumer.assignment().map_err(unavailable)?;
+        Ok(offsets
+            .into_iter()
+            .filter(|((topic, partition), _)| {
+                let owned = i32::try_from(*partition)
+                    .is_ok_and(|p| assignment.find_partition(topic, p).is_some());
+                if !owned {
+                    tracing::debug!(%topic, partition, "Not committing the offset of a revoked partition");
+                }
+                owned
+            })
+            .collect())
     }
 }
 

@@ -88,7 +88,11 @@ impl Runner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
         let name = self.stage.name().to_owned();
         let mut consumer = loop {
-            match self.log.consumer(&name, &self.inputs).await {
+            let joined = tokio::select! {
+                joined = self.log.consumer(&name, &self.inputs) => joined,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            match joined {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(stage = %name, error = %e, "Cannot join the consumer group, retrying");
