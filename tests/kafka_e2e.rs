@@ -442,33 +442,35 @@ async fn exactly_once_mode_runs_the_pipeline_in_transactions() {
     let (url, redis_url) = (broker.url(), redis.url());
     let mut env = kafka_env(&url, &redis_url);
     env.push(("ORDERFLOW_EXACTLY_ONCE", "true"));
-    let mut app = App::start_command(
-        &dir.path().join("data"),
-        &catalog,
-        &env,
-        &with_log(&url, &["serve"]),
-    );
+    let data = dir.path().join("data");
+    let mut app = App::start_command(&data, &catalog, &env, &with_log(&url, &["serve"]));
     let customer = token("cust-eos", "checkout orders:read");
-    let bodies: Vec<Value> = (0..300)
+    let bodies: Vec<Value> = (0..900)
         .map(|i| match i % 3 {
             0 => checkout(&[("SKU-H", 1)], "tok_visa"),
             1 => checkout(&[("SKU-A", 2)], "tok_decline"),
             _ => checkout(&[("SKU-A", 1)], "tok_visa"),
         })
         .collect();
-    let ids = post_many(&app, &customer, bodies).await;
+    let mut ids = post_many(&app, &customer, bodies[..600].to_vec()).await;
+    // The broker stops for 4 s while the stages are mid-stream: open transactions wait for it
+    // (their requests are in flight) and commit once it is back, nothing lost or doubled.
+    broker.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    broker.signal("CONT");
+    ids.extend(post_many(&app, &customer, bodies[600..].to_vec()).await);
     let views = app
-        .await_terminal(&customer, &ids, Duration::from_secs(120))
+        .await_terminal(&customer, &ids, Duration::from_secs(180))
         .await;
     let completed = views.iter().filter(|v| v["status"] == "completed").count();
-    // 100 for the scarce SKU of which 50 sell, 100 declined, 100 plain.
-    assert_eq!(completed, 150, "completed orders");
+    // 300 for the scarce SKU of which 50 sell, 300 declined, 300 plain.
+    assert_eq!(completed, 350, "completed orders");
     // Transactions committed (consumers read committed records only): each terminal record is
     // on the log once.
     let log = client_log(&broker);
     let terminal = read_all(&log, "orders.completed").await.len()
         + read_all(&log, "orders.rejected").await.len();
-    assert_eq!(terminal, 300, "terminal records on the log");
+    assert_eq!(terminal, 900, "terminal records on the log");
     let (ok, report) = audit_redis(&redis_url);
     assert!(ok, "{report}");
     app.stop();
