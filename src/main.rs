@@ -330,7 +330,11 @@ async fn run_process(config: &Config, api: bool, stages: &[String]) -> Result<()
     if let Some(log) = backends.embedded_log.clone() {
         let every =
             (config.log_retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        tokio::spawn(log.run_retention(config.log_retention, every, stopping.clone()));
+        tokio::spawn(
+            log.clone()
+                .run_retention(config.log_retention, every, stopping.clone()),
+        );
+        tokio::spawn(log.run_lag_metrics(Duration::from_secs(5), stopping.clone()));
     }
     if stages.iter().any(|s| s == topology::PROJECTOR) {
         // The sweeper rebuilds rejections from order views, so it runs beside the projector,

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use orderflow_embedded::redb::{ReadableTable, TableDefinition, WriteTransaction};
 use orderflow_embedded::{Engine, EngineError, open_existing, redb};
 use parking_lot::Mutex;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -156,6 +156,56 @@ impl EmbeddedLog {
             Ok(floor)
         })?;
         Ok(floor)
+    }
+
+    /// How far each consumer group is behind the end of each partition it reads:
+    /// `(group, topic, partition) → records not yet committed`.
+    pub fn lag(&self) -> Result<BTreeMap<(String, String, u32), u64>, LogError> {
+        let ends = self.end_offsets()?;
+        let lag = self.inner.engine.read(|txn| {
+            let mut lag = BTreeMap::new();
+            if let Some(t) = open_existing(txn, OFFSETS)? {
+                for row in t.iter()? {
+                    let (key, next) = row?;
+                    let (group, topic, partition) = key.value();
+                    let end = ends
+                        .get(&(topic.to_owned(), partition))
+                        .copied()
+                        .unwrap_or_default();
+                    lag.insert(
+                        (group.to_owned(), topic.to_owned(), partition),
+                        end.saturating_sub(next.value()),
+                    );
+                }
+            }
+            Ok(lag)
+        })?;
+        Ok(lag)
+    }
+
+    /// Publishes [`EmbeddedLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`
+    /// every `every` (the Kafka adapter reports the same gauge from librdkafka's statistics).
+    pub async fn run_lag_metrics(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.lag() {
+                Ok(lag) => {
+                    for ((group, topic, partition), behind) in lag {
+                        metrics::gauge!(
+                            "orderflow_stage_consumer_lag",
+                            "stage" => group,
+                            "topic" => topic,
+                            "partition" => partition.to_string()
+                        )
+                        .set(behind as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
+            }
+        }
     }
 
     /// Deletes, per partition, the records below `horizon` that every consumer group of their

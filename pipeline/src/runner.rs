@@ -443,6 +443,13 @@ mod tests {
 
         stop.send(true).expect("stop");
         task.await.expect("joins").expect("runs");
+        // Everything read was committed: the group is not behind on any partition.
+        let lag = log.lag().expect("lag");
+        assert!(
+            lag.keys()
+                .any(|(group, topic, _)| group == "shout" && topic == "in")
+        );
+        assert!(lag.values().all(|behind| *behind == 0), "{lag:?}");
 
         // Committed: a new member of the group sees nothing left, a new group sees everything.
         let mut again = log
@@ -468,6 +475,21 @@ mod tests {
                 .len(),
             5
         );
+        log.append(vec![
+            msg("in", "f", "x"),
+            msg("in", "g", "y"),
+            msg("in", "h", "z"),
+        ])
+        .await
+        .expect("append");
+        let behind: u64 = log
+            .lag()
+            .expect("lag")
+            .iter()
+            .filter(|((group, topic, _), _)| group == "shout" && topic == "in")
+            .map(|(_, behind)| behind)
+            .sum();
+        assert_eq!(behind, 3, "three appended records not yet consumed");
     }
 
     #[test]
