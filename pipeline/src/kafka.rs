@@ -558,8 +558,9 @@ impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             self.assigned.store(false, Ordering::Release);
-            // Hand over exactly what was finished: the next owner starts there. In
-            // exactly-once mode the offsets travelled inside the transactions already.
+            // Hand over what was finished, so the next owner starts there rather than at the
+            // last auto-commit (at worst it repeats a second of records). In exactly-once mode
+            // the offsets travelled inside the transactions already.
             if !self.exactly_once
                 && partitions.count() > 0
                 // Async: this callback runs inside a poll on the async runtime.
