@@ -19,6 +19,12 @@ EXTRA=()
 if [ -n "${REDIS:-}" ]; then EXTRA=(--redis "$REDIS"); echo "==> hot path on $REDIS"; fi
 # LOG=kafka://HOST:PORT runs the log on that broker (use a fresh one: topics are created once).
 if [ -n "${LOG:-}" ]; then EXTRA+=(--log "$LOG"); echo "==> log on $LOG"; fi
+# SPLIT=1 puts the embedded log and the embedded stores in two directories, so each gets its own
+# database and writer thread.
+if [ -n "${SPLIT:-}" ]; then
+  EXTRA+=(--log "embedded://$DATA/log" --store "embedded://$DATA/store")
+  echo "==> log and stores in separate embedded databases"
+fi
 RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${EXTRA[@]}" > "$DATA/stdout" 2> "$DATA/stderr" &
 PID=$!
 for _ in $(seq 1 100); do
