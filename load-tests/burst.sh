@@ -19,7 +19,8 @@ EXTRA=()
 if [ -n "${REDIS:-}" ]; then EXTRA=(--redis "$REDIS"); echo "==> hot path on $REDIS"; fi
 # LOG=kafka://HOST:PORT runs the log on that broker (use a fresh one: topics are created once).
 if [ -n "${LOG:-}" ]; then EXTRA+=(--log "$LOG"); echo "==> log on $LOG"; fi
-# SPLIT=1 puts the embedded log and the embedded stores in two directories, so each gets its own
+# SPLIT=1 puts the embedded log and the stores in two directories given explicitly (the default
+# layout has done the same, DIR/log beside DIR, since the soaks in BENCHMARKS.md), each with its own
 # database and writer thread.
 if [ -n "${SPLIT:-}" ]; then
   EXTRA+=(--log "embedded://$DATA/log" --store "embedded://$DATA/store")

@@ -98,6 +98,13 @@ if [ "$BACKENDS" = kafka+redis ]; then
   EXTRA+=(--log "kafka://127.0.0.1:$KAFKA_PORT")
 fi
 
+# SPLIT=1 (embedded log only): the log and the stores in two explicit directories (the default
+# layout does the same with DIR/log beside DIR since the soaks in BENCHMARKS.md).
+if [ -n "${SPLIT:-}" ] && [ "$BACKENDS" != kafka+redis ]; then
+  EXTRA+=(--log "embedded://$RUN/data/log" --store "embedded://$RUN/data/store")
+  NAME="$NAME-split"
+  step "log and stores in separate embedded databases"
+fi
 step "starting orderflow serve on 127.0.0.1:$PORT ($BACKENDS backends, data in $RUN/data)"
 if curl -fsS -m 1 "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1; then
   echo "port $PORT is taken by another server; set PORT" >&2

@@ -77,7 +77,7 @@ pub struct Config {
     pub batch_size: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
-    /// Page cache of the embedded database, MiB.
+    /// Page cache of the embedded databases, MiB, split between them when the log and the stores are apart.
     pub cache_mib: usize,
     /// Committed log records older than this are deleted from the embedded log.
     pub log_retention: Duration,

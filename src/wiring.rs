@@ -3,7 +3,7 @@
 use crate::config::{Config, DEFAULT_PROMOTIONS, embedded_dir};
 use anyhow::{Context, Result, bail};
 use orderflow_domain::{Catalog, Promotions};
-use orderflow_embedded::Engine;
+use orderflow_embedded::{DB_FILE, Engine};
 use orderflow_pipeline::{
     EmbeddedLog, KafkaConfig, KafkaLog, Log, LogError, RetryPolicy, Runner, Stage,
 };
@@ -29,7 +29,7 @@ use orderflow_stores::{
     CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, StatusFeed, StockLedger,
 };
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every backend the process uses, as trait objects.
@@ -94,12 +94,23 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     let catalog =
         Catalog::load(&config.catalog).map_err(|e| anyhow::anyhow!("invalid catalog: {e}"))?;
     let promotions = Arc::new(load_promotions(config)?);
+    // With the order views in ScyllaDB, the other stores (ledger, keys, outbox, payment
+    // journal) stay embedded beside the log, or in ./data when the log is Kafka.
+    let store_dir = embedded_dir(&config.store)
+        .or_else(|| embedded_dir(&config.log))
+        .unwrap_or_else(|| PathBuf::from("./data"));
+    let log_dir = embedded_dir(&config.log).map(|dir| embedded_log_dir(dir, &store_dir));
+    // `cache_mib` is the budget for the whole process, split between the databases it opens.
+    let databases = match &log_dir {
+        Some(dir) if *dir != store_dir => 2,
+        _ => 1,
+    };
     let mut engines = Engines {
         open: HashMap::new(),
-        cache_bytes: config.cache_mib * 1024 * 1024,
+        cache_bytes: config.cache_mib * 1024 * 1024 / databases,
     };
 
-    let (log, embedded_log): (Arc<dyn Log>, Option<EmbeddedLog>) = match embedded_dir(&config.log) {
+    let (log, embedded_log): (Arc<dyn Log>, Option<EmbeddedLog>) = match log_dir {
         Some(dir) => {
             let log = EmbeddedLog::new(engines.get(dir)?, config.partitions)?;
             (Arc::new(log.clone()), Some(log))
@@ -111,11 +122,6 @@ pub async fn connect(config: &Config) -> Result<Backends> {
             (Arc::new(kafka), None)
         }
     };
-    // With the order views in ScyllaDB, the other stores (ledger, keys, outbox, payment
-    // journal) stay embedded beside the log, or in ./data when the log is Kafka.
-    let store_dir = embedded_dir(&config.store)
-        .or_else(|| embedded_dir(&config.log))
-        .unwrap_or_else(|| PathBuf::from("./data"));
     let engine = engines.get(store_dir)?;
     let durable_orders: Arc<dyn OrderStore> = match config.store.strip_prefix("scylla://") {
         Some(_) => {
@@ -183,6 +189,26 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         }
     };
     Ok(backends)
+}
+
+/// Where the embedded log lives when the configuration puts it beside the stores: in its own
+/// database under `DIR/log`, with its own writer thread. Sharing one writer, every trim of the
+/// log stalled the stages for seconds (BENCHMARKS.md, soak). A directory written by an earlier
+/// version, with the log inside the stores' database, keeps it there, so no order is stranded.
+pub fn embedded_log_dir(log: PathBuf, store: &Path) -> PathBuf {
+    if log != store {
+        return log;
+    }
+    let own = log.join("log");
+    if log.join(DB_FILE).exists() && !own.join(DB_FILE).exists() {
+        tracing::warn!(
+            dir = %log.display(),
+            "This data directory keeps the log inside the stores' database (an earlier layout); \
+             it stays there. Drain and start on a fresh directory for the faster layout."
+        );
+        return log;
+    }
+    own
 }
 
 /// The Kafka adapter's settings from the configuration.
@@ -340,4 +366,27 @@ pub async fn prepare(b: &Backends) -> Result<usize> {
         .map(|i| (i.sku.clone(), i.stock))
         .collect();
     Ok(b.ledger.seed(&items).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gets_its_own_database_unless_an_earlier_layout_holds_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        // A fresh directory: the log in data/log.
+        assert_eq!(embedded_log_dir(data.clone(), &data), data.join("log"));
+        // Explicitly apart: as configured.
+        let other = dir.path().join("elsewhere");
+        assert_eq!(embedded_log_dir(other.clone(), &data), other);
+        // An earlier layout (one database with the log inside): it stays there.
+        std::fs::write(data.join(DB_FILE), b"").expect("file");
+        assert_eq!(embedded_log_dir(data.clone(), &data), data);
+        // Once the log has its own database, that one is used.
+        std::fs::create_dir_all(data.join("log")).expect("dir");
+        std::fs::write(data.join("log").join(DB_FILE), b"").expect("file");
+        assert_eq!(embedded_log_dir(data.clone(), &data), data.join("log"));
+    }
 }

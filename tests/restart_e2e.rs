@@ -1,6 +1,6 @@
 //! `kill -9` in the middle of a stream of checkouts, then a restart on the same data directory:
 //! every order that got its 202 continues and ends in exactly one terminal state, and the stock
-//! ledger balances.
+//! ledger balances. Also: `dlq replay` on the embedded log between two runs.
 
 mod support;
 
@@ -10,11 +10,12 @@ use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, Log};
 use orderflow_stores::PaymentJournal;
 use orderflow_stores::embedded::EmbeddedPaymentJournal;
+use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use support::{App, audit, checkout, token, write_catalog};
+use std::time::{Duration, Instant};
+use support::{App, audit, checkout, run_command, token, write_catalog};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
@@ -123,8 +124,13 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
     assert!(ok, "stock audit failed after the restart:\n{report}");
 
     // The log itself: every accepted order has exactly one terminal record, none has two.
+    // The log has its own database under data/log, the stores theirs in data.
     let engine = Engine::open(&data).expect("the stopped app released the database");
-    let log = EmbeddedLog::new(engine.clone(), 4).expect("log");
+    let log = EmbeddedLog::new(
+        Engine::open(&data.join("log")).expect("the stopped app released the log"),
+        4,
+    )
+    .expect("log");
 
     let mut terminal: HashMap<String, usize> = HashMap::new();
     for topic in ["orders.completed", "orders.rejected"] {
@@ -203,4 +209,66 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
             "{dlq} is not empty"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_replay_on_the_embedded_log_completes_a_dead_lettered_order_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 100)]);
+    let data = dir.path().join("data");
+    let customer = token("cust-replay", "checkout orders:read");
+    // Two attempts: tok_flaky fails twice per process, so its charge is dead-lettered.
+    let mut app = App::start_with(&data, &catalog, &[("ORDERFLOW_RETRY_MAX_ATTEMPTS", "2")]);
+    let (status, answer) = app
+        .checkout(&customer, &checkout(&[("SKU-A", 3)], "tok_flaky"))
+        .await
+        .expect("checkout");
+    assert_eq!(status, 202);
+    let id = answer["order_id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let view: Value = app
+            .client
+            .get(app.url(&format!("/v1/orders/{id}")))
+            .bearer_auth(&customer)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if view["status"] == "priced" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not parked at charge: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop();
+    // The embedded log is one process's: replay with the server stopped.
+    let (ok, listed) = run_command(&data, &catalog, &[], &["dlq", "list", "orders.priced"]);
+    assert!(
+        ok && listed.contains("1 record(s)") && listed.contains("stage=charge"),
+        "{listed}"
+    );
+    let (ok, replayed) = run_command(&data, &catalog, &[], &["dlq", "replay", "orders.priced"]);
+    assert!(
+        ok && replayed.contains("Replayed 1 record(s)"),
+        "{replayed}"
+    );
+    let (ok, again) = run_command(&data, &catalog, &[], &["dlq", "replay", "orders.priced"]);
+    assert!(ok && again.contains("Replayed 0 record(s)"), "{again}");
+    // After the fix (here: a larger retry budget), the replayed charge completes, once.
+    let mut app = App::start_with(&data, &catalog, &[("ORDERFLOW_RETRY_MAX_ATTEMPTS", "3")]);
+    let views = app
+        .await_terminal(
+            &customer,
+            std::slice::from_ref(&id),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(views[0]["status"], "completed", "{}", views[0]);
+    app.stop();
+    let (ok, report) = audit(&data, &catalog);
+    assert!(ok, "{report}");
+    assert!(report.contains("SKU-A"), "{report}");
 }

@@ -125,6 +125,9 @@ impl Drop for Shared {
     }
 }
 
+/// The database file an [`Engine`] keeps in its directory.
+pub const DB_FILE: &str = "orderflow.redb";
+
 impl Engine {
     /// Opens (or creates) the database at `dir/orderflow.redb` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
@@ -140,7 +143,7 @@ impl Engine {
                 dir.display()
             ))
         })?;
-        let path = dir.join("orderflow.redb");
+        let path = dir.join(DB_FILE);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
