@@ -226,6 +226,14 @@ async fn run(command: Command, config: Config) -> Result<std::process::ExitCode>
         }
         Command::Ingest => {
             require_shared_hot_path(&config, "ingest")?;
+            if config::embedded_dir(&config.log).is_none() && !config.store.starts_with("scylla://")
+            {
+                tracing::warn!(
+                    "The API runs apart from the projector with an embedded order store: it sees \
+                     views only through Redis's hot copy (an hour after their last change) and \
+                     order history is empty; use --store scylla://… shared with the projector"
+                );
+            }
             run_process(&config, true, &[]).await?
         }
         Command::Stage { names } => {
