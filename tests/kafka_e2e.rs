@@ -149,16 +149,7 @@ async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].header("dlq-stage"), Some("charge"));
     assert_eq!(parked[0].header("dlq-attempts"), Some("2"));
-    let view: Value = app
-        .client
-        .get(app.url(&format!("/v1/orders/{}", flaky[0])))
-        .bearer_auth(&customer)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let view = app.view(&customer, &flaky[0]).await;
     assert_eq!(view["status"], "priced", "parked at charge: {view}");
     let (ok, replayed) = cli(&["dlq", "replay", "orders.priced"]);
     assert!(

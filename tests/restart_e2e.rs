@@ -10,7 +10,6 @@ use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, Log};
 use orderflow_stores::PaymentJournal;
 use orderflow_stores::embedded::EmbeddedPaymentJournal;
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -227,16 +226,7 @@ async fn dlq_replay_on_the_embedded_log_completes_a_dead_lettered_order_once() {
     let id = answer["order_id"].as_str().expect("id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let view: Value = app
-            .client
-            .get(app.url(&format!("/v1/orders/{id}")))
-            .bearer_auth(&customer)
-            .send()
-            .await
-            .expect("get")
-            .json()
-            .await
-            .expect("json");
+        let view = app.view(&customer, &id).await;
         if view["status"] == "priced" {
             break;
         }

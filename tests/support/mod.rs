@@ -216,6 +216,19 @@ impl App {
         done
     }
 
+    /// One order's view as its owner sees it (`GET /v1/orders/{id}`).
+    pub async fn view(&self, token: &str, id: &str) -> Value {
+        self.client
+            .get(self.url(&format!("/v1/orders/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// A SKU's stock level through the admin API.
     pub async fn stock(&self, admin: &str, sku: &str) -> Value {
         let r = self
