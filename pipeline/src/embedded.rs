@@ -139,22 +139,32 @@ impl EmbeddedLog {
         Ok(ends)
     }
 
-    /// The lowest committed offset of each partition over every group that reads its topic.
-    fn committed_floor(&self) -> Result<Offsets, LogError> {
-        let floor = self.inner.engine.read(|txn| {
-            let mut floor = Offsets::new();
+    /// Every group's committed position: `(group, topic, partition) → next offset`.
+    fn committed(&self) -> Result<BTreeMap<(String, String, u32), u64>, LogError> {
+        let committed = self.inner.engine.read(|txn| {
+            let mut committed = BTreeMap::new();
             if let Some(t) = open_existing(txn, OFFSETS)? {
                 for row in t.iter()? {
                     let (key, next) = row?;
-                    let (_, topic, partition) = key.value();
-                    let slot = floor
-                        .entry((topic.to_owned(), partition))
-                        .or_insert(u64::MAX);
-                    *slot = (*slot).min(next.value());
+                    let (group, topic, partition) = key.value();
+                    committed.insert(
+                        (group.to_owned(), topic.to_owned(), partition),
+                        next.value(),
+                    );
                 }
             }
-            Ok(floor)
+            Ok(committed)
         })?;
+        Ok(committed)
+    }
+
+    /// The lowest committed offset of each partition over every group that reads its topic.
+    fn committed_floor(&self) -> Result<Offsets, LogError> {
+        let mut floor = Offsets::new();
+        for ((_, topic, partition), next) in self.committed()? {
+            let slot = floor.entry((topic, partition)).or_insert(u64::MAX);
+            *slot = (*slot).min(next);
+        }
         Ok(floor)
     }
 
@@ -162,25 +172,17 @@ impl EmbeddedLog {
     /// `(group, topic, partition) → records not yet committed`.
     pub fn lag(&self) -> Result<BTreeMap<(String, String, u32), u64>, LogError> {
         let ends = self.end_offsets()?;
-        let lag = self.inner.engine.read(|txn| {
-            let mut lag = BTreeMap::new();
-            if let Some(t) = open_existing(txn, OFFSETS)? {
-                for row in t.iter()? {
-                    let (key, next) = row?;
-                    let (group, topic, partition) = key.value();
-                    let end = ends
-                        .get(&(topic.to_owned(), partition))
-                        .copied()
-                        .unwrap_or_default();
-                    lag.insert(
-                        (group.to_owned(), topic.to_owned(), partition),
-                        end.saturating_sub(next.value()),
-                    );
-                }
-            }
-            Ok(lag)
-        })?;
-        Ok(lag)
+        Ok(self
+            .committed()?
+            .into_iter()
+            .map(|((group, topic, partition), next)| {
+                let end = ends
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or_default();
+                ((group, topic, partition), end.saturating_sub(next))
+            })
+            .collect())
     }
 
     /// Publishes [`EmbeddedLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`

@@ -374,6 +374,15 @@ async fn hides_aborted_records(broker: &KafkaBroker) -> bool {
     log.ensure_topics(&["probe".to_owned()])
         .await
         .expect("topic");
+    async fn send(producer: &FutureProducer, value: &str) {
+        producer
+            .send(
+                FutureRecord::to("probe").key("k").payload(value),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("send");
+    }
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.brokers())
         .set("transactional.id", "orderflow-probe")
@@ -387,13 +396,7 @@ async fn hides_aborted_records(broker: &KafkaBroker) -> bool {
     .await
     .expect("joins")
     .expect("transaction");
-    producer
-        .send(
-            FutureRecord::to("probe").key("k").payload("aborted"),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("send");
+    send(&producer, "aborted").await;
     let p = producer.clone();
     tokio::task::spawn_blocking(move || {
         p.abort_transaction(Duration::from_secs(10))?;
@@ -402,13 +405,7 @@ async fn hides_aborted_records(broker: &KafkaBroker) -> bool {
     .await
     .expect("joins")
     .expect("abort");
-    producer
-        .send(
-            FutureRecord::to("probe").key("k").payload("committed"),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("send");
+    send(&producer, "committed").await;
     tokio::task::spawn_blocking(move || producer.commit_transaction(Duration::from_secs(10)))
         .await
         .expect("joins")
