@@ -77,8 +77,10 @@ pub struct Config {
     pub batch_size: usize,
     /// `text` or `json` log lines.
     pub log_format: String,
-    /// Page cache of the embedded databases, MiB, split between them when the log and the stores are apart.
+    /// Page cache of the embedded stores' database, MiB.
     pub cache_mib: usize,
+    /// Newest records of the embedded log kept in memory for the stages, MiB.
+    pub log_cache_mib: usize,
     /// Committed log records older than this are deleted from the embedded log.
     pub log_retention: Duration,
 }
@@ -148,6 +150,8 @@ pub struct Layer {
     pub log_format: Option<String>,
     /// See [`Config`]; `cache_mib`.
     pub cache_mib: Option<usize>,
+    /// See [`Config`]; `log_cache_mib`.
+    pub log_cache_mib: Option<usize>,
     /// See [`Config`]; `log_retention_secs`.
     pub log_retention_secs: Option<u64>,
 }
@@ -207,6 +211,7 @@ impl Layer {
             batch_size: get(env, "batch_size")?,
             log_format: get(env, "log_format")?,
             cache_mib: get(env, "cache_mib")?,
+            log_cache_mib: get(env, "log_cache_mib")?,
             log_retention_secs: get(env, "log_retention_secs")?,
         })
     }
@@ -255,6 +260,7 @@ impl Layer {
             batch_size,
             log_format,
             cache_mib,
+            log_cache_mib,
             log_retention_secs
         )
     }
@@ -320,6 +326,7 @@ impl Config {
             batch_size: l.batch_size.unwrap_or(512),
             log_format: l.log_format.unwrap_or_else(|| "text".into()),
             cache_mib: l.cache_mib.unwrap_or(64),
+            log_cache_mib: l.log_cache_mib.unwrap_or(16),
             log_retention: Duration::from_secs(l.log_retention_secs.unwrap_or(600)),
         };
         config.validate()?;
@@ -469,6 +476,12 @@ impl Config {
         }
         if !(8..=65_536).contains(&self.cache_mib) {
             bail!("invalid cache_mib {}: must be 8 to 65536", self.cache_mib);
+        }
+        if !(1..=65_536).contains(&self.log_cache_mib) {
+            bail!(
+                "invalid log_cache_mib {}: must be 1 to 65536",
+                self.log_cache_mib
+            );
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!("invalid log_format {:?}: text or json", self.log_format);

@@ -4,14 +4,16 @@ use crate::config::{Config, DEFAULT_PROMOTIONS, embedded_dir};
 use anyhow::{Context, Result, bail};
 use orderflow_domain::{Catalog, Promotions};
 use orderflow_embedded::{DB_FILE, Engine};
+use orderflow_pipeline::embedded::legacy;
 use orderflow_pipeline::{
-    EmbeddedLog, KafkaConfig, KafkaLog, Log, LogError, RetryPolicy, Runner, Stage,
+    EmbeddedLog, EmbeddedLogOptions, KafkaConfig, KafkaLog, Log, LogError, RetryPolicy, Runner,
+    Stage,
 };
 use orderflow_stages::charge::{Charge, PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::notify::Notify;
 use orderflow_stages::price::Price;
-use orderflow_stages::project::Project;
+use orderflow_stages::project::{PROJECTOR_COMMIT_INTERVAL, Project};
 use orderflow_stages::reserve::Reserve;
 use orderflow_stages::ship::Ship;
 use orderflow_stages::validate::Validate;
@@ -100,19 +102,18 @@ pub async fn connect(config: &Config) -> Result<Backends> {
         .or_else(|| embedded_dir(&config.log))
         .unwrap_or_else(|| PathBuf::from("./data"));
     let log_dir = embedded_dir(&config.log).map(|dir| embedded_log_dir(dir, &store_dir));
-    // `cache_mib` is the budget for the whole process, split between the databases it opens.
-    let databases = match &log_dir {
-        Some(dir) if *dir != store_dir => 2,
-        _ => 1,
-    };
     let mut engines = Engines {
         open: HashMap::new(),
-        cache_bytes: config.cache_mib * 1024 * 1024 / databases,
+        cache_bytes: config.cache_mib * 1024 * 1024,
     };
 
     let (log, embedded_log): (Arc<dyn Log>, Option<EmbeddedLog>) = match log_dir {
         Some(dir) => {
-            let log = EmbeddedLog::new(engines.get(dir)?, config.partitions)?;
+            let mut options = EmbeddedLogOptions::new(config.partitions);
+            options.cache_bytes = config.log_cache_mib * 1024 * 1024;
+            let log = EmbeddedLog::open_with(&dir, options)
+                .with_context(|| format!("cannot open the embedded log in {}", dir.display()))?;
+            move_earlier_log(&log, &dir, &store_dir, &mut engines).await?;
             (Arc::new(log.clone()), Some(log))
         }
         None => {
@@ -191,24 +192,58 @@ pub async fn connect(config: &Config) -> Result<Backends> {
     Ok(backends)
 }
 
-/// Where the embedded log lives when the configuration puts it beside the stores: in its own
-/// database under `DIR/log`, with its own writer thread. Sharing one writer, every trim of the
-/// log stalled the stages for seconds (BENCHMARKS.md, soak). A directory written by an earlier
-/// version, with the log inside the stores' database, keeps it there, so no order is stranded.
+/// Where the embedded log lives: in `DIR/log` when the configuration puts it beside the stores
+/// in `DIR` (its segment files apart from the stores' database), else where configured.
 pub fn embedded_log_dir(log: PathBuf, store: &Path) -> PathBuf {
-    if log != store {
-        return log;
+    if log == store { log.join("log") } else { log }
+}
+
+/// Moves a log that an earlier version kept in a redb database (its own under the log
+/// directory, or inside the stores' database in the oldest layout) into the segment log, with
+/// its offsets and every group's position, then removes the old copy.
+async fn move_earlier_log(
+    log: &EmbeddedLog,
+    log_dir: &Path,
+    store_dir: &Path,
+    engines: &mut Engines,
+) -> Result<()> {
+    let mut reported = 0u64;
+    let mut progress = move |moved: u64, total: u64| {
+        if moved >= reported + 50_000 || moved == total {
+            reported = moved;
+            tracing::info!(
+                moved,
+                total,
+                "Moving the log from the earlier format to segment files"
+            );
+        }
+    };
+    let own = log_dir.join(DB_FILE);
+    if own.exists() {
+        let engine = Engine::open(log_dir)
+            .with_context(|| format!("cannot open the earlier log {}", own.display()))?;
+        let moved = legacy::import(&engine, log, &mut progress)
+            .await
+            .with_context(|| format!("cannot move the earlier log {}", own.display()))?;
+        drop(engine);
+        std::fs::remove_file(&own)
+            .with_context(|| format!("cannot remove the moved log {}", own.display()))?;
+        tracing::warn!(records = moved, from = %own.display(), "Moved the log from the earlier format; the old file is removed");
     }
-    let own = log.join("log");
-    if log.join(DB_FILE).exists() && !own.join(DB_FILE).exists() {
-        tracing::warn!(
-            dir = %log.display(),
-            "This data directory keeps the log inside the stores' database (an earlier layout); \
-             it stays there. Drain and start on a fresh directory for the faster layout."
-        );
-        return log;
+    if store_dir.join(DB_FILE).exists() {
+        let engine = engines.get(store_dir.to_owned())?;
+        if !legacy::topics(&engine)?.is_empty() {
+            let moved = legacy::import(&engine, log, &mut progress)
+                .await
+                .context("cannot move the earlier log out of the stores' database")?;
+            legacy::drop_tables(&engine).await?;
+            tracing::warn!(
+                records = moved,
+                "Moved the log out of the stores' database (an earlier layout)"
+            );
+        }
     }
-    own
+    Ok(())
 }
 
 /// The Kafka adapter's settings from the configuration.
@@ -340,7 +375,11 @@ pub fn runners(names: &[String], b: &Backends, config: &Config) -> Result<Vec<Ru
         .iter()
         .map(|name| {
             let (stage, inputs) = stage(name, b, config)?;
-            Ok(Runner::new(b.log.clone(), stage, inputs, policy.clone()))
+            let mut policy = policy.clone();
+            if name == topology::PROJECTOR {
+                policy.commit_interval = PROJECTOR_COMMIT_INTERVAL;
+            }
+            Ok(Runner::new(b.log.clone(), stage, inputs, policy))
         })
         .collect()
 }
@@ -373,20 +412,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_log_gets_its_own_database_unless_an_earlier_layout_holds_it() {
+    fn the_log_gets_its_own_directory_beside_the_stores() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().to_path_buf();
-        // A fresh directory: the log in data/log.
         assert_eq!(embedded_log_dir(data.clone(), &data), data.join("log"));
-        // Explicitly apart: as configured.
         let other = dir.path().join("elsewhere");
         assert_eq!(embedded_log_dir(other.clone(), &data), other);
-        // An earlier layout (one database with the log inside): it stays there.
-        std::fs::write(data.join(DB_FILE), b"").expect("file");
-        assert_eq!(embedded_log_dir(data.clone(), &data), data);
-        // Once the log has its own database, that one is used.
-        std::fs::create_dir_all(data.join("log")).expect("dir");
-        std::fs::write(data.join("log").join(DB_FILE), b"").expect("file");
-        assert_eq!(embedded_log_dir(data.clone(), &data), data.join("log"));
     }
 }

@@ -125,11 +125,7 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
     // The log itself: every accepted order has exactly one terminal record, none has two.
     // The log has its own database under data/log, the stores theirs in data.
     let engine = Engine::open(&data).expect("the stopped app released the database");
-    let log = EmbeddedLog::new(
-        Engine::open(&data.join("log")).expect("the stopped app released the log"),
-        4,
-    )
-    .expect("log");
+    let log = EmbeddedLog::open(&data.join("log"), 4).expect("the stopped app released the log");
 
     let mut terminal: HashMap<String, usize> = HashMap::new();
     for topic in ["orders.completed", "orders.rejected"] {

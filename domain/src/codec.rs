@@ -1,6 +1,7 @@
 //! The wire codec of [`OrderEvent`]: JSON, decoded with simd-json on the hot path.
 
 use crate::OrderEvent;
+use std::cell::RefCell;
 
 /// A message that is not a valid order event.
 #[derive(Debug, thiserror::Error)]
@@ -15,14 +16,35 @@ pub enum CodecError {
 
 /// Encodes an event for the log.
 pub fn encode_event(event: &OrderEvent) -> Result<Vec<u8>, CodecError> {
-    serde_json::to_vec(event).map_err(|e| CodecError::Encode(e.to_string()))
+    // Sized for a whole order at once: growing from empty reallocates half a dozen times.
+    let mut out = Vec::with_capacity(2048);
+    serde_json::to_writer(&mut out, event).map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
 }
 
-/// Decodes an event from the log. simd-json parses in place, so the bytes are copied once into
-/// a scratch buffer.
+thread_local! {
+    /// simd-json parses in place and needs working buffers: one set per thread, reused, so a
+    /// decode allocates only what the event itself holds.
+    static SCRATCH: RefCell<(Vec<u8>, simd_json::Buffers)> =
+        RefCell::new((Vec::with_capacity(4096), simd_json::Buffers::new(4096)));
+}
+
+/// Decodes an event from the log.
 pub fn decode_event(bytes: &[u8]) -> Result<OrderEvent, CodecError> {
-    let mut scratch = bytes.to_vec();
-    simd_json::serde::from_slice(&mut scratch).map_err(|e| CodecError::Decode(e.to_string()))
+    let decode = |scratch: &mut Vec<u8>, buffers: &mut simd_json::Buffers| {
+        scratch.clear();
+        scratch.extend_from_slice(bytes);
+        simd_json::serde::from_slice_with_buffers(scratch, buffers)
+            .map_err(|e| CodecError::Decode(e.to_string()))
+    };
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut held) => {
+            let (scratch, buffers) = &mut *held;
+            decode(scratch, buffers)
+        }
+        // Only a decode inside a decode could find them taken; it gets its own.
+        Err(_) => decode(&mut Vec::new(), &mut simd_json::Buffers::new(bytes.len())),
+    })
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod money;
 pub mod order;
 pub mod promotions;
 pub mod status;
+pub mod timestamp;
 pub mod view;
 
 pub use catalog::{Catalog, CatalogError, CatalogItem};

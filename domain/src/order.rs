@@ -119,6 +119,7 @@ impl CheckoutRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
     /// When the hold lapses unless the order ships.
+    #[serde(with = "crate::timestamp")]
     pub expires_at: DateTime<Utc>,
 }
 
@@ -160,6 +161,7 @@ pub struct Payment {
     /// Amount captured.
     pub amount: Money,
     /// When it was captured.
+    #[serde(with = "crate::timestamp")]
     pub captured_at: DateTime<Utc>,
 }
 
@@ -171,6 +173,7 @@ pub struct Shipment {
     /// Tracking number.
     pub tracking_number: String,
     /// When the parcel was handed over.
+    #[serde(with = "crate::timestamp")]
     pub shipped_at: DateTime<Utc>,
 }
 
@@ -180,6 +183,7 @@ pub struct Notification {
     /// Channel, e.g. `email`.
     pub channel: String,
     /// When it was queued in the outbox.
+    #[serde(with = "crate::timestamp")]
     pub queued_at: DateTime<Utc>,
 }
 
@@ -247,6 +251,7 @@ pub struct Order {
     /// Payment token.
     pub payment_token: String,
     /// When the ingest accepted it.
+    #[serde(with = "crate::timestamp")]
     pub accepted_at: DateTime<Utc>,
     /// Set by reserve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +306,7 @@ pub struct OrderEvent {
     /// The status this event announces.
     pub status: OrderStatus,
     /// When the status was reached.
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
     /// The whole order so far.
     pub order: Order,

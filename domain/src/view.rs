@@ -12,6 +12,7 @@ pub struct TimelineEntry {
     /// The status reached.
     pub status: OrderStatus,
     /// When.
+    #[serde(with = "crate::timestamp")]
     pub at: DateTime<Utc>,
 }
 

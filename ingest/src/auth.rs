@@ -3,7 +3,9 @@
 use crate::Problem;
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The claims orderflow reads.
@@ -33,11 +35,18 @@ impl Claims {
 #[error("cannot mint token: {0}")]
 pub struct MintError(String);
 
+/// Most verified tokens remembered; when full the memory starts over.
+const REMEMBERED: usize = 10_000;
+
 /// Verifies and mints tokens with one shared secret.
 pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens that verified, with their claims. A customer sends the same token with every
+    /// checkout and every poll of its order; checking its signature once is enough, since the
+    /// same bytes always verify the same way. Expiry is checked on every use.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl Auth {
@@ -50,6 +59,7 @@ impl Auth {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -83,11 +93,22 @@ impl Auth {
 
     /// The verified claims of a bare token.
     pub fn verify_token(&self, token: &str) -> Result<Claims, Problem> {
-        let data = decode::<Claims>(token.trim(), &self.decoding, &self.validation)
+        let token = token.trim();
+        let now = chrono::Utc::now().timestamp().max(0) as u64;
+        let fresh = |claims: &Claims| claims.exp.saturating_add(self.validation.leeway) > now;
+        if let Some(claims) = self.verified.lock().get(token).filter(|c| fresh(c)) {
+            return Ok(claims.clone());
+        }
+        let data = decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
         if data.claims.sub.is_empty() {
             return Err(Problem::unauthorized("the token has no subject"));
         }
+        let mut verified = self.verified.lock();
+        if verified.len() >= REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(token.into(), data.claims.clone());
         Ok(data.claims)
     }
 
@@ -132,6 +153,41 @@ mod tests {
                 .map_err(|p| p.status.as_u16())
                 .err(),
             Some(403)
+        );
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires() {
+        let auth = Auth::new(b"secret");
+        let token = auth
+            .mint("cust-1", "checkout", Duration::from_secs(60))
+            .expect("mints");
+        assert!(auth.verify(&bearer(&token)).is_ok());
+        assert!(
+            auth.verified.lock().contains_key(token.as_str()),
+            "remembered"
+        );
+        // A token that verified an hour ago and expired since: its memory is not used, and
+        // the token itself is refused.
+        let now = chrono::Utc::now().timestamp() as u64;
+        let claims = Claims {
+            sub: "cust-2".into(),
+            scope: "checkout".into(),
+            exp: now - 3600,
+            iat: now - 7200,
+        };
+        let stale = encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .expect("encodes");
+        auth.verified.lock().insert(stale.as_str().into(), claims);
+        assert_eq!(
+            auth.verify(&bearer(&stale))
+                .map_err(|p| p.status.as_u16())
+                .err(),
+            Some(401)
         );
     }
 

@@ -23,7 +23,7 @@ const LIMIT: usize = 8192;
 
 struct Harness {
     _dir: tempfile::TempDir,
-    engine: Engine,
+    embedded_log: EmbeddedLog,
     router: Router,
     log: Arc<dyn Log>,
     orders: Arc<dyn OrderStore>,
@@ -37,7 +37,8 @@ async fn harness() -> Harness {
 async fn harness_with(rate_limit: Option<Rate>) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path()).expect("engine");
-    let log: Arc<dyn Log> = Arc::new(EmbeddedLog::new(engine.clone(), 2).expect("log"));
+    let embedded_log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
+    let log: Arc<dyn Log> = Arc::new(embedded_log.clone());
     log.ensure_topics(&[TOPIC.to_owned()])
         .await
         .expect("topics");
@@ -74,7 +75,7 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
     };
     Harness {
         _dir: dir,
-        engine,
+        embedded_log,
         router: app(state),
         log,
         orders,
@@ -462,7 +463,7 @@ async fn admins_read_and_set_stock_and_the_catalog_shows_it() {
 async fn a_log_that_cannot_append_gets_503_with_retry_after_never_202() {
     let h = harness().await;
     let token = h.token("cust-1", "checkout");
-    h.engine.close();
+    h.embedded_log.close();
     for key in [None, Some("key-503")] {
         let (s, hd, b) = h
             .post(

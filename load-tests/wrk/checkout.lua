@@ -1,5 +1,10 @@
 -- wrk body script: POST realistic checkouts with a bearer token (TOKEN env var), rotating over
 -- a few baskets of SKUs that have stock in the load-test catalog (run.sh writes it).
+--
+-- RATE (optional): requests per second per wrk thread, paced on a fixed schedule: each request
+-- takes the next slot of the schedule and waits for it, so the offered load stays constant
+-- however fast the server answers (wrk alone sends as fast as it can). Give wrk enough
+-- connections that one is always free at that rate (RATE × expected latency, with headroom).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("TOKEN") or "")
@@ -23,6 +28,32 @@ local n = 0
 request = function()
   n = n + 1
   return wrk.format(nil, nil, nil, bodies[(n % #bodies) + 1])
+end
+
+local rate = tonumber(os.getenv("RATE") or "")
+if rate and rate > 0 then
+  -- wrk's LuaJIT has no wall clock in milliseconds; ask libc for one.
+  local ffi = require("ffi")
+  ffi.cdef [[
+    typedef struct { long tv_sec; long tv_usec; } wrk_timeval;
+    int gettimeofday(wrk_timeval *tv, void *tz);
+  ]]
+  local tv = ffi.new("wrk_timeval")
+  local function now_ms()
+    ffi.C.gettimeofday(tv, nil)
+    return tonumber(tv.tv_sec) * 1000 + tonumber(tv.tv_usec) / 1000
+  end
+  local period = 1000 / rate
+  local next_at = nil
+  delay = function()
+    local now = now_ms()
+    -- A schedule that fell behind (the server was slow) catches up at once, but never banks
+    -- more than a second of missed slots.
+    next_at = math.max((next_at or now) + period, now - 1000)
+    local wait = next_at - now
+    if wait < 0 then return 0 end
+    return math.floor(wait)
+  end
 end
 
 -- errors counts non-2xx answers too, so a report never mistakes fast errors for throughput.

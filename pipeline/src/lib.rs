@@ -2,7 +2,7 @@
 //!
 //! - [`log`]: the [`Log`] trait (durable, partitioned, keyed appends; consumer groups with
 //!   committed offsets) and the records that travel on it.
-//! - [`embedded`]: the [`Log`] on the embedded engine (redb, group commit).
+//! - [`embedded`]: the [`Log`] with no server: segment files written by one group-commit writer.
 //! - [`kafka`]: the [`Log`] on Kafka (rdkafka): idempotent producer, consumer groups, offsets
 //!   stored after the outputs land, and an opt-in exactly-once mode with transactions.
 //! - [`stage`]: the [`Stage`] trait: one record in, an [`Outcome`] or a classified [`StageError`] out.
@@ -15,7 +15,7 @@ pub mod log;
 pub mod runner;
 pub mod stage;
 
-pub use embedded::EmbeddedLog;
+pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use kafka::{KafkaConfig, KafkaLog};
 pub use log::{Consumer, Headers, Log, LogError, Message, Offsets, Record, header};
 pub use runner::{RetryPolicy, Runner};

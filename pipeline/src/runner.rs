@@ -22,6 +22,10 @@ pub struct RetryPolicy {
     pub batch_size: usize,
     /// How long one poll waits for records.
     pub poll_wait: Duration,
+    /// How long the position may stay uncommitted after batches that appended nothing, so a
+    /// stage that buffers its writes (the projector) flushes once for many batches. Zero
+    /// commits after every batch.
+    pub commit_interval: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -32,6 +36,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(2),
             batch_size: 512,
             poll_wait: Duration::from_millis(200),
+            commit_interval: Duration::ZERO,
         }
     }
 }
@@ -55,6 +60,65 @@ pub struct Runner {
     stage: Arc<dyn Stage>,
     inputs: Vec<String>,
     policy: RetryPolicy,
+    metrics: StageMetrics,
+}
+
+/// The uniform `orderflow_stage_*{stage,…}` metrics of one stage, registered once: looking a
+/// labelled metric up for every record costs an allocation and a hash each time.
+struct StageMetrics {
+    emitted: metrics::Counter,
+    rejected: metrics::Counter,
+    no_output: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    interrupted: metrics::Counter,
+    rejected_total: metrics::Counter,
+    dead_lettered_total: metrics::Counter,
+    failed_retryable: metrics::Counter,
+    failed_permanent: metrics::Counter,
+    failed_unavailable: metrics::Counter,
+    retries: metrics::Counter,
+    unavailable: metrics::Counter,
+    process_seconds: metrics::Histogram,
+    batch_size: metrics::Histogram,
+    batch_seconds: metrics::Histogram,
+}
+
+impl StageMetrics {
+    fn new(stage: &str) -> Self {
+        let processed = |outcome: &'static str| metrics::counter!("orderflow_stage_processed_total", "stage" => stage.to_owned(), "outcome" => outcome);
+        let failed = |kind: &'static str| metrics::counter!("orderflow_stage_failed_total", "stage" => stage.to_owned(), "kind" => kind);
+        Self {
+            emitted: processed("emitted"),
+            rejected: processed("rejected"),
+            no_output: processed("no_output"),
+            dead_lettered: processed("dead_lettered"),
+            interrupted: processed("interrupted"),
+            rejected_total: metrics::counter!("orderflow_stage_rejected_total", "stage" => stage.to_owned()),
+            dead_lettered_total: metrics::counter!("orderflow_stage_dead_lettered_total", "stage" => stage.to_owned()),
+            failed_retryable: failed("retryable"),
+            failed_permanent: failed("permanent"),
+            failed_unavailable: failed("unavailable"),
+            retries: metrics::counter!("orderflow_stage_retries_total", "stage" => stage.to_owned()),
+            unavailable: metrics::counter!("orderflow_stage_unavailable_total", "stage" => stage.to_owned()),
+            process_seconds: metrics::histogram!("orderflow_stage_process_seconds", "stage" => stage.to_owned()),
+            batch_size: metrics::histogram!("orderflow_stage_batch_size", "stage" => stage.to_owned()),
+            batch_seconds: metrics::histogram!("orderflow_stage_batch_seconds", "stage" => stage.to_owned()),
+        }
+    }
+}
+
+/// Offsets of records processed but not committed yet, and since when.
+#[derive(Default)]
+struct Pending {
+    offsets: Offsets,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    /// Whether the pending offsets must be committed now.
+    fn due(&self, interval: Duration) -> bool {
+        self.since.is_some_and(|since| since.elapsed() >= interval)
+    }
 }
 
 enum Settled {
@@ -75,11 +139,13 @@ impl Runner {
         inputs: Vec<String>,
         policy: RetryPolicy,
     ) -> Self {
+        let metrics = StageMetrics::new(stage.name());
         Self {
             log,
             stage,
             inputs,
             policy,
+            metrics,
         }
     }
 
@@ -103,11 +169,17 @@ impl Runner {
             }
         };
         tracing::info!(stage = %name, inputs = ?self.inputs, "Stage started");
+        let mut pending = Pending::default();
+        // False when a commit or a batch was cut short: its records come back after restart.
+        let mut clean = true;
         while !*shutdown.borrow() {
-            let records = match consumer
-                .poll(self.policy.batch_size, self.policy.poll_wait)
-                .await
-            {
+            let wait = match pending.since {
+                Some(since) => (since + self.policy.commit_interval)
+                    .saturating_duration_since(Instant::now())
+                    .min(self.policy.poll_wait),
+                None => self.policy.poll_wait,
+            };
+            let records = match consumer.poll(self.policy.batch_size, wait).await {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::warn!(stage = %name, error = %e, "Poll failed, retrying");
@@ -117,15 +189,29 @@ impl Runner {
                     continue;
                 }
             };
-            if records.is_empty() {
-                continue;
-            }
-            if !self
-                .handle_batch(consumer.as_mut(), records, &mut shutdown)
-                .await
-            {
+            let carried_on = if records.is_empty() {
+                !pending.due(self.policy.commit_interval)
+                    || self
+                        .commit(consumer.as_mut(), Vec::new(), &mut pending, &mut shutdown)
+                        .await
+            } else {
+                self.handle_batch(consumer.as_mut(), records, &mut pending, &mut shutdown)
+                    .await
+            };
+            if !carried_on {
+                clean = false;
                 break;
             }
+        }
+        if clean && pending.since.is_some() {
+            // Processed but not committed yet (a buffering stage): flush and commit on the way
+            // out, briefly; whatever does not make it is read again after the restart.
+            let (_, mut quiet) = watch::channel(false);
+            let _ = tokio::time::timeout(
+                Duration::from_secs(3),
+                self.commit(consumer.as_mut(), Vec::new(), &mut pending, &mut quiet),
+            )
+            .await;
         }
         consumer.close().await;
         // Leaving the group blocks until the broker answers: keep that off the async threads.
@@ -134,16 +220,18 @@ impl Runner {
         Ok(())
     }
 
-    /// Processes one batch and commits it; false if shutdown interrupted an unfinished commit.
+    /// Processes one batch and commits it (or, when it appended nothing and the commit
+    /// interval allows, leaves its offsets pending); false if shutdown interrupted an
+    /// unfinished commit.
     async fn handle_batch(
         &self,
         consumer: &mut dyn Consumer,
         records: Vec<Record>,
+        pending: &mut Pending,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let name = self.stage.name();
-        metrics::histogram!("orderflow_stage_batch_size", "stage" => name.to_owned())
-            .record(records.len() as f64);
+        self.metrics.batch_size.record(records.len() as f64);
         let started = Instant::now();
         let settled = join_all(records.iter().map(|r| self.settle(r, shutdown.clone()))).await;
         if settled.iter().any(|s| matches!(s, Settled::Interrupted)) {
@@ -152,21 +240,20 @@ impl Runner {
             return false;
         }
         let mut outputs = Vec::with_capacity(records.len());
-        let mut offsets = Offsets::new();
         for (record, settled) in records.iter().zip(settled) {
+            let m = &self.metrics;
             let outcome = match settled {
                 Settled::Done(Outcome::Emit(messages)) => {
                     outputs.extend(messages);
-                    "emitted"
+                    &m.emitted
                 }
                 Settled::Done(Outcome::Reject(message)) => {
                     outputs.push(message);
-                    metrics::counter!("orderflow_stage_rejected_total", "stage" => name.to_owned())
-                        .increment(1);
-                    "rejected"
+                    m.rejected_total.increment(1);
+                    &m.rejected
                 }
-                Settled::Done(Outcome::Nothing) => "no_output",
-                Settled::Interrupted => "interrupted",
+                Settled::Done(Outcome::Nothing) => &m.no_output,
+                Settled::Interrupted => &m.interrupted,
                 Settled::Failed { error, attempts } => {
                     tracing::error!(
                         stage = name, topic = %record.topic, partition = record.partition,
@@ -174,25 +261,69 @@ impl Runner {
                         "Dead-lettering a record"
                     );
                     outputs.push(dead_letter(name, record, &error, attempts));
-                    metrics::counter!("orderflow_stage_dead_lettered_total", "stage" => name.to_owned())
-                        .increment(1);
-                    "dead_lettered"
+                    m.dead_lettered_total.increment(1);
+                    &m.dead_lettered
                 }
             };
-            metrics::counter!("orderflow_stage_processed_total", "stage" => name.to_owned(), "outcome" => outcome)
-                .increment(1);
-            let next = offsets
-                .entry((record.topic.clone(), record.partition))
-                .or_insert(0);
-            *next = (*next).max(record.offset + 1);
+            outcome.increment(1);
         }
+        // The next offset per partition, gathered without allocating a key per record.
+        let mut highest: Vec<(&str, u32, u64)> = Vec::new();
+        for r in &records {
+            match highest
+                .iter_mut()
+                .find(|(t, p, _)| *t == r.topic && *p == r.partition)
+            {
+                Some((_, _, next)) => *next = (*next).max(r.offset + 1),
+                None => highest.push((&r.topic, r.partition, r.offset + 1)),
+            }
+        }
+        for (topic, partition, next) in highest {
+            let slot = pending
+                .offsets
+                .entry((topic.to_owned(), partition))
+                .or_insert(0);
+            *slot = (*slot).max(next);
+        }
+        pending.since.get_or_insert(started);
+        if outputs.is_empty() && !pending.due(self.policy.commit_interval) {
+            return true;
+        }
+        if !self.commit(consumer, outputs, pending, shutdown).await {
+            return false;
+        }
+        self.metrics.batch_seconds.record(started.elapsed());
+        true
+    }
+
+    /// Flushes the stage, then appends `outputs` and commits the pending offsets together,
+    /// retrying until it works; false if shutdown came first (nothing new is committed then).
+    async fn commit(
+        &self,
+        consumer: &mut dyn Consumer,
+        outputs: Vec<Message>,
+        pending: &mut Pending,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let name = self.stage.name();
         let mut attempt = 0;
         loop {
-            match consumer.complete(outputs.clone(), offsets.clone()).await {
-                Ok(()) => break,
-                Err(e) => {
+            let done = match self.stage.flush().await {
+                Ok(()) => consumer
+                    .complete(outputs.clone(), pending.offsets.clone())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.message),
+            };
+            match done {
+                Ok(()) => {
+                    pending.offsets.clear();
+                    pending.since = None;
+                    return true;
+                }
+                Err(error) => {
                     attempt += 1;
-                    tracing::warn!(stage = name, error = %e, attempt, "Commit failed, retrying");
+                    tracing::warn!(stage = name, %error, attempt, "Commit failed, retrying");
                     if sleep_or_shutdown(self.policy.backoff(attempt), shutdown).await {
                         // Nothing was committed: the records come back after restart.
                         return false;
@@ -200,9 +331,6 @@ impl Runner {
                 }
             }
         }
-        metrics::histogram!("orderflow_stage_batch_seconds", "stage" => name.to_owned())
-            .record(started.elapsed());
-        true
     }
 
     /// Runs the stage on one record with retries until it settles.
@@ -225,32 +353,28 @@ impl Runner {
                 .unwrap_or_else(|_| {
                     Err(StageError::permanent("the stage panicked on this record"))
                 });
-            metrics::histogram!("orderflow_stage_process_seconds", "stage" => self.stage.name().to_owned())
-                .record(started.elapsed());
+            self.metrics.process_seconds.record(started.elapsed());
             if let Err(error) = &result {
-                let kind = match error.kind {
-                    ErrorKind::Retryable => "retryable",
-                    ErrorKind::Permanent => "permanent",
-                    ErrorKind::Unavailable => "unavailable",
-                };
-                metrics::counter!("orderflow_stage_failed_total", "stage" => self.stage.name().to_owned(), "kind" => kind)
-                    .increment(1);
+                match error.kind {
+                    ErrorKind::Retryable => &self.metrics.failed_retryable,
+                    ErrorKind::Permanent => &self.metrics.failed_permanent,
+                    ErrorKind::Unavailable => &self.metrics.failed_unavailable,
+                }
+                .increment(1);
             }
             match result {
                 Ok(outcome) => return Settled::Done(outcome),
                 Err(error)
                     if error.kind == ErrorKind::Retryable && attempt < self.policy.max_attempts =>
                 {
-                    metrics::counter!("orderflow_stage_retries_total", "stage" => self.stage.name().to_owned())
-                        .increment(1);
+                    self.metrics.retries.increment(1);
                     tracing::debug!(stage = self.stage.name(), attempt, error = %error.message, "Retrying a record");
                     tokio::time::sleep(self.policy.backoff(attempt)).await;
                     attempt += 1;
                 }
                 Err(error) if error.kind == ErrorKind::Unavailable => {
                     waits += 1;
-                    metrics::counter!("orderflow_stage_unavailable_total", "stage" => self.stage.name().to_owned())
-                        .increment(1);
+                    self.metrics.unavailable.increment(1);
                     if waits == 1 || waits % 50 == 0 {
                         tracing::warn!(stage = self.stage.name(), waits, error = %error.message, "A dependency is unavailable; holding the record");
                     }
@@ -317,7 +441,6 @@ mod tests {
     use crate::EmbeddedLog;
     use async_trait::async_trait;
     use bytes::Bytes;
-    use orderflow_embedded::Engine;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// Upper-cases values; fails transiently on "flaky" until its third attempt; fails
@@ -365,8 +488,7 @@ mod tests {
     #[tokio::test]
     async fn retries_dead_letters_and_commits() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log =
-            Arc::new(EmbeddedLog::new(Engine::open(dir.path()).expect("engine"), 2).expect("log"));
+        let log = Arc::new(EmbeddedLog::open(dir.path(), 2).expect("log"));
         let topics: Vec<String> = ["in", "out", "in.dlq"]
             .iter()
             .map(|s| s.to_string())
@@ -490,6 +612,95 @@ mod tests {
             .map(|(_, behind)| behind)
             .sum();
         assert_eq!(behind, 3, "three appended records not yet consumed");
+    }
+
+    /// Keeps a count of what it saw in memory; `flush` makes it "durable".
+    struct Tally {
+        seen: AtomicU32,
+        flushed: AtomicU32,
+        flushes: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Stage for Tally {
+        fn name(&self) -> &str {
+            "tally"
+        }
+
+        async fn process(&self, _record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
+            self.seen.fetch_add(1, Ordering::SeqCst);
+            Ok(Outcome::Nothing)
+        }
+
+        async fn flush(&self) -> Result<(), StageError> {
+            self.flushes.fetch_add(1, Ordering::SeqCst);
+            self.flushed
+                .store(self.seen.load(Ordering::SeqCst), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buffering_stage_is_flushed_before_its_position_is_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Arc::new(EmbeddedLog::open(dir.path(), 1).expect("log"));
+        log.ensure_topics(&["in".to_owned()]).await.expect("topics");
+        let stage = Arc::new(Tally {
+            seen: AtomicU32::new(0),
+            flushed: AtomicU32::new(0),
+            flushes: AtomicU32::new(0),
+        });
+        let policy = RetryPolicy {
+            commit_interval: Duration::from_millis(300),
+            poll_wait: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(
+            Runner::new(log.clone(), stage.clone(), vec!["in".into()], policy).run(stopped),
+        );
+        let committed = |log: &EmbeddedLog| -> u64 {
+            log.lag()
+                .expect("lag")
+                .iter()
+                .filter(|((g, t, _), _)| g == "tally" && t == "in")
+                .map(|(_, behind)| *behind)
+                .sum()
+        };
+        // Twenty batches, one record each, well inside one commit interval.
+        for i in 0..20 {
+            log.append(vec![msg("in", &format!("k{i}"), "v")])
+                .await
+                .expect("append");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while committed(&log) > 0 {
+            assert!(Instant::now() < deadline, "never committed");
+            // Whatever is committed was flushed first.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            stage.flushed.load(Ordering::SeqCst),
+            20,
+            "flushed before the commit"
+        );
+        let flushes = stage.flushes.load(Ordering::SeqCst);
+        assert!(
+            flushes < 10,
+            "{flushes} flushes for 20 batches: commits were not gathered"
+        );
+        // What is processed at shutdown is flushed and committed on the way out.
+        log.append(vec![msg("in", "last", "v")])
+            .await
+            .expect("append");
+        while stage.seen.load(Ordering::SeqCst) < 21 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop.send(true).expect("stop");
+        task.await.expect("joins").expect("runs");
+        assert_eq!(stage.flushed.load(Ordering::SeqCst), 21);
+        assert_eq!(committed(&log), 0);
     }
 
     #[test]

@@ -73,4 +73,11 @@ pub trait Stage: Send + Sync + 'static {
 
     /// Processes one record. `attempt` starts at 1.
     async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError>;
+
+    /// Makes durable whatever [`process`](Self::process) kept in memory. The runner calls it
+    /// before every commit of the stage's position, so a stage that buffers its writes (the
+    /// projector) never has its records committed ahead of them. Most stages keep nothing.
+    async fn flush(&self) -> Result<(), StageError> {
+        Ok(())
+    }
 }

@@ -2,7 +2,6 @@
 //! the Kafka adapter on a real Kafka-protocol broker (tansu), at least once and exactly once.
 
 use bytes::Bytes;
-use orderflow_embedded::Engine;
 use orderflow_pipeline::{EmbeddedLog, KafkaConfig, KafkaLog, Log, Message, Offsets};
 use orderflow_testkit::KafkaBroker;
 use std::collections::HashMap;
@@ -172,12 +171,11 @@ async fn log_conformance(log: Arc<dyn Log>) {
 async fn embedded_log_conforms_and_is_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let log = EmbeddedLog::new(Engine::open(dir.path()).expect("engine"), 3).expect("log");
+        let log = EmbeddedLog::open(dir.path(), 3).expect("log");
         log_conformance(Arc::new(log)).await;
     }
-    // Dropping the last handle closed the file, so it opens again at once.
-    let engine = Engine::open(dir.path()).expect("reopens");
-    let log = EmbeddedLog::new(engine.clone(), 3).expect("log");
+    // Dropping the last handle released the directory, so it opens again at once.
+    let log = EmbeddedLog::open(dir.path(), 3).expect("reopens");
     assert_eq!(
         log.read("t.in", 10_000).await.expect("read").len(),
         400,
@@ -196,7 +194,9 @@ async fn embedded_log_conforms_and_is_durable() {
         "offsets survive a reopen"
     );
     // The partition count is part of the data: opening with another one is refused.
-    let other = EmbeddedLog::new(engine, 5).expect("log");
+    drop(consumer);
+    drop(log);
+    let other = EmbeddedLog::open(dir.path(), 5).expect("log");
     let err = other
         .ensure_topics(&["t.in".to_owned()])
         .await

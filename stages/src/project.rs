@@ -5,9 +5,15 @@ use orderflow_domain::decode_event;
 use orderflow_pipeline::{Outcome, Record, Stage, StageError};
 use orderflow_stores::{OrderStore, StatusFeed};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long the projector's position may stay uncommitted: its views are written once per
+/// interval instead of once per status change, and a crash replays at most this much.
+pub const PROJECTOR_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The status projector: reads every status topic, keeps the [`OrderStore`] current and
-/// announces each change on the [`StatusFeed`].
+/// announces each change on the [`StatusFeed`]. The store may hold views in memory; the runner
+/// flushes it before each commit (see [`PROJECTOR_COMMIT_INTERVAL`]).
 pub struct Project {
     store: Arc<dyn OrderStore>,
     feed: Arc<dyn StatusFeed>,
@@ -39,7 +45,7 @@ impl Stage for Project {
             .await
             .map_err(crate::order_stage::store_error)?;
         for view in &changed {
-            // The view is durable already; a feed hiccup only delays followers, who re-read.
+            // The view is readable already; a feed hiccup only delays followers, who re-read.
             if let Err(e) = self.feed.publish(view).await {
                 tracing::warn!(error = %e, order_id = %view.order_id, "Cannot publish a status change");
             }
@@ -56,5 +62,12 @@ impl Stage for Project {
             }
         }
         Ok(Outcome::Nothing)
+    }
+
+    async fn flush(&self) -> Result<(), StageError> {
+        self.store
+            .flush()
+            .await
+            .map_err(crate::order_stage::store_error)
     }
 }

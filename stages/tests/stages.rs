@@ -241,8 +241,8 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
     use orderflow_stores::OrderStore;
     use orderflow_stores::embedded::EmbeddedOrderStore;
 
-    let (_dir, ledger, engine) = ledger().await;
-    let log = EmbeddedLog::new(engine.clone(), 2).expect("log");
+    let (dir, ledger, engine) = ledger().await;
+    let log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
     log.ensure_topics(&topology::all_topics())
         .await
         .expect("topics");
@@ -453,8 +453,8 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
     use orderflow_stores::embedded::{EmbeddedCoupons, EmbeddedOrderStore};
     use orderflow_stores::{CouponLedger, OrderStore};
 
-    let (_dir, ledger, engine) = ledger().await;
-    let log = EmbeddedLog::new(engine.clone(), 2).expect("log");
+    let (dir, ledger, engine) = ledger().await;
+    let log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
     log.ensure_topics(&topology::all_topics())
         .await
         .expect("topics");

@@ -646,6 +646,12 @@ async fn order_store_conformance(store: Arc<dyn OrderStore>) {
         "duplicates change nothing"
     );
     assert!(store.get(OrderId::new()).await.expect("get").is_none());
+    store.flush().await.expect("flush");
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(Completed),
+        "a flush changes nothing a reader sees"
+    );
 }
 
 /// Paging through one customer's history: newest first, no gaps or repeats, nobody else's.
@@ -665,12 +671,23 @@ async fn history_conformance(store: Arc<dyn OrderStore>) {
         };
         batch.push(e);
     }
-    // Projected out of order, in a few writes.
+    // Projected out of order, in a few writes; the first two flushed, the rest maybe only in
+    // memory (a store that buffers must page through both).
     batch.reverse();
-    for chunk in batch.chunks(70) {
+    for (i, chunk) in batch.chunks(70).enumerate() {
         store.apply(chunk.to_vec()).await.expect("apply");
+        if i == 1 {
+            store.flush().await.expect("flush");
+        }
     }
     assert_eq!(mine.len(), 250);
+    page_through(store.as_ref(), &mine).await;
+    store.flush().await.expect("flush");
+    page_through(store.as_ref(), &mine).await;
+}
+
+/// Pages through `pager`'s orders (`mine`) by 100 and checks every one comes once, newest first.
+async fn page_through(store: &dyn OrderStore, mine: &[OrderId]) {
     let mut seen = Vec::new();
     let mut after = None;
     let mut pages = 0;
@@ -690,7 +707,7 @@ async fn history_conformance(store: Arc<dyn OrderStore>) {
         assert!(pages < 10, "paging does not end");
     }
     assert_eq!(pages, 3, "pages of 100, 100 and 50");
-    let mut newest_first = mine.clone();
+    let mut newest_first = mine.to_vec();
     newest_first.sort_by_key(|id| std::cmp::Reverse(id.0));
     assert_eq!(seen, newest_first, "every order once, newest first");
     assert!(
@@ -783,6 +800,48 @@ async fn status_feed_conformance(feed: Arc<dyn StatusFeed>) {
         .expect("in time")
         .expect("an update");
     assert_eq!((got.order_id, got.status), (mine, OrderStatus::Validated));
+}
+
+#[tokio::test]
+async fn embedded_views_are_readable_at_once_and_durable_after_a_flush() {
+    use orderflow_domain::OrderStatus::*;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let store = EmbeddedOrderStore::new(engine.clone());
+    let id = OrderId::new();
+    store
+        .apply(vec![event(id, Accepted, 0)])
+        .await
+        .expect("apply");
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(Accepted)
+    );
+    store.flush().await.expect("flush");
+    store
+        .apply(vec![event(id, Validated, 1)])
+        .await
+        .expect("apply");
+    // Another store on the same database sees what was flushed; this one sees the newest.
+    let other = EmbeddedOrderStore::new(engine.clone());
+    assert_eq!(
+        other.get(id).await.expect("get").map(|v| v.status),
+        Some(Accepted)
+    );
+    assert_eq!(
+        store.get(id).await.expect("get").map(|v| v.status),
+        Some(Validated)
+    );
+    store.flush().await.expect("flush");
+    let view = other.get(id).await.expect("get").expect("durable");
+    assert_eq!((view.status, view.timeline.len()), (Validated, 2));
+    assert_eq!(other.count().expect("count"), 1);
+    let page = other.list_for_customer("c1", 10, None).await.expect("page");
+    assert_eq!(
+        page.orders.len(),
+        1,
+        "the customer index was written with the view"
+    );
 }
 
 #[tokio::test]

@@ -1,17 +1,33 @@
-//! The embedded [`OrderStore`]: one row per order, folded inside the writer's transaction so
-//! concurrent projector batches never lose each other's updates.
+//! The embedded [`OrderStore`]: one row per order in the engine, with the views of orders in
+//! flight held in memory in front of it.
+//!
+//! An order's status changes several times within a fraction of a second. Folding each event
+//! into memory and writing the views of a flush interval in one transaction writes each order
+//! once or twice instead of once per status, and readers see every change at once. The
+//! projector commits its position on the log only after a flush, so what memory held when a
+//! crash came is rebuilt from the log. A written view stays in memory until its order is
+//! terminal (or idle for [`IDLE`]), so its next status does not read it back from disk.
 
 use super::open_read;
 use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{self, ReadableTable, TableDefinition};
+use orderflow_embedded::redb::{self, TableDefinition};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 const ORDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("order_views");
 /// `customer length (u16, big-endian) | customer | order id` → nothing: each customer's orders
 /// in id order, which for UUIDv7 is time order.
 const BY_CUSTOMER: TableDefinition<&[u8], ()> = TableDefinition::new("order_views_by_customer");
+
+/// Most views in memory; beyond it `apply` refuses (the projector then holds its records) until
+/// a flush gets through.
+const MAX_PENDING: usize = 200_000;
+/// A written view of an order that has not changed for this long leaves memory.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The index key of one order of one customer; with `None`, the customer's prefix.
 fn customer_key(customer: &str, order: Option<OrderId>) -> Vec<u8> {
@@ -30,19 +46,42 @@ fn corrupt(e: serde_json::Error) -> redb::Error {
     redb::Error::Corrupted(format!("order view: {e}"))
 }
 
+/// A view in memory.
+struct Pending {
+    view: OrderView,
+    /// Bumped by every change.
+    version: u64,
+    /// The version on disk: the view is waiting to be written while they differ.
+    written: u64,
+    /// Not on disk at all yet: its customer index entry is still to be written.
+    new: bool,
+    /// Last change.
+    touched: std::time::Instant,
+}
+
+impl Pending {
+    fn dirty(&self) -> bool {
+        self.version != self.written
+    }
+}
+
 /// The embedded order store.
 #[derive(Clone)]
 pub struct EmbeddedOrderStore {
     engine: Engine,
+    pending: Arc<Mutex<HashMap<OrderId, Pending>>>,
 }
 
 impl EmbeddedOrderStore {
     /// An order store on `engine`.
     pub fn new(engine: Engine) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            pending: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
-    /// How many orders have a view (for audits and tests).
+    /// How many orders have a durable view (for audits and tests).
     pub fn count(&self) -> Result<u64, StoreError> {
         use orderflow_embedded::redb::ReadableTableMetadata;
         Ok(self.engine.read(|txn| {
@@ -52,61 +91,160 @@ impl EmbeddedOrderStore {
             })
         })?)
     }
+
+    /// The durable views of `ids`, where they exist.
+    fn read_durable(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, OrderView)>, StoreError> {
+        let rows = self.engine.read(|txn| {
+            let mut out = Vec::new();
+            if let Some(t) = open_read(txn, ORDERS)? {
+                for id in ids {
+                    if let Some(v) = t.get(id.as_bytes().as_slice())? {
+                        out.push((*id, v.value().to_vec()));
+                    }
+                }
+            }
+            Ok(out)
+        })?;
+        rows.into_iter()
+            .map(|(id, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .map(|view| (id, view))
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
 }
 
 #[async_trait]
 impl OrderStore for EmbeddedOrderStore {
     async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
-        let changed = self
-            .engine
-            .submit(move |txn| {
-                let mut t = txn.open_table(ORDERS)?;
-                let mut by_customer = txn.open_table(BY_CUSTOMER)?;
-                let mut changed = Vec::new();
-                for event in &events {
-                    let key = event.order.id.as_bytes().as_slice();
-                    let current = match t.get(key)? {
-                        Some(v) => {
-                            Some(serde_json::from_slice::<OrderView>(v.value()).map_err(corrupt)?)
-                        }
-                        None => None,
-                    };
-                    let view = match current {
-                        Some(mut view) => {
-                            if !view.apply(event) {
-                                continue;
-                            }
-                            view
-                        }
-                        None => {
-                            let view = OrderView::from_event(event);
+        let missing: Vec<OrderId> = {
+            let mut pending = self.pending.lock();
+            if pending.len() >= MAX_PENDING {
+                pending.retain(|_, p| p.dirty());
+                if pending.len() >= MAX_PENDING {
+                    return Err(StoreError::Unavailable(format!(
+                        "{} order views wait to be written; holding new events until a flush succeeds",
+                        pending.len()
+                    )));
+                }
+            }
+            let mut missing: Vec<OrderId> = events
+                .iter()
+                .map(|e| e.order.id)
+                .filter(|id| !pending.contains_key(id))
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            missing
+        };
+        let mut durable: HashMap<OrderId, OrderView> = if missing.is_empty() {
+            HashMap::new()
+        } else {
+            self.read_durable(&missing)?.into_iter().collect()
+        };
+        let mut pending = self.pending.lock();
+        let mut changed: Vec<OrderId> = Vec::new();
+        let now = std::time::Instant::now();
+        for event in &events {
+            let id = event.order.id;
+            // Another apply may have brought the view into memory meanwhile: folding into that
+            // copy is right, since folding is order-insensitive and idempotent.
+            let (entry, created) = match pending.entry(id) {
+                std::collections::hash_map::Entry::Occupied(e) => (e.into_mut(), false),
+                std::collections::hash_map::Entry::Vacant(e) => match durable.remove(&id) {
+                    Some(view) => (
+                        e.insert(Pending {
+                            view,
+                            version: 0,
+                            written: 0,
+                            new: false,
+                            touched: now,
+                        }),
+                        false,
+                    ),
+                    None => (
+                        e.insert(Pending {
+                            view: OrderView::from_event(event),
+                            version: 1,
+                            written: 0,
+                            new: true,
+                            touched: now,
+                        }),
+                        true,
+                    ),
+                },
+            };
+            if created || entry.view.apply(event) {
+                if !created {
+                    entry.version += 1;
+                }
+                entry.touched = now;
+                if !changed.contains(&id) {
+                    changed.push(id);
+                }
+            }
+        }
+        let views = changed
+            .iter()
+            .filter_map(|id| pending.get(id).map(|p| p.view.clone()))
+            .collect();
+        Ok(views)
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let batch: Vec<(OrderId, OrderView, u64, bool)> = {
+            let pending = self.pending.lock();
+            pending
+                .iter()
+                .filter(|(_, p)| p.dirty())
+                .map(|(id, p)| (*id, p.view.clone(), p.version, p.new))
+                .collect()
+        };
+        if !batch.is_empty() {
+            let written: Vec<(OrderId, u64)> =
+                batch.iter().map(|(id, _, v, _)| (*id, *v)).collect();
+            self.engine
+                .submit(move |txn| {
+                    let mut t = txn.open_table(ORDERS)?;
+                    let mut by_customer = txn.open_table(BY_CUSTOMER)?;
+                    let mut bytes = Vec::with_capacity(2048);
+                    for (id, view, _, new) in &batch {
+                        if *new {
                             by_customer.insert(
-                                customer_key(&view.customer_id, Some(view.order_id)).as_slice(),
+                                customer_key(&view.customer_id, Some(*id)).as_slice(),
                                 (),
                             )?;
-                            view
                         }
-                    };
-                    let bytes = serde_json::to_vec(&view).map_err(corrupt)?;
-                    t.insert(key, bytes.as_slice())?;
-                    changed.push(view);
+                        bytes.clear();
+                        serde_json::to_writer(&mut bytes, view).map_err(corrupt)?;
+                        t.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .await?;
+            let mut pending = self.pending.lock();
+            for (id, version) in written {
+                if let Some(p) = pending.get_mut(&id) {
+                    p.written = p.written.max(version);
+                    p.new = false;
                 }
-                Ok(changed)
-            })
-            .await?;
-        Ok(changed)
+            }
+        }
+        // Terminal views change no more, and idle ones rarely: they are read from disk now.
+        let mut pending = self.pending.lock();
+        pending.retain(|_, p| {
+            p.dirty() || !(p.view.status.is_terminal() || p.touched.elapsed() >= IDLE)
+        });
+        metrics::gauge!("orderflow_order_views_in_memory").set(pending.len() as f64);
+        Ok(())
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
-        let bytes = self.engine.read(|txn| {
-            Ok(match open_read(txn, ORDERS)? {
-                Some(t) => t.get(id.as_bytes().as_slice())?.map(|v| v.value().to_vec()),
-                None => None,
-            })
-        })?;
-        bytes
-            .map(|b| serde_json::from_slice(&b).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .transpose()
+        if let Some(p) = self.pending.lock().get(&id) {
+            return Ok(Some(p.view.clone()));
+        }
+        Ok(self.read_durable(&[id])?.pop().map(|(_, view)| view))
     }
 
     async fn list_for_customer(
@@ -156,18 +294,44 @@ impl OrderStore for EmbeddedOrderStore {
             Ok((rows, last, false))
         })?;
         let (rows, last, more) = rows;
-        let orders = rows
+        let mut orders = rows
             .iter()
             .map(|b| serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<Vec<OrderView>, _>>()?;
+        let id_of = |bytes: &[u8]| {
+            <[u8; 16]>::try_from(bytes)
+                .map(|b| OrderId(uuid::Uuid::from_bytes(b)))
+                .map_err(|_| StoreError::Corrupt("order index key".into()))
+        };
         // The cursor is the last id scanned, so a missing view never ends the paging early.
-        let next = match (more, last) {
-            (true, Some(id)) => Some(OrderId(uuid::Uuid::from_bytes(
-                <[u8; 16]>::try_from(id.as_slice())
-                    .map_err(|_| StoreError::Corrupt("order index key".into()))?,
-            ))),
+        let mut next = match (more, last) {
+            (true, Some(id)) => Some(id_of(&id)?),
             _ => None,
         };
+        // Memory holds fresher copies of views in flight, and views not in the index yet.
+        let unwritten: Vec<OrderView> = {
+            let pending = self.pending.lock();
+            for view in orders.iter_mut() {
+                if let Some(p) = pending.get(&view.order_id) {
+                    view.clone_from(&p.view);
+                }
+            }
+            pending
+                .values()
+                .filter(|p| p.new && p.view.customer_id == customer)
+                .filter(|p| after.is_none_or(|a| p.view.order_id.0 < a.0))
+                .filter(|p| next.is_none_or(|n| p.view.order_id.0 > n.0))
+                .map(|p| p.view.clone())
+                .collect()
+        };
+        if !unwritten.is_empty() {
+            orders.extend(unwritten);
+            orders.sort_by_key(|v| std::cmp::Reverse(v.order_id.0));
+            if orders.len() > limit {
+                orders.truncate(limit);
+                next = orders.last().map(|v| v.order_id);
+            }
+        }
         Ok(Page { orders, next })
     }
 }

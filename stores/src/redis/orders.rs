@@ -105,6 +105,10 @@ impl OrderStore for CachedOrderStore {
         Ok(changed)
     }
 
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.durable.flush().await
+    }
+
     async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
         match self.hot.get(id).await {
             Ok(Some(view)) => return Ok(Some(view)),

@@ -1,0 +1,886 @@
+//! The [`Log`] with no server: segment files in a directory, written by one group-commit
+//! writer thread.
+//!
+//! - [`format`]: the bytes on disk (segments of checksummed batches).
+//! - [`state`]: what is kept in memory (topics, the location of every kept record, a cache of
+//!   the newest records, committed offsets) and how it is rebuilt at start.
+//! - [`writer`]: the thread that appends, rolls segments, trims and deletes them.
+//! - [`legacy`]: moves a log kept by earlier versions (in a redb database) into segments.
+//!
+//! An append resolves only once its batch is fsync'd, and many concurrent appends share one
+//! fsync. [`Consumer::complete`] writes a stage's outputs and its new offsets in the same batch:
+//! on this backend a stage's step is atomic, not just at-least-once. Consumers read the newest
+//! records from memory and older ones from the segment files.
+
+pub mod format;
+pub mod legacy;
+pub mod state;
+pub mod writer;
+
+use crate::log::{Consumer, Log, LogError, Message, Offsets, Record};
+use async_trait::async_trait;
+use parking_lot::RwLock;
+use state::{Miss, State};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot, watch};
+use writer::{Commit, Request, Writer};
+
+/// The file whose lock marks a log directory as in use by one process.
+const LOCK_FILE: &str = "LOCK";
+
+/// How the embedded log is laid out and how much memory it may use.
+#[derive(Debug, Clone)]
+pub struct EmbeddedLogOptions {
+    /// Partitions of topics created from now on (existing topics keep theirs).
+    pub partitions: u32,
+    /// Bytes of the newest records kept decoded in memory for consumers; older ones are read
+    /// from the segment files.
+    pub cache_bytes: usize,
+    /// A segment is sealed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Group commits start at least this far apart: under load, appends that arrive meanwhile
+    /// share the next fsync (each fsync costs a device round trip); when it is quiet an append
+    /// is written at once.
+    pub min_commit_interval: Duration,
+}
+
+impl EmbeddedLogOptions {
+    /// Defaults with `partitions` partitions per topic: 16 MiB of cache, 64 MiB segments,
+    /// commits at least 1 ms apart.
+    pub fn new(partitions: u32) -> Self {
+        Self {
+            partitions,
+            cache_bytes: 16 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            min_commit_interval: Duration::from_millis(1),
+        }
+    }
+}
+
+/// The embedded log; cheap to clone. The directory is locked while any handle lives; when the
+/// last one is dropped the writer finishes what is queued and the lock is released before
+/// `drop` returns, so the directory can be opened again at once.
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    partitions: u32,
+    state: Arc<RwLock<State>>,
+    /// `None` only while dropping: taking it ends the writer's loop.
+    requests: Option<mpsc::Sender<Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    /// True once [`EmbeddedLog::close`] was called: new writes are refused.
+    closed: AtomicBool,
+    /// Held for the lifetime of the log: its lock keeps a second process out.
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log in `dir` with `partitions` partitions per new topic and the
+    /// default cache and segment sizes.
+    pub fn open(dir: &Path, partitions: u32) -> Result<Self, LogError> {
+        Self::open_with(dir, EmbeddedLogOptions::new(partitions))
+    }
+
+    /// Opens (or creates) the log in `dir`: locks it, rebuilds the state from its segments
+    /// (cutting off a torn write at the end), starts a fresh segment and the writer thread.
+    pub fn open_with(dir: &Path, options: EmbeddedLogOptions) -> Result<Self, LogError> {
+        if options.partitions == 0 {
+            return Err(LogError::Invalid("partitions must be at least 1".into()));
+        }
+        let io = |what: String, e: std::io::Error| LogError::Unavailable(format!("{what}: {e}"));
+        std::fs::create_dir_all(dir).map_err(|e| {
+            io(
+                format!("cannot create the log directory {}", dir.display()),
+                e,
+            )
+        })?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(|e| io(format!("cannot open {}", dir.join(LOCK_FILE).display()), e))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(LogError::Unavailable(format!(
+                "the log in {} is in use by another process ({e}); stop it first",
+                dir.display()
+            )));
+        }
+        let started = Instant::now();
+        let recovered = state::recover(dir, options.cache_bytes)?;
+        let records: usize = recovered.state.parts.iter().map(|p| p.locs.len()).sum();
+        let segments = recovered.state.segments.len();
+        let state = Arc::new(RwLock::new(recovered.state));
+        let writer = Writer::start(
+            dir,
+            Arc::clone(&state),
+            options.segment_bytes,
+            options.min_commit_interval,
+            recovered.next_segment,
+        )?;
+        let (requests, queue) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("orderflow-log".into())
+            .spawn(move || writer.run(&queue))
+            .map_err(|e| io("cannot start the log writer thread".into(), e))?;
+        tracing::info!(
+            dir = %dir.display(),
+            segments,
+            records,
+            ms = started.elapsed().as_millis() as u64,
+            "Embedded log opened"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir: dir.to_owned(),
+                partitions: options.partitions,
+                state,
+                requests: Some(requests),
+                writer: Some(writer),
+                closed: AtomicBool::new(false),
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// The directory the log lives in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Refuses new writes from now on (writes already queued still complete). Used at
+    /// shutdown, and by tests that need a log that cannot take writes.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Request,
+    ) -> Result<T, LogError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(LogError::Unavailable("the embedded log is closed".into()));
+        }
+        let (reply, answer) = oneshot::channel();
+        let sent = match &self.inner.requests {
+            Some(requests) => requests.send(make(reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(LogError::Unavailable(
+                "the embedded log writer has stopped".into(),
+            ));
+        }
+        answer.await.map_err(|_| {
+            LogError::Unavailable("the embedded log writer stopped before answering".into())
+        })?
+    }
+
+    /// The partition a key belongs to among `partitions`. FNV-1a: stable across runs and
+    /// versions, so a key keeps its partition after a restart.
+    fn partition_of(key: &[u8], partitions: u32) -> u32 {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in key {
+            hash ^= u32::from(*byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        hash % partitions.max(1)
+    }
+
+    /// Each message with the index of the partition it goes to.
+    fn route(&self, messages: Vec<Message>) -> Result<Vec<(usize, Message)>, LogError> {
+        let state = self.inner.state.read();
+        messages
+            .into_iter()
+            .map(|m| {
+                let topic = state
+                    .by_name
+                    .get(m.topic.as_str())
+                    .map(|id| &state.topics[usize::from(*id)])
+                    .ok_or_else(|| LogError::Invalid(format!("unknown topic {}", m.topic)))?;
+                let partition = Self::partition_of(&m.key, topic.partitions);
+                Ok((topic.first + partition as usize, m))
+            })
+            .collect()
+    }
+
+    /// The partition index of `(topic, partition)`, if the topic exists.
+    fn pidx(state: &State, topic: &str, partition: u32) -> Option<usize> {
+        let id = state.by_name.get(topic)?;
+        state.pidx(*id, partition)
+    }
+
+    /// Where every partition of every topic ends now (its next offset).
+    pub fn end_offsets(&self) -> Result<Offsets, LogError> {
+        let state = self.inner.state.read();
+        Ok(state
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(pidx, p)| ((state.topic_name(pidx).to_string(), p.partition), p.end()))
+            .collect())
+    }
+
+    /// Every group's committed position: `(group, topic, partition) → next offset`.
+    fn committed(&self) -> BTreeMap<(String, String, u32), u64> {
+        let state = self.inner.state.read();
+        state
+            .committed
+            .iter()
+            .map(|((group, pidx), next)| {
+                (
+                    (
+                        group.to_string(),
+                        state.topic_name(*pidx).to_string(),
+                        state.parts[*pidx].partition,
+                    ),
+                    *next,
+                )
+            })
+            .collect()
+    }
+
+    /// How far each consumer group is behind the end of each partition it reads:
+    /// `(group, topic, partition) → records not yet committed`.
+    pub fn lag(&self) -> Result<BTreeMap<(String, String, u32), u64>, LogError> {
+        let ends = self.end_offsets()?;
+        Ok(self
+            .committed()
+            .into_iter()
+            .map(|((group, topic, partition), next)| {
+                let end = ends
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or_default();
+                ((group, topic, partition), end.saturating_sub(next))
+            })
+            .collect())
+    }
+
+    /// Publishes [`EmbeddedLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`
+    /// every `every` (the Kafka adapter reports the same gauge from librdkafka's statistics).
+    pub async fn run_lag_metrics(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.lag() {
+                Ok(lag) => {
+                    for ((group, topic, partition), behind) in lag {
+                        metrics::gauge!(
+                            "orderflow_stage_consumer_lag",
+                            "stage" => group,
+                            "topic" => topic,
+                            "partition" => partition.to_string()
+                        )
+                        .set(behind as f64);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
+            }
+            let state = self.inner.state.read();
+            metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
+            metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
+        }
+    }
+
+    /// Forgets, per partition, the records below `horizon` that every consumer group of their
+    /// topic has committed past; returns how many. Topics no group reads (the dead-letter
+    /// topics) keep everything until they are replayed. Segment files go once nothing in them
+    /// is kept; the few records still kept in an old segment are moved forward first.
+    pub async fn trim(&self, horizon: &Offsets) -> Result<u64, LogError> {
+        let floors: Vec<(usize, u64)> = {
+            let state = self.inner.state.read();
+            let mut floor: HashMap<usize, u64> = HashMap::new();
+            for ((_, pidx), next) in &state.committed {
+                let slot = floor.entry(*pidx).or_insert(u64::MAX);
+                *slot = (*slot).min(*next);
+            }
+            floor
+                .into_iter()
+                .filter_map(|(pidx, committed)| {
+                    let limit = horizon.get(&(
+                        state.topic_name(pidx).to_string(),
+                        state.parts[pidx].partition,
+                    ))?;
+                    Some((pidx, committed.min(*limit)))
+                })
+                .collect()
+        };
+        self.request(|reply| Request::Trim { floors, reply }).await
+    }
+
+    /// Trims the log every `every`, keeping at least `retention` of history and everything a
+    /// consumer group has yet to commit, until `shutdown`.
+    pub async fn run_retention(
+        self,
+        retention: Duration,
+        every: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut marks: VecDeque<(Instant, Offsets)> = VecDeque::new();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.end_offsets() {
+                Ok(ends) => marks.push_back((Instant::now(), ends)),
+                Err(e) => tracing::warn!(error = %e, "Cannot read the log's end offsets"),
+            }
+            // The newest mark that is at least `retention` old is how far history may go.
+            let mut horizon = None;
+            while marks
+                .front()
+                .is_some_and(|(at, _)| at.elapsed() >= retention)
+            {
+                horizon = marks.pop_front().map(|(_, offsets)| offsets);
+            }
+            let Some(horizon) = horizon else { continue };
+            match self.trim(&horizon).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!("orderflow_log_trimmed_total").increment(n);
+                    tracing::info!(records = n, "Trimmed the log");
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
+            }
+        }
+    }
+
+    /// Reads records of partition `pidx` from `from`, at most `max`: from the cache, or from
+    /// the segment files where the cache no longer reaches. Returns them and the next offset.
+    fn fetch_partition(
+        &self,
+        pidx: usize,
+        from: u64,
+        max: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<u64, LogError> {
+        let mut misses: Vec<Miss> = Vec::new();
+        let (next, topic, partition) = {
+            let state = self.inner.state.read();
+            let next = state.gather(pidx, from, max, out, &mut misses);
+            (
+                next,
+                Arc::clone(state.topic_name(pidx)),
+                state.parts[pidx].partition,
+            )
+        };
+        for miss in &misses {
+            out.push(state::read_miss(&topic, partition, miss)?);
+        }
+        Ok(next)
+    }
+
+    /// Writes records at given offsets, partition bounds and group positions, as they were in
+    /// another store (see [`legacy`]).
+    async fn import(
+        &self,
+        records: Vec<(String, u32, u64, bytes::Bytes)>,
+        bounds: Vec<(String, u32, u64, u64)>,
+        commits: Vec<(String, String, u32, u64)>,
+    ) -> Result<(), LogError> {
+        let (records, bounds, commits) = {
+            let state = self.inner.state.read();
+            let find = |topic: &str, partition: u32| {
+                Self::pidx(&state, topic, partition).ok_or_else(|| {
+                    LogError::Invalid(format!("cannot import into {topic}/{partition}"))
+                })
+            };
+            let records = records
+                .into_iter()
+                .map(|(topic, partition, offset, frame)| {
+                    Ok(writer::Framed {
+                        pidx: find(&topic, partition)?,
+                        offset,
+                        frame,
+                    })
+                })
+                .collect::<Result<Vec<_>, LogError>>()?;
+            let bounds = bounds
+                .into_iter()
+                .map(|(topic, partition, base, end)| Ok((find(&topic, partition)?, base, end)))
+                .collect::<Result<Vec<_>, LogError>>()?;
+            let commits = commits
+                .into_iter()
+                .map(|(group, topic, partition, next)| {
+                    Ok(Commit {
+                        group: Arc::from(group),
+                        pidx: find(&topic, partition)?,
+                        next,
+                        if_absent: false,
+                    })
+                })
+                .collect::<Result<Vec<_>, LogError>>()?;
+            (records, bounds, commits)
+        };
+        self.request(|reply| Request::Import {
+            records,
+            bounds,
+            commits,
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Log for EmbeddedLog {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        let names = topics.to_vec();
+        let partitions = self.inner.partitions;
+        let mismatched = self
+            .request(|reply| Request::Topics {
+                names,
+                partitions,
+                reply,
+            })
+            .await?;
+        if mismatched.is_empty() {
+            Ok(())
+        } else {
+            // Repartitioning would move keys between partitions and break per-order ordering.
+            Err(LogError::Invalid(format!(
+                "the data directory was created with another partition count ({}); configured {partitions}",
+                mismatched.join(", ")
+            )))
+        }
+    }
+
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let records = self.route(messages)?;
+        self.request(|reply| Request::Append {
+            records,
+            commits: Vec::new(),
+            reply,
+        })
+        .await
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        let group: Arc<str> = Arc::from(group);
+        let assigned: Vec<Assigned> = {
+            let state = self.inner.state.read();
+            let mut assigned = Vec::new();
+            for topic in topics {
+                let id = state
+                    .by_name
+                    .get(topic.as_str())
+                    .ok_or_else(|| LogError::Invalid(format!("unknown topic {topic}")))?;
+                let t = &state.topics[usize::from(*id)];
+                for partition in 0..t.partitions {
+                    let pidx = t.first + partition as usize;
+                    let committed = state
+                        .committed
+                        .get(&(Arc::clone(&group), pidx))
+                        .copied()
+                        .unwrap_or(0);
+                    assigned.push(Assigned {
+                        pidx,
+                        topic: Arc::clone(&t.name),
+                        partition,
+                        next: committed,
+                        committed,
+                    });
+                }
+            }
+            assigned
+        };
+        // Record the group's position on every partition it reads, so retention keeps what this
+        // group has not committed yet, even on partitions it has not committed on at all.
+        let commits = assigned
+            .iter()
+            .map(|a| Commit {
+                group: Arc::clone(&group),
+                pidx: a.pidx,
+                next: a.committed,
+                if_absent: true,
+            })
+            .collect();
+        self.request(|reply| Request::Append {
+            records: Vec::new(),
+            commits,
+            reply,
+        })
+        .await?;
+        let wake = Arc::new(Notify::new());
+        {
+            let mut state = self.inner.state.write();
+            let ids: Vec<u16> = assigned.iter().map(|a| state.parts[a.pidx].topic).collect();
+            state.subscribe(&ids, &wake);
+        }
+        Ok(Box::new(EmbeddedConsumer {
+            log: self.clone(),
+            group,
+            assigned,
+            cursor: 0,
+            wake,
+        }))
+    }
+
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        let pidxs: Vec<usize> = {
+            let state = self.inner.state.read();
+            match state.by_name.get(topic) {
+                Some(id) => {
+                    let t = &state.topics[usize::from(*id)];
+                    (t.first..t.first + t.partitions as usize).collect()
+                }
+                None => return Err(LogError::Invalid(format!("unknown topic {topic}"))),
+            }
+        };
+        let mut out = Vec::new();
+        for pidx in pidxs {
+            let mut from = 0;
+            loop {
+                let wanted = max.saturating_sub(out.len());
+                if wanted == 0 {
+                    return Ok(out);
+                }
+                let before = out.len();
+                let next = self.fetch_partition(pidx, from, wanted.min(4096), &mut out)?;
+                if next == from && out.len() == before {
+                    break;
+                }
+                from = next;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ready(&self) -> Result<(), LogError> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Err(LogError::Unavailable("the embedded log is closed".into()));
+        }
+        if let Some(failure) = &self.inner.state.read().failed {
+            return Err(LogError::Unavailable(failure.clone()));
+        }
+        if self.inner.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            return Err(LogError::Unavailable(
+                "the embedded log writer is stopped".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Assigned {
+    pidx: usize,
+    topic: Arc<str>,
+    partition: u32,
+    /// Next offset to hand out.
+    next: u64,
+    /// Next offset as committed; where `next` returns to after a failed `complete`.
+    committed: u64,
+}
+
+struct EmbeddedConsumer {
+    log: EmbeddedLog,
+    group: Arc<str>,
+    assigned: Vec<Assigned>,
+    /// Which assignment to read first next time, so no partition starves.
+    cursor: usize,
+    /// Woken by the writer when one of this consumer's topics gets records.
+    wake: Arc<Notify>,
+}
+
+impl EmbeddedConsumer {
+    fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        let count = self.assigned.len();
+        for i in 0..count {
+            if out.len() >= max {
+                break;
+            }
+            let a = &mut self.assigned[(self.cursor + i) % count];
+            a.next = self
+                .log
+                .fetch_partition(a.pidx, a.next, max - out.len(), &mut out)?;
+        }
+        self.cursor = (self.cursor + 1) % count.max(1);
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let records = self.fetch(max)?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+        // An append after the read above left a permit, so this returns at once then.
+        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        self.fetch(max)
+    }
+
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        let records = self.log.route(outputs)?;
+        let commits: Vec<Commit> = {
+            let state = self.log.inner.state.read();
+            offsets
+                .iter()
+                .filter_map(|((topic, partition), next)| {
+                    Some(Commit {
+                        group: Arc::clone(&self.group),
+                        pidx: EmbeddedLog::pidx(&state, topic, *partition)?,
+                        next: *next,
+                        if_absent: false,
+                    })
+                })
+                .collect()
+        };
+        let result = self
+            .log
+            .request(|reply| Request::Append {
+                records,
+                commits,
+                reply,
+            })
+            .await;
+        match result {
+            Ok(_) => {
+                for a in &mut self.assigned {
+                    if let Some(next) = offsets.get(&(a.topic.to_string(), a.partition)) {
+                        a.committed = *next;
+                        // After a failed attempt rewound the reader, a retry that succeeds must
+                        // not hand the records it just committed out again.
+                        a.next = a.next.max(a.committed);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Hand the uncommitted records out again: nothing of this batch was written.
+                for a in &mut self.assigned {
+                    a.next = a.committed;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn msg(topic: &str, key: &str, value: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            key: Bytes::from(key.to_owned()),
+            value: Bytes::from(value.to_owned()),
+            headers: vec![("h".into(), key.to_owned())],
+        }
+    }
+
+    fn small(partitions: u32) -> EmbeddedLogOptions {
+        EmbeddedLogOptions {
+            partitions,
+            cache_bytes: 4 * 1024,
+            segment_bytes: 16 * 1024,
+            ..EmbeddedLogOptions::new(partitions)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_process_is_kept_out_and_reopening_after_drop_works() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path(), 2).expect("opens");
+        let err = EmbeddedLog::open(dir.path(), 2)
+            .err()
+            .expect("a second open is refused");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(log);
+        EmbeddedLog::open(dir.path(), 2).expect("reopens once the first is gone");
+    }
+
+    #[tokio::test]
+    async fn records_past_the_cache_and_across_segments_are_read_back_from_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topics = vec!["a".to_owned()];
+        {
+            let log = EmbeddedLog::open_with(dir.path(), small(2)).expect("opens");
+            log.ensure_topics(&topics).await.expect("topics");
+            for i in 0..300 {
+                log.append(vec![msg("a", &format!("k{}", i % 5), &"x".repeat(200))])
+                    .await
+                    .expect("append");
+            }
+            let segments = log.inner.state.read().segments.len();
+            assert!(segments > 3, "only {segments} segments for 60 KiB");
+            assert!(log.inner.state.read().cache_bytes <= 4 * 1024);
+            let all = log.read("a", 10_000).await.expect("read");
+            assert_eq!(all.len(), 300);
+            assert!(all.iter().all(|r| r.value.len() == 200
+                && r.header("h") == Some(std::str::from_utf8(&r.key).expect("utf-8"))));
+        }
+        let log = EmbeddedLog::open_with(dir.path(), small(2)).expect("reopens");
+        let mut c = log.consumer("g", &topics).await.expect("consumer");
+        let mut seen = 0;
+        loop {
+            let got = c.poll(64, Duration::from_millis(20)).await.expect("poll");
+            if got.is_empty() {
+                break;
+            }
+            seen += got.len();
+        }
+        assert_eq!(
+            seen, 300,
+            "every record survives a reopen, in or out of cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_torn_tail_is_cut_off_and_the_log_carries_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topics = vec!["a".to_owned()];
+        let newest = {
+            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            log.ensure_topics(&topics).await.expect("topics");
+            log.append(vec![msg("a", "k", "one"), msg("a", "k", "two")])
+                .await
+                .expect("append");
+            let id = *log.inner.state.read().segments.keys().last().expect("one");
+            dir.path().join(format::segment_name(id))
+        };
+        // A crash mid-write: half a batch at the end of the newest segment.
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let whole = bytes.len();
+        bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
+        std::fs::write(&newest, &bytes).expect("write");
+        let log = EmbeddedLog::open(dir.path(), 1).expect("recovers");
+        assert_eq!(
+            std::fs::metadata(&newest).expect("stat").len() as usize,
+            whole,
+            "the torn batch is cut off"
+        );
+        let positions = log
+            .append(vec![msg("a", "k", "three")])
+            .await
+            .expect("append after recovery");
+        assert_eq!(positions, vec![(0, 2)]);
+        let values: Vec<_> = log
+            .read("a", 10)
+            .await
+            .expect("read")
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        assert_eq!(values, ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn damage_in_an_older_segment_is_an_error_not_a_silent_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            log.ensure_topics(&["a".to_owned()]).await.expect("topics");
+            log.append(vec![msg("a", "k", "one")])
+                .await
+                .expect("append");
+        }
+        // Reopening seals that segment and starts another.
+        drop(EmbeddedLog::open(dir.path(), 1).expect("reopens"));
+        let first = dir.path().join(format::segment_name(0));
+        let mut bytes = std::fs::read(&first).expect("read");
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        std::fs::write(&first, &bytes).expect("write");
+        let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn trimmed_segments_are_deleted_and_stragglers_move_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topics = vec!["busy".to_owned(), "busy.dlq".to_owned()];
+        let log = EmbeddedLog::open_with(dir.path(), small(1)).expect("opens");
+        log.ensure_topics(&topics).await.expect("topics");
+        // One dead letter early on, then enough traffic for many segments.
+        log.append(vec![msg("busy.dlq", "poison", "keep me")])
+            .await
+            .expect("append");
+        for i in 0..400 {
+            log.append(vec![msg("busy", &format!("k{i}"), &"y".repeat(200))])
+                .await
+                .expect("append");
+        }
+        let mut c = log.consumer("g", &topics[..1]).await.expect("consumer");
+        let mut offsets = Offsets::new();
+        loop {
+            let got = c.poll(500, Duration::from_millis(20)).await.expect("poll");
+            if got.is_empty() {
+                break;
+            }
+            for r in got {
+                offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+            }
+        }
+        c.complete(vec![], offsets).await.expect("commit");
+        let before = log.inner.state.read().segments.len();
+        let trimmed = log
+            .trim(&log.end_offsets().expect("ends"))
+            .await
+            .expect("trim");
+        assert_eq!(trimmed, 400);
+        let after = log.inner.state.read().segments.len();
+        assert!(
+            after <= 3,
+            "{before} segments before the trim, {after} after"
+        );
+        let on_disk = std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| format::segment_id(&e.file_name().to_string_lossy()).is_some())
+            })
+            .count();
+        assert_eq!(on_disk, after, "deleted segments are gone from the disk");
+        let dlq = log.read("busy.dlq", 10).await.expect("read");
+        assert_eq!(dlq.len(), 1, "the dead letter was moved, not lost");
+        assert_eq!(dlq[0].value, "keep me");
+        drop(c);
+        drop(log);
+        let log = EmbeddedLog::open_with(dir.path(), small(1)).expect("reopens");
+        assert_eq!(log.read("busy.dlq", 10).await.expect("read").len(), 1);
+        assert!(log.read("busy", 10).await.expect("read").is_empty());
+        let positions = log
+            .append(vec![msg("busy", "k", "next")])
+            .await
+            .expect("append");
+        assert_eq!(
+            positions[0].1, 400,
+            "offsets continue after the trimmed ones"
+        );
+    }
+}

@@ -1,0 +1,654 @@
+//! What the embedded log keeps in memory: topics, where every kept record sits on disk, a cache
+//! of the newest records, the groups' committed offsets and the segment files; and how all of it
+//! is rebuilt from the segments at start.
+//!
+//! Only the writer thread changes this state, and only after the batch that carries the change
+//! is on disk, so a reader never sees a record or an offset that a crash could take back.
+
+use super::format::{self, BATCH_HEADER, Item, MAGIC};
+use crate::log::{LogError, Record};
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use tokio::sync::Notify;
+
+/// The segment of a record that has been trimmed (or, for a gap, never existed).
+pub const TRIMMED: u32 = u32::MAX;
+
+/// Where a record's frame is: segment, byte position and length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// Segment id, or [`TRIMMED`].
+    pub segment: u32,
+    /// Position of the frame in the segment file.
+    pub pos: u32,
+    /// Frame length.
+    pub len: u32,
+}
+
+impl Loc {
+    const GONE: Loc = Loc {
+        segment: TRIMMED,
+        pos: 0,
+        len: 0,
+    };
+}
+
+/// A topic: its name, id and where its partitions start in [`State::parts`].
+pub struct Topic {
+    /// Name.
+    pub name: Arc<str>,
+    /// Partition count.
+    pub partitions: u32,
+    /// Index of its partition 0 in [`State::parts`].
+    pub first: usize,
+}
+
+/// One partition: the location of every kept record and a cache of the newest ones.
+pub struct Part {
+    /// Topic id.
+    pub topic: u16,
+    /// Partition number.
+    pub partition: u32,
+    /// First kept offset; everything below is trimmed.
+    pub base: u64,
+    /// Locations of offsets `base..end`.
+    pub locs: VecDeque<Loc>,
+    /// First cached offset; the cache holds `cache_base..end`.
+    pub cache_base: u64,
+    /// The newest records, decoded, with the bytes each is accounted for.
+    pub cache: VecDeque<(Record, usize)>,
+}
+
+impl Part {
+    /// The next offset to assign.
+    pub fn end(&self) -> u64 {
+        self.base + self.locs.len() as u64
+    }
+}
+
+/// A segment file and what of it is still needed.
+pub struct Segment {
+    /// The file, shared by the writer (appends) and readers (positioned reads).
+    pub file: Arc<File>,
+    /// Bytes written.
+    pub size: u64,
+    /// Frame bytes of records that are neither trimmed nor moved elsewhere.
+    pub live: u64,
+    /// Offsets of each partition that were written here, as inclusive ranges.
+    pub ranges: HashMap<usize, Vec<(u64, u64)>>,
+}
+
+impl Segment {
+    /// A segment of `size` bytes with nothing live yet.
+    pub fn new(file: Arc<File>, size: u64) -> Self {
+        Self {
+            file,
+            size,
+            live: 0,
+            ranges: HashMap::new(),
+        }
+    }
+
+    fn note(&mut self, pidx: usize, offset: u64) {
+        let ranges = self.ranges.entry(pidx).or_default();
+        match ranges.last_mut() {
+            Some((_, hi)) if *hi + 1 == offset => *hi = offset,
+            _ => ranges.push((offset, offset)),
+        }
+    }
+}
+
+/// A record to read from disk: its partition, offset and where it is.
+pub struct Miss {
+    /// Offset.
+    pub offset: u64,
+    /// Location.
+    pub loc: Loc,
+    /// Its segment's file.
+    pub file: Arc<File>,
+}
+
+/// Everything the log knows in memory.
+pub struct State {
+    /// Topics by id.
+    pub topics: Vec<Topic>,
+    /// Topic ids by name.
+    pub by_name: HashMap<Arc<str>, u16>,
+    /// Every partition of every topic.
+    pub parts: Vec<Part>,
+    /// `(group, partition index)` → the group's next offset to read.
+    pub committed: HashMap<(Arc<str>, usize), u64>,
+    /// Segments by id.
+    pub segments: BTreeMap<u32, Segment>,
+    /// Bytes the record caches hold.
+    pub cache_bytes: usize,
+    /// Most bytes the record caches may hold.
+    pub cache_budget: usize,
+    /// Cached `(partition index, offset)` in the order they were cached, for eviction.
+    fifo: VecDeque<(usize, u64)>,
+    /// Set once a write failed: the log refuses everything until it is reopened.
+    pub failed: Option<String>,
+    /// Per topic, the consumers to wake when it gets records.
+    pub subscribers: Vec<Vec<Weak<Notify>>>,
+}
+
+/// How many bytes a cached record is accounted for.
+fn cached_size(record: &Record) -> usize {
+    160 + record.topic.len()
+        + record.key.len()
+        + record.value.len()
+        + record
+            .headers
+            .iter()
+            .map(|(n, v)| 48 + n.len() + v.len())
+            .sum::<usize>()
+}
+
+impl State {
+    /// An empty log whose record caches may hold `cache_budget` bytes.
+    pub fn new(cache_budget: usize) -> Self {
+        Self {
+            topics: Vec::new(),
+            by_name: HashMap::new(),
+            parts: Vec::new(),
+            committed: HashMap::new(),
+            segments: BTreeMap::new(),
+            cache_bytes: 0,
+            cache_budget,
+            fifo: VecDeque::new(),
+            failed: None,
+            subscribers: Vec::new(),
+        }
+    }
+
+    /// Adds a topic; returns its id. Ids are dense and given in order.
+    pub fn add_topic(&mut self, name: &str, partitions: u32) -> u16 {
+        let id = self.topics.len() as u16;
+        let name: Arc<str> = Arc::from(name);
+        let first = self.parts.len();
+        for partition in 0..partitions {
+            self.parts.push(Part {
+                topic: id,
+                partition,
+                base: 0,
+                locs: VecDeque::new(),
+                cache_base: 0,
+                cache: VecDeque::new(),
+            });
+        }
+        self.topics.push(Topic {
+            name: Arc::clone(&name),
+            partitions,
+            first,
+        });
+        self.by_name.insert(name, id);
+        self.subscribers.push(Vec::new());
+        id
+    }
+
+    /// Wakes `consumer` whenever one of `topics` gets records.
+    pub fn subscribe(&mut self, topics: &[u16], consumer: &Arc<Notify>) {
+        for topic in topics {
+            if let Some(list) = self.subscribers.get_mut(usize::from(*topic)) {
+                list.retain(|w| w.strong_count() > 0);
+                list.push(Arc::downgrade(consumer));
+            }
+        }
+    }
+
+    /// Wakes the consumers of the topics of these partitions.
+    pub fn wake(&self, pidxs: impl IntoIterator<Item = usize>) {
+        let mut topics: Vec<u16> = pidxs.into_iter().map(|p| self.parts[p].topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        for topic in topics {
+            for consumer in self.subscribers[usize::from(topic)]
+                .iter()
+                .filter_map(Weak::upgrade)
+            {
+                // A permit is kept if the consumer is not waiting yet: no wake-up is lost.
+                consumer.notify_one();
+            }
+        }
+    }
+
+    /// The index in [`State::parts`] of a topic's partition.
+    pub fn pidx(&self, topic: u16, partition: u32) -> Option<usize> {
+        let t = self.topics.get(usize::from(topic))?;
+        (partition < t.partitions).then_some(t.first + partition as usize)
+    }
+
+    /// The name of the topic a partition belongs to.
+    pub fn topic_name(&self, pidx: usize) -> &Arc<str> {
+        &self.topics[usize::from(self.parts[pidx].topic)].name
+    }
+
+    /// Records that `offset` of partition `pidx` is at `loc`: an append at the end (earlier
+    /// missing offsets become gaps), or a record moved to another segment. `record`, when
+    /// given, is cached.
+    pub fn place(&mut self, pidx: usize, offset: u64, loc: Loc, record: Option<Record>) {
+        let part = &mut self.parts[pidx];
+        if offset < part.base {
+            return;
+        }
+        let end = part.end();
+        if offset >= end {
+            for _ in end..offset {
+                part.locs.push_back(Loc::GONE);
+            }
+            part.locs.push_back(loc);
+            match record {
+                // The cache holds a contiguous run ending at `end`; a gap restarts it.
+                Some(record) if part.cache_base + part.cache.len() as u64 == offset => {
+                    let size = cached_size(&record);
+                    part.cache.push_back((record, size));
+                    self.cache_bytes += size;
+                    self.fifo.push_back((pidx, offset));
+                }
+                _ => {
+                    self.cache_bytes -= part.cache.drain(..).map(|(_, s)| s).sum::<usize>();
+                    part.cache_base = offset + 1;
+                }
+            }
+        } else {
+            let slot = &mut part.locs[(offset - part.base) as usize];
+            if slot.segment != TRIMMED
+                && let Some(old) = self.segments.get_mut(&slot.segment)
+            {
+                old.live = old.live.saturating_sub(u64::from(slot.len));
+            }
+            *slot = loc;
+        }
+        if let Some(segment) = self.segments.get_mut(&loc.segment) {
+            segment.live += u64::from(loc.len);
+            segment.note(pidx, offset);
+        }
+        self.evict();
+    }
+
+    /// Moves a partition's end to `end` (a checkpoint or trim that knows of later offsets).
+    pub fn extend_to(&mut self, pidx: usize, end: u64) {
+        let part = &mut self.parts[pidx];
+        while part.end() < end {
+            part.locs.push_back(Loc::GONE);
+        }
+        if part.cache_base + (part.cache.len() as u64) < end {
+            self.cache_bytes -= part.cache.drain(..).map(|(_, s)| s).sum::<usize>();
+            part.cache_base = end;
+        }
+    }
+
+    /// Forgets a partition's records below `base`; returns how many were kept before.
+    pub fn trim(&mut self, pidx: usize, base: u64) -> u64 {
+        let part = &mut self.parts[pidx];
+        let base = base.min(part.end());
+        let mut removed = 0;
+        while part.base < base {
+            if let Some(loc) = part.locs.pop_front()
+                && loc.segment != TRIMMED
+            {
+                removed += 1;
+                if let Some(segment) = self.segments.get_mut(&loc.segment) {
+                    segment.live = segment.live.saturating_sub(u64::from(loc.len));
+                }
+            }
+            part.base += 1;
+        }
+        while part.cache_base < base {
+            if let Some((_, size)) = part.cache.pop_front() {
+                self.cache_bytes -= size;
+            }
+            part.cache_base += 1;
+        }
+        removed
+    }
+
+    /// Drops the oldest cached records while the caches are over budget.
+    fn evict(&mut self) {
+        while self.cache_bytes > self.cache_budget {
+            let Some((pidx, offset)) = self.fifo.pop_front() else {
+                break;
+            };
+            let part = &mut self.parts[pidx];
+            if part.cache_base == offset
+                && let Some((_, size)) = part.cache.pop_front()
+            {
+                self.cache_bytes -= size;
+                part.cache_base += 1;
+            }
+        }
+        // Entries of records that left the cache another way (a trim) are skipped above; keep
+        // the queue from filling up with them when the budget is never reached.
+        let cached: usize = self.parts.iter().map(|p| p.cache.len()).sum::<usize>();
+        if self.fifo.len() > 4 * cached + 1024 {
+            let parts = &self.parts;
+            self.fifo.retain(|(pidx, offset)| {
+                let p = &parts[*pidx];
+                *offset >= p.cache_base && *offset < p.cache_base + p.cache.len() as u64
+            });
+        }
+    }
+
+    /// Gathers records of partition `pidx` from `from` on, at most `max`: cached ones into
+    /// `out`, or, where the cache no longer reaches, the locations to read from disk into
+    /// `misses`. Returns the offset after the last one gathered.
+    pub fn gather(
+        &self,
+        pidx: usize,
+        mut from: u64,
+        max: usize,
+        out: &mut Vec<Record>,
+        misses: &mut Vec<Miss>,
+    ) -> u64 {
+        let part = &self.parts[pidx];
+        from = from.max(part.base);
+        let end = part.end();
+        let mut taken = 0;
+        if from < part.cache_base {
+            // Below the cache: read from disk up to where the cache starts; the cached run
+            // comes on the next call, so records stay in offset order.
+            let stop = part.cache_base.min(end);
+            while from < stop && taken < max {
+                let loc = part.locs[(from - part.base) as usize];
+                if loc.segment != TRIMMED
+                    && let Some(segment) = self.segments.get(&loc.segment)
+                {
+                    misses.push(Miss {
+                        offset: from,
+                        loc,
+                        file: Arc::clone(&segment.file),
+                    });
+                    taken += 1;
+                }
+                from += 1;
+            }
+            return from;
+        }
+        while taken < max && from < end {
+            out.push(part.cache[(from - part.cache_base) as usize].0.clone());
+            taken += 1;
+            from += 1;
+        }
+        from
+    }
+}
+
+/// Reads a record's frame from its segment and decodes it.
+pub fn read_miss(topic: &str, partition: u32, miss: &Miss) -> Result<Record, LogError> {
+    let mut buf = vec![0; miss.loc.len as usize];
+    miss.file
+        .read_exact_at(&mut buf, u64::from(miss.loc.pos))
+        .map_err(|e| LogError::Unavailable(format!("cannot read the embedded log: {e}")))?;
+    Ok(record_from_frame(
+        topic,
+        partition,
+        miss.offset,
+        Bytes::from(buf),
+    ))
+}
+
+/// A record from its frame. An unreadable frame is handed out as it is, flagged, so the stage
+/// fails to decode it and the runner dead-letters it, instead of every poll of the partition
+/// failing.
+pub fn record_from_frame(topic: &str, partition: u32, offset: u64, frame: Bytes) -> Record {
+    let (headers, key, value) = format::decode_frame(&frame).unwrap_or_else(|| {
+        tracing::error!(
+            topic,
+            partition,
+            offset,
+            "Corrupt record frame in the embedded log"
+        );
+        (
+            vec![("log-corrupt-frame".to_owned(), "true".to_owned())],
+            Bytes::new(),
+            frame.clone(),
+        )
+    });
+    Record {
+        topic: topic.to_owned(),
+        partition,
+        offset,
+        key,
+        value,
+        headers,
+    }
+}
+
+/// What recovery found besides the state.
+pub struct Recovered {
+    /// The rebuilt state.
+    pub state: State,
+    /// The id the next segment gets.
+    pub next_segment: u32,
+}
+
+/// Rebuilds the state from the segment files in `dir`. A torn batch at the end of the newest
+/// segment (a crash mid-write: never acknowledged) is cut off; damage anywhere else is an error.
+pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
+    let io = |what: &str, e: std::io::Error| {
+        LogError::Unavailable(format!("{what} in {}: {e}", dir.display()))
+    };
+    let mut ids: Vec<u32> = std::fs::read_dir(dir)
+        .map_err(|e| io("cannot list the log", e))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| format::segment_id(&entry.file_name().to_string_lossy()))
+        .collect();
+    ids.sort_unstable();
+    let mut state = State::new(cache_budget);
+    // Per partition: every (offset, location) seen, later ones winning.
+    let mut seen: Vec<Vec<(u64, Loc)>> = Vec::new();
+    let mut bounds: Vec<(u64, u64)> = Vec::new();
+    let newest = ids.last().copied();
+    for &id in &ids {
+        let path = dir.join(format::segment_name(id));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io(&format!("cannot open {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| io("cannot stat a segment", e))?
+            .len();
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut magic = [0u8; 8];
+        let mut good = 0u64;
+        let header_ok = reader.read_exact(&mut magic).is_ok() && &magic == MAGIC;
+        let mut torn = None;
+        if header_ok {
+            good = MAGIC.len() as u64;
+            loop {
+                let mut header = [0u8; BATCH_HEADER];
+                match read_full(&mut reader, &mut header) {
+                    Ok(0) => break,
+                    Ok(n) if n < BATCH_HEADER => {
+                        torn = Some("a cut batch header");
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(io("cannot read a segment", e)),
+                }
+                let (len, crc) = format::batch_header(&header);
+                if len > format::MAX_BATCH || good + (BATCH_HEADER + len) as u64 > size {
+                    torn = Some("a cut batch");
+                    break;
+                }
+                let mut body = vec![0u8; len];
+                reader
+                    .read_exact(&mut body)
+                    .map_err(|e| io("cannot read a segment", e))?;
+                if !format::body_intact(&body, crc) {
+                    torn = Some("a batch whose checksum fails");
+                    break;
+                }
+                let body_at = good + BATCH_HEADER as u64;
+                let items = format::items(&body).map_err(|e| {
+                    LogError::Invalid(format!(
+                        "the log segment {} has a batch at byte {good} that this version cannot read ({e})",
+                        path.display()
+                    ))
+                })?;
+                for item in items {
+                    apply_item(&mut state, &mut seen, &mut bounds, id, body_at, item);
+                }
+                good = body_at + len as u64;
+            }
+        }
+        if !header_ok {
+            if Some(id) == newest && size < MAGIC.len() as u64 {
+                // Created, but the crash came before its header was on disk: it holds nothing.
+                tracing::warn!(segment = %path.display(), "Removing an empty log segment left by an interrupted start");
+                drop(reader);
+                drop(file);
+                std::fs::remove_file(&path).map_err(|e| io("cannot remove an empty segment", e))?;
+                continue;
+            }
+            return Err(LogError::Invalid(format!(
+                "{} is not an orderflow log segment (its header is {magic:?}); move it out of the log directory",
+                path.display()
+            )));
+        }
+        if let Some(what) = torn {
+            if Some(id) != newest {
+                return Err(LogError::Invalid(format!(
+                    "the log segment {} is damaged at byte {good} ({what}); it is not the newest, \
+                     so this is not an interrupted write: restore the directory from a backup",
+                    path.display()
+                )));
+            }
+            tracing::warn!(segment = %path.display(), at = good, what, "Cutting off the torn end of the log (an interrupted write, never acknowledged)");
+            file.set_len(good)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("cannot cut a torn segment", e))?;
+        }
+        drop(reader);
+        state
+            .segments
+            .insert(id, Segment::new(Arc::new(file), good));
+    }
+    // Build the index: one location per offset from each partition's base to its end.
+    let mut lost = 0u64;
+    for (pidx, mut entries) in seen.into_iter().enumerate() {
+        let (base, end) = bounds[pidx];
+        // Stable: of two copies of one offset, the later one (a move) wins.
+        entries.sort_by_key(|(offset, _)| *offset);
+        let part = &mut state.parts[pidx];
+        part.base = base;
+        part.cache_base = end;
+        let mut locs = VecDeque::with_capacity((end - base) as usize);
+        let mut at = 0;
+        for offset in base..end {
+            let mut found = None;
+            while at < entries.len() && entries[at].0 <= offset {
+                if entries[at].0 == offset {
+                    found = Some(entries[at].1);
+                }
+                at += 1;
+            }
+            locs.push_back(found.unwrap_or_else(|| {
+                lost += 1;
+                Loc::GONE
+            }));
+        }
+        part.locs = locs;
+        for (i, loc) in part.locs.iter().enumerate() {
+            if let Some(segment) = state.segments.get_mut(&loc.segment) {
+                segment.live += u64::from(loc.len);
+                segment.note(pidx, base + i as u64);
+            }
+        }
+    }
+    if lost > 0 {
+        // Offsets that were never written (a failed write of an earlier version left gaps) or
+        // whose segment is gone: readers skip them.
+        tracing::warn!(
+            offsets = lost,
+            "Some offsets of the log have no record; readers skip them"
+        );
+    }
+    Ok(Recovered {
+        state,
+        next_segment: newest.map_or(0, |id| id + 1),
+    })
+}
+
+fn apply_item(
+    state: &mut State,
+    seen: &mut Vec<Vec<(u64, Loc)>>,
+    bounds: &mut Vec<(u64, u64)>,
+    segment: u32,
+    body_at: u64,
+    item: Item<'_>,
+) {
+    match item {
+        Item::Topic {
+            id,
+            name,
+            partitions,
+        } => {
+            if usize::from(id) == state.topics.len() && !state.by_name.contains_key(name) {
+                state.add_topic(name, partitions);
+                seen.resize_with(state.parts.len(), Vec::new);
+                bounds.resize(state.parts.len(), (0, 0));
+            }
+        }
+        Item::Record {
+            topic,
+            partition,
+            offset,
+            frame_at,
+            frame,
+        } => {
+            if let Some(pidx) = state.pidx(topic, partition) {
+                let loc = Loc {
+                    segment,
+                    pos: (body_at + frame_at as u64) as u32,
+                    len: frame.len() as u32,
+                };
+                seen[pidx].push((offset, loc));
+                bounds[pidx].1 = bounds[pidx].1.max(offset + 1);
+            }
+        }
+        Item::Commit {
+            group,
+            topic,
+            partition,
+            next,
+        } => {
+            if let Some(pidx) = state.pidx(topic, partition) {
+                state.committed.insert((Arc::from(group), pidx), next);
+            }
+        }
+        Item::Partition {
+            topic,
+            partition,
+            base,
+            end,
+        } => {
+            if let Some(pidx) = state.pidx(topic, partition) {
+                let (b, e) = &mut bounds[pidx];
+                *b = (*b).max(base);
+                *e = (*e).max(end).max(*b);
+            }
+        }
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
