@@ -206,7 +206,7 @@ impl Runner {
         if clean && pending.since.is_some() {
             // Processed but not committed yet (a buffering stage): flush and commit on the way
             // out, briefly; whatever does not make it is read again after the restart.
-            let (_, mut quiet) = watch::channel(false);
+            let (_keep, mut quiet) = watch::channel(false);
             let _ = tokio::time::timeout(
                 Duration::from_secs(3),
                 self.commit(consumer.as_mut(), Vec::new(), &mut pending, &mut quiet),

@@ -90,6 +90,17 @@ pub async fn import(
         }
         Ok(out)
     })?;
+    let commits: Vec<(String, String, u32, u64)> = engine.read(|txn| {
+        let mut out = Vec::new();
+        if let Some(t) = open_existing(txn, OFFSETS)? {
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let (group, topic, partition) = k.value();
+                out.push((group.to_owned(), topic.to_owned(), partition, v.value()));
+            }
+        }
+        Ok(out)
+    })?;
     let mut moved = 0u64;
     for (topic, partitions) in &topics {
         for partition in 0..*partitions {
@@ -132,7 +143,15 @@ pub async fn import(
                 .iter()
                 .find(|((t, p), _)| t == topic && *p == partition)
                 .map_or(0, |(_, end)| *end);
-            let end = stored_end.max(last_end);
+            // A partition trimmed empty by a version that kept no ends row still ends where
+            // its groups committed.
+            let committed_end = commits
+                .iter()
+                .filter(|(_, t, p, _)| t == topic && *p == partition)
+                .map(|(_, _, _, next)| *next)
+                .max()
+                .unwrap_or(0);
+            let end = stored_end.max(last_end).max(committed_end);
             let base = first.unwrap_or(end);
             log.import(
                 Vec::new(),
@@ -142,17 +161,6 @@ pub async fn import(
             .await?;
         }
     }
-    let commits: Vec<(String, String, u32, u64)> = engine.read(|txn| {
-        let mut out = Vec::new();
-        if let Some(t) = open_existing(txn, OFFSETS)? {
-            for row in t.iter()? {
-                let (k, v) = row?;
-                let (group, topic, partition) = k.value();
-                out.push((group.to_owned(), topic.to_owned(), partition, v.value()));
-            }
-        }
-        Ok(out)
-    })?;
     log.import(Vec::new(), Vec::new(), commits).await?;
     Ok(moved)
 }

@@ -106,6 +106,11 @@ impl EmbeddedLog {
         if options.partitions == 0 {
             return Err(LogError::Invalid("partitions must be at least 1".into()));
         }
+        if !(4096..=1 << 30).contains(&options.segment_bytes) {
+            return Err(LogError::Invalid(
+                "segment size must be 4 KiB to 1 GiB".into(),
+            ));
+        }
         let io = |what: String, e: std::io::Error| LogError::Unavailable(format!("{what}: {e}"));
         std::fs::create_dir_all(dir).map_err(|e| {
             io(
@@ -616,14 +621,22 @@ impl EmbeddedConsumer {
     fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
         let mut out = Vec::new();
         let count = self.assigned.len();
+        // Positions move only once the whole fetch succeeded: records read before a failing
+        // partition are handed out again by the next poll, never skipped.
+        let mut moved = Vec::with_capacity(count);
         for i in 0..count {
             if out.len() >= max {
                 break;
             }
-            let a = &mut self.assigned[(self.cursor + i) % count];
-            a.next = self
+            let index = (self.cursor + i) % count;
+            let a = &self.assigned[index];
+            let next = self
                 .log
                 .fetch_partition(a.pidx, a.next, max - out.len(), &mut out)?;
+            moved.push((index, next));
+        }
+        for (index, next) in moved {
+            self.assigned[index].next = next;
         }
         self.cursor = (self.cursor + 1) % count.max(1);
         Ok(out)
@@ -816,6 +829,57 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         std::fs::write(&first, &bytes).expect("write");
+        let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
+        assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_append_leaves_no_gap_in_the_offsets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+        log.ensure_topics(&["a".to_owned()]).await.expect("topics");
+        let mut bad = msg("a", "k", "too big a header");
+        bad.headers = vec![("x".repeat(70_000), "v".into())];
+        let err = log
+            .append(vec![msg("a", "k", "fine"), bad])
+            .await
+            .expect_err("a header name over 64 KiB cannot be framed");
+        assert!(err.to_string().contains("too large"), "{err}");
+        let positions = log
+            .append(vec![msg("a", "k", "next")])
+            .await
+            .expect("append");
+        assert_eq!(
+            positions,
+            vec![(0, 0)],
+            "nothing of the refused append took an offset"
+        );
+        assert_eq!(log.read("a", 10).await.expect("read").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_bad_batch_with_batches_behind_it_is_damage_even_in_the_newest_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let newest = {
+            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            log.ensure_topics(&["a".to_owned()]).await.expect("topics");
+            log.append(vec![msg("a", "k", "one")])
+                .await
+                .expect("append");
+            log.append(vec![msg("a", "k", "two")])
+                .await
+                .expect("append");
+            let id = *log.inner.state.read().segments.keys().last().expect("one");
+            dir.path().join(format::segment_name(id))
+        };
+        // Flip a byte inside the first append's batch: the second is still behind it.
+        let mut bytes = std::fs::read(&newest).expect("read");
+        let at = bytes
+            .windows(3)
+            .position(|w| w == b"one")
+            .expect("record bytes");
+        bytes[at] ^= 0xff;
+        std::fs::write(&newest, &bytes).expect("write");
         let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
         assert!(err.to_string().contains("damaged"), "{err}");
     }

@@ -460,6 +460,7 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
         let mut good = 0u64;
         let header_ok = reader.read_exact(&mut magic).is_ok() && &magic == MAGIC;
         let mut torn = None;
+        let mut damaged = None;
         if header_ok {
             good = MAGIC.len() as u64;
             loop {
@@ -474,8 +475,15 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
                     Err(e) => return Err(io("cannot read a segment", e)),
                 }
                 let (len, crc) = format::batch_header(&header);
-                if len > format::MAX_BATCH || good + (BATCH_HEADER + len) as u64 > size {
+                let end = good + (BATCH_HEADER + len) as u64;
+                // An interrupted write can only leave the last batch of the file incomplete
+                // or unreadable; a bad batch with more bytes behind it is damage.
+                if end > size {
                     torn = Some("a cut batch");
+                    break;
+                }
+                if len > format::MAX_BATCH {
+                    damaged = Some("a batch length no writer produces");
                     break;
                 }
                 let mut body = vec![0u8; len];
@@ -483,7 +491,11 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
                     .read_exact(&mut body)
                     .map_err(|e| io("cannot read a segment", e))?;
                 if !format::body_intact(&body, crc) {
-                    torn = Some("a batch whose checksum fails");
+                    if end == size {
+                        torn = Some("a last batch whose checksum fails");
+                    } else {
+                        damaged = Some("a batch whose checksum fails");
+                    }
                     break;
                 }
                 let body_at = good + BATCH_HEADER as u64;
@@ -500,7 +512,8 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
             }
         }
         if !header_ok {
-            if Some(id) == newest && size < MAGIC.len() as u64 {
+            let blank = magic.iter().all(|b| *b == 0);
+            if Some(id) == newest && (size < MAGIC.len() as u64 || blank) {
                 // Created, but the crash came before its header was on disk: it holds nothing.
                 tracing::warn!(segment = %path.display(), "Removing an empty log segment left by an interrupted start");
                 drop(reader);
@@ -510,6 +523,14 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
             }
             return Err(LogError::Invalid(format!(
                 "{} is not an orderflow log segment (its header is {magic:?}); move it out of the log directory",
+                path.display()
+            )));
+        }
+        if let Some(what) = damaged {
+            return Err(LogError::Invalid(format!(
+                "the log segment {} is damaged at byte {good} ({what}); an interrupted write \
+                 leaves only the end of the newest segment unreadable: restore the directory \
+                 from a backup",
                 path.display()
             )));
         }

@@ -27,6 +27,9 @@ use tokio::sync::oneshot;
 const MAX_GROUP: usize = 4096;
 /// Most bytes of records in one group commit.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// Largest single append (or move of records); well under [`format::MAX_BATCH`], so no batch
+/// can be mistaken for a torn one, and segments stay far below 4 GiB (`Loc::pos` is 32-bit).
+const MAX_APPEND_BYTES: usize = 64 * 1024 * 1024;
 /// A sealed segment whose live bytes are below this share of its size has them copied forward.
 const RELOCATE_BELOW_PERCENT: u64 = 10;
 
@@ -94,6 +97,24 @@ pub enum Request {
 }
 
 impl Request {
+    /// About how many bytes an append adds to a batch.
+    fn bytes(&self) -> usize {
+        match self {
+            Request::Append { records, .. } => records
+                .iter()
+                .map(|(_, m)| {
+                    32 + m.key.len()
+                        + m.value.len()
+                        + m.headers
+                            .iter()
+                            .map(|(n, v)| 6 + n.len() + v.len())
+                            .sum::<usize>()
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+
     fn fail(self, error: LogError) {
         match self {
             Request::Append { reply, .. } => drop(reply.send(Err(error))),
@@ -176,8 +197,8 @@ impl Writer {
             }
             match first {
                 append @ Request::Append { .. } => {
+                    let mut bytes = append.bytes();
                     let mut group = vec![append];
-                    let mut bytes = 0usize;
                     // Commits back to back gather what arrives until the interval since the
                     // last one is up: fewer, fuller fsyncs under load, none delayed when quiet.
                     let not_before = self.last_commit + self.min_commit_interval;
@@ -193,12 +214,7 @@ impl Writer {
                         };
                         match next {
                             Ok(next @ Request::Append { .. }) => {
-                                if let Request::Append { records, .. } = &next {
-                                    bytes += records
-                                        .iter()
-                                        .map(|(_, m)| m.value.len() + m.key.len())
-                                        .sum::<usize>();
-                                }
+                                bytes += next.bytes();
                                 group.push(next);
                             }
                             Ok(other) => {
@@ -285,9 +301,14 @@ impl Writer {
                 let mut mine = Vec::with_capacity(records.len());
                 let mut refused = None;
                 let mark = self.batch.len();
+                // Where each partition this append touches stood before it, to undo a refusal.
+                let mut before: Vec<(usize, u64)> = Vec::new();
                 for (pidx, message) in records {
                     let part = &state.parts[pidx];
                     let offset = next.entry(pidx).or_insert_with(|| part.end());
+                    if !before.iter().any(|(p, _)| *p == pidx) {
+                        before.push((pidx, *offset));
+                    }
                     match self.batch.record(
                         part.topic,
                         part.partition,
@@ -322,11 +343,17 @@ impl Writer {
                         }
                     }
                 }
+                if refused.is_none() && self.batch.len() - mark > MAX_APPEND_BYTES {
+                    refused = Some(format!(
+                        "an append of {} bytes is over the {MAX_APPEND_BYTES}-byte limit",
+                        self.batch.len() - mark
+                    ));
+                }
                 if let Some(why) = refused {
                     // Take this append's items back out; the others in the group still go.
                     self.batch.truncate(mark);
-                    for p in &mine {
-                        next.insert(p.pidx, p.offset);
+                    for (pidx, first) in before {
+                        next.insert(pidx, first);
                     }
                     let _ = reply.send(Err(LogError::Invalid(why)));
                     continue;
@@ -476,7 +503,8 @@ impl Writer {
     /// Copies the few records still needed out of old, mostly dead segments into the active
     /// one, so those files can go.
     fn relocate_stragglers(&mut self) -> Result<(), LogError> {
-        let wanted: Vec<(usize, u64, Loc, Arc<File>)> = {
+        // Found under the lock, read after it: readers must not wait behind this disk I/O.
+        let wanted: Vec<(usize, u16, u32, u64, Loc, Arc<File>)> = {
             let state = self.state.read();
             let newest_sealed = state
                 .segments
@@ -494,13 +522,20 @@ impl Writer {
                 for (pidx, ranges) in &segment.ranges {
                     let part = &state.parts[*pidx];
                     for &(lo, hi) in ranges {
-                        for offset in lo.max(part.base)..=hi.min(part.end().saturating_sub(1)) {
-                            if offset < part.base || offset >= part.end() {
-                                continue;
+                        for offset in lo.max(part.base)..=hi {
+                            if offset >= part.end() {
+                                break;
                             }
                             let loc = part.locs[(offset - part.base) as usize];
                             if loc.segment == *id {
-                                wanted.push((*pidx, offset, loc, Arc::clone(&segment.file)));
+                                wanted.push((
+                                    *pidx,
+                                    part.topic,
+                                    part.partition,
+                                    offset,
+                                    loc,
+                                    Arc::clone(&segment.file),
+                                ));
                             }
                         }
                     }
@@ -511,38 +546,45 @@ impl Writer {
         if wanted.is_empty() {
             return Ok(());
         }
-        self.batch.clear();
-        let mut placed = Vec::with_capacity(wanted.len());
-        {
-            let state = self.state.read();
-            for (pidx, offset, loc, file) in &wanted {
+        let mut moved = 0;
+        let mut rest = wanted.as_slice();
+        while !rest.is_empty() {
+            // Batches of bounded size, each durable before the next.
+            self.batch.clear();
+            let mut placed = Vec::new();
+            let mut taken = 0;
+            for (pidx, topic, partition, offset, loc, file) in rest {
+                if self.batch.len() + loc.len as usize > MAX_APPEND_BYTES && taken > 0 {
+                    break;
+                }
                 let mut frame = vec![0; loc.len as usize];
                 file.read_exact_at(&mut frame, u64::from(loc.pos))
                     .map_err(|e| io_error("cannot read a record to move it", e))?;
-                let part = &state.parts[*pidx];
                 if let Some((at, len)) =
-                    self.batch
-                        .record_frame(part.topic, part.partition, *offset, &frame)
+                    self.batch.record_frame(*topic, *partition, *offset, &frame)
                 {
                     placed.push((*pidx, *offset, at, len));
                 }
+                taken += 1;
+            }
+            rest = &rest[taken..];
+            let at = self.write_batch()?;
+            let mut state = self.state.write();
+            for (pidx, offset, frame_at, len) in placed {
+                let loc = Loc {
+                    segment: self.active,
+                    pos: (at + frame_at as u64) as u32,
+                    len,
+                };
+                state.place(pidx, offset, loc, None);
+                moved += 1;
+            }
+            if let Some(segment) = state.segments.get_mut(&self.active) {
+                segment.size = self.size;
             }
         }
-        let at = self.write_batch()?;
-        let mut state = self.state.write();
-        for (pidx, offset, frame_at, len) in placed {
-            let loc = Loc {
-                segment: self.active,
-                pos: (at + frame_at as u64) as u32,
-                len,
-            };
-            state.place(pidx, offset, loc, None);
-        }
-        if let Some(segment) = state.segments.get_mut(&self.active) {
-            segment.size = self.size;
-        }
         tracing::debug!(
-            records = wanted.len(),
+            records = moved,
             "Moved live records out of old log segments"
         );
         Ok(())
@@ -633,10 +675,14 @@ impl Writer {
         Ok(())
     }
 
-    /// Seals the active segment and starts the next one.
+    /// Seals the active segment and starts the next one. A failure stops the log until a
+    /// restart: nothing more can be written safely.
     fn roll(&mut self) -> Result<(), LogError> {
         let next = self.active + 1;
-        let (file, size) = create_segment(&self.dir, &self.state, next)?;
+        let (file, size) = create_segment(&self.dir, &self.state, next).inspect_err(|e| {
+            tracing::error!(error = %e, "Cannot start a new log segment; the log stops until restart");
+            self.state.write().failed = Some(e.to_string());
+        })?;
         self.active = next;
         self.file = file;
         self.size = size;
@@ -674,11 +720,18 @@ fn create_segment(
         }
     }
     let bytes = checkpoint.finish();
-    file.write_all_at(MAGIC, 0)
+    let written = file
+        .write_all_at(MAGIC, 0)
         .and_then(|()| file.write_all_at(bytes, MAGIC.len() as u64))
         .and_then(|()| file.sync_data())
-        .map_err(|e| io_error(&format!("cannot write {}", path.display()), e))?;
-    sync_dir(dir)?;
+        .map_err(|e| io_error(&format!("cannot write {}", path.display()), e))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // A half-made segment would stand in the way of the next attempt.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     let size = (MAGIC.len() + bytes.len()) as u64;
     let file = Arc::new(file);
     state

@@ -207,59 +207,61 @@ impl EmbeddedLedger {
         &self,
         change: Change,
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
-        let change_version = change.hold.as_ref().map(|(id, _, v)| (*id, *v));
-        let write = self.engine.submit(move |txn| {
-            let mut meta = txn.open_table(META)?;
-            let stored = meta.get("seq")?.map_or(0, |v| v.value());
-            if stored != change.seq.0 {
-                return Err(orderflow_embedded::redb::Error::Corrupted(format!(
-                    "stock ledger write {} out of sequence (disk is at {stored}): an earlier write failed",
-                    change.seq.1
-                )));
+        let written = change.hold.as_ref().map(|(id, _, v)| (*id, *v));
+        let shared = Arc::clone(&self.state);
+        // The bookkeeping after the write runs on the writer thread, as part of the write: a
+        // caller that is cancelled mid-await must not leave a durable change marked as pending
+        // forever.
+        let settled = move |outcome: &Result<(), orderflow_embedded::EngineError>| match outcome {
+            Ok(()) => {
+                if let Some((id, version)) = written
+                    && let Some(slot) = shared.lock().holds.get_mut(&id)
+                {
+                    slot.durable = slot.durable.max(version);
+                }
             }
-            meta.insert("seq", change.seq.1)?;
-            let mut stock = txn.open_table(STOCK)?;
-            for level in &change.levels {
-                let bytes = serde_json::to_vec(level)
-                    .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
-                stock.insert(level.sku.as_str(), bytes.as_slice())?;
+            Err(e) => {
+                // Memory ran ahead of a write that failed, and later changes may already be
+                // queued on top of it: no reload can be trusted while the process runs. Stop
+                // serving; a restart rebuilds memory from disk, which is consistent.
+                tracing::error!(error = %e, "Stock ledger write failed; the ledger stops until restart");
+                shared.lock().failed = true;
             }
-            if let Some((id, hold, _)) = &change.hold {
-                let mut holds = txn.open_table(RESERVATIONS)?;
-                let bytes = serde_json::to_vec(hold)
-                    .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
-                holds.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
-            }
-            Ok(())
-        });
+        };
+        let write = self.engine.submit_then(
+            move |txn| {
+                let mut meta = txn.open_table(META)?;
+                let stored = meta.get("seq")?.map_or(0, |v| v.value());
+                if stored != change.seq.0 {
+                    return Err(orderflow_embedded::redb::Error::Corrupted(format!(
+                        "stock ledger write {} out of sequence (disk is at {stored}): an earlier write failed",
+                        change.seq.1
+                    )));
+                }
+                meta.insert("seq", change.seq.1)?;
+                let mut stock = txn.open_table(STOCK)?;
+                for level in &change.levels {
+                    let bytes = serde_json::to_vec(level)
+                        .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
+                    stock.insert(level.sku.as_str(), bytes.as_slice())?;
+                }
+                if let Some((id, hold, _)) = &change.hold {
+                    let mut holds = txn.open_table(RESERVATIONS)?;
+                    let bytes = serde_json::to_vec(hold)
+                        .map_err(|e| orderflow_embedded::redb::Error::Corrupted(e.to_string()))?;
+                    holds.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
+                }
+                Ok(())
+            },
+            settled,
+        );
         let state = Arc::clone(&self.state);
-        let written = change_version;
-        // The bookkeeping after the write runs in its own task: a caller that is cancelled
-        // mid-await must not leave a durable change marked as pending forever.
-        let settled = tokio::spawn(async move {
-            match write.await {
-                Ok(()) => {
-                    if let Some((id, version)) = written
-                        && let Some(slot) = state.lock().holds.get_mut(&id)
-                    {
-                        slot.durable = slot.durable.max(version);
-                    }
-                    Ok(())
-                }
-                Err(e) => {
-                    // Memory ran ahead of a write that failed, and later changes may already be
-                    // queued on top of it: no reload can be trusted while the process runs. Stop
-                    // serving; a restart rebuilds memory from disk, which is consistent.
-                    tracing::error!(error = %e, "Stock ledger write failed; the ledger stops until restart");
-                    state.lock().failed = true;
-                    Err(StoreError::from(e))
-                }
-            }
-        });
         async move {
-            settled.await.map_err(|e| {
-                StoreError::Unavailable(format!("stock ledger write task failed: {e}"))
-            })?
+            write.await.map_err(|e| {
+                // A write the engine refused outright never reached `settled`.
+                state.lock().failed = true;
+                StoreError::from(e)
+            })
         }
     }
 

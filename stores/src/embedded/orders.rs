@@ -119,15 +119,15 @@ impl EmbeddedOrderStore {
 impl OrderStore for EmbeddedOrderStore {
     async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
         let missing: Vec<OrderId> = {
-            let mut pending = self.pending.lock();
+            let pending = self.pending.lock();
+            // Only `flush` removes views from memory: an apply between this lock and the next
+            // must find every view it saw here still there.
             if pending.len() >= MAX_PENDING {
-                pending.retain(|_, p| p.dirty());
-                if pending.len() >= MAX_PENDING {
-                    return Err(StoreError::Unavailable(format!(
-                        "{} order views wait to be written; holding new events until a flush succeeds",
-                        pending.len()
-                    )));
-                }
+                return Err(StoreError::Unavailable(format!(
+                    "{} order views are in memory waiting to be written; holding new events \
+                     until a flush succeeds",
+                    pending.len()
+                )));
             }
             let mut missing: Vec<OrderId> = events
                 .iter()
@@ -231,10 +231,12 @@ impl OrderStore for EmbeddedOrderStore {
                 }
             }
         }
-        // Terminal views change no more, and idle ones rarely: they are read from disk now.
+        // Terminal views change no more, and idle ones rarely: they are read from disk now,
+        // as is every written view when memory is full.
         let mut pending = self.pending.lock();
+        let full = pending.len() >= MAX_PENDING / 2;
         pending.retain(|_, p| {
-            p.dirty() || !(p.view.status.is_terminal() || p.touched.elapsed() >= IDLE)
+            p.dirty() || !(full || p.view.status.is_terminal() || p.touched.elapsed() >= IDLE)
         });
         metrics::gauge!("orderflow_order_views_in_memory").set(pending.len() as f64);
         Ok(())
@@ -316,9 +318,12 @@ impl OrderStore for EmbeddedOrderStore {
                     view.clone_from(&p.view);
                 }
             }
+            // A flush that just wrote a view may not have cleared its `new` mark yet: the index
+            // found it already.
             pending
                 .values()
                 .filter(|p| p.new && p.view.customer_id == customer)
+                .filter(|p| !orders.iter().any(|v| v.order_id == p.view.order_id))
                 .filter(|p| after.is_none_or(|a| p.view.order_id.0 < a.0))
                 .filter(|p| next.is_none_or(|n| p.view.order_id.0 > n.0))
                 .map(|p| p.view.clone())
