@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Turns one run into load-tests/results/NAME.json and NAME.png: k6 summaries of orderflow and
-the baseline, wrk figures, ratios, and the server's samples (throughput, latency, RSS over time).
+"""Turns one run into load-tests/results/NAME.json and NAME.png: k6 and wrk figures of orderflow
+and the baseline, their ratios, per-step figures of a sustain run, and the server's samples
+(throughput, latency and RSS over time).
 Usage: report.py NAME RUN_DIR"""
-import glob
 import json
 import os
 import sys
@@ -16,6 +16,8 @@ name, run = sys.argv[1], sys.argv[2]
 here = os.path.dirname(os.path.abspath(__file__))
 results = os.path.join(here, "results")
 os.makedirs(results, exist_ok=True)
+# Seconds at the start of a sustain step left out of its figures: the rate settles first.
+WARMUP_S = 5
 
 
 def load(path):
@@ -24,6 +26,14 @@ def load(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 def k6_figures(summary):
@@ -47,9 +57,9 @@ def k6_figures(summary):
     return out
 
 
-def wrk_figures(path):
+def wrk_figures(out):
     try:
-        with open(path) as f:
+        with open(os.path.join(run, f"wrk-{out}.txt")) as f:
             for line in f:
                 if line.startswith("wrk_summary"):
                     return {k: float(v) for k, v in (p.split("=") for p in line.split()[1:])}
@@ -71,74 +81,130 @@ def quantile(buckets_now, buckets_before, q):
     return None
 
 
-samples = []
-if os.path.exists(os.path.join(run, "samples.jsonl")):
-    with open(os.path.join(run, "samples.jsonl")) as f:
-        samples = [json.loads(line) for line in f if line.strip()]
+def ms(bound):
+    return None if bound in (None, float("inf")) else round(bound * 1000, 1)
 
-report = {
-    "name": name,
-    "orderflow": k6_figures(load(os.path.join(run, "k6-orderflow.json"))),
-    "baseline": k6_figures(load(os.path.join(run, "k6-baseline.json"))),
-    "wrk_orderflow": wrk_figures(os.path.join(run, "wrk-orderflow.txt")),
-    "wrk_baseline": wrk_figures(os.path.join(run, "wrk-baseline.txt")),
-    "peak_rss_mib": round(max((s["rss_kib"] for s in samples), default=0) / 1024, 1),
-    "meta": load(os.path.join(run, "meta.json")),
-}
-if samples:
+
+def window(samples, begin, end):
+    """Rates and latency quantiles between the samples nearest to `begin` and `end` (epoch s)."""
+    inside = [s for s in samples if "ts" in s and begin <= s["ts"] <= end]
+    if len(inside) < 2:
+        return None
+    a, b = inside[0], inside[-1]
+    dt = b["ts"] - a["ts"]
+    out = {"seconds": round(dt, 1),
+           "accepted_per_s": round((b["accepted"] - a["accepted"]) / dt, 1),
+           "terminal_per_s": round((b["terminal"] - a["terminal"]) / dt, 1)}
+    for kind, label in (("lifetime", "accept_to_terminal_ms"), ("checkout", "server_checkout_ms")):
+        out[label] = {"p50": ms(quantile(b["buckets"][kind], a["buckets"][kind], 0.5)),
+                      "p99": ms(quantile(b["buckets"][kind], a["buckets"][kind], 0.99))}
+    out["rss_mib_max"] = round(max(s["rss_kib"] for s in inside) / 1024, 1)
+    return out
+
+
+def whole_run(samples):
+    out = {}
+    if len(samples) < 2:
+        return out
     # Rates over the seconds in which orderflow accepted orders (idle seconds, such as the
     # baseline's part of the run, do not count).
     busy = [(a, b) for a, b in zip(samples, samples[1:]) if b["accepted"] > a["accepted"]]
     seconds = sum(b["t"] - a["t"] for a, b in busy)
     if seconds > 0:
-        report["server_accepted_per_s"] = round(sum(b["accepted"] - a["accepted"] for a, b in busy) / seconds, 1)
-        report["server_busy_seconds"] = round(seconds, 1)
-    report["orders_completed"] = samples[-1].get("completed", 0) - samples[0].get("completed", 0)
-    report["orders_terminal"] = samples[-1]["terminal"] - samples[0]["terminal"]
+        out["server_accepted_per_s"] = round(sum(b["accepted"] - a["accepted"] for a, b in busy) / seconds, 1)
+        out["server_busy_seconds"] = round(seconds, 1)
+    out["orders_completed"] = samples[-1].get("completed", 0) - samples[0].get("completed", 0)
+    out["orders_terminal"] = samples[-1]["terminal"] - samples[0]["terminal"]
+    out["peak_rss_mib"] = round(max(s["rss_kib"] for s in samples) / 1024, 1)
     first_half = [s["rss_kib"] for s in samples[: len(samples) // 2]]
     second_half = [s["rss_kib"] for s in samples[len(samples) // 2:]]
     if first_half and second_half:
-        report["rss_mib_first_half_max"] = round(max(first_half) / 1024, 1)
-        report["rss_mib_second_half_max"] = round(max(second_half) / 1024, 1)
-if len(samples) > 1:
+        out["rss_mib_first_half_max"] = round(max(first_half) / 1024, 1)
+        out["rss_mib_second_half_max"] = round(max(second_half) / 1024, 1)
     for kind, label in (("checkout", "server_checkout_ms"), ("lifetime", "server_accept_to_terminal_ms")):
         now, before = samples[-1]["buckets"][kind], samples[0]["buckets"][kind]
         if now:
-            figures = {}
-            for q, key in ((0.5, "p50"), (0.99, "p99")):
-                bound = quantile(now, before, q)
-                figures[key] = None if bound in (None, float("inf")) else round(bound * 1000, 1)
-            report[label] = {**figures, "note": "upper bucket bound"}
+            out[label] = {"p50": ms(quantile(now, before, 0.5)), "p99": ms(quantile(now, before, 0.99)),
+                          "note": "upper bucket bound"}
+    return out
+
+
+def ratio(a, b, digits=3):
+    return round(a / b, digits) if a is not None and b else None
+
+
+samples = {mode: lines(os.path.join(run, f"samples-{mode}.jsonl")) for mode in ("serve", "ingest")}
+report = {"name": name, "meta": load(os.path.join(run, "meta.json"))}
+for mode in ("serve", "ingest"):
+    if samples[mode]:
+        report[mode] = whole_run(samples[mode])
+        try:
+            with open(os.path.join(run, f"peak-rss-{mode}.kib")) as f:
+                report[mode]["peak_rss_mib"] = round(int(f.read().strip() or 0) / 1024, 1)
+        except (OSError, ValueError):
+            pass
+
 ratios = {}
-of, base = report["orderflow"], report["baseline"]
+of, base = k6_figures(load(os.path.join(run, "k6-orderflow.json"))), k6_figures(load(os.path.join(run, "k6-baseline.json")))
+if of:
+    report["k6_orderflow"] = of
+if base:
+    report["k6_baseline"] = base
 if of and base and base.get("requests_per_s"):
-    ratios["k6_requests_per_s"] = round(of["requests_per_s"] / base["requests_per_s"], 3)
+    ratios["k6_requests_per_s"] = ratio(of["requests_per_s"], base["requests_per_s"])
     a, b = of.get("http_req_duration{name:checkout}"), base.get("http_req_duration{name:checkout}")
     if a and b and b.get("p(99)"):
-        ratios["k6_checkout_p99"] = round(a["p(99)"] / b["p(99)"], 2)
-wo, wb = report["wrk_orderflow"], report["wrk_baseline"]
-if wo and wb and wb.get("ok_rps"):
+        ratios["k6_checkout_p99"] = ratio(a["p(99)"], b["p(99)"], 2)
+
+wrk = {out: wrk_figures(out) for out in ("orderflow", "baseline", "orderflow-80", "baseline-80", "serve")}
+wrk = {k: v for k, v in wrk.items() if v}
+if wrk:
+    report["wrk"] = wrk
+if "orderflow" in wrk and "baseline" in wrk:
     # Only 2xx answers count as throughput.
-    ratios["wrk_accepted_per_s"] = round(wo["ok_rps"] / wb["ok_rps"], 3)
-    ratios["wrk_p99"] = round(wo["p99_ms"] / wb["p99_ms"], 2) if wb.get("p99_ms") else None
+    ratios["ingest_accepted_per_s"] = ratio(wrk["orderflow"]["ok_rps"], wrk["baseline"]["ok_rps"])
+if "orderflow-80" in wrk and "baseline-80" in wrk:
+    ratios["ingest_p99_at_80_percent"] = ratio(wrk["orderflow-80"]["p99_ms"], wrk["baseline-80"]["p99_ms"], 2)
+
+steps = lines(os.path.join(run, "steps.jsonl"))
+if steps:
+    report["steps"] = []
+    for s in steps:
+        figures = window(samples["serve"], s["start"] + WARMUP_S, s["end"]) or {}
+        drained = window(samples["serve"], s["start"], s["drained"])
+        entry = {"rate": s["rate"], **figures,
+                 "wrk_orderflow": wrk_figures(f"orderflow-{s['rate']}"),
+                 "wrk_baseline": wrk_figures(f"baseline-{s['rate']}"),
+                 "drain_seconds": round(s["drained"] - s["end"], 1)}
+        if drained:
+            entry["whole_step_accept_to_terminal_ms"] = drained["accept_to_terminal_ms"]
+        wo, wb = entry["wrk_orderflow"], entry["wrk_baseline"]
+        if wo and wb:
+            entry["checkout_p99_ratio_to_baseline"] = ratio(wo["p99_ms"], wb["p99_ms"], 2)
+        report["steps"].append(entry)
+    # The target: every accepted order terminal within 100 ms at p99, the rate kept up.
+    met = [e["rate"] for e in report["steps"]
+           if (e.get("whole_step_accept_to_terminal_ms") or {}).get("p99") is not None
+           and e["whole_step_accept_to_terminal_ms"]["p99"] <= 100
+           and e.get("terminal_per_s", 0) >= 0.97 * e["rate"]]
+    report["highest_rate_with_p99_within_100ms"] = max(met, default=None)
 report["ratios_to_baseline"] = ratios
 
 with open(os.path.join(results, f"{name}.json"), "w") as f:
     json.dump(report, f, indent=2)
 
-if len(samples) > 2:
+
+def plot(series, title, path):
     t, acc, term, p99c, p99l, rss = [], [], [], [], [], []
-    for before, now in zip(samples, samples[1:]):
+    for before, now in zip(series, series[1:]):
         dt = now["t"] - before["t"]
         if dt <= 0:
             continue
         t.append(now["t"])
         acc.append((now["accepted"] - before["accepted"]) / dt)
         term.append((now["terminal"] - before["terminal"]) / dt)
-        q = quantile(now["buckets"]["checkout"], before["buckets"]["checkout"], 0.99)
-        p99c.append(q * 1000 if q not in (None, float("inf")) else None)
-        q = quantile(now["buckets"]["lifetime"], before["buckets"]["lifetime"], 0.99)
-        p99l.append(q * 1000 if q not in (None, float("inf")) else None)
+        p99c.append(ms(quantile(now["buckets"]["checkout"], before["buckets"]["checkout"], 0.99)))
+        p99l.append(ms(quantile(now["buckets"]["lifetime"], before["buckets"]["lifetime"], 0.99)))
         rss.append(now["rss_kib"] / 1024)
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     axes[0].plot(t, acc, label="accepted/s")
@@ -154,9 +220,26 @@ if len(samples) > 2:
     axes[2].set_ylabel("RSS MiB")
     axes[2].set_xlabel("seconds")
     axes[2].set_ylim(bottom=0)
-    fig.suptitle(f"orderflow — {name}")
+    fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(os.path.join(results, f"{name}.png"), dpi=80)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
 
-print(json.dumps({k: report[k] for k in ("ratios_to_baseline", "peak_rss_mib") if k in report}))
+
+if len(samples["serve"]) > 2:
+    plot(samples["serve"], f"orderflow serve — {name}", os.path.join(results, f"{name}.png"))
+if len(samples["ingest"]) > 2:
+    plot(samples["ingest"], f"orderflow ingest — {name}", os.path.join(results, f"{name}-ingest.png"))
+
+summary = {k: report[k] for k in ("ratios_to_baseline", "highest_rate_with_p99_within_100ms") if k in report}
+for mode in ("serve", "ingest"):
+    if mode in report:
+        summary[f"{mode}_peak_rss_mib"] = report[mode].get("peak_rss_mib")
+print(json.dumps(summary))
+for e in report.get("steps", []):
+    life = e.get("whole_step_accept_to_terminal_ms") or {}
+    print(f"  {e['rate']}/s: accepted {e.get('accepted_per_s')}/s, terminal {e.get('terminal_per_s')}/s, "
+          f"accept→terminal p50 {life.get('p50')} ms p99 {life.get('p99')} ms, "
+          f"checkout p99 {(e.get('wrk_orderflow') or {}).get('p99_ms')} ms "
+          f"(baseline {(e.get('wrk_baseline') or {}).get('p99_ms')} ms), drained in {e.get('drain_seconds')} s")
 print(f"wrote {os.path.join(results, name + '.json')}")

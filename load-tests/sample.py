@@ -60,7 +60,8 @@ with open(out, "w") as f:
     while running:
         try:
             counters, buckets = scrape()
-            f.write(json.dumps({"t": round(time.time() - start, 3), "rss_kib": rss_kib(),
+            now = time.time()
+            f.write(json.dumps({"t": round(now - start, 3), "ts": round(now, 3), "rss_kib": rss_kib(),
                                 **counters, "buckets": buckets}) + "\n")
             f.flush()
         except Exception:

@@ -27,7 +27,7 @@ const MAX_GROUP: usize = 8192;
 /// fsyncs, and on the load-test machine an fsync alone costs about 80 µs of kernel CPU: under
 /// load, the writes that arrive meanwhile share the next commit; when it is quiet a write is
 /// committed at once.
-const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
+const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 /// Page cache of the database unless configured otherwise (redb's own default is 1 GiB).
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 

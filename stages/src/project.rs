@@ -36,7 +36,9 @@ impl Stage for Project {
         let event =
             decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
         let status = event.status;
-        let lifetime = (event.at - event.order.accepted_at)
+        // Accept to the moment the terminal status shows in the view a customer reads: the
+        // end-to-end latency, including the last append and this projection.
+        let lifetime = (chrono::Utc::now() - event.order.accepted_at)
             .to_std()
             .unwrap_or_default();
         let changed = self
@@ -56,7 +58,6 @@ impl Stage for Project {
             if status.is_terminal() {
                 metrics::counter!("orderflow_orders_terminal_total", "status" => status.as_str())
                     .increment(1);
-                // Accept to terminal, as the stages stamped it: the end-to-end latency.
                 metrics::histogram!("orderflow_order_lifetime_seconds", "status" => status.as_str())
                     .record(lifetime);
             }
