@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Burst measurement: builds release, starts `orderflow serve` on a fresh embedded data directory
 # (the hot path on Redis when REDIS is set, the log on Kafka when LOG is set), sends ORDERS checkouts (default 10,000) and reports
-# how long they take to reach terminal states. The full k6 suite with baselines is issue 6.
+# how long they take to reach terminal states. The scenarios with baselines are in run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDERS=${1:-10000}
@@ -19,13 +19,6 @@ EXTRA=()
 if [ -n "${REDIS:-}" ]; then EXTRA=(--redis "$REDIS"); echo "==> hot path on $REDIS"; fi
 # LOG=kafka://HOST:PORT runs the log on that broker (use a fresh one: topics are created once).
 if [ -n "${LOG:-}" ]; then EXTRA+=(--log "$LOG"); echo "==> log on $LOG"; fi
-# SPLIT=1 puts the embedded log and the stores in two directories given explicitly (the default
-# layout has done the same, DIR/log beside DIR, since the soaks in BENCHMARKS.md), each with its own
-# database and writer thread.
-if [ -n "${SPLIT:-}" ]; then
-  EXTRA+=(--log "embedded://$DATA/log" --store "embedded://$DATA/store")
-  echo "==> log and stores in separate embedded databases"
-fi
 RUST_LOG=warn ./target/release/orderflow serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" "${EXTRA[@]}" > "$DATA/stdout" 2> "$DATA/stderr" &
 PID=$!
 for _ in $(seq 1 100); do

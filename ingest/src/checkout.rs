@@ -49,14 +49,18 @@ pub async fn create(
 ) -> Response {
     let started = Instant::now();
     let result = accept(&state, &headers, body).await;
+    // "accepted" is counted where the append succeeds: a client that hangs up after its order
+    // is on the log still has an order in the pipeline.
     let outcome = match &result {
-        Ok((_, true)) => "replayed",
-        Ok((_, false)) => "accepted",
-        Err(p) if p.status.is_server_error() => "unavailable",
-        Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => "rate_limited",
-        Err(_) => "refused",
+        Ok((_, true)) => Some("replayed"),
+        Ok((_, false)) => None,
+        Err(p) if p.status.is_server_error() => Some("unavailable"),
+        Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => Some("rate_limited"),
+        Err(_) => Some("refused"),
     };
-    metrics::counter!("orderflow_checkouts_total", "outcome" => outcome).increment(1);
+    if let Some(outcome) = outcome {
+        metrics::counter!("orderflow_checkouts_total", "outcome" => outcome).increment(1);
+    }
     metrics::histogram!("orderflow_checkout_seconds").record(started.elapsed());
     match result {
         Ok((id, replayed)) => accepted(id, replayed),
@@ -166,6 +170,9 @@ async fn accept(
         let appended = Instant::now();
         let result = log.append(vec![message]).await;
         metrics::histogram!("orderflow_checkout_append_seconds").record(appended.elapsed());
+        if result.is_ok() {
+            metrics::counter!("orderflow_checkouts_total", "outcome" => "accepted").increment(1);
+        }
         if let Some(scoped) = scoped_key {
             let outcome = match &result {
                 Ok(_) => idempotency.complete(&scoped, order_id, ttl).await,
