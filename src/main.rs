@@ -643,6 +643,7 @@ async fn dlq_replay(config: &Config, topic: &str, limit: usize) -> Result<()> {
                 key: r.key.clone(),
                 value: r.value.clone(),
                 headers,
+                decoded: None,
             });
             replayed += 1;
         }

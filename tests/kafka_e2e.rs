@@ -84,6 +84,7 @@ async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
         key: Bytes::from_static(b"garbage"),
         value: Bytes::from_static(b"\x00not an order{"),
         headers: vec![],
+        decoded: None,
     }])
     .await
     .expect("append garbage");

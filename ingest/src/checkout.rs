@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes as Payload;
 use chrono::Utc;
 use orderflow_domain::{CheckoutRequest, Order, OrderEvent, OrderId, OrderStatus, encode_event};
-use orderflow_pipeline::{Message, header as log_header};
+use orderflow_pipeline::{Decoded, Message, header as log_header};
 use orderflow_stores::Claim;
 use std::time::{Duration, Instant};
 
@@ -159,6 +159,7 @@ async fn accept(
         key: Payload::from(order_id.to_string()),
         value: Payload::from(value),
         headers: message_headers,
+        decoded: Some(Decoded::new(event)),
     };
 
     // The append and the claim's outcome run in their own task: a client that hangs up

@@ -524,6 +524,7 @@ fn to_record(m: &BorrowedMessage<'_>) -> Record {
         key: m.key().map(Bytes::copy_from_slice).unwrap_or_default(),
         value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         headers,
+        decoded: None,
     }
 }
 

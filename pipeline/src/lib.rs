@@ -17,7 +17,7 @@ pub mod stage;
 
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use kafka::{KafkaConfig, KafkaLog};
-pub use log::{Consumer, Headers, Log, LogError, Message, Offsets, Record, header};
+pub use log::{Consumer, Decoded, Headers, Log, LogError, Message, Offsets, Record, header};
 pub use runner::{RetryPolicy, Runner};
 pub use stage::{ErrorKind, Outcome, Stage, StageError};
 

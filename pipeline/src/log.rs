@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Message headers as name/value pairs, in order.
@@ -37,6 +39,41 @@ pub mod header {
     pub const REPLAY_FOR: &str = "replay-for";
 }
 
+/// The payload of a message as the process that wrote it already holds it, decoded. The
+/// embedded log keeps it beside the bytes in its cache of recent records, so a stage in the same
+/// process skips decoding what the previous stage just encoded; Kafka drops it. It never stands
+/// in for the bytes: a record read from disk or from another process has none, and its reader
+/// decodes the bytes, which always say the same thing.
+#[derive(Clone)]
+pub struct Decoded(Arc<dyn Any + Send + Sync>);
+
+impl Decoded {
+    /// Keeps `value` beside the bytes it was encoded to.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Self(Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Decoded(..)")
+    }
+}
+
+/// A copy of the bytes' meaning adds nothing to a message's identity.
+impl PartialEq for Decoded {
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Decoded {}
+
 /// A message to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
@@ -48,6 +85,8 @@ pub struct Message {
     pub value: Bytes,
     /// Headers.
     pub headers: Headers,
+    /// The payload decoded, when the writer has it (see [`Decoded`]).
+    pub decoded: Option<Decoded>,
 }
 
 impl Message {
@@ -72,6 +111,8 @@ pub struct Record {
     pub value: Bytes,
     /// Headers.
     pub headers: Headers,
+    /// The payload decoded, when the writer was this process (see [`Decoded`]).
+    pub decoded: Option<Decoded>,
 }
 
 impl Record {

@@ -424,6 +424,7 @@ pub fn dead_letter(stage: &str, record: &Record, error: &StageError, attempts: u
         key: record.key.clone(),
         value: record.value.clone(),
         headers,
+        decoded: None,
     }
 }
 
@@ -471,6 +472,7 @@ mod tests {
                     key: record.key.clone(),
                     value: Bytes::from(value.to_ascii_uppercase()),
                     headers: vec![],
+                    decoded: None,
                 }])),
             }
         }
@@ -482,6 +484,7 @@ mod tests {
             key: Bytes::from(key.to_owned()),
             value: Bytes::from(value.to_owned()),
             headers: vec![],
+            decoded: None,
         }
     }
 

@@ -12,6 +12,7 @@ fn msg(topic: &str, i: usize) -> Message {
         key: Bytes::from(format!("k{}", i % 7)),
         value: Bytes::from(format!("v{i}")),
         headers: vec![],
+        decoded: None,
     }
 }
 

@@ -14,6 +14,7 @@ fn msg(topic: &str, key: &str, value: String) -> Message {
         key: Bytes::from(key.to_owned()),
         value: Bytes::from(value),
         headers: vec![("idempotency-key".into(), format!("{key}:test"))],
+        decoded: None,
     }
 }
 

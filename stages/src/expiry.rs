@@ -15,7 +15,7 @@ use chrono::Utc;
 use orderflow_domain::{
     Address, Order, OrderEvent, OrderStatus, OrderView, Promotions, RejectionCode, encode_event,
 };
-use orderflow_pipeline::{Log, Message, header};
+use orderflow_pipeline::{Decoded, Log, Message, header};
 use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,5 +212,6 @@ fn message(event: &OrderEvent) -> Result<Message, SweepError> {
             ),
             (header::ATTEMPT.to_owned(), "1".to_owned()),
         ],
+        decoded: Some(Decoded::new(event.clone())),
     })
 }

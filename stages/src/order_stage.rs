@@ -5,7 +5,7 @@ use crate::topology::{self, Route};
 use async_trait::async_trait;
 use bytes::Bytes;
 use orderflow_domain::{OrderEvent, decode_event, encode_event};
-use orderflow_pipeline::{Message, Outcome, Record, Stage, StageError, header};
+use orderflow_pipeline::{Decoded, Message, Outcome, Record, Stage, StageError, header};
 
 /// What an order stage decided.
 #[derive(Debug)]
@@ -39,10 +39,10 @@ impl<S: OrderStage> OnOrders<S> {
         &self,
         topic: &str,
         record: &Record,
-        event: &OrderEvent,
+        event: OrderEvent,
         attempt: u32,
     ) -> Result<Message, StageError> {
-        let value = encode_event(event).map_err(|e| StageError::permanent(e.to_string()))?;
+        let value = encode_event(&event).map_err(|e| StageError::permanent(e.to_string()))?;
         let mut headers = vec![
             (
                 header::IDEMPOTENCY_KEY.to_owned(),
@@ -58,6 +58,7 @@ impl<S: OrderStage> OnOrders<S> {
             key: record.key.clone(),
             value: Bytes::from(value),
             headers,
+            decoded: Some(Decoded::new(event)),
         })
     }
 }
@@ -69,13 +70,12 @@ impl<S: OrderStage> Stage for OnOrders<S> {
     }
 
     async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
-        let event =
-            decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
+        let event = event_of(record)?;
         match self.stage.handle(event, attempt).await? {
             Step::Advance(event) => Ok(Outcome::Emit(vec![self.message(
                 self.route.output,
                 record,
-                &event,
+                event,
                 attempt,
             )?])),
             Step::Reject(event) => {
@@ -83,11 +83,20 @@ impl<S: OrderStage> Stage for OnOrders<S> {
                 Ok(Outcome::Reject(self.message(
                     topology::REJECTED,
                     record,
-                    &event,
+                    event,
                     attempt,
                 )?))
             }
         }
+    }
+}
+
+/// The order event of a record: the copy the writing stage kept beside the bytes when it is in
+/// this process, else the bytes decoded. Undecodable bytes are a permanent failure.
+pub fn event_of(record: &Record) -> Result<OrderEvent, StageError> {
+    match record.decoded.as_ref().and_then(|d| d.get::<OrderEvent>()) {
+        Some(event) => Ok(event.clone()),
+        None => decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string())),
     }
 }
 

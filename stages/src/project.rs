@@ -1,7 +1,6 @@
 //! project: fold every status event into the order view.
 
 use async_trait::async_trait;
-use orderflow_domain::decode_event;
 use orderflow_pipeline::{Outcome, Record, Stage, StageError};
 use orderflow_stores::{OrderStore, StatusFeed};
 use std::sync::Arc;
@@ -33,8 +32,7 @@ impl Stage for Project {
     }
 
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
-        let event =
-            decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string()))?;
+        let event = crate::order_stage::event_of(record)?;
         let status = event.status;
         // Accept to the moment the terminal status shows in the view a customer reads: the
         // end-to-end latency, including the last append and this projection.

@@ -202,6 +202,7 @@ async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
         key: Bytes::from(e.order.id.to_string()),
         value: Bytes::from(orderflow_domain::encode_event(e).expect("encodes")),
         headers: vec![("traceparent".into(), "00-abc-def-01".into())],
+        decoded: None,
     };
     let good = event(&[("A", 1)], "tok_visa");
     let Ok(Outcome::Emit(out)) = stage.process(&record(&good), 1).await else {
@@ -217,6 +218,24 @@ async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
         decode_event(&out[0].value).expect("decodes").status,
         OrderStatus::Validated
     );
+    // The output carries the event decoded; it says what the bytes say.
+    let carried = out[0]
+        .decoded
+        .as_ref()
+        .and_then(|d| d.get::<OrderEvent>())
+        .expect("decoded copy");
+    assert_eq!(carried, &decode_event(&out[0].value).expect("decodes"));
+    // A record that carries its event decoded is handled exactly like its bytes.
+    let mut with_copy = record(&good);
+    with_copy.decoded = Some(orderflow_pipeline::Decoded::new(good.clone()));
+    let Ok(Outcome::Emit(again)) = stage.process(&with_copy, 1).await else {
+        panic!("emits")
+    };
+    let (a, b) = (
+        decode_event(&again[0].value).expect("decodes"),
+        decode_event(&out[0].value).expect("decodes"),
+    );
+    assert_eq!((a.status, &a.order), (b.status, &b.order));
 
     let bad = event(&[("NOPE", 1)], "tok_visa");
     let Ok(Outcome::Reject(message)) = stage.process(&record(&bad), 1).await else {
@@ -570,6 +589,7 @@ async fn the_projector_gives_the_same_views_whatever_the_order_and_repeats() {
             key: Bytes::from(e.order.id.to_string()),
             value: Bytes::from(encode_event(e).expect("encodes")),
             headers: vec![],
+            decoded: None,
         };
         project.process(&record, 1).await.expect("projects");
     }

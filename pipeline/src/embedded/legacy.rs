@@ -258,6 +258,7 @@ mod tests {
                 key: Bytes::from("key"),
                 value: Bytes::from("new"),
                 headers: vec![],
+                decoded: None,
             }])
             .await
             .expect("append");

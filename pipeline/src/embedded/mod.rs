@@ -713,6 +713,7 @@ mod tests {
             key: Bytes::from(key.to_owned()),
             value: Bytes::from(value.to_owned()),
             headers: vec![("h".into(), key.to_owned())],
+            decoded: None,
         }
     }
 
@@ -831,6 +832,38 @@ mod tests {
         std::fs::write(&first, &bytes).expect("write");
         let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
         assert!(err.to_string().contains("damaged"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_decoded_payload_travels_through_the_cache_but_not_through_the_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topics = vec!["a".to_owned()];
+        {
+            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            log.ensure_topics(&topics).await.expect("topics");
+            let mut m = msg("a", "k", "42");
+            m.decoded = Some(crate::log::Decoded::new(42u32));
+            log.append(vec![m]).await.expect("append");
+            let mut c = log.consumer("g", &topics).await.expect("consumer");
+            let got = c.poll(10, Duration::from_millis(20)).await.expect("poll");
+            assert_eq!(got[0].value, "42");
+            assert_eq!(
+                got[0].decoded.as_ref().and_then(|d| d.get::<u32>()),
+                Some(&42)
+            );
+            assert!(
+                got[0]
+                    .decoded
+                    .as_ref()
+                    .and_then(|d| d.get::<u64>())
+                    .is_none(),
+                "only as the type it was"
+            );
+        }
+        let log = EmbeddedLog::open(dir.path(), 1).expect("reopens");
+        let got = log.read("a", 10).await.expect("read");
+        assert_eq!(got[0].value, "42");
+        assert!(got[0].decoded.is_none(), "read from disk: the bytes only");
     }
 
     #[tokio::test]

@@ -137,11 +137,18 @@ pub struct State {
     pub subscribers: Vec<Vec<Weak<Notify>>>,
 }
 
-/// How many bytes a cached record is accounted for.
+/// How many bytes a cached record is accounted for. A decoded copy of the value takes about
+/// as much again.
 fn cached_size(record: &Record) -> usize {
+    let decoded = if record.decoded.is_some() {
+        record.value.len()
+    } else {
+        0
+    };
     160 + record.topic.len()
         + record.key.len()
         + record.value.len()
+        + decoded
         + record
             .headers
             .iter()
@@ -416,6 +423,7 @@ pub fn record_from_frame(topic: &str, partition: u32, offset: u64, frame: Bytes)
         key,
         value,
         headers,
+        decoded: None,
     }
 }
 

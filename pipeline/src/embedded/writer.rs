@@ -330,6 +330,7 @@ impl Writer {
                                     key: message.key,
                                     value: message.value,
                                     headers: message.headers,
+                                    decoded: message.decoded,
                                 },
                             });
                             *offset += 1;
