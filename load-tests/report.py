@@ -116,6 +116,10 @@ def whole_run(samples):
     out["orders_completed"] = samples[-1].get("completed", 0) - samples[0].get("completed", 0)
     out["orders_terminal"] = samples[-1]["terminal"] - samples[0]["terminal"]
     out["peak_rss_mib"] = round(max(s["rss_kib"] for s in samples) / 1024, 1)
+    disk = [s["disk_mib"] for s in samples if s.get("disk_mib") is not None]
+    if disk:
+        out["data_dir_mib_max"] = max(disk)
+        out["data_dir_mib_last"] = disk[-1]
     first_half = [s["rss_kib"] for s in samples[: len(samples) // 2]]
     second_half = [s["rss_kib"] for s in samples[len(samples) // 2:]]
     if first_half and second_half:
@@ -195,7 +199,7 @@ with open(os.path.join(results, f"{name}.json"), "w") as f:
 
 
 def plot(series, title, path):
-    t, acc, term, p99c, p99l, rss = [], [], [], [], [], []
+    t, acc, term, p99c, p99l, rss, disk = [], [], [], [], [], [], []
     for before, now in zip(series, series[1:]):
         dt = now["t"] - before["t"]
         if dt <= 0:
@@ -206,6 +210,7 @@ def plot(series, title, path):
         p99c.append(ms(quantile(now["buckets"]["checkout"], before["buckets"]["checkout"], 0.99)))
         p99l.append(ms(quantile(now["buckets"]["lifetime"], before["buckets"]["lifetime"], 0.99)))
         rss.append(now["rss_kib"] / 1024)
+        disk.append(now.get("disk_mib"))
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True)
     axes[0].plot(t, acc, label="accepted/s")
     axes[0].plot(t, term, label="terminal/s (end to end)")
@@ -216,10 +221,15 @@ def plot(series, title, path):
     axes[1].set_ylabel("ms")
     axes[1].set_yscale("log")
     axes[1].legend(loc="upper right")
-    axes[2].plot(t, rss, color="tab:red")
+    axes[2].plot(t, rss, color="tab:red", label="RSS")
     axes[2].set_ylabel("RSS MiB")
     axes[2].set_xlabel("seconds")
     axes[2].set_ylim(bottom=0)
+    if any(d is not None for d in disk):
+        on_disk = axes[2].twinx()
+        on_disk.plot(t, disk, color="tab:gray", linestyle="--", label="data directory")
+        on_disk.set_ylabel("data directory MiB (dashed)")
+        on_disk.set_ylim(bottom=0)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

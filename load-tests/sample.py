@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Samples a running orderflow once a second: its counters and latency histograms from
-/metrics and its RSS from /proc, as JSON lines, until it is stopped (SIGTERM) or the server
-goes away. Usage: sample.py METRICS_URL PID OUT.jsonl"""
+/metrics, its RSS from /proc and the size of its data directory (its `--data-dir`), as JSON
+lines, until it is stopped (SIGTERM) or the server goes away.
+Usage: sample.py METRICS_URL PID OUT.jsonl"""
 import json
 import os
 import re
@@ -47,6 +48,36 @@ def scrape():
     return counters, buckets
 
 
+def data_dir():
+    """The process's --data-dir argument, if it has one."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    for flag, value in zip(args, args[1:]):
+        if flag == "--data-dir":
+            return value
+    return None
+
+
+DATA = data_dir()
+
+
+def disk_mib():
+    """Bytes in the data directory, as files hold them."""
+    if not DATA:
+        return None
+    total = 0
+    for root, _, files in os.walk(DATA):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return round(total / 1048576, 1)
+
+
 def rss_kib():
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -61,7 +92,7 @@ with open(out, "w") as f:
         try:
             counters, buckets = scrape()
             now = time.time()
-            f.write(json.dumps({"t": round(now - start, 3), "ts": round(now, 3), "rss_kib": rss_kib(),
+            f.write(json.dumps({"t": round(now - start, 3), "ts": round(now, 3), "rss_kib": rss_kib(), "disk_mib": disk_mib(),
                                 **counters, "buckets": buckets}) + "\n")
             f.flush()
         except Exception:

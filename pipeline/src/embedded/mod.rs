@@ -132,7 +132,7 @@ impl EmbeddedLog {
         }
         let started = Instant::now();
         let recovered = state::recover(dir, options.cache_bytes)?;
-        let records: usize = recovered.state.parts.iter().map(|p| p.locs.len()).sum();
+        let records: usize = recovered.state.parts.iter().map(|p| p.kept()).sum();
         let segments = recovered.state.segments.len();
         let state = Arc::new(RwLock::new(recovered.state));
         let writer = Writer::start(

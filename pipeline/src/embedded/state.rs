@@ -16,26 +16,17 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 use tokio::sync::Notify;
 
-/// The segment of a record that has been trimmed (or, for a gap, never existed).
-pub const TRIMMED: u32 = u32::MAX;
+/// The position of an offset that has no record: a gap (an earlier version's failed write).
+const NO_POS: u32 = u32::MAX;
 
-/// Where a record's frame is: segment, byte position and length.
+/// Where a record's frame is: its segment and byte position (its length is stored just before
+/// it, in the record's item header).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Loc {
-    /// Segment id, or [`TRIMMED`].
+    /// Segment id.
     pub segment: u32,
     /// Position of the frame in the segment file.
     pub pos: u32,
-    /// Frame length.
-    pub len: u32,
-}
-
-impl Loc {
-    const GONE: Loc = Loc {
-        segment: TRIMMED,
-        pos: 0,
-        len: 0,
-    };
 }
 
 /// A topic: its name, id and where its partitions start in [`State::parts`].
@@ -48,7 +39,11 @@ pub struct Topic {
     pub first: usize,
 }
 
-/// One partition: the location of every kept record and a cache of the newest ones.
+/// One partition: where every kept record is, and a cache of the newest ones.
+///
+/// The index costs four bytes a record: the frame's position per offset, and which segment
+/// holds which offsets as runs (a partition's records go to one segment after another, so there
+/// are about as many runs as segments; a record moved forward by retention splits a run).
 pub struct Part {
     /// Topic id.
     pub topic: u16,
@@ -56,8 +51,10 @@ pub struct Part {
     pub partition: u32,
     /// First kept offset; everything below is trimmed.
     pub base: u64,
-    /// Locations of offsets `base..end`.
-    pub locs: VecDeque<Loc>,
+    /// Frame positions of offsets `base..end` in their segments ([`NO_POS`] for a gap).
+    pos: VecDeque<u32>,
+    /// First offset of each run → the segment holding the run; a run lasts until the next.
+    spans: BTreeMap<u64, u32>,
     /// First cached offset; the cache holds `cache_base..end`.
     pub cache_base: u64,
     /// The newest records, decoded, with the bytes each is accounted for.
@@ -65,40 +62,107 @@ pub struct Part {
 }
 
 impl Part {
+    fn new(topic: u16, partition: u32) -> Self {
+        Self {
+            topic,
+            partition,
+            base: 0,
+            pos: VecDeque::new(),
+            spans: BTreeMap::new(),
+            cache_base: 0,
+            cache: VecDeque::new(),
+        }
+    }
+
     /// The next offset to assign.
     pub fn end(&self) -> u64 {
-        self.base + self.locs.len() as u64
+        self.base + self.pos.len() as u64
+    }
+
+    /// Offsets kept (gaps included).
+    pub fn kept(&self) -> usize {
+        self.pos.len()
+    }
+
+    /// The segment of the run `offset` falls in.
+    fn segment_of(&self, offset: u64) -> Option<u32> {
+        self.spans.range(..=offset).next_back().map(|(_, s)| *s)
+    }
+
+    /// Where `offset` is, if it is kept and not a gap.
+    pub fn loc(&self, offset: u64) -> Option<Loc> {
+        if offset < self.base {
+            return None;
+        }
+        let pos = *self.pos.get((offset - self.base) as usize)?;
+        if pos == NO_POS {
+            return None;
+        }
+        Some(Loc {
+            segment: self.segment_of(offset)?,
+            pos,
+        })
+    }
+
+    /// Makes `offset` (below `end`) part of a run of `segment`, splitting and merging runs.
+    fn set_segment(&mut self, offset: u64, segment: u32) {
+        let old = self.segment_of(offset);
+        if old == Some(segment) {
+            return;
+        }
+        let next = offset + 1;
+        // The run after `offset` stays where it was.
+        if next < self.end()
+            && !self.spans.contains_key(&next)
+            && let Some(old) = old
+        {
+            self.spans.insert(next, old);
+        }
+        self.spans.insert(offset, segment);
+        if self.spans.range(..offset).next_back().map(|(_, s)| *s) == Some(segment) {
+            self.spans.remove(&offset);
+        }
+        if self.spans.get(&next) == Some(&segment) {
+            self.spans.remove(&next);
+        }
+    }
+
+    /// The runs of `segment` that hold kept offsets, as `start..end` ranges.
+    pub fn runs_in(&self, segment: u32) -> Vec<std::ops::Range<u64>> {
+        let end = self.end();
+        let mut out = Vec::new();
+        let mut iter = self.spans.iter().peekable();
+        while let Some((first, s)) = iter.next() {
+            let until = iter.peek().map_or(end, |(next, _)| **next).min(end);
+            let from = (*first).max(self.base);
+            if *s == segment && from < until {
+                out.push(from..until);
+            }
+        }
+        out
     }
 }
 
-/// A segment file and what of it is still needed.
+/// A segment file and how much of it is still needed.
 pub struct Segment {
     /// The file, shared by the writer (appends) and readers (positioned reads).
     pub file: Arc<File>,
     /// Bytes written.
     pub size: u64,
-    /// Frame bytes of records that are neither trimmed nor moved elsewhere.
+    /// Records in it that are neither trimmed nor moved elsewhere.
     pub live: u64,
-    /// Offsets of each partition that were written here, as inclusive ranges.
-    pub ranges: HashMap<usize, Vec<(u64, u64)>>,
+    /// Records ever written to it.
+    pub records: u64,
 }
 
 impl Segment {
-    /// A segment of `size` bytes with nothing live yet.
+    /// A segment of `size` bytes with no records yet.
     pub fn new(file: Arc<File>, size: u64) -> Self {
         Self {
             file,
             size,
             live: 0,
-            ranges: HashMap::new(),
-        }
-    }
-
-    fn note(&mut self, pidx: usize, offset: u64) {
-        let ranges = self.ranges.entry(pidx).or_default();
-        match ranges.last_mut() {
-            Some((_, hi)) if *hi + 1 == offset => *hi = offset,
-            _ => ranges.push((offset, offset)),
+            records: 0,
         }
     }
 }
@@ -179,14 +243,7 @@ impl State {
         let name: Arc<str> = Arc::from(name);
         let first = self.parts.len();
         for partition in 0..partitions {
-            self.parts.push(Part {
-                topic: id,
-                partition,
-                base: 0,
-                locs: VecDeque::new(),
-                cache_base: 0,
-                cache: VecDeque::new(),
-            });
+            self.parts.push(Part::new(id, partition));
         }
         self.topics.push(Topic {
             name: Arc::clone(&name),
@@ -246,9 +303,12 @@ impl State {
         let end = part.end();
         if offset >= end {
             for _ in end..offset {
-                part.locs.push_back(Loc::GONE);
+                part.pos.push_back(NO_POS);
             }
-            part.locs.push_back(loc);
+            part.pos.push_back(loc.pos);
+            if part.segment_of(offset) != Some(loc.segment) {
+                part.spans.insert(offset, loc.segment);
+            }
             match record {
                 // The cache holds a contiguous run ending at `end`; a gap restarts it.
                 Some(record) if part.cache_base + part.cache.len() as u64 == offset => {
@@ -263,17 +323,17 @@ impl State {
                 }
             }
         } else {
-            let slot = &mut part.locs[(offset - part.base) as usize];
-            if slot.segment != TRIMMED
-                && let Some(old) = self.segments.get_mut(&slot.segment)
+            if let Some(old) = part.loc(offset)
+                && let Some(segment) = self.segments.get_mut(&old.segment)
             {
-                old.live = old.live.saturating_sub(u64::from(slot.len));
+                segment.live = segment.live.saturating_sub(1);
             }
-            *slot = loc;
+            part.pos[(offset - part.base) as usize] = loc.pos;
+            part.set_segment(offset, loc.segment);
         }
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
-            segment.live += u64::from(loc.len);
-            segment.note(pidx, offset);
+            segment.live += 1;
+            segment.records += 1;
         }
         self.evict();
     }
@@ -282,7 +342,7 @@ impl State {
     pub fn extend_to(&mut self, pidx: usize, end: u64) {
         let part = &mut self.parts[pidx];
         while part.end() < end {
-            part.locs.push_back(Loc::GONE);
+            part.pos.push_back(NO_POS);
         }
         if part.cache_base + (part.cache.len() as u64) < end {
             self.cache_bytes -= part.cache.drain(..).map(|(_, s)| s).sum::<usize>();
@@ -295,17 +355,36 @@ impl State {
         let part = &mut self.parts[pidx];
         let base = base.min(part.end());
         let mut removed = 0;
+        // Walk the runs alongside the offsets, so each record's segment costs no lookup.
+        let runs: Vec<(u64, u32)> = part
+            .spans
+            .range(..base)
+            .map(|(first, s)| (*first, *s))
+            .collect();
+        let mut run = 0;
         while part.base < base {
-            if let Some(loc) = part.locs.pop_front()
-                && loc.segment != TRIMMED
-            {
+            while run + 1 < runs.len() && runs[run + 1].0 <= part.base {
+                run += 1;
+            }
+            if part.pos.pop_front().is_some_and(|p| p != NO_POS) {
                 removed += 1;
-                if let Some(segment) = self.segments.get_mut(&loc.segment) {
-                    segment.live = segment.live.saturating_sub(u64::from(loc.len));
+                if let Some(segment) = runs
+                    .get(run)
+                    .filter(|(first, _)| *first <= part.base)
+                    .and_then(|(_, s)| self.segments.get_mut(s))
+                {
+                    segment.live = segment.live.saturating_sub(1);
                 }
             }
             part.base += 1;
         }
+        // The run that covers the new base now starts there.
+        if let Some((first, segment)) = part.spans.range(..=base).next_back().map(|(f, s)| (*f, *s))
+            && first < base
+        {
+            part.spans.insert(base, segment);
+        }
+        part.spans = part.spans.split_off(&base);
         while part.cache_base < base {
             if let Some((_, size)) = part.cache.pop_front() {
                 self.cache_bytes -= size;
@@ -361,8 +440,7 @@ impl State {
             // comes on the next call, so records stay in offset order.
             let stop = part.cache_base.min(end);
             while from < stop && taken < max {
-                let loc = part.locs[(from - part.base) as usize];
-                if loc.segment != TRIMMED
+                if let Some(loc) = part.loc(from)
                     && let Some(segment) = self.segments.get(&loc.segment)
                 {
                     misses.push(Miss {
@@ -387,16 +465,30 @@ impl State {
 
 /// Reads a record's frame from its segment and decodes it.
 pub fn read_miss(topic: &str, partition: u32, miss: &Miss) -> Result<Record, LogError> {
-    let mut buf = vec![0; miss.loc.len as usize];
-    miss.file
-        .read_exact_at(&mut buf, u64::from(miss.loc.pos))
+    let frame = read_frame(&miss.file, miss.loc.pos)
         .map_err(|e| LogError::Unavailable(format!("cannot read the embedded log: {e}")))?;
     Ok(record_from_frame(
         topic,
         partition,
         miss.offset,
-        Bytes::from(buf),
+        Bytes::from(frame),
     ))
+}
+
+/// Reads the frame at `pos`: its length is the four bytes just before it.
+pub fn read_frame(file: &File, pos: u32) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    file.read_exact_at(&mut len, u64::from(pos).saturating_sub(4))?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > format::MAX_BATCH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a record length no writer produces",
+        ));
+    }
+    let mut frame = vec![0; len];
+    file.read_exact_at(&mut frame, u64::from(pos))?;
+    Ok(frame)
 }
 
 /// A record from its frame. An unreadable frame is handed out as it is, flagged, so the stage
@@ -560,17 +652,23 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
             .segments
             .insert(id, Segment::new(Arc::new(file), good));
     }
-    // Build the index: one location per offset from each partition's base to its end.
+    // Build the index: one position per offset from each partition's base to its end.
     let mut lost = 0u64;
     for (pidx, mut entries) in seen.into_iter().enumerate() {
         let (base, end) = bounds[pidx];
         // Stable: of two copies of one offset, the later one (a move) wins.
         entries.sort_by_key(|(offset, _)| *offset);
+        for (_, loc) in &entries {
+            if let Some(segment) = state.segments.get_mut(&loc.segment) {
+                segment.records += 1;
+            }
+        }
         let part = &mut state.parts[pidx];
         part.base = base;
         part.cache_base = end;
-        let mut locs = VecDeque::with_capacity((end - base) as usize);
+        part.pos = VecDeque::with_capacity((end - base) as usize);
         let mut at = 0;
+        let mut run = None;
         for offset in base..end {
             let mut found = None;
             while at < entries.len() && entries[at].0 <= offset {
@@ -579,16 +677,21 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
                 }
                 at += 1;
             }
-            locs.push_back(found.unwrap_or_else(|| {
-                lost += 1;
-                Loc::GONE
-            }));
-        }
-        part.locs = locs;
-        for (i, loc) in part.locs.iter().enumerate() {
-            if let Some(segment) = state.segments.get_mut(&loc.segment) {
-                segment.live += u64::from(loc.len);
-                segment.note(pidx, base + i as u64);
+            match found {
+                Some(loc) => {
+                    part.pos.push_back(loc.pos);
+                    if run != Some(loc.segment) {
+                        part.spans.insert(offset, loc.segment);
+                        run = Some(loc.segment);
+                    }
+                    if let Some(segment) = state.segments.get_mut(&loc.segment) {
+                        segment.live += 1;
+                    }
+                }
+                None => {
+                    lost += 1;
+                    part.pos.push_back(NO_POS);
+                }
             }
         }
     }
@@ -631,13 +734,12 @@ fn apply_item(
             partition,
             offset,
             frame_at,
-            frame,
+            frame: _,
         } => {
             if let Some(pidx) = state.pidx(topic, partition) {
                 let loc = Loc {
                     segment,
                     pos: (body_at + frame_at as u64) as u32,
-                    len: frame.len() as u32,
                 };
                 seen[pidx].push((offset, loc));
                 bounds[pidx].1 = bounds[pidx].1.max(offset + 1);
@@ -680,4 +782,78 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_segments(ids: &[u32]) -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut state = State::new(1 << 20);
+        for id in ids {
+            let file = File::create(dir.path().join(format::segment_name(*id))).expect("file");
+            state.segments.insert(*id, Segment::new(Arc::new(file), 0));
+        }
+        state.add_topic("t", 1);
+        (dir, state)
+    }
+
+    fn at(segment: u32, pos: u32) -> Loc {
+        Loc { segment, pos }
+    }
+
+    #[test]
+    fn runs_follow_appends_moves_and_trims() {
+        let (_dir, mut state) = state_with_segments(&[1, 2, 3, 5]);
+        for (offset, (segment, pos)) in [(1, 10), (1, 20), (2, 10), (2, 20), (3, 10)]
+            .into_iter()
+            .enumerate()
+        {
+            state.place(0, offset as u64, at(segment, pos), None);
+        }
+        let part = &state.parts[0];
+        assert_eq!(part.loc(1), Some(at(1, 20)));
+        assert_eq!(part.loc(3), Some(at(2, 20)));
+        assert_eq!(part.runs_in(2), vec![2..4]);
+        assert_eq!(state.segments[&1].live, 2);
+
+        // Moving offset 2 forward splits the run of segment 2.
+        state.place(0, 2, at(5, 99), None);
+        let part = &state.parts[0];
+        assert_eq!(part.loc(2), Some(at(5, 99)));
+        assert_eq!(part.loc(3), Some(at(2, 20)), "the rest of the run stays");
+        assert_eq!(part.runs_in(2), vec![3..4]);
+        assert_eq!(part.runs_in(5), vec![2..3]);
+        assert_eq!((state.segments[&2].live, state.segments[&5].live), (1, 1));
+        assert_eq!(
+            state.segments[&2].records, 2,
+            "records ever written stay counted"
+        );
+
+        // A gap: offset 7 lands after two missing ones.
+        state.place(0, 7, at(3, 30), None);
+        assert_eq!(state.parts[0].loc(5), None);
+        assert_eq!(state.parts[0].loc(7), Some(at(3, 30)));
+
+        // Trimming below 3 forgets offsets 0..3 and what they held.
+        assert_eq!(state.trim(0, 3), 3);
+        let part = &state.parts[0];
+        assert_eq!((part.base, part.end()), (3, 8));
+        assert_eq!(part.loc(2), None);
+        assert_eq!(part.loc(3), Some(at(2, 20)));
+        assert_eq!(part.runs_in(1), Vec::<std::ops::Range<u64>>::new());
+        assert_eq!(
+            (
+                state.segments[&1].live,
+                state.segments[&5].live,
+                state.segments[&2].live
+            ),
+            (0, 0, 1)
+        );
+        // Trimming everything leaves an empty partition that still ends at 8.
+        assert_eq!(state.trim(0, 100), 3, "3, 4 and 7; 5 and 6 were gaps");
+        assert_eq!((state.parts[0].base, state.parts[0].end()), (8, 8));
+        assert!(state.segments.values().all(|s| s.live == 0));
+    }
 }

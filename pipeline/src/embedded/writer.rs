@@ -10,7 +10,7 @@
 //! needed, and the few records still needed in an old, mostly dead segment are copied forward.
 
 use super::format::{self, Batch, MAGIC};
-use super::state::{Loc, Segment, State};
+use super::state::{Loc, Segment, State, read_frame};
 use crate::log::{LogError, Message, Record};
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -148,7 +148,6 @@ struct Placed {
     pidx: usize,
     offset: u64,
     at: usize,
-    len: u32,
     record: Record,
 }
 
@@ -317,12 +316,11 @@ impl Writer {
                         &message.key,
                         &message.value,
                     ) {
-                        Some((at, len)) => {
+                        Some((at, _)) => {
                             mine.push(Placed {
                                 pidx,
                                 offset: *offset,
                                 at,
-                                len,
                                 record: Record {
                                     topic: message.topic,
                                     partition: part.partition,
@@ -407,7 +405,6 @@ impl Writer {
                     let loc = Loc {
                         segment: self.active,
                         pos: (at + p.at as u64) as u32,
-                        len: p.len,
                     };
                     state.place(p.pidx, p.offset, loc, Some(p.record));
                 }
@@ -516,21 +513,16 @@ impl Writer {
             for (id, segment) in state.segments.range(..self.active) {
                 if Some(*id) == newest_sealed
                     || segment.live == 0
-                    || segment.live * 100 >= segment.size * RELOCATE_BELOW_PERCENT
+                    || segment.live * 100 >= segment.records * RELOCATE_BELOW_PERCENT
                 {
                     continue;
                 }
-                for (pidx, ranges) in &segment.ranges {
-                    let part = &state.parts[*pidx];
-                    for &(lo, hi) in ranges {
-                        for offset in lo.max(part.base)..=hi {
-                            if offset >= part.end() {
-                                break;
-                            }
-                            let loc = part.locs[(offset - part.base) as usize];
-                            if loc.segment == *id {
+                for (pidx, part) in state.parts.iter().enumerate() {
+                    for run in part.runs_in(*id) {
+                        for offset in run {
+                            if let Some(loc) = part.loc(offset) {
                                 wanted.push((
-                                    *pidx,
+                                    pidx,
                                     part.topic,
                                     part.partition,
                                     offset,
@@ -555,27 +547,24 @@ impl Writer {
             let mut placed = Vec::new();
             let mut taken = 0;
             for (pidx, topic, partition, offset, loc, file) in rest {
-                if self.batch.len() + loc.len as usize > MAX_APPEND_BYTES && taken > 0 {
+                if self.batch.len() > MAX_APPEND_BYTES && taken > 0 {
                     break;
                 }
-                let mut frame = vec![0; loc.len as usize];
-                file.read_exact_at(&mut frame, u64::from(loc.pos))
+                let frame = read_frame(file, loc.pos)
                     .map_err(|e| io_error("cannot read a record to move it", e))?;
-                if let Some((at, len)) =
-                    self.batch.record_frame(*topic, *partition, *offset, &frame)
+                if let Some((at, _)) = self.batch.record_frame(*topic, *partition, *offset, &frame)
                 {
-                    placed.push((*pidx, *offset, at, len));
+                    placed.push((*pidx, *offset, at));
                 }
                 taken += 1;
             }
             rest = &rest[taken..];
             let at = self.write_batch()?;
             let mut state = self.state.write();
-            for (pidx, offset, frame_at, len) in placed {
+            for (pidx, offset, frame_at) in placed {
                 let loc = Loc {
                     segment: self.active,
                     pos: (at + frame_at as u64) as u32,
-                    len,
                 };
                 state.place(pidx, offset, loc, None);
                 moved += 1;
@@ -632,11 +621,11 @@ impl Writer {
             let state = self.state.read();
             for r in &records {
                 let part = &state.parts[r.pidx];
-                let (at, len) = self
+                let (at, _) = self
                     .batch
                     .record_frame(part.topic, part.partition, r.offset, &r.frame)
                     .ok_or_else(|| LogError::Invalid("an imported record is too large".into()))?;
-                placed.push((r.pidx, r.offset, at, len));
+                placed.push((r.pidx, r.offset, at));
             }
             for &(pidx, base, end) in bounds {
                 let part = &state.parts[pidx];
@@ -653,11 +642,10 @@ impl Writer {
         }
         let at = self.write_batch()?;
         let mut state = self.state.write();
-        for (pidx, offset, frame_at, len) in placed {
+        for (pidx, offset, frame_at) in placed {
             let loc = Loc {
                 segment: self.active,
                 pos: (at + frame_at as u64) as u32,
-                len,
             };
             state.place(pidx, offset, loc, None);
         }
