@@ -178,8 +178,8 @@ k6_run() { # TARGET_URL OUT_NAME [extra env…]; k6 prints its progress, then it
 wrk_run() { # URL OUT_NAME SECONDS [RATE]: wrk with the checkout body script; paced when RATE is given
   local url=$1 out=$2 secs=$3 rate=${4:-} conns=64
   # Paced runs need a free connection at every slot of the schedule.
-  if [ -n "$rate" ]; then conns=$(( rate / 100 > 64 ? rate / 100 : 64 )); fi
-  if [ "$conns" -gt 512 ]; then conns=512; fi
+  if [ -n "$rate" ]; then conns=$(( rate / 150 > 64 ? rate / 150 : 64 )); fi
+  if [ "$conns" -gt 256 ]; then conns=256; fi
   RATE=$rate TOKEN=$FIRST_TOKEN wrk -t1 -c"$conns" -d"${secs}s" --latency -s load-tests/wrk/checkout.lua "$url" \
     | tee "$RUN/wrk-$out.txt" | grep -E "wrk_summary"
 }

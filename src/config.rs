@@ -325,7 +325,7 @@ impl Config {
             retry_max: Duration::from_millis(l.retry_max_ms.unwrap_or(2_000)),
             batch_size: l.batch_size.unwrap_or(512),
             log_format: l.log_format.unwrap_or_else(|| "text".into()),
-            cache_mib: l.cache_mib.unwrap_or(64),
+            cache_mib: l.cache_mib.unwrap_or(32),
             log_cache_mib: l.log_cache_mib.unwrap_or(16),
             log_retention: Duration::from_secs(l.log_retention_secs.unwrap_or(600)),
         };
