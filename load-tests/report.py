@@ -99,6 +99,16 @@ def window(samples, begin, end):
         out[label] = {"p50": ms(quantile(b["buckets"][kind], a["buckets"][kind], 0.5)),
                       "p99": ms(quantile(b["buckets"][kind], a["buckets"][kind], 0.99))}
     out["rss_mib_max"] = round(max(s["rss_kib"] for s in inside) / 1024, 1)
+    # Where the CPU goes: microseconds of each kind of thread per order that reached a terminal
+    # state (tokio-rt-worker: HTTP, stages, projector; orderflow-log: the log's writer;
+    # orderflow-write: the stores' writer).
+    orders = b["terminal"] - a["terminal"] or b["accepted"] - a["accepted"]
+    if orders > 0 and a.get("cpu_s") and b.get("cpu_s"):
+        per = {name: round((b["cpu_s"][name] - a["cpu_s"].get(name, 0.0)) / orders * 1e6, 1)
+               for name in b["cpu_s"]}
+        per = {name: us for name, us in sorted(per.items(), key=lambda kv: -kv[1]) if us >= 0.5}
+        per["total"] = round(sum(per.values()), 1)
+        out["cpu_us_per_order"] = per
     return out
 
 
@@ -125,6 +135,20 @@ def whole_run(samples):
     if first_half and second_half:
         out["rss_mib_first_half_max"] = round(max(first_half) / 1024, 1)
         out["rss_mib_second_half_max"] = round(max(second_half) / 1024, 1)
+    # Flat memory: after the first fifth of the run (caches and pools filling up), the range of
+    # RSS and its least-squares trend in MiB per minute.
+    settled = [s for s in samples if s["t"] >= samples[0]["t"] + (samples[-1]["t"] - samples[0]["t"]) / 5]
+    if len(settled) >= 10:
+        ts = [s["t"] for s in settled]
+        rss = [s["rss_kib"] / 1024 for s in settled]
+        mt, mr = sum(ts) / len(ts), sum(rss) / len(rss)
+        var = sum((t - mt) ** 2 for t in ts)
+        slope = sum((t - mt) * (r - mr) for t, r in zip(ts, rss)) / var if var else 0.0
+        out["rss_mib_after_first_fifth"] = {"min": round(min(rss), 1), "max": round(max(rss), 1),
+                                            "trend_mib_per_min": round(slope * 60, 2)}
+    whole = window(samples, samples[0].get("ts", 0), samples[-1].get("ts", 0)) or {}
+    if "cpu_us_per_order" in whole:
+        out["cpu_us_per_order"] = whole["cpu_us_per_order"]
     for kind, label in (("checkout", "server_checkout_ms"), ("lifetime", "server_accept_to_terminal_ms")):
         now, before = samples[-1]["buckets"][kind], samples[0]["buckets"][kind]
         if now:

@@ -280,7 +280,8 @@ try:
 except OSError:
     commit = "unknown"
 meta = {"scenario": "$SCENARIO", "backends": "$BACKENDS", "rate": "${RATE}", "duration": "${DURATION}",
-        "customers": $CUSTOMERS, "commit": commit, "cpus": os.cpu_count(), "kernel": platform.release(),
+        "customers": $CUSTOMERS, "commit": commit, "orderflow_bin": "${ORDERFLOW_BIN:-}",
+        "cpus": os.cpu_count(), "kernel": platform.release(),
         "log_retention_secs": $RETENTION, "accepted": ${ACCEPTED:-0}, "terminal": ${TERMINAL:-0},
         "k6_exit": {$(IFS=,; echo "${THRESHOLDS[*]-}")}}
 json.dump(meta, open(sys.argv[1], "w"), indent=2)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Samples a running orderflow once a second: its counters and latency histograms from
-/metrics, its RSS from /proc and the size of its data directory (its `--data-dir`), as JSON
-lines, until it is stopped (SIGTERM) or the server goes away.
+/metrics, its RSS and its threads' CPU time from /proc and the size of its data directory (its
+`--data-dir`), as JSON lines, until it is stopped (SIGTERM) or the server goes away.
 Usage: sample.py METRICS_URL PID OUT.jsonl"""
 import json
 import os
@@ -78,6 +78,29 @@ def disk_mib():
     return round(total / 1048576, 1)
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds():
+    """CPU time (user + system) of the process's threads, summed by thread name."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The name sits in parentheses and may hold spaces; the fields after it are fixed.
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
 def rss_kib():
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -93,7 +116,7 @@ with open(out, "w") as f:
             counters, buckets = scrape()
             now = time.time()
             f.write(json.dumps({"t": round(now - start, 3), "ts": round(now, 3), "rss_kib": rss_kib(), "disk_mib": disk_mib(),
-                                **counters, "buckets": buckets}) + "\n")
+                                "cpu_s": cpu_seconds(), **counters, "buckets": buckets}) + "\n")
             f.flush()
         except Exception:
             # A slow scrape under load skips a second; a server that is gone ends the run.

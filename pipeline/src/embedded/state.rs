@@ -265,6 +265,13 @@ impl State {
         }
     }
 
+    /// Whether a consumer in this process has ever read this topic.
+    pub fn has_subscribers(&self, topic: u16) -> bool {
+        self.subscribers
+            .get(usize::from(topic))
+            .is_some_and(|list| !list.is_empty())
+    }
+
     /// Wakes the consumers of the topics of these partitions.
     pub fn wake(&self, pidxs: impl IntoIterator<Item = usize>) {
         let mut topics: Vec<u16> = pidxs.into_iter().map(|p| self.parts[p].topic).collect();
