@@ -13,7 +13,7 @@ use orderflow_stages::charge::{Charge, PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::notify::Notify;
 use orderflow_stages::price::Price;
-use orderflow_stages::project::{PROJECTOR_COMMIT_INTERVAL, Project};
+use orderflow_stages::project::Project;
 use orderflow_stages::reserve::Reserve;
 use orderflow_stages::ship::Ship;
 use orderflow_stages::validate::Validate;
@@ -375,11 +375,7 @@ pub fn runners(names: &[String], b: &Backends, config: &Config) -> Result<Vec<Ru
         .iter()
         .map(|name| {
             let (stage, inputs) = stage(name, b, config)?;
-            let mut policy = policy.clone();
-            if name == topology::PROJECTOR {
-                policy.commit_interval = PROJECTOR_COMMIT_INTERVAL;
-            }
-            Ok(Runner::new(b.log.clone(), stage, inputs, policy))
+            Ok(Runner::new(b.log.clone(), stage, inputs, policy.clone()))
         })
         .collect()
 }

@@ -22,10 +22,6 @@ pub struct RetryPolicy {
     pub batch_size: usize,
     /// How long one poll waits for records.
     pub poll_wait: Duration,
-    /// How long the position may stay uncommitted after batches that appended nothing, so a
-    /// stage that buffers its writes (the projector) flushes once for many batches. Zero
-    /// commits after every batch.
-    pub commit_interval: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -36,7 +32,6 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(2),
             batch_size: 512,
             poll_wait: Duration::from_millis(200),
-            commit_interval: Duration::ZERO,
         }
     }
 }
@@ -174,7 +169,7 @@ impl Runner {
         let mut clean = true;
         while !*shutdown.borrow() {
             let wait = match pending.since {
-                Some(since) => (since + self.policy.commit_interval)
+                Some(since) => (since + self.stage.commit_interval())
                     .saturating_duration_since(Instant::now())
                     .min(self.policy.poll_wait),
                 None => self.policy.poll_wait,
@@ -190,7 +185,7 @@ impl Runner {
                 }
             };
             let carried_on = if records.is_empty() {
-                !pending.due(self.policy.commit_interval)
+                !pending.due(self.stage.commit_interval())
                     || self
                         .commit(consumer.as_mut(), Vec::new(), &mut pending, &mut shutdown)
                         .await
@@ -286,7 +281,7 @@ impl Runner {
             *slot = (*slot).max(next);
         }
         pending.since.get_or_insert(started);
-        if outputs.is_empty() && !pending.due(self.policy.commit_interval) {
+        if outputs.is_empty() && !pending.due(self.stage.commit_interval()) {
             return true;
         }
         if !self.commit(consumer, outputs, pending, shutdown).await {
@@ -637,9 +632,15 @@ mod tests {
 
         async fn flush(&self) -> Result<(), StageError> {
             self.flushes.fetch_add(1, Ordering::SeqCst);
+            // A slow flush: a commit made before it finished would be seen by the test.
+            tokio::time::sleep(Duration::from_millis(30)).await;
             self.flushed
                 .store(self.seen.load(Ordering::SeqCst), Ordering::SeqCst);
             Ok(())
+        }
+
+        fn commit_interval(&self) -> Duration {
+            Duration::from_millis(300)
         }
     }
 
@@ -654,7 +655,6 @@ mod tests {
             flushes: AtomicU32::new(0),
         });
         let policy = RetryPolicy {
-            commit_interval: Duration::from_millis(300),
             poll_wait: Duration::from_millis(20),
             ..RetryPolicy::default()
         };
@@ -678,9 +678,19 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while committed(&log) > 0 {
+        loop {
+            // Read in this order, whatever is committed now was flushed first.
+            let behind = committed(&log);
+            let flushed = u64::from(stage.flushed.load(Ordering::SeqCst));
+            assert!(
+                20 - behind <= flushed,
+                "{} committed, only {flushed} flushed",
+                20 - behind
+            );
+            if behind == 0 {
+                break;
+            }
             assert!(Instant::now() < deadline, "never committed");
-            // Whatever is committed was flushed first.
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(

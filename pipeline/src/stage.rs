@@ -2,6 +2,7 @@
 
 use crate::log::{Message, Record};
 use async_trait::async_trait;
+use std::time::Duration;
 
 /// What a stage made of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,5 +80,12 @@ pub trait Stage: Send + Sync + 'static {
     /// projector) never has its records committed ahead of them. Most stages keep nothing.
     async fn flush(&self) -> Result<(), StageError> {
         Ok(())
+    }
+
+    /// How long the runner may leave the stage's position uncommitted after batches that
+    /// appended nothing, so a stage that buffers its writes flushes once for many batches.
+    /// Zero (the default) commits after every batch.
+    fn commit_interval(&self) -> Duration {
+        Duration::ZERO
     }
 }

@@ -63,6 +63,10 @@ impl Stage for Project {
         Ok(Outcome::Nothing)
     }
 
+    fn commit_interval(&self) -> Duration {
+        PROJECTOR_COMMIT_INTERVAL
+    }
+
     async fn flush(&self) -> Result<(), StageError> {
         self.store
             .flush()

@@ -236,6 +236,26 @@ async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
         decode_event(&out[0].value).expect("decodes"),
     );
     assert_eq!((a.status, &a.order), (b.status, &b.order));
+    // The decoded copy is what is used: unreadable bytes beside it do not matter…
+    let mut copy_only = with_copy.clone();
+    copy_only.value = Bytes::from_static(b"\xffnot json");
+    let Ok(Outcome::Emit(from_copy)) = stage.process(&copy_only, 1).await else {
+        panic!("emits from the decoded copy")
+    };
+    assert_eq!(
+        decode_event(&from_copy[0].value).expect("decodes").order,
+        b.order
+    );
+    // …and a copy of another type is ignored in favour of the bytes.
+    let mut other_type = record(&good);
+    other_type.decoded = Some(orderflow_pipeline::Decoded::new(42u32));
+    let Ok(Outcome::Emit(from_bytes)) = stage.process(&other_type, 1).await else {
+        panic!("emits from the bytes")
+    };
+    assert_eq!(
+        decode_event(&from_bytes[0].value).expect("decodes").order,
+        b.order
+    );
 
     let bad = event(&[("NOPE", 1)], "tok_visa");
     let Ok(Outcome::Reject(message)) = stage.process(&record(&bad), 1).await else {

@@ -90,6 +90,9 @@ pub struct Batch {
     buf: Vec<u8>,
 }
 
+/// Buffer a batch keeps between writes; larger ones give the rest back.
+const KEEP_BYTES: usize = 4 * 1024 * 1024;
+
 impl Batch {
     /// An empty batch.
     pub fn new() -> Self {
@@ -98,9 +101,11 @@ impl Batch {
         Self { buf }
     }
 
-    /// Empties the batch, keeping its buffer.
+    /// Empties the batch, keeping its buffer unless an outsized batch grew it.
     pub fn clear(&mut self) {
         self.buf.clear();
+        // One burst or move of up to MAX_APPEND_BYTES must not stay allocated for good.
+        self.buf.shrink_to(KEEP_BYTES);
         self.buf.extend_from_slice(&[0; BATCH_HEADER]);
     }
 

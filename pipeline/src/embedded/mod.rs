@@ -546,7 +546,10 @@ impl Log for EmbeddedLog {
         let wake = Arc::new(Notify::new());
         {
             let mut state = self.inner.state.write();
-            let ids: Vec<u16> = assigned.iter().map(|a| state.parts[a.pidx].topic).collect();
+            let mut ids: Vec<u16> = assigned.iter().map(|a| state.parts[a.pidx].topic).collect();
+            // One entry per topic, not per partition: a wake-up per commit is enough.
+            ids.sort_unstable();
+            ids.dedup();
             state.subscribe(&ids, &wake);
         }
         Ok(Box::new(EmbeddedConsumer {
@@ -625,6 +628,41 @@ struct EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
+    /// Appends a batch's outputs and commits its offsets in one durable write. Offsets of topics
+    /// this log does not have are refused, not dropped.
+    async fn write_outputs_and_commits(
+        &self,
+        outputs: Vec<Message>,
+        offsets: &Offsets,
+    ) -> Result<(), LogError> {
+        let records = self.log.route(outputs)?;
+        let commits: Vec<Commit> = {
+            let state = self.log.inner.state.read();
+            offsets
+                .iter()
+                .map(|((topic, partition), next)| {
+                    let pidx = EmbeddedLog::pidx(&state, topic, *partition).ok_or_else(|| {
+                        LogError::Invalid(format!("unknown partition {topic}/{partition}"))
+                    })?;
+                    Ok(Commit {
+                        group: Arc::clone(&self.group),
+                        pidx,
+                        next: *next,
+                        if_absent: false,
+                    })
+                })
+                .collect::<Result<_, LogError>>()?
+        };
+        self.log
+            .request(|reply| Request::Append {
+                records,
+                commits,
+                reply,
+            })
+            .await
+            .map(|_| ())
+    }
+
     fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
         let mut out = Vec::new();
         let count = self.assigned.len();
@@ -663,29 +701,7 @@ impl Consumer for EmbeddedConsumer {
     }
 
     async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
-        let records = self.log.route(outputs)?;
-        let commits: Vec<Commit> = {
-            let state = self.log.inner.state.read();
-            offsets
-                .iter()
-                .filter_map(|((topic, partition), next)| {
-                    Some(Commit {
-                        group: Arc::clone(&self.group),
-                        pidx: EmbeddedLog::pidx(&state, topic, *partition)?,
-                        next: *next,
-                        if_absent: false,
-                    })
-                })
-                .collect()
-        };
-        let result = self
-            .log
-            .request(|reply| Request::Append {
-                records,
-                commits,
-                reply,
-            })
-            .await;
+        let result = self.write_outputs_and_commits(outputs, &offsets).await;
         match result {
             Ok(_) => {
                 for a in &mut self.assigned {
@@ -699,7 +715,8 @@ impl Consumer for EmbeddedConsumer {
                 Ok(())
             }
             Err(e) => {
-                // Hand the uncommitted records out again: nothing of this batch was written.
+                // Hand the uncommitted records out again: nothing of this batch was written
+                // (whether the write failed or the batch was refused before it).
                 for a in &mut self.assigned {
                     a.next = a.committed;
                 }

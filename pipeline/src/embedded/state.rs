@@ -195,11 +195,17 @@ pub struct State {
     pub cache_budget: usize,
     /// Cached `(partition index, offset)` in the order they were cached, for eviction.
     fifo: VecDeque<(usize, u64)>,
+    /// The `fifo` length at which to look for stale entries again (a look costs a pass over
+    /// every partition, so not at every record).
+    fifo_check_at: usize,
     /// Set once a write failed: the log refuses everything until it is reopened.
     pub failed: Option<String>,
     /// Per topic, the consumers to wake when it gets records.
     pub subscribers: Vec<Vec<Weak<Notify>>>,
 }
+
+/// Stale eviction-queue entries tolerated before the queue is compacted.
+const FIFO_SLACK: usize = 1024;
 
 /// How many bytes a cached record is accounted for. A decoded copy of the value takes about
 /// as much again.
@@ -232,6 +238,7 @@ impl State {
             cache_bytes: 0,
             cache_budget,
             fifo: VecDeque::new(),
+            fifo_check_at: FIFO_SLACK,
             failed: None,
             subscribers: Vec::new(),
         }
@@ -417,13 +424,16 @@ impl State {
         }
         // Entries of records that left the cache another way (a trim) are skipped above; keep
         // the queue from filling up with them when the budget is never reached.
-        let cached: usize = self.parts.iter().map(|p| p.cache.len()).sum::<usize>();
-        if self.fifo.len() > 4 * cached + 1024 {
-            let parts = &self.parts;
-            self.fifo.retain(|(pidx, offset)| {
-                let p = &parts[*pidx];
-                *offset >= p.cache_base && *offset < p.cache_base + p.cache.len() as u64
-            });
+        if self.fifo.len() > self.fifo_check_at {
+            let cached: usize = self.parts.iter().map(|p| p.cache.len()).sum::<usize>();
+            if self.fifo.len() > 4 * cached + FIFO_SLACK {
+                let parts = &self.parts;
+                self.fifo.retain(|(pidx, offset)| {
+                    let p = &parts[*pidx];
+                    *offset >= p.cache_base && *offset < p.cache_base + p.cache.len() as u64
+                });
+            }
+            self.fifo_check_at = self.fifo.len() + FIFO_SLACK;
         }
     }
 

@@ -402,11 +402,7 @@ impl Writer {
                     if touched.last() != Some(&p.pidx) {
                         touched.push(p.pidx);
                     }
-                    let loc = Loc {
-                        segment: self.active,
-                        pos: (at + p.at as u64) as u32,
-                    };
-                    state.place(p.pidx, p.offset, loc, Some(p.record));
+                    state.place(p.pidx, p.offset, self.loc(at, p.at), Some(p.record));
                 }
                 for commit in kept {
                     state
@@ -498,6 +494,26 @@ impl Writer {
         Ok(trimmed)
     }
 
+    /// Where a frame `frame_at` bytes into the batch written at `at` sits.
+    fn loc(&self, at: u64, frame_at: usize) -> Loc {
+        Loc {
+            segment: self.active,
+            // Segments are at most 1 GiB (checked at open), so a position fits.
+            pos: (at + frame_at as u64) as u32,
+        }
+    }
+
+    /// Indexes records the batch written at `at` moved into the active segment (from older
+    /// segments or the legacy log), and notes the segment's new size.
+    fn place_moved(&self, state: &mut State, at: u64, placed: Vec<(usize, u64, usize)>) {
+        for (pidx, offset, frame_at) in placed {
+            state.place(pidx, offset, self.loc(at, frame_at), None);
+        }
+        if let Some(segment) = state.segments.get_mut(&self.active) {
+            segment.size = self.size;
+        }
+    }
+
     /// Copies the few records still needed out of old, mostly dead segments into the active
     /// one, so those files can go.
     fn relocate_stragglers(&mut self) -> Result<(), LogError> {
@@ -561,17 +577,8 @@ impl Writer {
             rest = &rest[taken..];
             let at = self.write_batch()?;
             let mut state = self.state.write();
-            for (pidx, offset, frame_at) in placed {
-                let loc = Loc {
-                    segment: self.active,
-                    pos: (at + frame_at as u64) as u32,
-                };
-                state.place(pidx, offset, loc, None);
-                moved += 1;
-            }
-            if let Some(segment) = state.segments.get_mut(&self.active) {
-                segment.size = self.size;
-            }
+            moved += placed.len();
+            self.place_moved(&mut state, at, placed);
         }
         tracing::debug!(
             records = moved,
@@ -642,22 +649,13 @@ impl Writer {
         }
         let at = self.write_batch()?;
         let mut state = self.state.write();
-        for (pidx, offset, frame_at) in placed {
-            let loc = Loc {
-                segment: self.active,
-                pos: (at + frame_at as u64) as u32,
-            };
-            state.place(pidx, offset, loc, None);
-        }
+        self.place_moved(&mut state, at, placed);
         for &(pidx, base, end) in bounds {
             state.extend_to(pidx, end);
             state.trim(pidx, base);
         }
         for c in commits {
             state.committed.insert((c.group, c.pidx), c.next);
-        }
-        if let Some(segment) = state.segments.get_mut(&self.active) {
-            segment.size = self.size;
         }
         let touched: Vec<usize> = records.iter().map(|r| r.pidx).collect();
         state.wake(touched);

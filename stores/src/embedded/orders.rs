@@ -118,17 +118,21 @@ impl EmbeddedOrderStore {
 #[async_trait]
 impl OrderStore for EmbeddedOrderStore {
     async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
-        let missing: Vec<OrderId> = {
-            let pending = self.pending.lock();
-            // Only `flush` removes views from memory: an apply between this lock and the next
-            // must find every view it saw here still there.
-            if pending.len() >= MAX_PENDING {
+        // Memory full of views waiting to be written (the runner's flushes have been failing):
+        // write them now rather than wait for the next commit, which this batch holds up.
+        let full = self.pending.lock().len() >= MAX_PENDING;
+        if full {
+            self.flush().await?;
+            let left = self.pending.lock().len();
+            if left >= MAX_PENDING {
                 return Err(StoreError::Unavailable(format!(
-                    "{} order views are in memory waiting to be written; holding new events \
-                     until a flush succeeds",
-                    pending.len()
+                    "{left} order views are in memory waiting to be written; holding new events \
+                     until a flush succeeds"
                 )));
             }
+        }
+        let missing: Vec<OrderId> = {
+            let pending = self.pending.lock();
             let mut missing: Vec<OrderId> = events
                 .iter()
                 .map(|e| e.order.id)
@@ -152,28 +156,37 @@ impl OrderStore for EmbeddedOrderStore {
             // copy is right, since folding is order-insensitive and idempotent.
             let (entry, created) = match pending.entry(id) {
                 std::collections::hash_map::Entry::Occupied(e) => (e.into_mut(), false),
-                std::collections::hash_map::Entry::Vacant(e) => match durable.remove(&id) {
-                    Some(view) => (
-                        e.insert(Pending {
-                            view,
-                            version: 0,
-                            written: 0,
-                            new: false,
-                            touched: now,
-                        }),
-                        false,
-                    ),
-                    None => (
-                        e.insert(Pending {
-                            view: OrderView::from_event(event),
-                            version: 1,
-                            written: 0,
-                            new: true,
-                            touched: now,
-                        }),
-                        true,
-                    ),
-                },
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    // Read from disk above; or in memory then and evicted by a flush since (only
+                    // written views are evicted), so read now.
+                    let stored = match durable.remove(&id) {
+                        Some(view) => Some(view),
+                        None if missing.binary_search(&id).is_ok() => None,
+                        None => self.read_durable(&[id])?.pop().map(|(_, view)| view),
+                    };
+                    match stored {
+                        Some(view) => (
+                            e.insert(Pending {
+                                view,
+                                version: 0,
+                                written: 0,
+                                new: false,
+                                touched: now,
+                            }),
+                            false,
+                        ),
+                        None => (
+                            e.insert(Pending {
+                                view: OrderView::from_event(event),
+                                version: 1,
+                                written: 0,
+                                new: true,
+                                touched: now,
+                            }),
+                            true,
+                        ),
+                    }
+                }
             };
             if created || entry.view.apply(event) {
                 if !created {
