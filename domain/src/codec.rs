@@ -14,15 +14,31 @@ pub enum CodecError {
     Encode(String),
 }
 
-/// Encodes an event for the log.
+/// Encodes an event for the log, in a buffer exactly its size: the log's cache keeps it and
+/// counts its length, so spare capacity would be memory nobody accounts for.
 pub fn encode_event(event: &OrderEvent) -> Result<Vec<u8>, CodecError> {
-    // Sized for a whole order at once: growing from empty reallocates half a dozen times.
-    let mut out = Vec::with_capacity(2048);
-    serde_json::to_writer(&mut out, event).map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
+    let encode = |out: &mut Vec<u8>| {
+        out.clear();
+        serde_json::to_writer(&mut *out, event).map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(out.to_vec())
+    };
+    ENCODE_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut out) => {
+            let encoded = encode(&mut out);
+            // One outsized event must not stay allocated for the thread's life.
+            out.shrink_to(64 * 1024);
+            encoded
+        }
+        // Only an encode inside an encode could find it taken; it gets its own.
+        Err(_) => encode(&mut Vec::with_capacity(2048)),
+    })
 }
 
 thread_local! {
+    /// Where events are written before their exact-size copy: one per thread, reused, sized for
+    /// a whole order so encoding never reallocates.
+    static ENCODE_SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(2048));
+
     /// simd-json parses in place and needs working buffers: one set per thread, reused, so a
     /// decode allocates only what the event itself holds.
     static SCRATCH: RefCell<(Vec<u8>, simd_json::Buffers)> =

@@ -82,13 +82,10 @@ fn put(out: &mut [u8], mut value: u32) {
     }
 }
 
-/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` directly; anything else through chrono.
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z` directly; anything else through chrono's own
+/// `DateTime<Utc>` parser, the one its serde used, so every form read before is read still.
 pub fn parse(v: &str) -> Option<DateTime<Utc>> {
-    fast(v.as_bytes()).or_else(|| {
-        DateTime::parse_from_rfc3339(v)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    })
+    fast(v.as_bytes()).or_else(|| v.parse::<DateTime<Utc>>().ok())
 }
 
 fn fast(b: &[u8]) -> Option<DateTime<Utc>> {
@@ -141,9 +138,33 @@ mod tests {
             assert_eq!(ours, chrono, "nanos {nanos}");
             assert_eq!(serde_json::from_str::<T>(&ours).expect("de").at, at);
         }
-        let old = DateTime::from_timestamp(-62_000_000_000, 0).expect("year 5 BC");
+        let old = DateTime::from_timestamp(-62_000_000_000, 0).expect("year 5");
         let text = serde_json::to_string(&T { at: old }).expect("ser");
         assert_eq!(serde_json::from_str::<T>(&text).expect("de").at, old);
+        // Years chrono writes with a sign (outside 0..=9999) go through chrono both ways.
+        for far in [DateTime::<Utc>::MAX_UTC, DateTime::<Utc>::MIN_UTC] {
+            let text = serde_json::to_string(&T { at: far }).expect("ser");
+            assert_eq!(
+                serde_json::from_str::<T>(&text).expect("de").at,
+                far,
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn reads_every_form_chrono_read_before() {
+        for form in [
+            "2026-12-02T07:59:47.5+02:00",
+            "2026-12-02t05:59:47.5z",
+            "2026-12-02 05:59:47Z",
+            "2026-12-02T05:59:47.1234567891Z",
+            "2026-12-02T05:59:47+0200",
+        ] {
+            let before = form.parse::<DateTime<Utc>>().ok();
+            assert!(before.is_some(), "chrono reads {form:?}");
+            assert_eq!(parse(form), before, "{form:?}");
+        }
     }
 
     #[test]

@@ -106,7 +106,11 @@ impl Auth {
         }
         let mut verified = self.verified.lock();
         if verified.len() >= REMEMBERED {
-            verified.clear();
+            // Expired tokens go first; only a memory full of live ones starts over.
+            verified.retain(|_, c| fresh(c));
+            if verified.len() >= REMEMBERED {
+                verified.clear();
+            }
         }
         verified.insert(token.into(), data.claims.clone());
         Ok(data.claims)
