@@ -204,6 +204,10 @@ pub struct State {
     pub subscribers: Vec<Vec<Weak<Notify>>>,
 }
 
+/// Offsets without a record tolerated in one partition at recovery (gaps left by refused or
+/// failed writes, records lost with a damaged segment).
+const MAX_GAP: u64 = 1 << 24;
+
 /// Stale eviction-queue entries tolerated before the queue is compacted.
 const FIFO_SLACK: usize = 1024;
 
@@ -680,6 +684,16 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, LogError> {
                 segment.records += 1;
             }
         }
+        // The index holds a slot per offset, written or not; a range far wider than the records
+        // found is not a log this code wrote, and must not become a huge allocation.
+        if end - base > entries.len() as u64 + MAX_GAP {
+            return Err(LogError::Invalid(format!(
+                "the log in {} claims offsets {base}..{end} of {} for {} records: damaged",
+                dir.display(),
+                state.topic_name(pidx),
+                entries.len()
+            )));
+        }
         let part = &mut state.parts[pidx];
         part.base = base;
         part.cache_base = end;
@@ -759,7 +773,7 @@ fn apply_item(
                     pos: (body_at + frame_at as u64) as u32,
                 };
                 seen[pidx].push((offset, loc));
-                bounds[pidx].1 = bounds[pidx].1.max(offset + 1);
+                bounds[pidx].1 = bounds[pidx].1.max(offset.saturating_add(1));
             }
         }
         Item::Commit {
