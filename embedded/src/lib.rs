@@ -264,24 +264,33 @@ pub fn open_existing<K: redb::Key + 'static, V: redb::Value + 'static>(
     }
 }
 
+/// The next request for a group commit being gathered: waits for one until `not_before`, then
+/// takes only what is already queued. `None` ends the group. Commits back to back so gather
+/// what arrives until the interval since the last one is up: fewer, fuller fsyncs under load,
+/// none delayed when quiet.
+pub fn gather_next<T>(queue: &mpsc::Receiver<T>, not_before: Instant) -> Option<T> {
+    loop {
+        let wait = not_before.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return queue.try_recv().ok();
+        }
+        match queue.recv_timeout(wait) {
+            Ok(next) => return Some(next),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}
+
 fn run_writer(db: &Database, queue: &mpsc::Receiver<Box<dyn Job>>) {
     let mut last_commit = Instant::now();
     while let Ok(first) = queue.recv() {
         let not_before = last_commit + MIN_COMMIT_INTERVAL;
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
-            let wait = not_before.saturating_duration_since(Instant::now());
-            let next = if wait.is_zero() {
-                queue
-                    .try_recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
-            } else {
-                queue.recv_timeout(wait)
-            };
-            match next {
-                Ok(job) => group.push(job),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            match gather_next(queue, not_before) {
+                Some(job) => group.push(job),
+                None => break,
             }
         }
         let started = Instant::now();

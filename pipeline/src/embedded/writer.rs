@@ -19,7 +19,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -198,30 +198,18 @@ impl Writer {
                 append @ Request::Append { .. } => {
                     let mut bytes = append.bytes();
                     let mut group = vec![append];
-                    // Commits back to back gather what arrives until the interval since the
-                    // last one is up: fewer, fuller fsyncs under load, none delayed when quiet.
                     let not_before = self.last_commit + self.min_commit_interval;
                     while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                        let wait = not_before.saturating_duration_since(Instant::now());
-                        let next = if wait.is_zero() {
-                            requests.try_recv().map_err(|e| match e {
-                                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                            })
-                        } else {
-                            requests.recv_timeout(wait)
-                        };
-                        match next {
-                            Ok(next @ Request::Append { .. }) => {
+                        match orderflow_embedded::gather_next(requests, not_before) {
+                            Some(next @ Request::Append { .. }) => {
                                 bytes += next.bytes();
                                 group.push(next);
                             }
-                            Ok(other) => {
+                            Some(other) => {
                                 stashed = Some(other);
                                 break;
                             }
-                            Err(RecvTimeoutError::Timeout) if !wait.is_zero() => {}
-                            Err(_) => break,
+                            None => break,
                         }
                     }
                     self.append(group);

@@ -13,7 +13,7 @@ use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{self, TableDefinition};
+use orderflow_embedded::redb::TableDefinition;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,10 +40,6 @@ fn customer_key(customer: &str, order: Option<OrderId>) -> Vec<u8> {
         key.extend_from_slice(order.as_bytes());
     }
     key
-}
-
-fn corrupt(e: serde_json::Error) -> redb::Error {
-    redb::Error::Corrupted(format!("order view: {e}"))
 }
 
 /// A view in memory.
@@ -217,20 +213,25 @@ impl OrderStore for EmbeddedOrderStore {
         if !batch.is_empty() {
             let written: Vec<(OrderId, u64)> =
                 batch.iter().map(|(id, _, v, _)| (*id, *v)).collect();
+            // Encoded here, not inside the transaction: the writer thread is shared by every
+            // store, and a view's JSON needs nothing from it.
+            let rows = batch
+                .iter()
+                .map(|(id, view, _, new)| {
+                    let listed = new.then(|| customer_key(&view.customer_id, Some(*id)));
+                    serde_json::to_vec(view)
+                        .map(|bytes| (*id, bytes, listed))
+                        .map_err(|e| StoreError::Corrupt(format!("order view: {e}")))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
             self.engine
                 .submit(move |txn| {
                     let mut t = txn.open_table(ORDERS)?;
                     let mut by_customer = txn.open_table(BY_CUSTOMER)?;
-                    let mut bytes = Vec::with_capacity(2048);
-                    for (id, view, _, new) in &batch {
-                        if *new {
-                            by_customer.insert(
-                                customer_key(&view.customer_id, Some(*id)).as_slice(),
-                                (),
-                            )?;
+                    for (id, bytes, listed) in &rows {
+                        if let Some(key) = listed {
+                            by_customer.insert(key.as_slice(), ())?;
                         }
-                        bytes.clear();
-                        serde_json::to_writer(&mut bytes, view).map_err(corrupt)?;
                         t.insert(id.as_bytes().as_slice(), bytes.as_slice())?;
                     }
                     Ok(())
