@@ -12,10 +12,10 @@
 //! on this backend a stage's step is atomic, not just at-least-once. Consumers read the newest
 //! records from memory and older ones from the segment files.
 
-pub mod format;
+pub(crate) mod format;
 pub mod legacy;
-pub mod state;
-pub mod writer;
+pub(crate) mod state;
+pub(crate) mod writer;
 
 use crate::log::{Consumer, Log, LogError, Message, Offsets, Record};
 use async_trait::async_trait;

@@ -32,6 +32,11 @@ const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
 const MAX_APPEND_BYTES: usize = 64 * 1024 * 1024;
 /// A sealed segment whose live bytes are below this share of its size has them copied forward.
 const RELOCATE_BELOW_PERCENT: u64 = 10;
+/// Most bytes in one batch of moved records: appends wait while the writer writes it.
+const RELOCATE_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes moved in one retention pass; the rest waits for the next pass, so retention
+/// never holds appends up for long.
+const RELOCATE_PASS_BYTES: usize = 16 * 1024 * 1024;
 
 /// A consumer group's position to record.
 pub struct Commit {
@@ -544,14 +549,15 @@ impl Writer {
             return Ok(());
         }
         let mut moved = 0;
+        let mut moved_bytes = 0;
         let mut rest = wanted.as_slice();
-        while !rest.is_empty() {
+        while !rest.is_empty() && moved_bytes < RELOCATE_PASS_BYTES {
             // Batches of bounded size, each durable before the next.
             self.batch.clear();
             let mut placed = Vec::new();
             let mut taken = 0;
             for (pidx, topic, partition, offset, loc, file) in rest {
-                if self.batch.len() > MAX_APPEND_BYTES && taken > 0 {
+                if self.batch.len() > RELOCATE_BATCH_BYTES && taken > 0 {
                     break;
                 }
                 let frame = read_frame(file, loc.pos)
@@ -563,6 +569,7 @@ impl Writer {
                 taken += 1;
             }
             rest = &rest[taken..];
+            moved_bytes += self.batch.len();
             let at = self.write_batch()?;
             let mut state = self.state.write();
             moved += placed.len();
@@ -570,6 +577,7 @@ impl Writer {
         }
         tracing::debug!(
             records = moved,
+            left = rest.len(),
             "Moved live records out of old log segments"
         );
         Ok(())
