@@ -26,7 +26,7 @@ fn kafka_env<'a>(broker: &'a str, redis: &'a str) -> Vec<(&'static str, &'a str)
     vec![
         ("ORDERFLOW_LOG", broker),
         ("ORDERFLOW_REDIS", redis),
-        ("ORDERFLOW_PARTITIONS", "4"),
+        ("ORDERFLOW_LOG_PARTITIONS", "4"),
         ("ORDERFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000"),
         ("ORDERFLOW_KAFKA_MESSAGE_TIMEOUT_MS", "2000"),
     ]
@@ -433,7 +433,7 @@ async fn exactly_once_mode_runs_the_pipeline_in_transactions() {
     let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 10_000), ("SKU-H", 900, 50)]);
     let (url, redis_url) = (broker.url(), redis.url());
     let mut env = kafka_env(&url, &redis_url);
-    env.push(("ORDERFLOW_EXACTLY_ONCE", "true"));
+    env.push(("ORDERFLOW_KAFKA_EXACTLY_ONCE", "true"));
     let data = dir.path().join("data");
     let mut app = App::start_command(&data, &catalog, &env, &with_log(&url, &["serve"]));
     let customer = token("cust-eos", "checkout orders:read");
@@ -466,4 +466,113 @@ async fn exactly_once_mode_runs_the_pipeline_in_transactions() {
     let (ok, report) = audit_redis(&redis_url);
     assert!(ok, "{report}");
     app.stop();
+}
+
+/// Reads `url` with a short timeout; the status and the body.
+async fn scrape(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = client
+        .get(url)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// The sum of the samples of `metric` whose labels contain every one of `labels`; `None` if
+/// there is no such sample.
+fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(metric) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_workers_serve_metrics_and_readiness() {
+    let broker = KafkaBroker::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 1000)]);
+    let (url, redis_url) = (broker.url(), redis.url());
+    let env = kafka_env(&url, &redis_url);
+    let d = dir.path();
+    let ingest = App::start_command(
+        &d.join("ingest"),
+        &catalog,
+        &env,
+        &with_log(&url, &["ingest"]),
+    );
+    let validate = worker(d, "validate", &catalog, &env, &url, &["validate"]);
+    let project = Worker::start(
+        &d.join("project"),
+        &catalog,
+        &env,
+        &with_log(&url, &["project"]),
+    );
+    assert_ne!(validate.base, project.base, "each worker has its own port");
+    let client = reqwest::Client::new();
+    for w in [&validate, &project] {
+        let (status, body) = scrape(&client, &format!("{}/readyz", w.base)).await;
+        assert_eq!(status, 200, "{}/readyz: {body}", w.base);
+        let ready: Value = serde_json::from_str(&body).expect("readyz is JSON");
+        assert_eq!(ready["status"], "ready", "{body}");
+        let (status, _) = scrape(&client, &format!("{}/healthz", w.base)).await;
+        assert_eq!(status, 200);
+        // A worker serves only the operational routes.
+        let (status, _) = scrape(&client, &format!("{}/v1/catalog", w.base)).await;
+        assert_eq!(status, 404, "a worker has no API");
+    }
+
+    // One order through validate; the projector shows it validated (no reserve stage runs).
+    let customer = token("cust-ops", "checkout orders:read");
+    let ids = post_many(
+        &ingest,
+        &customer,
+        vec![checkout(&[("SKU-A", 1)], "tok_visa")],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let view = ingest.view(&customer, &ids[0]).await;
+        if view["status"] == "validated" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not validated in time: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Each worker's /metrics counts what it did, under its own stage name.
+    let (status, text) = scrape(&client, &format!("{}/metrics", validate.base)).await;
+    assert_eq!(status, 200);
+    let emitted = sample(
+        &text,
+        "orderflow_stage_processed_total",
+        &["stage=\"validate\"", "outcome=\"emitted\""],
+    );
+    assert_eq!(emitted, Some(1.0), "validate's metrics:\n{text}");
+    assert!(
+        !text.contains("stage=\"project\""),
+        "the validate worker runs no projector"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, text) = scrape(&client, &format!("{}/metrics", project.base)).await;
+        assert_eq!(status, 200);
+        let projected = sample(
+            &text,
+            "orderflow_stage_processed_total",
+            &["stage=\"project\""],
+        );
+        if projected.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the projector's metrics never counted the order:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -60,8 +60,8 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
             ("ORDERFLOW_PROMOTIONS", promotions.to_str().expect("utf-8")),
             // A limit nobody reaches: every checkout asks Redis, and while Redis is paused the
             // limiter must let checkouts through instead of failing them.
-            ("ORDERFLOW_RATE_LIMIT_PER_SECOND", "1000000"),
-            ("ORDERFLOW_RATE_LIMIT_BURST", "1000000"),
+            ("ORDERFLOW_API_RATE_LIMIT_PER_SECOND", "1000000"),
+            ("ORDERFLOW_API_RATE_LIMIT_BURST", "1000000"),
         ],
     );
     let customer = token("cust-redis", "checkout orders:read");

@@ -88,12 +88,18 @@ impl Catalog {
             path: shown.clone(),
             source,
         })?;
-        let file: CatalogFile = serde_json::from_str(&text).map_err(|e| CatalogError::Invalid {
-            path: shown.clone(),
+        Self::parse(&text, &shown)
+    }
+
+    /// Parses the JSON of [`load`](Self::load); `origin` names it in errors (a path, or
+    /// "the built-in demo catalog").
+    pub fn parse(text: &str, origin: &str) -> Result<Self, CatalogError> {
+        let file: CatalogFile = serde_json::from_str(text).map_err(|e| CatalogError::Invalid {
+            path: origin.to_owned(),
             reason: e.to_string(),
         })?;
         Self::new(file.currency, file.items).map_err(|reason| CatalogError::Invalid {
-            path: shown,
+            path: origin.to_owned(),
             reason,
         })
     }

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::{Auth, Claims};
+pub use ops::OpsState;
 pub use problem::Problem;
 
 /// Settings of the API.
@@ -91,9 +92,7 @@ pub fn app(state: AppState) -> Router {
             get(admin::get_stock).put(admin::put_stock),
         )
         .route("/v1/admin/audit", get(admin::audit))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(ops::routes())
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -1,11 +1,58 @@
-//! Liveness, readiness, metrics and the fallbacks.
+//! Liveness, readiness, metrics and the fallbacks: the routes every process serves, the API
+//! and the stage workers alike ([`router`]).
 
 use crate::{AppState, Problem};
-use axum::Json;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use orderflow_pipeline::Log;
+use orderflow_stores::StockLedger;
 use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// What the operational routes look at: the log, the stock ledger and the metrics.
+#[derive(Clone)]
+pub struct OpsState {
+    /// The log; ready when it can take writes.
+    pub log: Arc<dyn Log>,
+    /// The stock ledger; ready when it can serve.
+    pub ledger: Arc<dyn StockLedger>,
+    /// Prometheus exposition of the process's metrics.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            log: state.log.clone(),
+            ledger: state.ledger.clone(),
+            metrics: state.metrics.clone(),
+        }
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone: what a stage or projector worker serves.
+pub fn router(state: OpsState) -> Router {
+    routes()
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+/// The operational routes, to be given their state by the caller.
+pub(crate) fn routes<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    OpsState: FromRef<S>,
+{
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<Value> {
@@ -13,7 +60,7 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// `GET /readyz`: the log can take orders and the stock ledger can serve.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+pub async fn readyz(State(state): State<OpsState>) -> Result<Json<Value>, Problem> {
     if let Err(e) = state.log.ready().await {
         return Err(Problem::unavailable(format!("log not ready: {e}")));
     }
@@ -26,7 +73,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, Proble
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<OpsState>) -> Response {
     let text = state
         .metrics
         .as_ref()

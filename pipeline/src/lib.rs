@@ -8,20 +8,18 @@
 //! - [`stage`]: the [`Stage`] trait: one record in, an [`Outcome`] or a classified [`StageError`] out.
 //! - [`runner`]: consumes a stage's topics, calls the stage, retries with backoff and jitter,
 //!   dead-letters to `T.dlq`, and commits offsets only together with the outputs.
+//! - [`dlq`]: dead letters: the record written to `T.dlq`, listing them, replaying them.
 
+pub mod dlq;
 pub mod embedded;
 pub mod kafka;
 pub mod log;
 pub mod runner;
 pub mod stage;
 
+pub use dlq::dlq_topic;
 pub use embedded::{EmbeddedLog, EmbeddedLogOptions};
 pub use kafka::{KafkaConfig, KafkaLog};
 pub use log::{Consumer, Decoded, Headers, Log, LogError, Message, Offsets, Record, header};
 pub use runner::{RetryPolicy, Runner};
 pub use stage::{ErrorKind, Outcome, Stage, StageError};
-
-/// The dead-letter topic that sits beside `topic`.
-pub fn dlq_topic(topic: &str) -> String {
-    format!("{topic}.dlq")
-}

@@ -1,5 +1,6 @@
 //! The runner: consume, process, retry, dead-letter, produce and commit for one stage.
 
+use crate::dlq::dead_letter;
 use crate::log::{Consumer, Log, LogError, Message, Offsets, Record, header};
 use crate::stage::{ErrorKind, Outcome, Stage, StageError};
 use futures::FutureExt;
@@ -7,7 +8,7 @@ use futures::future::join_all;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How the runner retries a stage's transient errors and how much it takes per batch.
 #[derive(Debug, Clone)]
@@ -144,20 +145,20 @@ impl Runner {
         }
     }
 
-    /// Consumes until `shutdown` turns true; the batch in hand is committed first unless a
+    /// Consumes until `shutdown` is cancelled; the batch in hand is committed first unless a
     /// dependency was still down, in which case it is left for redelivery.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), LogError> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), LogError> {
         let name = self.stage.name().to_owned();
         let mut consumer = loop {
             let joined = tokio::select! {
                 joined = self.log.consumer(&name, &self.inputs) => joined,
-                _ = shutdown.changed() => return Ok(()),
+                _ = shutdown.cancelled() => return Ok(()),
             };
             match joined {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(stage = %name, error = %e, "Cannot join the consumer group, retrying");
-                    if sleep_or_shutdown(Duration::from_secs(1), &mut shutdown).await {
+                    if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
                         return Ok(());
                     }
                 }
@@ -167,7 +168,7 @@ impl Runner {
         let mut pending = Pending::default();
         // False when a commit or a batch was cut short: its records come back after restart.
         let mut clean = true;
-        while !*shutdown.borrow() {
+        while !shutdown.is_cancelled() {
             let wait = match pending.since {
                 Some(since) => (since + self.stage.commit_interval())
                     .saturating_duration_since(Instant::now())
@@ -178,7 +179,7 @@ impl Runner {
                 Ok(records) => records,
                 Err(e) => {
                     tracing::warn!(stage = %name, error = %e, "Poll failed, retrying");
-                    if sleep_or_shutdown(self.policy.max_backoff, &mut shutdown).await {
+                    if sleep_or_shutdown(self.policy.max_backoff, &shutdown).await {
                         break;
                     }
                     continue;
@@ -187,10 +188,10 @@ impl Runner {
             let carried_on = if records.is_empty() {
                 !pending.due(self.stage.commit_interval())
                     || self
-                        .commit(consumer.as_mut(), Vec::new(), &mut pending, &mut shutdown)
+                        .commit(consumer.as_mut(), Vec::new(), &mut pending, &shutdown)
                         .await
             } else {
-                self.handle_batch(consumer.as_mut(), records, &mut pending, &mut shutdown)
+                self.handle_batch(consumer.as_mut(), records, &mut pending, &shutdown)
                     .await
             };
             if !carried_on {
@@ -201,10 +202,10 @@ impl Runner {
         if clean && pending.since.is_some() {
             // Processed but not committed yet (a buffering stage): flush and commit on the way
             // out, briefly; whatever does not make it is read again after the restart.
-            let (_keep, mut quiet) = watch::channel(false);
+            let quiet = CancellationToken::new();
             let _ = tokio::time::timeout(
                 Duration::from_secs(3),
-                self.commit(consumer.as_mut(), Vec::new(), &mut pending, &mut quiet),
+                self.commit(consumer.as_mut(), Vec::new(), &mut pending, &quiet),
             )
             .await;
         }
@@ -223,7 +224,7 @@ impl Runner {
         consumer: &mut dyn Consumer,
         records: Vec<Record>,
         pending: &mut Pending,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
     ) -> bool {
         let name = self.stage.name();
         self.metrics.batch_size.record(records.len() as f64);
@@ -298,7 +299,7 @@ impl Runner {
         consumer: &mut dyn Consumer,
         outputs: Vec<Message>,
         pending: &mut Pending,
-        shutdown: &mut watch::Receiver<bool>,
+        shutdown: &CancellationToken,
     ) -> bool {
         let name = self.stage.name();
         let mut attempt = 0;
@@ -329,7 +330,7 @@ impl Runner {
     }
 
     /// Runs the stage on one record with retries until it settles.
-    async fn settle(&self, record: &Record, mut shutdown: watch::Receiver<bool>) -> Settled {
+    async fn settle(&self, record: &Record, shutdown: CancellationToken) -> Settled {
         if record
             .header(header::REPLAY_FOR)
             .is_some_and(|stage| stage != self.stage.name())
@@ -373,7 +374,7 @@ impl Runner {
                     if waits == 1 || waits % 50 == 0 {
                         tracing::warn!(stage = self.stage.name(), waits, error = %error.message, "A dependency is unavailable; holding the record");
                     }
-                    if sleep_or_shutdown(self.policy.backoff(waits.min(16)), &mut shutdown).await {
+                    if sleep_or_shutdown(self.policy.backoff(waits.min(16)), &shutdown).await {
                         return Settled::Interrupted;
                     }
                 }
@@ -388,46 +389,11 @@ impl Runner {
     }
 }
 
-/// The dead letter of `record`: same key and value, with headers that say where it came from
-/// and why it stopped, so it can be replayed to its source topic.
-pub fn dead_letter(stage: &str, record: &Record, error: &StageError, attempts: u32) -> Message {
-    let mut headers: Vec<(String, String)> = record
-        .headers
-        .iter()
-        .filter(|(n, _)| !n.starts_with("dlq-"))
-        .cloned()
-        .collect();
-    headers.extend([
-        (header::DLQ_STAGE.to_owned(), stage.to_owned()),
-        (
-            header::DLQ_ERROR.to_owned(),
-            error.message.chars().take(1024).collect(),
-        ),
-        (header::DLQ_ATTEMPTS.to_owned(), attempts.to_string()),
-        (header::DLQ_SOURCE_TOPIC.to_owned(), record.topic.clone()),
-        (
-            header::DLQ_SOURCE_PARTITION.to_owned(),
-            record.partition.to_string(),
-        ),
-        (
-            header::DLQ_SOURCE_OFFSET.to_owned(),
-            record.offset.to_string(),
-        ),
-    ]);
-    Message {
-        topic: crate::dlq_topic(&record.topic),
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers,
-        decoded: None,
-    }
-}
-
 /// Sleeps for `duration`; true if shutdown was signalled meanwhile.
-async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(duration) => *shutdown.borrow(),
-        _ = shutdown.changed() => true,
+        _ = tokio::time::sleep(duration) => shutdown.is_cancelled(),
+        _ = shutdown.cancelled() => true,
     }
 }
 
@@ -510,7 +476,8 @@ mod tests {
             calls: AtomicU32::new(0),
             down_calls: AtomicU32::new(0),
         });
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let runner = Runner::new(
             log.clone(),
             stage.clone(),
@@ -561,7 +528,7 @@ mod tests {
         // hello once, poison once, panic once, flaky three times, down eight times.
         assert_eq!(stage.calls.load(Ordering::Relaxed), 14);
 
-        stop.send(true).expect("stop");
+        stop.cancel();
         task.await.expect("joins").expect("runs");
         // Everything read was committed: the group is not behind on any partition.
         let lag = log.lag().expect("lag");
@@ -658,7 +625,8 @@ mod tests {
             poll_wait: Duration::from_millis(20),
             ..RetryPolicy::default()
         };
-        let (stop, stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let task = tokio::spawn(
             Runner::new(log.clone(), stage.clone(), vec!["in".into()], policy).run(stopped),
         );
@@ -710,7 +678,7 @@ mod tests {
         while stage.seen.load(Ordering::SeqCst) < 21 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        stop.send(true).expect("stop");
+        stop.cancel();
         task.await.expect("joins").expect("runs");
         assert_eq!(stage.flushed.load(Ordering::SeqCst), 21);
         assert_eq!(committed(&log), 0);

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use orderflow_pipeline::{EmbeddedLog, Log, Message, Offsets};
 use std::time::Duration;
-use tokio::sync::watch;
 
 fn msg(topic: &str, i: usize) -> Message {
     Message {
@@ -71,7 +70,7 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
         80
     );
 
-    // The retention task with zero retention trims to the floor by itself, and stops on request.
+    // Retention passes with zero retention trim to the floor by themselves.
     let mut offsets = Offsets::new();
     for r in log.read("r.in", 1000).await.expect("read") {
         let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
@@ -82,22 +81,15 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
         .await
         .expect("commit");
     g.complete(vec![], offsets).await.expect("commit");
-    let (stop, stopping) = watch::channel(false);
-    let task = tokio::spawn(log.clone().run_retention(
-        Duration::ZERO,
-        Duration::from_millis(10),
-        stopping,
-    ));
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while !log.read("r.in", 1000).await.expect("read").is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "retention did not trim"
         );
+        log.retention_pass(Duration::ZERO).await;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    stop.send(true).expect("stop");
-    task.await.expect("joins");
     assert_eq!(log.read("r.in.dlq", 1000).await.expect("read").len(), 10);
     // Offsets keep growing after a trim: new records never reuse a deleted offset.
     let ends = log.end_offsets().expect("ends");

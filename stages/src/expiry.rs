@@ -18,7 +18,6 @@ use orderflow_domain::{
 use orderflow_pipeline::{Decoded, Log, Message, header};
 use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The sweeper: one pass per [`sweep`](Self::sweep), run periodically by [`run`](Self::run).
 pub struct ExpirySweeper {
@@ -131,19 +130,6 @@ impl ExpirySweeper {
             );
         }
         Ok(outcome)
-    }
-
-    /// Sweeps every `every` until `shutdown`.
-    pub async fn run(self, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
-            if let Err(e) = self.sweep().await {
-                tracing::warn!(error = %e, "Reservation expiry sweep failed; retrying");
-            }
-        }
     }
 }
 

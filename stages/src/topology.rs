@@ -1,4 +1,19 @@
-//! Which stage reads and writes which topic: the whole pipeline in one table.
+//! Which stage reads and writes which topic, and how each is built: the whole pipeline in one
+//! table, [`STAGES`].
+
+use crate::OnOrders;
+use crate::charge::{Charge, PaymentProvider};
+use crate::notify::Notify;
+use crate::price::Price;
+use crate::project::Project;
+use crate::reserve::Reserve;
+use crate::ship::Ship;
+use crate::validate::Validate;
+use orderflow_domain::{Catalog, Promotions};
+use orderflow_pipeline::Stage;
+use orderflow_stores::{CouponLedger, OrderStore, Outbox, StatusFeed, StockLedger};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Orders appended by the ingest.
 pub const ACCEPTED: &str = "orders.accepted";
@@ -17,7 +32,8 @@ pub const COMPLETED: &str = "orders.completed";
 /// Orders refused, from any stage (terminal).
 pub const REJECTED: &str = "orders.rejected";
 
-/// One order stage: its name (also its consumer group), what it reads and where it passes on.
+/// One order stage's place in the chain: its name (also its consumer group), what it reads and
+/// where it passes orders on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     /// Stage name.
@@ -28,40 +44,6 @@ pub struct Route {
     pub output: &'static str,
 }
 
-/// The six order stages, in pipeline order.
-pub const ROUTES: [Route; 6] = [
-    Route {
-        stage: "validate",
-        input: ACCEPTED,
-        output: VALIDATED,
-    },
-    Route {
-        stage: "reserve",
-        input: VALIDATED,
-        output: RESERVED,
-    },
-    Route {
-        stage: "price",
-        input: RESERVED,
-        output: PRICED,
-    },
-    Route {
-        stage: "charge",
-        input: PRICED,
-        output: CHARGED,
-    },
-    Route {
-        stage: "ship",
-        input: CHARGED,
-        output: SHIPPED,
-    },
-    Route {
-        stage: "notify",
-        input: SHIPPED,
-        output: COMPLETED,
-    },
-];
-
 /// The projector's name (and consumer group).
 pub const PROJECTOR: &str = "project";
 
@@ -70,9 +52,174 @@ pub const PROJECTOR_INPUTS: [&str; 8] = [
     ACCEPTED, VALIDATED, RESERVED, PRICED, CHARGED, SHIPPED, COMPLETED, REJECTED,
 ];
 
-/// The route of a stage by name.
+/// What the stages are built from: the backends as trait objects and the business settings.
+#[derive(Clone)]
+pub struct StageDeps {
+    /// The catalog.
+    pub catalog: Arc<Catalog>,
+    /// Promotion codes.
+    pub promotions: Arc<Promotions>,
+    /// Stock levels and holds.
+    pub ledger: Arc<dyn StockLedger>,
+    /// Coupon-use counters.
+    pub coupons: Arc<dyn CouponLedger>,
+    /// The payment provider.
+    pub provider: Arc<dyn PaymentProvider>,
+    /// Notifications to send.
+    pub outbox: Arc<dyn Outbox>,
+    /// Order views (the projector writes them).
+    pub orders: Arc<dyn OrderStore>,
+    /// Live status changes (the projector publishes them).
+    pub feed: Arc<dyn StatusFeed>,
+    /// Currencies the store sells in.
+    pub currencies: Vec<String>,
+    /// Countries the store ships to.
+    pub countries: Vec<String>,
+    /// How long stock is held before the order must be charged.
+    pub reservation_ttl: Duration,
+    /// Flat tax rate in basis points.
+    pub tax_rate_bps: u32,
+    /// Flat shipping fee in minor units.
+    pub shipping_fee_minor: i64,
+}
+
+/// One entry of the stage table: a name, its topics and how it is built.
+#[derive(Clone, Copy)]
+pub struct StageSpec {
+    /// The stage's name (also its consumer group): what `orderflow stage NAME` takes.
+    pub name: &'static str,
+    /// Topics it consumes.
+    pub inputs: &'static [&'static str],
+    /// Where an order stage passes orders on; `None` for the projector, which emits nothing.
+    pub output: Option<&'static str>,
+    build: fn(Route, &StageDeps) -> Arc<dyn Stage>,
+}
+
+impl StageSpec {
+    /// The stage, built from `deps`.
+    pub fn build(&self, deps: &StageDeps) -> Arc<dyn Stage> {
+        let route = Route {
+            stage: self.name,
+            input: self.inputs[0],
+            output: self.output.unwrap_or(self.inputs[0]),
+        };
+        (self.build)(route, deps)
+    }
+
+    /// The input topics as owned names, as the runner takes them.
+    pub fn input_topics(&self) -> Vec<String> {
+        self.inputs.iter().map(|t| (*t).to_owned()).collect()
+    }
+}
+
+impl std::fmt::Debug for StageSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StageSpec")
+            .field("name", &self.name)
+            .field("inputs", &self.inputs)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+/// Every stage, in pipeline order, the projector last: the one list of stage names.
+pub const STAGES: [StageSpec; 7] = [
+    StageSpec {
+        name: "validate",
+        inputs: &[ACCEPTED],
+        output: Some(VALIDATED),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                Validate::new(d.catalog.clone(), &d.currencies, &d.countries)
+                    .with_promotions(d.promotions.clone()),
+            ))
+        },
+    },
+    StageSpec {
+        name: "reserve",
+        inputs: &[VALIDATED],
+        output: Some(RESERVED),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                Reserve::new(d.ledger.clone(), d.reservation_ttl),
+            ))
+        },
+    },
+    StageSpec {
+        name: "price",
+        inputs: &[RESERVED],
+        output: Some(PRICED),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                Price::new(
+                    d.catalog.clone(),
+                    d.ledger.clone(),
+                    d.tax_rate_bps,
+                    d.shipping_fee_minor,
+                )
+                .with_promotions(d.promotions.clone(), d.coupons.clone()),
+            ))
+        },
+    },
+    StageSpec {
+        name: "charge",
+        inputs: &[PRICED],
+        output: Some(CHARGED),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                Charge::new(d.provider.clone(), d.ledger.clone())
+                    .with_coupons(d.promotions.clone(), d.coupons.clone()),
+            ))
+        },
+    },
+    StageSpec {
+        name: "ship",
+        inputs: &[CHARGED],
+        output: Some(SHIPPED),
+        build: |route, d| Arc::new(OnOrders::new(route, Ship::new(d.ledger.clone(), "SimPost"))),
+    },
+    StageSpec {
+        name: "notify",
+        inputs: &[SHIPPED],
+        output: Some(COMPLETED),
+        build: |route, d| Arc::new(OnOrders::new(route, Notify::new(d.outbox.clone()))),
+    },
+    StageSpec {
+        name: PROJECTOR,
+        inputs: &PROJECTOR_INPUTS,
+        output: None,
+        build: |_, d| Arc::new(Project::new(d.orders.clone(), d.feed.clone())),
+    },
+];
+
+/// A stage of the table by name.
+pub fn stage(name: &str) -> Option<&'static StageSpec> {
+    STAGES.iter().find(|s| s.name == name)
+}
+
+/// The names of every stage, for messages and help.
+pub fn stage_names() -> Vec<&'static str> {
+    STAGES.iter().map(|s| s.name).collect()
+}
+
+/// The routes of the six order stages, in pipeline order.
+pub fn routes() -> impl Iterator<Item = Route> {
+    STAGES.iter().filter_map(|s| {
+        s.output.map(|output| Route {
+            stage: s.name,
+            input: s.inputs[0],
+            output,
+        })
+    })
+}
+
+/// The route of an order stage by name.
 pub fn route(stage: &str) -> Option<Route> {
-    ROUTES.iter().copied().find(|r| r.stage == stage)
+    routes().find(|r| r.stage == stage)
 }
 
 /// Every topic to create at start: the main topics and a dead-letter topic beside each.
@@ -89,15 +236,20 @@ mod tests {
 
     #[test]
     fn routes_chain_from_accepted_to_completed() {
-        assert_eq!(ROUTES[0].input, ACCEPTED);
-        for pair in ROUTES.windows(2) {
+        let routes: Vec<Route> = routes().collect();
+        assert_eq!(routes.len(), 6);
+        assert_eq!(routes[0].input, ACCEPTED);
+        for pair in routes.windows(2) {
             assert_eq!(
                 pair[0].output, pair[1].input,
                 "{} feeds {}",
                 pair[0].stage, pair[1].stage
             );
         }
-        assert_eq!(ROUTES[5].output, COMPLETED);
+        assert_eq!(routes[5].output, COMPLETED);
+        assert_eq!(stage(PROJECTOR).map(|s| s.inputs.len()), Some(8));
+        assert_eq!(stage_names().len(), STAGES.len());
+        assert!(stage("nope").is_none());
         assert_eq!(route("charge").map(|r| r.input), Some(PRICED));
         assert_eq!(all_topics().len(), 16);
     }

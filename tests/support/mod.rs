@@ -243,34 +243,48 @@ impl App {
     }
 }
 
-/// A running `orderflow stage NAMES…` worker (no API).
+/// A running `orderflow stage NAMES…` worker: no API, only `/metrics`, `/healthz` and
+/// `/readyz` on its own free port.
 pub struct Worker {
     child: Child,
     pub data: PathBuf,
+    /// `http://127.0.0.1:PORT` of its operational routes.
+    pub base: String,
 }
 
 impl Worker {
-    /// Starts `orderflow ARGS…` that runs stages only, and waits for its banner.
+    /// Starts `orderflow ARGS… --listen 127.0.0.1:0` that runs stages only, and waits for its
+    /// banner.
     pub fn start(data: &Path, catalog: &Path, env: &[(&str, &str)], args: &[&str]) -> Worker {
-        let mut child = spawn(data, catalog, env, args);
+        let mut all = args.to_vec();
+        all.extend(["--listen", "127.0.0.1:0"]);
+        let mut child = spawn(data, catalog, env, &all);
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut base = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("orderflow listening on ") {
+                    base = Some(rest.trim().to_owned());
+                }
                 if line.starts_with("orderflow worker running stages") {
-                    let _ = tx.send(());
+                    let _ = tx.send(base.clone().unwrap_or_default());
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(90)).is_err() {
-            let _ = child.kill();
-            let log =
-                std::fs::read_to_string(data.with_extension("stderr.log")).unwrap_or_default();
-            panic!("orderflow {args:?} did not start within 90 s; stderr:\n{log}");
-        }
+        let base = match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(base) => base,
+            Err(_) => {
+                let _ = child.kill();
+                let log =
+                    std::fs::read_to_string(data.with_extension("stderr.log")).unwrap_or_default();
+                panic!("orderflow {args:?} did not start within 90 s; stderr:\n{log}");
+            }
+        };
         Worker {
             child,
             data: data.to_owned(),
+            base,
         }
     }
 

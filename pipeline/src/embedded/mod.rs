@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, oneshot};
 use writer::{Commit, Request, Writer};
 
 /// The file whose lock marks a log directory as in use by one process.
@@ -80,6 +80,8 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     /// True once [`EmbeddedLog::close`] was called: new writes are refused.
     closed: AtomicBool,
+    /// End offsets noted by each retention pass, oldest first: how far the log reached when.
+    marks: parking_lot::Mutex<VecDeque<(Instant, Offsets)>>,
     /// Held for the lifetime of the log: its lock keeps a second process out.
     _lock: File,
 }
@@ -162,6 +164,7 @@ impl EmbeddedLog {
                 requests: Some(requests),
                 writer: Some(writer),
                 closed: AtomicBool::new(false),
+                marks: parking_lot::Mutex::new(VecDeque::new()),
                 _lock: lock,
             }),
         })
@@ -289,31 +292,26 @@ impl EmbeddedLog {
     }
 
     /// Publishes [`EmbeddedLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`
-    /// every `every` (the Kafka adapter reports the same gauge from librdkafka's statistics).
-    pub async fn run_lag_metrics(self, every: Duration, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
-            match self.lag() {
-                Ok(lag) => {
-                    for ((group, topic, partition), behind) in lag {
-                        metrics::gauge!(
-                            "orderflow_stage_consumer_lag",
-                            "stage" => group,
-                            "topic" => topic,
-                            "partition" => partition.to_string()
-                        )
-                        .set(behind as f64);
-                    }
+    /// (the Kafka adapter reports the same gauge from librdkafka's statistics), with the
+    /// segment count and the cache's size; the supervisor calls it every few seconds.
+    pub fn record_lag(&self) {
+        match self.lag() {
+            Ok(lag) => {
+                for ((group, topic, partition), behind) in lag {
+                    metrics::gauge!(
+                        "orderflow_stage_consumer_lag",
+                        "stage" => group,
+                        "topic" => topic,
+                        "partition" => partition.to_string()
+                    )
+                    .set(behind as f64);
                 }
-                Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
             }
-            let state = self.inner.state.read();
-            metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
-            metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
+            Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
         }
+        let state = self.inner.state.read();
+        metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
+        metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
     }
 
     /// Forgets, per partition, the records below `horizon` that every consumer group of their
@@ -342,20 +340,12 @@ impl EmbeddedLog {
         self.request(|reply| Request::Trim { floors, reply }).await
     }
 
-    /// Trims the log every `every`, keeping at least `retention` of history and everything a
-    /// consumer group has yet to commit, until `shutdown`.
-    pub async fn run_retention(
-        self,
-        retention: Duration,
-        every: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut marks: VecDeque<(Instant, Offsets)> = VecDeque::new();
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
+    /// One retention pass: notes the log's end offsets, then trims what is older than
+    /// `retention` and every consumer group has committed past. The supervisor calls it every
+    /// quarter of `retention` (1 s to 60 s); history is kept for at least `retention`.
+    pub async fn retention_pass(&self, retention: Duration) {
+        let horizon = {
+            let mut marks = self.inner.marks.lock();
             match self.end_offsets() {
                 Ok(ends) => marks.push_back((Instant::now(), ends)),
                 Err(e) => tracing::warn!(error = %e, "Cannot read the log's end offsets"),
@@ -368,15 +358,16 @@ impl EmbeddedLog {
             {
                 horizon = marks.pop_front().map(|(_, offsets)| offsets);
             }
-            let Some(horizon) = horizon else { continue };
-            match self.trim(&horizon).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    metrics::counter!("orderflow_log_trimmed_total").increment(n);
-                    tracing::info!(records = n, "Trimmed the log");
-                }
-                Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
+            horizon
+        };
+        let Some(horizon) = horizon else { return };
+        match self.trim(&horizon).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::counter!("orderflow_log_trimmed_total").increment(n);
+                tracing::info!(records = n, "Trimmed the log");
             }
+            Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
         }
     }
 

@@ -396,23 +396,13 @@ impl EmbeddedLedger {
         self.state.lock().holds.len()
     }
 
-    /// Evicts settled holds older than `min_age` every `every`, until `shutdown`.
-    pub async fn run_eviction(
-        self,
-        every: Duration,
-        min_age: Duration,
-        mut shutdown: tokio::sync::watch::Receiver<bool>,
-    ) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
-            }
-            let evicted = self.evict_settled(min_age);
-            let held = self.holds_in_memory();
-            metrics::gauge!("orderflow_ledger_holds_in_memory").set(held as f64);
-            tracing::debug!(evicted, held, "Evicted settled stock holds from memory");
-        }
+    /// Evicts settled holds older than `min_age` and reports how many stay in memory; the
+    /// supervisor calls it every few seconds.
+    pub fn evict_and_report(&self, min_age: Duration) {
+        let evicted = self.evict_settled(min_age);
+        let held = self.holds_in_memory();
+        metrics::gauge!("orderflow_ledger_holds_in_memory").set(held as f64);
+        tracing::debug!(evicted, held, "Evicted settled stock holds from memory");
     }
 }
 

@@ -1,0 +1,118 @@
+//! The one-shot commands: `seed`, `token`, `audit` and `dlq list|replay`. Each prints its
+//! report to stdout (progress to stderr) and says through its result whether it succeeded.
+
+use crate::backends::{self, Backends};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::process::warn_dev_secret;
+use orderflow_ingest::Auth;
+use orderflow_pipeline::dlq;
+use orderflow_stages::topology;
+use std::time::Duration;
+
+/// Creates the topics and seeds the catalog's stock where a SKU has none yet.
+pub async fn seed(config: &Config) -> Result<(), AppError> {
+    let (backends, _) = Backends::connect(config).await?;
+    let seeded = backends.prepare().await?;
+    println!(
+        "Seeded {seeded} SKUs ({} in the catalog)",
+        backends.catalog.items().len()
+    );
+    Ok(())
+}
+
+/// Prints a token signed with the configured secret.
+pub fn token(config: &Config, sub: &str, scope: &str, ttl: Duration) -> Result<(), AppError> {
+    if config.uses_dev_secret() {
+        warn_dev_secret();
+    }
+    let token = Auth::new(config.jwt.secret.as_bytes())
+        .mint(sub, scope, ttl)
+        .map_err(|e| AppError::Usage(format!("cannot sign a token: {e}")))?;
+    println!("{token}");
+    Ok(())
+}
+
+/// Checks `initial = available + reserved + committed` for every SKU and prints the table;
+/// `Ok(false)` on a breach.
+pub async fn audit(config: &Config) -> Result<bool, AppError> {
+    let ledger = backends::connect_ledger(config).await?;
+    let levels = ledger.levels().await?;
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>10}  ok",
+        "sku", "initial", "available", "reserved", "committed"
+    );
+    let mut breaches = 0;
+    for l in &levels {
+        let ok = l.balanced();
+        breaches += usize::from(!ok);
+        println!(
+            "{:<12} {:>10} {:>10} {:>10} {:>10}  {}",
+            l.sku,
+            l.initial,
+            l.available,
+            l.reserved,
+            l.committed,
+            if ok { "yes" } else { "BREACH" }
+        );
+    }
+    if breaches > 0 {
+        eprintln!(
+            "orderflow: audit: {breaches} of {} SKUs break initial = available + reserved + committed",
+            levels.len()
+        );
+        return Ok(false);
+    }
+    println!(
+        "{} SKUs checked: initial = available + reserved + committed holds for all",
+        levels.len()
+    );
+    Ok(true)
+}
+
+/// The dead-letter topic named by `topic` (a source topic or its `.dlq`), if it is one of ours.
+fn dlq_of(topic: &str) -> Result<String, AppError> {
+    let dlq = if topic.ends_with(".dlq") {
+        topic.to_owned()
+    } else {
+        dlq::dlq_topic(topic)
+    };
+    if !topology::all_topics().contains(&dlq) {
+        return Err(AppError::Usage(format!(
+            "unknown topic {topic:?}; dead-letter topics sit beside {}",
+            topology::PROJECTOR_INPUTS.join(", ")
+        )));
+    }
+    Ok(dlq)
+}
+
+/// Lists up to `limit` dead letters of `topic`.
+pub async fn dlq_list(config: &Config, topic: &str, limit: usize) -> Result<(), AppError> {
+    let dlq = dlq_of(topic)?;
+    let (backends, _) = Backends::connect(config).await?;
+    let letters = dlq::list(backends.log.as_ref(), &dlq, limit).await?;
+    println!("{} record(s) in {dlq}", letters.len());
+    for letter in letters {
+        println!("{}", letter.summary());
+    }
+    Ok(())
+}
+
+/// Puts up to `limit` dead letters of `topic` back on the topics they came from.
+pub async fn dlq_replay(config: &Config, topic: &str, limit: usize) -> Result<(), AppError> {
+    let dlq = dlq_of(topic)?;
+    let (backends, _) = Backends::connect(config).await?;
+    let sources = topology::all_topics();
+    backends.log.ensure_topics(&sources).await?;
+    let mut progress = |n: usize| eprintln!("replayed {n} record(s) from {dlq} so far");
+    let report = dlq::replay(backends.log.as_ref(), &dlq, &sources, limit, &mut progress).await?;
+    for skipped in &report.skipped {
+        eprintln!("skipping {skipped}");
+    }
+    println!(
+        "Replayed {} record(s) from {dlq}; skipped {}",
+        report.replayed,
+        report.skipped.len()
+    );
+    Ok(())
+}

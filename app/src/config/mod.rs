@@ -1,0 +1,329 @@
+//! The one typed configuration: built-in defaults, then a TOML file, then `ORDERFLOW_*`
+//! environment variables, then command-line flags — layered by figment in one extraction, and
+//! checked at start with errors that name the bad key.
+//!
+//! - [`sections`]: one struct per component (`[api]`, `[log]`, `[redis]`, …) with its defaults.
+//! - [`url`]: backend URLs, parsed once into [`LogUrl`], [`StoreUrl`] and [`RedisUrl`].
+//!
+//! Environment variables name a section and a key: `ORDERFLOW_<SECTION>_<KEY>`, e.g.
+//! `ORDERFLOW_RETRY_BASE_MS=5` sets `[retry] base_ms`. A section's name alone sets its main key:
+//! `ORDERFLOW_LOG`, `ORDERFLOW_STORE` and `ORDERFLOW_REDIS` its `url`, `ORDERFLOW_CATALOG` and
+//! `ORDERFLOW_PROMOTIONS` its `file`. `ORDERFLOW_CONFIG` names the file itself.
+
+pub mod sections;
+pub mod url;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub use sections::{
+    ApiConfig, DEV_SECRET, JwtConfig, KafkaSection, LogConfig, LogFormat, LoggingConfig,
+    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
+    TableConfig,
+};
+pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
+
+/// Where the config file is looked for when none is named, relative to the working directory.
+pub const DEFAULT_FILE: &str = "config/orderflow.toml";
+
+/// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
+const SECTIONS: [(&str, Option<&str>); 13] = [
+    ("api", None),
+    ("jwt", None),
+    ("log", Some("url")),
+    ("kafka", None),
+    ("store", Some("url")),
+    ("scylla", None),
+    ("redis", Some("url")),
+    ("retry", None),
+    ("stages", None),
+    ("pricing", None),
+    ("catalog", Some("file")),
+    ("promotions", Some("file")),
+    ("logging", None),
+];
+
+/// Every setting of a process, resolved and checked.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[api]`: listener and API limits.
+    pub api: ApiConfig,
+    /// `[jwt]`: token signing.
+    pub jwt: JwtConfig,
+    /// `[log]`: the order log.
+    pub log: LogConfig,
+    /// `[kafka]`: the Kafka adapter.
+    pub kafka: KafkaSection,
+    /// `[store]`: the durable order views.
+    pub store: StoreConfig,
+    /// `[scylla]`: the ScyllaDB adapter.
+    pub scylla: ScyllaSection,
+    /// `[redis]`: the Redis hot path.
+    pub redis: RedisSection,
+    /// `[retry]`: the stage runner's retries.
+    pub retry: RetryConfig,
+    /// `[stages]`: the order stages.
+    pub stages: StagesConfig,
+    /// `[pricing]`: tax and shipping.
+    pub pricing: PricingConfig,
+    /// `[catalog]`: SKUs, prices and the stock seeded on first start.
+    pub catalog: TableConfig,
+    /// `[promotions]`: coupon codes.
+    pub promotions: TableConfig,
+    /// `[logging]`: log line format.
+    pub logging: LoggingConfig,
+}
+
+/// A setting that failed its check: the key and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid {key}: {why}")]
+pub struct Invalid {
+    /// The key, `section.name`.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub why: String,
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A layer could not be read or a value has the wrong type; figment names the key and the
+    /// layer it came from.
+    #[error(transparent)]
+    Layer(#[from] Box<figment::Error>),
+    /// A value is out of its range.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The named config file does not exist.
+    #[error("cannot read config file {}: no such file", .0.display())]
+    MissingFile(PathBuf),
+}
+
+/// Values given on the command line, by key path (`log.url`), on top of every other layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides(Dict);
+
+impl Overrides {
+    /// Sets `path` (`section.key`) to `value`.
+    pub fn set(&mut self, path: &str, value: impl Into<Value>) -> &mut Self {
+        let nested = figment::util::nest(path, value.into());
+        if let Value::Dict(_, dict) = nested {
+            for (section, keys) in dict {
+                match (self.0.get_mut(&section), keys) {
+                    (Some(Value::Dict(_, existing)), Value::Dict(_, keys)) => existing.extend(keys),
+                    (_, keys) => {
+                        self.0.insert(section, keys);
+                    }
+                }
+            }
+        }
+        self
+    }
+}
+
+impl Config {
+    /// Layers the defaults, `file` (or [`DEFAULT_FILE`] if it exists), the `ORDERFLOW_*`
+    /// environment and `flags`, then checks the result.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).exists() => {
+                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(environment())
+            .merge(Serialized::globals(flags.0.clone()))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section; the first bad value is named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.api.validate()?;
+        self.jwt.validate()?;
+        self.log.validate()?;
+        self.kafka.validate(&self.log.url)?;
+        self.store.validate()?;
+        self.scylla.validate()?;
+        self.redis.validate()?;
+        self.retry.validate()?;
+        self.stages.validate()?;
+        self.pricing.validate()?;
+        Ok(())
+    }
+
+    /// The directory of the embedded stores: the store's, else the log's, else `./data`
+    /// (with views in ScyllaDB and the log on Kafka the ledger and keys still need a home).
+    pub fn store_dir(&self) -> PathBuf {
+        match (&self.store.url, &self.log.url) {
+            (StoreUrl::Embedded(dir), _) | (_, LogUrl::Embedded(dir)) => dir.clone(),
+            _ => PathBuf::from("./data"),
+        }
+    }
+
+    /// Whether the development signing secret is in use.
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt.secret == DEV_SECRET
+    }
+}
+
+/// The environment layer: figment's [`Env`], with errors that name the variable itself
+/// (`ORDERFLOW_LOG_PARTITIONS`) rather than its key path.
+struct Environment(Env);
+
+impl figment::Provider for Environment {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("environment variable")
+            .interpolater(|_, path| format!("ORDERFLOW_{}", path.join("_").to_ascii_uppercase()))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        self.0.data()
+    }
+}
+
+/// `ORDERFLOW_<SECTION>_<KEY>` variables as `section.key` paths; variables that name no
+/// section (`ORDERFLOW_CONFIG`, the load tests' `ORDERFLOW_BIN`) are not settings.
+fn environment() -> Environment {
+    Environment(Env::prefixed("ORDERFLOW_").filter_map(|key| {
+        let key = key.as_str().to_ascii_lowercase();
+        SECTIONS.iter().find_map(|(section, main)| {
+            if key == *section {
+                main.map(|k| format!("{section}.{k}").into())
+            } else {
+                key.strip_prefix(section)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .filter(|rest| !rest.is_empty())
+                    .map(|rest| format!("{section}.{rest}").into())
+            }
+        })
+    }))
+}
+
+#[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn error_of(jail_setup: impl FnOnce(&mut Jail) -> figment::error::Result<()>) -> String {
+        let mut message = String::new();
+        Jail::expect_with(|jail| {
+            jail_setup(jail)?;
+            message = Config::load(None, &Overrides::default())
+                .expect_err("refused")
+                .to_string();
+            Ok(())
+        });
+        message
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let c = Config::default();
+        c.validate().expect("valid");
+        assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.log.url, LogUrl::Embedded("./data".into()));
+        assert!(c.redis.url.is_none());
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "orderflow.toml",
+                "[log]\npartitions = 2\n[pricing]\ntax_rate_bps = 100\n[api]\nlisten = \"127.0.0.1:1\"",
+            )?;
+            jail.set_env("ORDERFLOW_LOG_PARTITIONS", "3");
+            jail.set_env("ORDERFLOW_STAGES_COUNTRIES", "US, DE");
+            jail.set_env("ORDERFLOW_REDIS", "redis://127.0.0.1:6379");
+            jail.set_env("ORDERFLOW_BIN", "/not/a/setting");
+            let mut flags = Overrides::default();
+            flags
+                .set("log.partitions", 5)
+                .set("log.url", "kafka://k:9092");
+            let c = Config::load(Some(Path::new("orderflow.toml")), &flags).expect("valid");
+            assert_eq!(
+                (
+                    c.log.partitions,
+                    c.pricing.tax_rate_bps,
+                    c.api.listen.port()
+                ),
+                (5, 100, 1)
+            );
+            assert_eq!(c.stages.countries, ["US", "DE"]);
+            assert_eq!(c.log.url, LogUrl::Kafka("k:9092".into()));
+            assert_eq!(c.redis.url, Some(RedisUrl("redis://127.0.0.1:6379".into())));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_LOG_PARTITIONS", "many");
+            Ok(())
+        });
+        assert!(e.contains("ORDERFLOW_LOG_PARTITIONS"), "{e}");
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_LOG_FORMAT", "json");
+            Ok(())
+        });
+        assert!(e.contains("format"), "{e}");
+        let e = error_of(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(DEFAULT_FILE, "[log]\npartitionz = 1")?;
+            Ok(())
+        });
+        assert!(e.contains("partitionz"), "{e}");
+        for (var, value, key) in [
+            ("ORDERFLOW_LOG_PARTITIONS", "0", "log.partitions"),
+            ("ORDERFLOW_API_LISTEN", "nowhere", "listen"),
+            ("ORDERFLOW_LOG", "ftp://x", "log"),
+            ("ORDERFLOW_LOG", "kafka://broker", "log"),
+            ("ORDERFLOW_JWT_SECRET", "short", "jwt.secret"),
+            (
+                "ORDERFLOW_PRICING_TAX_RATE_BPS",
+                "10001",
+                "pricing.tax_rate_bps",
+            ),
+            ("ORDERFLOW_LOGGING_FORMAT", "xml", "logging.format"),
+            ("ORDERFLOW_REDIS", "localhost:6379", "redis"),
+            ("ORDERFLOW_REDIS_WAREHOUSE", "{tag}", "redis.warehouse"),
+            ("ORDERFLOW_KAFKA_EXACTLY_ONCE", "true", "kafka.exactly_once"),
+            ("ORDERFLOW_STAGES_CURRENCIES", "usd", "stages.currencies"),
+        ] {
+            let e = error_of(|jail| {
+                jail.set_env(var, value);
+                Ok(())
+            });
+            // Type errors name the variable; range checks name the key.
+            assert!(
+                e.contains(var) || e.contains(key),
+                "{var}={value}: {e} should name {key} or {var}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let e = Config::load(
+            Some(Path::new("/no/such/orderflow.toml")),
+            &Overrides::default(),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(e.contains("/no/such/orderflow.toml"), "{e}");
+    }
+}

@@ -1,0 +1,84 @@
+//! Why a process cannot start or had to stop, with the cause kept as the error's source.
+
+use crate::config::ConfigError;
+use orderflow_domain::CatalogError;
+use orderflow_embedded::EngineError;
+use orderflow_pipeline::LogError;
+use orderflow_stores::StoreError;
+use std::path::PathBuf;
+
+/// The application's errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The catalog cannot be read.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The promotion codes cannot be read (the message names the file).
+    #[error("{0} (promotions)")]
+    Promotions(String),
+    /// The embedded database in `dir` cannot be opened.
+    #[error(
+        "cannot open embedded storage in {} (if orderflow is running on it, stop it first, or \
+         ask the running process: GET /v1/admin/audit)", dir.display()
+    )]
+    Storage {
+        /// The directory.
+        dir: PathBuf,
+        /// The engine's error.
+        #[source]
+        source: EngineError,
+    },
+    /// A backend named by `key` cannot be used.
+    #[error("cannot use {what} ({key})")]
+    Backend {
+        /// What was being connected, with its address.
+        what: String,
+        /// The configuration key that names it.
+        key: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The log refused an operation.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A store refused an operation.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API cannot listen.
+    #[error("cannot listen on {addr} (api.listen)")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics recorder cannot be installed.
+    #[error("cannot install the metrics recorder")]
+    Metrics(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request makes no sense for this configuration (the message says what to change).
+    #[error("{0}")]
+    Usage(String),
+    /// A part of a running process failed and the process stopped.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    /// A [`AppError::Backend`] error.
+    pub fn backend(
+        what: impl Into<String>,
+        key: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            what: what.into(),
+            key,
+            source: Box::new(source),
+        }
+    }
+}
