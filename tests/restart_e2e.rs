@@ -6,8 +6,8 @@ mod support;
 
 use futures::StreamExt;
 use orderflow_domain::decode_event;
-use orderflow_embedded::Engine;
-use orderflow_pipeline::{EmbeddedLog, Log};
+use orderflow_pipeline::SegmentLog;
+use orderflow_storage::kv::Engine;
 use orderflow_stores::PaymentJournal;
 use orderflow_stores::embedded::EmbeddedPaymentJournal;
 use std::collections::{HashMap, HashSet};
@@ -125,7 +125,7 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
     // The log itself: every accepted order has exactly one terminal record, none has two.
     // The log has its own database under data/log, the stores theirs in data.
     let engine = Engine::open(&data).expect("the stopped app released the database");
-    let log = EmbeddedLog::open(&data.join("log"), 4).expect("the stopped app released the log");
+    let log = SegmentLog::open(&data.join("log"), 4).expect("the stopped app released the log");
 
     let mut terminal: HashMap<String, usize> = HashMap::new();
     for topic in ["orders.completed", "orders.rejected"] {

@@ -6,12 +6,12 @@ use crate::error::AppError;
 use crate::supervisor::Chore;
 use crate::tables;
 use orderflow_domain::{Catalog, Promotions};
-use orderflow_embedded::{DB_FILE, Engine};
-use orderflow_pipeline::embedded::legacy;
-use orderflow_pipeline::{EmbeddedLog, EmbeddedLogOptions, KafkaConfig, KafkaLog, Log, LogError};
+use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, LogError, SegmentLog, SegmentLogOptions};
 use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::topology::{self, StageDeps};
+use orderflow_storage::kv::{DB_FILE, Engine};
+use orderflow_storage::segment::legacy;
 use orderflow_stores::embedded::{
     EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
     EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
@@ -101,9 +101,9 @@ impl Backends {
         let log: Arc<dyn Log> = match &config.log.url {
             LogUrl::Embedded(dir) => {
                 let dir = embedded_log_dir(dir.clone(), &store_dir);
-                let mut options = EmbeddedLogOptions::new(config.log.partitions);
+                let mut options = SegmentLogOptions::new(config.log.partitions);
                 options.cache_bytes = config.log.cache_mib * 1024 * 1024;
-                let log = EmbeddedLog::open_with(&dir, options).map_err(|e| {
+                let log = SegmentLog::open_with(&dir, options).map_err(|e| {
                     AppError::backend(
                         format!("the embedded log in {}", dir.display()),
                         "log.url",
@@ -249,7 +249,7 @@ impl Backends {
 }
 
 /// Retention and the consumer-lag gauges of the embedded log.
-fn log_chores(log: &EmbeddedLog, retention: Duration) -> Vec<Chore> {
+fn log_chores(log: &SegmentLog, retention: Duration) -> Vec<Chore> {
     let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
     let trimmed = log.clone();
     let gauged = log.clone();
@@ -317,7 +317,7 @@ pub fn embedded_log_dir(log: PathBuf, store: &Path) -> PathBuf {
 /// directory, or inside the stores' database in the oldest layout) into the segment log, with
 /// its offsets and every group's position, then removes the old copy.
 async fn move_earlier_log(
-    log: &EmbeddedLog,
+    log: &SegmentLog,
     log_dir: &Path,
     store_dir: &Path,
     engines: &mut Engines,

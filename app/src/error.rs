@@ -2,8 +2,8 @@
 
 use crate::config::ConfigError;
 use orderflow_domain::CatalogError;
-use orderflow_embedded::EngineError;
 use orderflow_pipeline::LogError;
+use orderflow_storage::kv::EngineError;
 use orderflow_stores::StoreError;
 use std::path::PathBuf;
 
@@ -42,6 +42,9 @@ pub enum AppError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A log kept by an earlier version cannot be moved into segment files.
+    #[error("cannot move the earlier log into segment files (log.url)")]
+    LegacyLog(#[from] orderflow_storage::segment::SegmentError),
     /// The log refused an operation.
     #[error(transparent)]
     Log(#[from] LogError),

@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event};
-use orderflow_embedded::Engine;
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
-use orderflow_pipeline::{EmbeddedLog, Log};
+use orderflow_pipeline::{Log, SegmentLog};
+use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::{
     EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed, LocalRateLimiter,
 };
@@ -23,7 +23,7 @@ const LIMIT: usize = 8192;
 
 struct Harness {
     _dir: tempfile::TempDir,
-    embedded_log: EmbeddedLog,
+    embedded_log: SegmentLog,
     router: Router,
     log: Arc<dyn Log>,
     orders: Arc<dyn OrderStore>,
@@ -37,7 +37,7 @@ async fn harness() -> Harness {
 async fn harness_with(rate_limit: Option<Rate>) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path()).expect("engine");
-    let embedded_log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
+    let embedded_log = SegmentLog::open(&dir.path().join("log"), 2).expect("log");
     let log: Arc<dyn Log> = Arc::new(embedded_log.clone());
     log.ensure_topics(&[TOPIC.to_owned()])
         .await

@@ -400,7 +400,7 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::EmbeddedLog;
+    use crate::SegmentLog;
     use async_trait::async_trait;
     use bytes::Bytes;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -452,7 +452,7 @@ mod tests {
     #[tokio::test]
     async fn retries_dead_letters_and_commits() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(EmbeddedLog::open(dir.path(), 2).expect("log"));
+        let log = Arc::new(SegmentLog::open(dir.path(), 2).expect("log"));
         let topics: Vec<String> = ["in", "out", "in.dlq"]
             .iter()
             .map(|s| s.to_string())
@@ -614,7 +614,7 @@ mod tests {
     #[tokio::test]
     async fn a_buffering_stage_is_flushed_before_its_position_is_committed() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = Arc::new(EmbeddedLog::open(dir.path(), 1).expect("log"));
+        let log = Arc::new(SegmentLog::open(dir.path(), 1).expect("log"));
         log.ensure_topics(&["in".to_owned()]).await.expect("topics");
         let stage = Arc::new(Tally {
             seen: AtomicU32::new(0),
@@ -630,7 +630,7 @@ mod tests {
         let task = tokio::spawn(
             Runner::new(log.clone(), stage.clone(), vec!["in".into()], policy).run(stopped),
         );
-        let committed = |log: &EmbeddedLog| -> u64 {
+        let committed = |log: &SegmentLog| -> u64 {
             log.lag()
                 .expect("lag")
                 .iter()

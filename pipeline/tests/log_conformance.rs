@@ -2,7 +2,7 @@
 //! the Kafka adapter on a real Kafka-protocol broker (tansu), at least once and exactly once.
 
 use bytes::Bytes;
-use orderflow_pipeline::{EmbeddedLog, KafkaConfig, KafkaLog, Log, Message, Offsets};
+use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, Message, Offsets, SegmentLog};
 use orderflow_testkit::KafkaBroker;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -172,11 +172,11 @@ async fn log_conformance(log: Arc<dyn Log>) {
 async fn embedded_log_conforms_and_is_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
-        let log = EmbeddedLog::open(dir.path(), 3).expect("log");
+        let log = SegmentLog::open(dir.path(), 3).expect("log");
         log_conformance(Arc::new(log)).await;
     }
     // Dropping the last handle released the directory, so it opens again at once.
-    let log = EmbeddedLog::open(dir.path(), 3).expect("reopens");
+    let log = SegmentLog::open(dir.path(), 3).expect("reopens");
     assert_eq!(
         log.read("t.in", 10_000).await.expect("read").len(),
         400,
@@ -197,7 +197,7 @@ async fn embedded_log_conforms_and_is_durable() {
     // The partition count is part of the data: opening with another one is refused.
     drop(consumer);
     drop(log);
-    let other = EmbeddedLog::open(dir.path(), 5).expect("log");
+    let other = SegmentLog::open(dir.path(), 5).expect("log");
     let err = other
         .ensure_topics(&["t.in".to_owned()])
         .await

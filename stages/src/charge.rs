@@ -260,7 +260,7 @@ impl OrderStage for Charge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use orderflow_embedded::Engine;
+    use orderflow_storage::kv::Engine;
     use orderflow_stores::embedded::EmbeddedPaymentJournal;
 
     #[tokio::test]

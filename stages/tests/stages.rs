@@ -6,13 +6,13 @@ use orderflow_domain::{
     Address, Catalog, CatalogItem, CheckoutRequest, Currency, LineItem, Order, OrderEvent, OrderId,
     OrderStatus, PaymentRequest, RejectionCode, decode_event,
 };
-use orderflow_embedded::Engine;
 use orderflow_pipeline::{ErrorKind, Outcome, Record, Stage};
 use orderflow_stages::charge::{Charge, SimulatedProvider};
 use orderflow_stages::price::Price;
 use orderflow_stages::reserve::Reserve;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, OrderStage, Step, topology};
+use orderflow_storage::kv::Engine;
 use orderflow_stores::StockLedger;
 use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedPaymentJournal};
 use std::sync::Arc;
@@ -275,13 +275,13 @@ async fn the_adapter_routes_stamps_headers_and_refuses_garbage() {
 
 #[tokio::test]
 async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
-    use orderflow_pipeline::{EmbeddedLog, Log};
+    use orderflow_pipeline::{Log, SegmentLog};
     use orderflow_stages::expiry::{ExpirySweeper, Sweep};
     use orderflow_stores::OrderStore;
     use orderflow_stores::embedded::EmbeddedOrderStore;
 
     let (dir, ledger, engine) = ledger().await;
-    let log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
+    let log = SegmentLog::open(&dir.path().join("log"), 2).expect("log");
     log.ensure_topics(&topology::all_topics())
         .await
         .expect("topics");
@@ -487,13 +487,13 @@ async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_declin
 #[tokio::test]
 async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
     use orderflow_domain::Promotions;
-    use orderflow_pipeline::{EmbeddedLog, Log};
+    use orderflow_pipeline::{Log, SegmentLog};
     use orderflow_stages::expiry::ExpirySweeper;
     use orderflow_stores::embedded::{EmbeddedCoupons, EmbeddedOrderStore};
     use orderflow_stores::{CouponLedger, OrderStore};
 
     let (dir, ledger, engine) = ledger().await;
-    let log = EmbeddedLog::open(&dir.path().join("log"), 2).expect("log");
+    let log = SegmentLog::open(&dir.path().join("log"), 2).expect("log");
     log.ensure_topics(&topology::all_topics())
         .await
         .expect("topics");

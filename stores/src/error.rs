@@ -1,6 +1,6 @@
 //! The error every store returns.
 
-use orderflow_embedded::EngineError;
+use orderflow_storage::kv::EngineError;
 
 /// A store could not do what was asked.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -22,8 +22,8 @@ impl From<EngineError> for StoreError {
     }
 }
 
-impl From<orderflow_embedded::redb::Error> for StoreError {
-    fn from(e: orderflow_embedded::redb::Error) -> Self {
+impl From<orderflow_storage::kv::redb::Error> for StoreError {
+    fn from(e: orderflow_storage::kv::redb::Error) -> Self {
         StoreError::Unavailable(e.to_string())
     }
 }

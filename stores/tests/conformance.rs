@@ -2,7 +2,7 @@
 //! `redis-server` of the test's own. ScyllaDB joins with its adapter.
 
 use orderflow_domain::OrderId;
-use orderflow_embedded::Engine;
+use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::{
     EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
     EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,

@@ -3,7 +3,7 @@
 //! on the embedded ledger and on Redis.
 
 use orderflow_domain::OrderId;
-use orderflow_embedded::Engine;
+use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::EmbeddedLedger;
 use orderflow_stores::redis::{RedisConfig, RedisHot, RedisLedger};
 use orderflow_stores::{PinOutcome, ReserveOutcome, Shortage, StockLedger};

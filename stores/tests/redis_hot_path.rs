@@ -1,7 +1,7 @@
 //! What only the Redis adapters do: pipelining, script reloads, outages, the hot view's order.
 
 use orderflow_domain::{CheckoutRequest, Order, OrderEvent, OrderId, OrderStatus};
-use orderflow_embedded::Engine;
+use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::EmbeddedOrderStore;
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisHot, RedisLedger, RedisOrderCache,

@@ -4,8 +4,8 @@ use super::open_read;
 use crate::{CouponLedger, Redemption, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::OrderId;
-use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{ReadableTable, TableDefinition};
+use orderflow_storage::kv::Engine;
+use orderflow_storage::kv::redb::{ReadableTable, TableDefinition};
 
 /// Code → uses counted.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("coupon_uses");

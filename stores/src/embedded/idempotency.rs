@@ -4,8 +4,8 @@ use super::{now_ms, open_read};
 use crate::{Claim, IdempotencyStore, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::OrderId;
-use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{self, ReadableTable, Table, TableDefinition};
+use orderflow_storage::kv::Engine;
+use orderflow_storage::kv::redb::{self, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

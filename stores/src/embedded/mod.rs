@@ -18,7 +18,7 @@ pub use outbox::EmbeddedOutbox;
 pub use payments::EmbeddedPaymentJournal;
 pub use rate_limit::LocalRateLimiter;
 
-use orderflow_embedded::open_existing as open_read;
+use orderflow_storage::kv::open_existing as open_read;
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()

@@ -12,8 +12,8 @@ use super::open_read;
 use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
-use orderflow_embedded::Engine;
-use orderflow_embedded::redb::TableDefinition;
+use orderflow_storage::kv::Engine;
+use orderflow_storage::kv::redb::TableDefinition;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,7 +79,7 @@ impl EmbeddedOrderStore {
 
     /// How many orders have a durable view (for audits and tests).
     pub fn count(&self) -> Result<u64, StoreError> {
-        use orderflow_embedded::redb::ReadableTableMetadata;
+        use orderflow_storage::kv::redb::ReadableTableMetadata;
         Ok(self.engine.read(|txn| {
             Ok(match open_read(txn, ORDERS)? {
                 Some(t) => t.len()?,

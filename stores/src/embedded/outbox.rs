@@ -4,8 +4,8 @@ use super::open_read;
 use crate::{Outbox, StoreError};
 use async_trait::async_trait;
 use orderflow_domain::OrderId;
-use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use orderflow_storage::kv::Engine;
+use orderflow_storage::kv::redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// `(order id, kind)` → payload.
 const OUTBOX: TableDefinition<(&[u8], &str), &[u8]> = TableDefinition::new("outbox");

@@ -3,8 +3,8 @@
 use super::open_read;
 use crate::{PaymentJournal, StoreError};
 use async_trait::async_trait;
-use orderflow_embedded::Engine;
-use orderflow_embedded::redb::{ReadableTable, TableDefinition};
+use orderflow_storage::kv::Engine;
+use orderflow_storage::kv::redb::{ReadableTable, TableDefinition};
 
 const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payment_journal");
 

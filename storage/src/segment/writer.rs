@@ -9,9 +9,10 @@
 //! first (a partition's base moves up, durably); a segment file goes once nothing in it is
 //! needed, and the few records still needed in an old, mostly dead segment are copied forward.
 
+use super::SegmentError;
 use super::format::{self, Batch, MAGIC};
 use super::state::{Loc, Segment, State, read_frame};
-use crate::log::{LogError, Message, Record};
+use crate::record::{Message, Record};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use std::collections::HashSet;
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Most appends in one group commit.
+mod trim;
+
 const MAX_GROUP: usize = 4096;
 /// Most bytes of records in one group commit.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
@@ -69,7 +72,7 @@ pub enum Request {
         /// Positions to record once the records are durable.
         commits: Vec<Commit>,
         /// `(partition, offset)` of each record.
-        reply: oneshot::Sender<Result<Vec<(u32, u64)>, LogError>>,
+        reply: oneshot::Sender<Result<Vec<(u32, u64)>, SegmentError>>,
     },
     /// Create the topics that do not exist; answers the existing ones whose partition count
     /// differs.
@@ -79,14 +82,14 @@ pub enum Request {
         /// Partition count of new topics.
         partitions: u32,
         /// Mismatches, as `"TOPIC has N"`.
-        reply: oneshot::Sender<Result<Vec<String>, LogError>>,
+        reply: oneshot::Sender<Result<Vec<String>, SegmentError>>,
     },
     /// Forget records below these offsets; answers how many went.
     Trim {
         /// `(partition index, new base)`.
         floors: Vec<(usize, u64)>,
         /// Records trimmed.
-        reply: oneshot::Sender<Result<u64, LogError>>,
+        reply: oneshot::Sender<Result<u64, SegmentError>>,
     },
     /// Write records at given offsets with partition bounds and positions (an import).
     Import {
@@ -97,7 +100,7 @@ pub enum Request {
         /// Group positions.
         commits: Vec<Commit>,
         /// Done.
-        reply: oneshot::Sender<Result<(), LogError>>,
+        reply: oneshot::Sender<Result<(), SegmentError>>,
     },
 }
 
@@ -120,7 +123,7 @@ impl Request {
         }
     }
 
-    fn fail(self, error: LogError) {
+    fn fail(self, error: SegmentError) {
         match self {
             Request::Append { reply, .. } => drop(reply.send(Err(error))),
             Request::Topics { reply, .. } => drop(reply.send(Err(error))),
@@ -135,7 +138,7 @@ pub struct Writer {
     dir: PathBuf,
     state: Arc<RwLock<State>>,
     segment_bytes: u64,
-    /// Commits start at least this far apart (see [`EmbeddedLogOptions`](super::EmbeddedLogOptions)).
+    /// Commits start at least this far apart (see [`SegmentLogOptions`](super::SegmentLogOptions)).
     min_commit_interval: Duration,
     /// When the last commit started.
     last_commit: Instant,
@@ -156,8 +159,8 @@ struct Placed {
     record: Record,
 }
 
-fn io_error(what: &str, e: std::io::Error) -> LogError {
-    LogError::Unavailable(format!("{what}: {e}"))
+fn io_error(what: &str, e: std::io::Error) -> SegmentError {
+    SegmentError::Unavailable(format!("{what}: {e}"))
 }
 
 impl Writer {
@@ -168,7 +171,7 @@ impl Writer {
         segment_bytes: u64,
         min_commit_interval: Duration,
         next_segment: u32,
-    ) -> Result<Self, LogError> {
+    ) -> Result<Self, SegmentError> {
         let (file, size) = create_segment(dir, &state, next_segment)?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -196,7 +199,7 @@ impl Writer {
                 },
             };
             if let Some(failure) = self.state.read().failed.clone() {
-                first.fail(LogError::Unavailable(failure));
+                first.fail(SegmentError::Unavailable(failure));
                 continue;
             }
             match first {
@@ -205,7 +208,7 @@ impl Writer {
                     let mut group = vec![append];
                     let not_before = self.last_commit + self.min_commit_interval;
                     while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
-                        match orderflow_embedded::gather_next(requests, not_before) {
+                        match crate::kv::gather_next(requests, not_before) {
                             Some(next @ Request::Append { .. }) => {
                                 bytes += next.bytes();
                                 group.push(next);
@@ -244,7 +247,7 @@ impl Writer {
 
     /// Writes `self.batch` at the end of the active segment and makes it durable, rolling to a
     /// new segment first when this one is full. Returns where the batch starts.
-    fn write_batch(&mut self) -> Result<u64, LogError> {
+    fn write_batch(&mut self) -> Result<u64, SegmentError> {
         if self.size + self.batch.len() as u64 > self.segment_bytes
             && self.size > self.checkpoint_end
         {
@@ -264,7 +267,7 @@ impl Writer {
             let message = format!("the embedded log cannot write {}: {e}", self.dir.display());
             tracing::error!(error = %e, "Embedded log write failed; the log stops until restart");
             self.state.write().failed = Some(message.clone());
-            return Err(LogError::Unavailable(message));
+            return Err(SegmentError::Unavailable(message));
         }
         self.size += bytes.len() as u64;
         metrics::histogram!("orderflow_log_commit_seconds").record(started.elapsed());
@@ -347,7 +350,7 @@ impl Writer {
                     for (pidx, first) in before {
                         next.insert(pidx, first);
                     }
-                    let _ = reply.send(Err(LogError::Invalid(why)));
+                    let _ = reply.send(Err(SegmentError::Invalid(why)));
                     continue;
                 }
                 let mut kept = Vec::with_capacity(wanted.len());
@@ -414,7 +417,7 @@ impl Writer {
         }
     }
 
-    fn topics(&mut self, names: &[String], partitions: u32) -> Result<Vec<String>, LogError> {
+    fn topics(&mut self, names: &[String], partitions: u32) -> Result<Vec<String>, SegmentError> {
         self.batch.clear();
         let mut mismatched = Vec::new();
         let mut created = Vec::new();
@@ -432,7 +435,9 @@ impl Writer {
                     None if created.contains(name) => {}
                     None => {
                         let topic_id = u16::try_from(id).map_err(|_| {
-                            LogError::Invalid("the embedded log holds at most 65,535 topics".into())
+                            SegmentError::Invalid(
+                                "the embedded log holds at most 65,535 topics".into(),
+                            )
                         })?;
                         self.batch.topic(topic_id, name, partitions);
                         created.push(name.clone());
@@ -454,170 +459,12 @@ impl Writer {
         Ok(mismatched)
     }
 
-    fn trim(&mut self, floors: &[(usize, u64)]) -> Result<u64, LogError> {
-        self.batch.clear();
-        let mut moves = Vec::new();
-        {
-            let state = self.state.read();
-            for &(pidx, floor) in floors {
-                let Some(part) = state.parts.get(pidx) else {
-                    continue;
-                };
-                let base = floor.min(part.end());
-                if base > part.base {
-                    self.batch
-                        .partition(part.topic, part.partition, base, part.end());
-                    moves.push((pidx, base));
-                }
-            }
-        }
-        let mut trimmed = 0;
-        if !moves.is_empty() {
-            self.write_batch()?;
-            let mut state = self.state.write();
-            for (pidx, base) in moves {
-                trimmed += state.trim(pidx, base);
-            }
-            if let Some(segment) = state.segments.get_mut(&self.active) {
-                segment.size = self.size;
-            }
-        }
-        self.relocate_stragglers()?;
-        self.delete_dead_segments()?;
-        Ok(trimmed)
-    }
-
-    /// Where a frame `frame_at` bytes into the batch written at `at` sits.
-    fn loc(&self, at: u64, frame_at: usize) -> Loc {
-        Loc {
-            segment: self.active,
-            // Segments are at most 1 GiB (checked at open), so a position fits.
-            pos: (at + frame_at as u64) as u32,
-        }
-    }
-
-    /// Indexes records the batch written at `at` moved into the active segment (from older
-    /// segments or the legacy log), and notes the segment's new size.
-    fn place_moved(&self, state: &mut State, at: u64, placed: Vec<(usize, u64, usize)>) {
-        for (pidx, offset, frame_at) in placed {
-            state.place(pidx, offset, self.loc(at, frame_at), None);
-        }
-        if let Some(segment) = state.segments.get_mut(&self.active) {
-            segment.size = self.size;
-        }
-    }
-
-    /// Copies the few records still needed out of old, mostly dead segments into the active
-    /// one, so those files can go.
-    fn relocate_stragglers(&mut self) -> Result<(), LogError> {
-        // Found under the lock, read after it: readers must not wait behind this disk I/O.
-        let wanted: Vec<(usize, u16, u32, u64, Loc, Arc<File>)> = {
-            let state = self.state.read();
-            let newest_sealed = state
-                .segments
-                .range(..self.active)
-                .next_back()
-                .map(|(id, _)| *id);
-            let mut wanted = Vec::new();
-            for (id, segment) in state.segments.range(..self.active) {
-                if Some(*id) == newest_sealed
-                    || segment.live == 0
-                    || segment.live * 100 >= segment.records * RELOCATE_BELOW_PERCENT
-                {
-                    continue;
-                }
-                for (pidx, part) in state.parts.iter().enumerate() {
-                    for run in part.runs_in(*id) {
-                        for offset in run {
-                            if let Some(loc) = part.loc(offset) {
-                                wanted.push((
-                                    pidx,
-                                    part.topic,
-                                    part.partition,
-                                    offset,
-                                    loc,
-                                    Arc::clone(&segment.file),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            wanted
-        };
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let mut moved = 0;
-        let mut moved_bytes = 0;
-        let mut rest = wanted.as_slice();
-        while !rest.is_empty() && moved_bytes < RELOCATE_PASS_BYTES {
-            // Batches of bounded size, each durable before the next.
-            self.batch.clear();
-            let mut placed = Vec::new();
-            let mut taken = 0;
-            for (pidx, topic, partition, offset, loc, file) in rest {
-                if self.batch.len() > RELOCATE_BATCH_BYTES && taken > 0 {
-                    break;
-                }
-                let frame = read_frame(file, loc.pos)
-                    .map_err(|e| io_error("cannot read a record to move it", e))?;
-                if let Some((at, _)) = self.batch.record_frame(*topic, *partition, *offset, &frame)
-                {
-                    placed.push((*pidx, *offset, at));
-                }
-                taken += 1;
-            }
-            rest = &rest[taken..];
-            moved_bytes += self.batch.len();
-            let at = self.write_batch()?;
-            let mut state = self.state.write();
-            moved += placed.len();
-            self.place_moved(&mut state, at, placed);
-        }
-        tracing::debug!(
-            records = moved,
-            left = rest.len(),
-            "Moved live records out of old log segments"
-        );
-        Ok(())
-    }
-
-    /// Deletes sealed segments that hold nothing live.
-    fn delete_dead_segments(&mut self) -> Result<(), LogError> {
-        let dead: Vec<u32> = {
-            let mut state = self.state.write();
-            let dead: Vec<u32> = state
-                .segments
-                .range(..self.active)
-                .filter(|(_, s)| s.live == 0)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &dead {
-                state.segments.remove(id);
-            }
-            dead
-        };
-        if dead.is_empty() {
-            return Ok(());
-        }
-        for id in &dead {
-            let path = self.dir.join(format::segment_name(*id));
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::warn!(segment = %path.display(), error = %e, "Cannot delete a log segment");
-            }
-        }
-        sync_dir(&self.dir)?;
-        metrics::counter!("orderflow_log_segments_deleted_total").increment(dead.len() as u64);
-        Ok(())
-    }
-
     fn import(
         &mut self,
         records: Vec<Framed>,
         bounds: &[(usize, u64, u64)],
         commits: Vec<Commit>,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), SegmentError> {
         self.batch.clear();
         let mut placed = Vec::with_capacity(records.len());
         {
@@ -627,7 +474,9 @@ impl Writer {
                 let (at, _) = self
                     .batch
                     .record_frame(part.topic, part.partition, r.offset, &r.frame)
-                    .ok_or_else(|| LogError::Invalid("an imported record is too large".into()))?;
+                    .ok_or_else(|| {
+                        SegmentError::Invalid("an imported record is too large".into())
+                    })?;
                 placed.push((r.pidx, r.offset, at));
             }
             for &(pidx, base, end) in bounds {
@@ -660,7 +509,7 @@ impl Writer {
 
     /// Seals the active segment and starts the next one. A failure stops the log until a
     /// restart: nothing more can be written safely.
-    fn roll(&mut self) -> Result<(), LogError> {
+    fn roll(&mut self) -> Result<(), SegmentError> {
         let next = self.active + 1;
         let (file, size) = create_segment(&self.dir, &self.state, next).inspect_err(|e| {
             tracing::error!(error = %e, "Cannot start a new log segment; the log stops until restart");
@@ -680,7 +529,7 @@ fn create_segment(
     dir: &Path,
     state: &RwLock<State>,
     id: u32,
-) -> Result<(Arc<File>, u64), LogError> {
+) -> Result<(Arc<File>, u64), SegmentError> {
     let path = dir.join(format::segment_name(id));
     let file = OpenOptions::new()
         .read(true)
@@ -726,7 +575,7 @@ fn create_segment(
 }
 
 /// Makes the directory's entries (segments created or deleted) durable.
-pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub fn sync_dir(dir: &Path) -> Result<(), SegmentError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io_error(&format!("cannot sync {}", dir.display()), e))

@@ -1,6 +1,9 @@
-//! The [`Log`] with no server: segment files in a directory, written by one group-commit
-//! writer thread.
+//! The segment log: a durable, partitioned, keyed log with consumer groups and no server —
+//! segment files in a directory, written by one group-commit writer thread. `orderflow-pipeline`
+//! adapts it to its `Log` trait.
 //!
+//! - `ops`: topics, appends, consumer groups and reads; `consumer`: one group member.
+//! - `retention`: end offsets, lag, and trimming what every group has read.
 //! - [`format`]: the bytes on disk (segments of checksummed batches).
 //! - [`state`]: what is kept in memory (topics, the location of every kept record, a cache of
 //!   the newest records, committed offsets) and how it is rebuilt at start.
@@ -8,35 +11,52 @@
 //! - [`legacy`]: moves a log kept by earlier versions (in a redb database) into segments.
 //!
 //! An append resolves only once its batch is fsync'd, and many concurrent appends share one
-//! fsync. [`Consumer::complete`] writes a stage's outputs and its new offsets in the same batch:
+//! fsync. [`SegmentConsumer::complete`] writes a stage's outputs and its new offsets in the same batch:
 //! on this backend a stage's step is atomic, not just at-least-once. Consumers read the newest
 //! records from memory and older ones from the segment files.
 
+mod consumer;
 pub(crate) mod format;
 pub mod legacy;
+mod ops;
+mod recovery;
+mod retention;
 pub(crate) mod state;
 pub(crate) mod writer;
 
-use crate::log::{Consumer, Log, LogError, Message, Offsets, Record};
-use async_trait::async_trait;
+pub use consumer::SegmentConsumer;
+
+use crate::record::{Message, Offsets, Record};
 use parking_lot::RwLock;
 use state::{Miss, State};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 use writer::{Commit, Request, Writer};
+
+/// A failure of the segment log.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SegmentError {
+    /// The log cannot take or serve data right now (closed, writer stopped, a write or read
+    /// failed); retrying later may succeed.
+    #[error("log unavailable: {0}")]
+    Unavailable(String),
+    /// The request itself is wrong (unknown topic, bad options, another partition count).
+    #[error("log request invalid: {0}")]
+    Invalid(String),
+}
 
 /// The file whose lock marks a log directory as in use by one process.
 const LOCK_FILE: &str = "LOCK";
 
 /// How the embedded log is laid out and how much memory it may use.
 #[derive(Debug, Clone)]
-pub struct EmbeddedLogOptions {
+pub struct SegmentLogOptions {
     /// Partitions of topics created from now on (existing topics keep theirs).
     pub partitions: u32,
     /// Bytes of the newest records kept decoded in memory for consumers; older ones are read
@@ -50,7 +70,7 @@ pub struct EmbeddedLogOptions {
     pub min_commit_interval: Duration,
 }
 
-impl EmbeddedLogOptions {
+impl SegmentLogOptions {
     /// Defaults with `partitions` partitions per topic: 16 MiB of cache, 64 MiB segments,
     /// commits at least 1 ms apart.
     pub fn new(partitions: u32) -> Self {
@@ -67,7 +87,7 @@ impl EmbeddedLogOptions {
 /// last one is dropped the writer finishes what is queued and the lock is released before
 /// `drop` returns, so the directory can be opened again at once.
 #[derive(Clone)]
-pub struct EmbeddedLog {
+pub struct SegmentLog {
     inner: Arc<Inner>,
 }
 
@@ -78,7 +98,7 @@ struct Inner {
     /// `None` only while dropping: taking it ends the writer's loop.
     requests: Option<mpsc::Sender<Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
-    /// True once [`EmbeddedLog::close`] was called: new writes are refused.
+    /// True once [`SegmentLog::close`] was called: new writes are refused.
     closed: AtomicBool,
     /// End offsets noted by each retention pass, oldest first: how far the log reached when.
     marks: parking_lot::Mutex<VecDeque<(Instant, Offsets)>>,
@@ -95,25 +115,28 @@ impl Drop for Inner {
     }
 }
 
-impl EmbeddedLog {
+impl SegmentLog {
     /// Opens (or creates) the log in `dir` with `partitions` partitions per new topic and the
     /// default cache and segment sizes.
-    pub fn open(dir: &Path, partitions: u32) -> Result<Self, LogError> {
-        Self::open_with(dir, EmbeddedLogOptions::new(partitions))
+    pub fn open(dir: &Path, partitions: u32) -> Result<Self, SegmentError> {
+        Self::open_with(dir, SegmentLogOptions::new(partitions))
     }
 
     /// Opens (or creates) the log in `dir`: locks it, rebuilds the state from its segments
     /// (cutting off a torn write at the end), starts a fresh segment and the writer thread.
-    pub fn open_with(dir: &Path, options: EmbeddedLogOptions) -> Result<Self, LogError> {
+    pub fn open_with(dir: &Path, options: SegmentLogOptions) -> Result<Self, SegmentError> {
         if options.partitions == 0 {
-            return Err(LogError::Invalid("partitions must be at least 1".into()));
+            return Err(SegmentError::Invalid(
+                "partitions must be at least 1".into(),
+            ));
         }
         if !(4096..=1 << 30).contains(&options.segment_bytes) {
-            return Err(LogError::Invalid(
+            return Err(SegmentError::Invalid(
                 "segment size must be 4 KiB to 1 GiB".into(),
             ));
         }
-        let io = |what: String, e: std::io::Error| LogError::Unavailable(format!("{what}: {e}"));
+        let io =
+            |what: String, e: std::io::Error| SegmentError::Unavailable(format!("{what}: {e}"));
         std::fs::create_dir_all(dir).map_err(|e| {
             io(
                 format!("cannot create the log directory {}", dir.display()),
@@ -127,13 +150,13 @@ impl EmbeddedLog {
             .open(dir.join(LOCK_FILE))
             .map_err(|e| io(format!("cannot open {}", dir.join(LOCK_FILE).display()), e))?;
         if let Err(e) = lock.try_lock() {
-            return Err(LogError::Unavailable(format!(
+            return Err(SegmentError::Unavailable(format!(
                 "the log in {} is in use by another process ({e}); stop it first",
                 dir.display()
             )));
         }
         let started = Instant::now();
-        let recovered = state::recover(dir, options.cache_bytes)?;
+        let recovered = recovery::recover(dir, options.cache_bytes)?;
         let records: usize = recovered.state.parts.iter().map(|p| p.kept()).sum();
         let segments = recovered.state.segments.len();
         let state = Arc::new(RwLock::new(recovered.state));
@@ -183,10 +206,12 @@ impl EmbeddedLog {
 
     async fn request<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, LogError>>) -> Request,
-    ) -> Result<T, LogError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, SegmentError>>) -> Request,
+    ) -> Result<T, SegmentError> {
         if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(LogError::Unavailable("the embedded log is closed".into()));
+            return Err(SegmentError::Unavailable(
+                "the embedded log is closed".into(),
+            ));
         }
         let (reply, answer) = oneshot::channel();
         let sent = match &self.inner.requests {
@@ -194,12 +219,12 @@ impl EmbeddedLog {
             None => false,
         };
         if !sent {
-            return Err(LogError::Unavailable(
+            return Err(SegmentError::Unavailable(
                 "the embedded log writer has stopped".into(),
             ));
         }
         answer.await.map_err(|_| {
-            LogError::Unavailable("the embedded log writer stopped before answering".into())
+            SegmentError::Unavailable("the embedded log writer stopped before answering".into())
         })?
     }
 
@@ -215,7 +240,7 @@ impl EmbeddedLog {
     }
 
     /// Each message with the index of the partition it goes to.
-    fn route(&self, messages: Vec<Message>) -> Result<Vec<(usize, Message)>, LogError> {
+    fn route(&self, messages: Vec<Message>) -> Result<Vec<(usize, Message)>, SegmentError> {
         let state = self.inner.state.read();
         messages
             .into_iter()
@@ -223,7 +248,7 @@ impl EmbeddedLog {
                 let id = *state
                     .by_name
                     .get(m.topic.as_str())
-                    .ok_or_else(|| LogError::Invalid(format!("unknown topic {}", m.topic)))?;
+                    .ok_or_else(|| SegmentError::Invalid(format!("unknown topic {}", m.topic)))?;
                 // A decoded copy only helps a reader in this process; without one (an ingest-only
                 // process) it is dropped here, on the caller's thread, instead of being cached and
                 // later freed by the writer thread, which costs the allocator a cross-thread free
@@ -244,133 +269,6 @@ impl EmbeddedLog {
         state.pidx(*id, partition)
     }
 
-    /// Where every partition of every topic ends now (its next offset).
-    pub fn end_offsets(&self) -> Result<Offsets, LogError> {
-        let state = self.inner.state.read();
-        Ok(state
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(pidx, p)| ((state.topic_name(pidx).to_string(), p.partition), p.end()))
-            .collect())
-    }
-
-    /// Every group's committed position: `(group, topic, partition) → next offset`.
-    fn committed(&self) -> BTreeMap<(String, String, u32), u64> {
-        let state = self.inner.state.read();
-        state
-            .committed
-            .iter()
-            .map(|((group, pidx), next)| {
-                (
-                    (
-                        group.to_string(),
-                        state.topic_name(*pidx).to_string(),
-                        state.parts[*pidx].partition,
-                    ),
-                    *next,
-                )
-            })
-            .collect()
-    }
-
-    /// How far each consumer group is behind the end of each partition it reads:
-    /// `(group, topic, partition) → records not yet committed`.
-    pub fn lag(&self) -> Result<BTreeMap<(String, String, u32), u64>, LogError> {
-        let ends = self.end_offsets()?;
-        Ok(self
-            .committed()
-            .into_iter()
-            .map(|((group, topic, partition), next)| {
-                let end = ends
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or_default();
-                ((group, topic, partition), end.saturating_sub(next))
-            })
-            .collect())
-    }
-
-    /// Publishes [`EmbeddedLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`
-    /// (the Kafka adapter reports the same gauge from librdkafka's statistics), with the
-    /// segment count and the cache's size; the supervisor calls it every few seconds.
-    pub fn record_lag(&self) {
-        match self.lag() {
-            Ok(lag) => {
-                for ((group, topic, partition), behind) in lag {
-                    metrics::gauge!(
-                        "orderflow_stage_consumer_lag",
-                        "stage" => group,
-                        "topic" => topic,
-                        "partition" => partition.to_string()
-                    )
-                    .set(behind as f64);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
-        }
-        let state = self.inner.state.read();
-        metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
-        metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
-    }
-
-    /// Forgets, per partition, the records below `horizon` that every consumer group of their
-    /// topic has committed past; returns how many. Topics no group reads (the dead-letter
-    /// topics) keep everything until they are replayed. Segment files go once nothing in them
-    /// is kept; the few records still kept in an old segment are moved forward first.
-    pub async fn trim(&self, horizon: &Offsets) -> Result<u64, LogError> {
-        let floors: Vec<(usize, u64)> = {
-            let state = self.inner.state.read();
-            let mut floor: HashMap<usize, u64> = HashMap::new();
-            for ((_, pidx), next) in &state.committed {
-                let slot = floor.entry(*pidx).or_insert(u64::MAX);
-                *slot = (*slot).min(*next);
-            }
-            floor
-                .into_iter()
-                .filter_map(|(pidx, committed)| {
-                    let limit = horizon.get(&(
-                        state.topic_name(pidx).to_string(),
-                        state.parts[pidx].partition,
-                    ))?;
-                    Some((pidx, committed.min(*limit)))
-                })
-                .collect()
-        };
-        self.request(|reply| Request::Trim { floors, reply }).await
-    }
-
-    /// One retention pass: notes the log's end offsets, then trims what is older than
-    /// `retention` and every consumer group has committed past. The supervisor calls it every
-    /// quarter of `retention` (1 s to 60 s); history is kept for at least `retention`.
-    pub async fn retention_pass(&self, retention: Duration) {
-        let horizon = {
-            let mut marks = self.inner.marks.lock();
-            match self.end_offsets() {
-                Ok(ends) => marks.push_back((Instant::now(), ends)),
-                Err(e) => tracing::warn!(error = %e, "Cannot read the log's end offsets"),
-            }
-            // The newest mark that is at least `retention` old is how far history may go.
-            let mut horizon = None;
-            while marks
-                .front()
-                .is_some_and(|(at, _)| at.elapsed() >= retention)
-            {
-                horizon = marks.pop_front().map(|(_, offsets)| offsets);
-            }
-            horizon
-        };
-        let Some(horizon) = horizon else { return };
-        match self.trim(&horizon).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::counter!("orderflow_log_trimmed_total").increment(n);
-                tracing::info!(records = n, "Trimmed the log");
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
-        }
-    }
-
     /// Reads records of partition `pidx` from `from`, at most `max`: from the cache, or from
     /// the segment files where the cache no longer reaches. Returns them and the next offset.
     fn fetch_partition(
@@ -379,7 +277,7 @@ impl EmbeddedLog {
         from: u64,
         max: usize,
         out: &mut Vec<Record>,
-    ) -> Result<u64, LogError> {
+    ) -> Result<u64, SegmentError> {
         let mut misses: Vec<Miss> = Vec::new();
         let (next, topic, partition) = {
             let state = self.inner.state.read();
@@ -403,12 +301,12 @@ impl EmbeddedLog {
         records: Vec<(String, u32, u64, bytes::Bytes)>,
         bounds: Vec<(String, u32, u64, u64)>,
         commits: Vec<(String, String, u32, u64)>,
-    ) -> Result<(), LogError> {
+    ) -> Result<(), SegmentError> {
         let (records, bounds, commits) = {
             let state = self.inner.state.read();
             let find = |topic: &str, partition: u32| {
                 Self::pidx(&state, topic, partition).ok_or_else(|| {
-                    LogError::Invalid(format!("cannot import into {topic}/{partition}"))
+                    SegmentError::Invalid(format!("cannot import into {topic}/{partition}"))
                 })
             };
             let records = records
@@ -420,11 +318,11 @@ impl EmbeddedLog {
                         frame,
                     })
                 })
-                .collect::<Result<Vec<_>, LogError>>()?;
+                .collect::<Result<Vec<_>, SegmentError>>()?;
             let bounds = bounds
                 .into_iter()
                 .map(|(topic, partition, base, end)| Ok((find(&topic, partition)?, base, end)))
-                .collect::<Result<Vec<_>, LogError>>()?;
+                .collect::<Result<Vec<_>, SegmentError>>()?;
             let commits = commits
                 .into_iter()
                 .map(|(group, topic, partition, next)| {
@@ -435,7 +333,7 @@ impl EmbeddedLog {
                         if_absent: false,
                     })
                 })
-                .collect::<Result<Vec<_>, LogError>>()?;
+                .collect::<Result<Vec<_>, SegmentError>>()?;
             (records, bounds, commits)
         };
         self.request(|reply| Request::Import {
@@ -445,275 +343,6 @@ impl EmbeddedLog {
             reply,
         })
         .await
-    }
-}
-
-#[async_trait]
-impl Log for EmbeddedLog {
-    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
-        let names = topics.to_vec();
-        let partitions = self.inner.partitions;
-        let mismatched = self
-            .request(|reply| Request::Topics {
-                names,
-                partitions,
-                reply,
-            })
-            .await?;
-        if mismatched.is_empty() {
-            Ok(())
-        } else {
-            // Repartitioning would move keys between partitions and break per-order ordering.
-            Err(LogError::Invalid(format!(
-                "the data directory was created with another partition count ({}); configured {partitions}",
-                mismatched.join(", ")
-            )))
-        }
-    }
-
-    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let records = self.route(messages)?;
-        self.request(|reply| Request::Append {
-            records,
-            commits: Vec::new(),
-            reply,
-        })
-        .await
-    }
-
-    async fn consumer(
-        &self,
-        group: &str,
-        topics: &[String],
-    ) -> Result<Box<dyn Consumer>, LogError> {
-        let group: Arc<str> = Arc::from(group);
-        let assigned: Vec<Assigned> = {
-            let state = self.inner.state.read();
-            let mut assigned = Vec::new();
-            for topic in topics {
-                let id = state
-                    .by_name
-                    .get(topic.as_str())
-                    .ok_or_else(|| LogError::Invalid(format!("unknown topic {topic}")))?;
-                let t = &state.topics[usize::from(*id)];
-                for partition in 0..t.partitions {
-                    let pidx = t.first + partition as usize;
-                    let committed = state
-                        .committed
-                        .get(&(Arc::clone(&group), pidx))
-                        .copied()
-                        .unwrap_or(0);
-                    assigned.push(Assigned {
-                        pidx,
-                        topic: Arc::clone(&t.name),
-                        partition,
-                        next: committed,
-                        committed,
-                    });
-                }
-            }
-            assigned
-        };
-        // Record the group's position on every partition it reads, so retention keeps what this
-        // group has not committed yet, even on partitions it has not committed on at all.
-        let commits = assigned
-            .iter()
-            .map(|a| Commit {
-                group: Arc::clone(&group),
-                pidx: a.pidx,
-                next: a.committed,
-                if_absent: true,
-            })
-            .collect();
-        self.request(|reply| Request::Append {
-            records: Vec::new(),
-            commits,
-            reply,
-        })
-        .await?;
-        let wake = Arc::new(Notify::new());
-        {
-            let mut state = self.inner.state.write();
-            let mut ids: Vec<u16> = assigned.iter().map(|a| state.parts[a.pidx].topic).collect();
-            // One entry per topic, not per partition: a wake-up per commit is enough.
-            ids.sort_unstable();
-            ids.dedup();
-            state.subscribe(&ids, &wake);
-        }
-        Ok(Box::new(EmbeddedConsumer {
-            log: self.clone(),
-            group,
-            assigned,
-            cursor: 0,
-            wake,
-        }))
-    }
-
-    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
-        let pidxs: Vec<usize> = {
-            let state = self.inner.state.read();
-            match state.by_name.get(topic) {
-                Some(id) => {
-                    let t = &state.topics[usize::from(*id)];
-                    (t.first..t.first + t.partitions as usize).collect()
-                }
-                None => return Err(LogError::Invalid(format!("unknown topic {topic}"))),
-            }
-        };
-        let mut out = Vec::new();
-        for pidx in pidxs {
-            let mut from = 0;
-            loop {
-                let wanted = max.saturating_sub(out.len());
-                if wanted == 0 {
-                    return Ok(out);
-                }
-                let before = out.len();
-                let next = self.fetch_partition(pidx, from, wanted.min(4096), &mut out)?;
-                if next == from && out.len() == before {
-                    break;
-                }
-                from = next;
-            }
-        }
-        Ok(out)
-    }
-
-    async fn ready(&self) -> Result<(), LogError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(LogError::Unavailable("the embedded log is closed".into()));
-        }
-        if let Some(failure) = &self.inner.state.read().failed {
-            return Err(LogError::Unavailable(failure.clone()));
-        }
-        if self.inner.writer.as_ref().is_none_or(|w| w.is_finished()) {
-            return Err(LogError::Unavailable(
-                "the embedded log writer is stopped".into(),
-            ));
-        }
-        Ok(())
-    }
-}
-
-struct Assigned {
-    pidx: usize,
-    topic: Arc<str>,
-    partition: u32,
-    /// Next offset to hand out.
-    next: u64,
-    /// Next offset as committed; where `next` returns to after a failed `complete`.
-    committed: u64,
-}
-
-struct EmbeddedConsumer {
-    log: EmbeddedLog,
-    group: Arc<str>,
-    assigned: Vec<Assigned>,
-    /// Which assignment to read first next time, so no partition starves.
-    cursor: usize,
-    /// Woken by the writer when one of this consumer's topics gets records.
-    wake: Arc<Notify>,
-}
-
-impl EmbeddedConsumer {
-    /// Appends a batch's outputs and commits its offsets in one durable write. Offsets of topics
-    /// this log does not have are refused, not dropped.
-    async fn write_outputs_and_commits(
-        &self,
-        outputs: Vec<Message>,
-        offsets: &Offsets,
-    ) -> Result<(), LogError> {
-        let records = self.log.route(outputs)?;
-        let commits: Vec<Commit> = {
-            let state = self.log.inner.state.read();
-            offsets
-                .iter()
-                .map(|((topic, partition), next)| {
-                    let pidx = EmbeddedLog::pidx(&state, topic, *partition).ok_or_else(|| {
-                        LogError::Invalid(format!("unknown partition {topic}/{partition}"))
-                    })?;
-                    Ok(Commit {
-                        group: Arc::clone(&self.group),
-                        pidx,
-                        next: *next,
-                        if_absent: false,
-                    })
-                })
-                .collect::<Result<_, LogError>>()?
-        };
-        self.log
-            .request(|reply| Request::Append {
-                records,
-                commits,
-                reply,
-            })
-            .await
-            .map(|_| ())
-    }
-
-    fn fetch(&mut self, max: usize) -> Result<Vec<Record>, LogError> {
-        let mut out = Vec::new();
-        let count = self.assigned.len();
-        // Positions move only once the whole fetch succeeded: records read before a failing
-        // partition are handed out again by the next poll, never skipped.
-        let mut moved = Vec::with_capacity(count);
-        for i in 0..count {
-            if out.len() >= max {
-                break;
-            }
-            let index = (self.cursor + i) % count;
-            let a = &self.assigned[index];
-            let next = self
-                .log
-                .fetch_partition(a.pidx, a.next, max - out.len(), &mut out)?;
-            moved.push((index, next));
-        }
-        for (index, next) in moved {
-            self.assigned[index].next = next;
-        }
-        self.cursor = (self.cursor + 1) % count.max(1);
-        Ok(out)
-    }
-}
-
-#[async_trait]
-impl Consumer for EmbeddedConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
-        let records = self.fetch(max)?;
-        if !records.is_empty() {
-            return Ok(records);
-        }
-        // An append after the read above left a permit, so this returns at once then.
-        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
-        self.fetch(max)
-    }
-
-    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
-        let result = self.write_outputs_and_commits(outputs, &offsets).await;
-        match result {
-            Ok(_) => {
-                for a in &mut self.assigned {
-                    if let Some(next) = offsets.get(&(a.topic.to_string(), a.partition)) {
-                        a.committed = *next;
-                        // After a failed attempt rewound the reader, a retry that succeeds must
-                        // not hand the records it just committed out again.
-                        a.next = a.next.max(a.committed);
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // Hand the uncommitted records out again: nothing of this batch was written
-                // (whether the write failed or the batch was refused before it).
-                for a in &mut self.assigned {
-                    a.next = a.committed;
-                }
-                Err(e)
-            }
-        }
     }
 }
 
@@ -732,25 +361,25 @@ mod tests {
         }
     }
 
-    fn small(partitions: u32) -> EmbeddedLogOptions {
-        EmbeddedLogOptions {
+    fn small(partitions: u32) -> SegmentLogOptions {
+        SegmentLogOptions {
             partitions,
             cache_bytes: 4 * 1024,
             segment_bytes: 16 * 1024,
-            ..EmbeddedLogOptions::new(partitions)
+            ..SegmentLogOptions::new(partitions)
         }
     }
 
     #[tokio::test]
     async fn a_second_process_is_kept_out_and_reopening_after_drop_works() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EmbeddedLog::open(dir.path(), 2).expect("opens");
-        let err = EmbeddedLog::open(dir.path(), 2)
+        let log = SegmentLog::open(dir.path(), 2).expect("opens");
+        let err = SegmentLog::open(dir.path(), 2)
             .err()
             .expect("a second open is refused");
         assert!(err.to_string().contains("in use"), "{err}");
         drop(log);
-        EmbeddedLog::open(dir.path(), 2).expect("reopens once the first is gone");
+        SegmentLog::open(dir.path(), 2).expect("reopens once the first is gone");
     }
 
     #[tokio::test]
@@ -758,7 +387,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let topics = vec!["a".to_owned()];
         {
-            let log = EmbeddedLog::open_with(dir.path(), small(2)).expect("opens");
+            let log = SegmentLog::open_with(dir.path(), small(2)).expect("opens");
             log.ensure_topics(&topics).await.expect("topics");
             for i in 0..300 {
                 log.append(vec![msg("a", &format!("k{}", i % 5), &"x".repeat(200))])
@@ -773,7 +402,7 @@ mod tests {
             assert!(all.iter().all(|r| r.value.len() == 200
                 && r.header("h") == Some(std::str::from_utf8(&r.key).expect("utf-8"))));
         }
-        let log = EmbeddedLog::open_with(dir.path(), small(2)).expect("reopens");
+        let log = SegmentLog::open_with(dir.path(), small(2)).expect("reopens");
         let mut c = log.consumer("g", &topics).await.expect("consumer");
         let mut seen = 0;
         loop {
@@ -794,7 +423,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let topics = vec!["a".to_owned()];
         let newest = {
-            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            let log = SegmentLog::open(dir.path(), 1).expect("opens");
             log.ensure_topics(&topics).await.expect("topics");
             log.append(vec![msg("a", "k", "one"), msg("a", "k", "two")])
                 .await
@@ -807,7 +436,7 @@ mod tests {
         let whole = bytes.len();
         bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9]);
         std::fs::write(&newest, &bytes).expect("write");
-        let log = EmbeddedLog::open(dir.path(), 1).expect("recovers");
+        let log = SegmentLog::open(dir.path(), 1).expect("recovers");
         assert_eq!(
             std::fs::metadata(&newest).expect("stat").len() as usize,
             whole,
@@ -832,20 +461,20 @@ mod tests {
     async fn damage_in_an_older_segment_is_an_error_not_a_silent_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            let log = SegmentLog::open(dir.path(), 1).expect("opens");
             log.ensure_topics(&["a".to_owned()]).await.expect("topics");
             log.append(vec![msg("a", "k", "one")])
                 .await
                 .expect("append");
         }
         // Reopening seals that segment and starts another.
-        drop(EmbeddedLog::open(dir.path(), 1).expect("reopens"));
+        drop(SegmentLog::open(dir.path(), 1).expect("reopens"));
         let first = dir.path().join(format::segment_name(0));
         let mut bytes = std::fs::read(&first).expect("read");
         let last = bytes.len() - 2;
         bytes[last] ^= 0xff;
         std::fs::write(&first, &bytes).expect("write");
-        let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
+        let err = SegmentLog::open(dir.path(), 1).err().expect("refused");
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 
@@ -854,11 +483,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let topics = vec!["a".to_owned()];
         {
-            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            let log = SegmentLog::open(dir.path(), 1).expect("opens");
             log.ensure_topics(&topics).await.expect("topics");
             let mut c = log.consumer("g", &topics).await.expect("consumer");
             let mut m = msg("a", "k", "42");
-            m.decoded = Some(crate::log::Decoded::new(42u32));
+            m.decoded = Some(crate::record::Decoded::new(42u32));
             log.append(vec![m]).await.expect("append");
             let got = c.poll(10, Duration::from_millis(20)).await.expect("poll");
             assert_eq!(got[0].value, "42");
@@ -875,7 +504,7 @@ mod tests {
                 "only as the type it was"
             );
         }
-        let log = EmbeddedLog::open(dir.path(), 1).expect("reopens");
+        let log = SegmentLog::open(dir.path(), 1).expect("reopens");
         let got = log.read("a", 10).await.expect("read");
         assert_eq!(got[0].value, "42");
         assert!(got[0].decoded.is_none(), "read from disk: the bytes only");
@@ -885,10 +514,10 @@ mod tests {
     async fn a_topic_nobody_here_reads_keeps_no_decoded_copy() {
         let dir = tempfile::tempdir().expect("tempdir");
         let topics = vec!["a".to_owned()];
-        let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+        let log = SegmentLog::open(dir.path(), 1).expect("opens");
         log.ensure_topics(&topics).await.expect("topics");
         let mut m = msg("a", "k", "42");
-        m.decoded = Some(crate::log::Decoded::new(42u32));
+        m.decoded = Some(crate::record::Decoded::new(42u32));
         log.append(vec![m]).await.expect("append");
         // A consumer that comes later still gets the record, decoded from its bytes.
         let mut c = log.consumer("g", &topics).await.expect("consumer");
@@ -900,7 +529,7 @@ mod tests {
     #[tokio::test]
     async fn a_refused_append_leaves_no_gap_in_the_offsets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+        let log = SegmentLog::open(dir.path(), 1).expect("opens");
         log.ensure_topics(&["a".to_owned()]).await.expect("topics");
         let mut bad = msg("a", "k", "too big a header");
         bad.headers = vec![("x".repeat(70_000), "v".into())];
@@ -925,7 +554,7 @@ mod tests {
     async fn a_bad_batch_with_batches_behind_it_is_damage_even_in_the_newest_segment() {
         let dir = tempfile::tempdir().expect("tempdir");
         let newest = {
-            let log = EmbeddedLog::open(dir.path(), 1).expect("opens");
+            let log = SegmentLog::open(dir.path(), 1).expect("opens");
             log.ensure_topics(&["a".to_owned()]).await.expect("topics");
             log.append(vec![msg("a", "k", "one")])
                 .await
@@ -944,7 +573,7 @@ mod tests {
             .expect("record bytes");
         bytes[at] ^= 0xff;
         std::fs::write(&newest, &bytes).expect("write");
-        let err = EmbeddedLog::open(dir.path(), 1).err().expect("refused");
+        let err = SegmentLog::open(dir.path(), 1).err().expect("refused");
         assert!(err.to_string().contains("damaged"), "{err}");
     }
 
@@ -952,7 +581,7 @@ mod tests {
     async fn trimmed_segments_are_deleted_and_stragglers_move_forward() {
         let dir = tempfile::tempdir().expect("tempdir");
         let topics = vec!["busy".to_owned(), "busy.dlq".to_owned()];
-        let log = EmbeddedLog::open_with(dir.path(), small(1)).expect("opens");
+        let log = SegmentLog::open_with(dir.path(), small(1)).expect("opens");
         log.ensure_topics(&topics).await.expect("topics");
         // One dead letter early on, then enough traffic for many segments.
         log.append(vec![msg("busy.dlq", "poison", "keep me")])
@@ -999,7 +628,7 @@ mod tests {
         assert_eq!(dlq[0].value, "keep me");
         drop(c);
         drop(log);
-        let log = EmbeddedLog::open_with(dir.path(), small(1)).expect("reopens");
+        let log = SegmentLog::open_with(dir.path(), small(1)).expect("reopens");
         assert_eq!(log.read("busy.dlq", 10).await.expect("read").len(), 1);
         assert!(log.read("busy", 10).await.expect("read").is_empty());
         let positions = log

@@ -7,12 +7,12 @@
 //! where it was; then the old tables are dropped. A move cut short by a crash is simply done
 //! again: records land at their own offsets, so doing it twice changes nothing.
 
-use super::EmbeddedLog;
+use super::SegmentError;
+use super::SegmentLog;
 use super::writer::Request;
-use crate::log::LogError;
+use crate::kv::redb::{ReadableTable, TableDefinition};
+use crate::kv::{Engine, open_existing};
 use bytes::Bytes;
-use orderflow_embedded::redb::{ReadableTable, TableDefinition};
-use orderflow_embedded::{Engine, open_existing};
 
 /// `(topic, partition, offset)` → framed record.
 const RECORDS: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("log_records");
@@ -26,14 +26,14 @@ const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("log_topics");
 /// Records moved per write.
 const CHUNK: usize = 5_000;
 
-impl From<orderflow_embedded::EngineError> for LogError {
-    fn from(e: orderflow_embedded::EngineError) -> Self {
-        LogError::Unavailable(e.to_string())
+impl From<crate::kv::EngineError> for SegmentError {
+    fn from(e: crate::kv::EngineError) -> Self {
+        SegmentError::Unavailable(e.to_string())
     }
 }
 
 /// The topics (with partition counts) of a log kept in `engine`; empty if it holds none.
-pub fn topics(engine: &Engine) -> Result<Vec<(String, u32)>, LogError> {
+pub fn topics(engine: &Engine) -> Result<Vec<(String, u32)>, SegmentError> {
     Ok(engine.read(|txn| {
         let mut out = Vec::new();
         if let Some(t) = open_existing(txn, TOPICS)? {
@@ -50,9 +50,9 @@ pub fn topics(engine: &Engine) -> Result<Vec<(String, u32)>, LogError> {
 /// `(moved, total)` after each chunk.
 pub async fn import(
     engine: &Engine,
-    log: &EmbeddedLog,
+    log: &SegmentLog,
     mut progress: impl FnMut(u64, u64),
-) -> Result<u64, LogError> {
+) -> Result<u64, SegmentError> {
     let topics = topics(engine)?;
     if topics.is_empty() {
         return Ok(0);
@@ -66,14 +66,14 @@ pub async fn import(
             })
             .await?;
         if !mismatched.is_empty() {
-            return Err(LogError::Invalid(format!(
+            return Err(SegmentError::Invalid(format!(
                 "cannot move the earlier log: {} in both",
                 mismatched.join(", ")
             )));
         }
     }
     let total: u64 = engine.read(|txn| {
-        use orderflow_embedded::redb::ReadableTableMetadata;
+        use crate::kv::redb::ReadableTableMetadata;
         Ok(match open_existing(txn, RECORDS)? {
             Some(t) => t.len()?,
             None => 0,
@@ -166,7 +166,7 @@ pub async fn import(
 }
 
 /// Drops the log's tables from `engine` once they were moved.
-pub async fn drop_tables(engine: &Engine) -> Result<(), LogError> {
+pub async fn drop_tables(engine: &Engine) -> Result<(), SegmentError> {
     engine
         .submit(|txn| {
             txn.delete_table(RECORDS)?;
@@ -182,8 +182,7 @@ pub async fn drop_tables(engine: &Engine) -> Result<(), LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::format::encode_frame_into;
-    use crate::log::Log;
+    use crate::segment::format::encode_frame_into;
     use std::time::Duration;
 
     #[tokio::test]
@@ -217,7 +216,7 @@ mod tests {
             })
             .await
             .expect("old log");
-        let log = EmbeddedLog::open(&dir.path().join("segments"), 2).expect("log");
+        let log = SegmentLog::open(&dir.path().join("segments"), 2).expect("log");
         let mut seen = Vec::new();
         let moved = import(&engine, &log, |m, t| seen.push((m, t)))
             .await
@@ -253,7 +252,7 @@ mod tests {
             "the group resumes where it was, skipping the gap"
         );
         let positions = log
-            .append(vec![crate::log::Message {
+            .append(vec![crate::record::Message {
                 topic: "t".into(),
                 key: Bytes::from("key"),
                 value: Bytes::from("new"),

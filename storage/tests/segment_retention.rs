@@ -2,7 +2,8 @@
 //! group reads.
 
 use bytes::Bytes;
-use orderflow_pipeline::{EmbeddedLog, Log, Message, Offsets};
+use orderflow_storage::record::{Message, Offsets};
+use orderflow_storage::segment::SegmentLog;
 use std::time::Duration;
 
 fn msg(topic: &str, i: usize) -> Message {
@@ -18,7 +19,7 @@ fn msg(topic: &str, i: usize) -> Message {
 #[tokio::test]
 async fn trimming_keeps_uncommitted_records_and_dead_letters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = EmbeddedLog::open(dir.path(), 2).expect("log");
+    let log = SegmentLog::open(dir.path(), 2).expect("log");
     let topics = vec!["r.in".to_owned(), "r.in.dlq".to_owned()];
     log.ensure_topics(&topics).await.expect("topics");
     log.append((0..100).map(|i| msg("r.in", i)).collect())
@@ -108,7 +109,7 @@ async fn offsets_continue_after_a_partition_is_trimmed_empty_and_reopened() {
     let dir = tempfile::tempdir().expect("tempdir");
     let topics = vec!["e.in".to_owned()];
     let end_before = {
-        let log = EmbeddedLog::open(dir.path(), 1).expect("log");
+        let log = SegmentLog::open(dir.path(), 1).expect("log");
         log.ensure_topics(&topics).await.expect("topics");
         log.append((0..50).map(|i| msg("e.in", i)).collect())
             .await
@@ -132,7 +133,7 @@ async fn offsets_continue_after_a_partition_is_trimmed_empty_and_reopened() {
     };
     assert_eq!(end_before, 50);
     // Dropping the last handle released the directory, so it opens again at once.
-    let log = EmbeddedLog::open(dir.path(), 1).expect("reopens");
+    let log = SegmentLog::open(dir.path(), 1).expect("reopens");
     let positions = log.append(vec![msg("e.in", 99)]).await.expect("append");
     assert_eq!(
         positions[0].1, 50,

@@ -6,7 +6,7 @@
 //! fsync'd before anything in it is visible, so after a crash a batch is either entirely there
 //! (its checksum holds) or it is the torn tail of the newest segment, which recovery cuts off.
 
-use crate::log::Headers;
+use crate::record::Headers;
 use bytes::Bytes;
 
 /// The first bytes of every segment file.

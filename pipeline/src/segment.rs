@@ -1,0 +1,54 @@
+//! The [`Log`] with no server: `orderflow-storage`'s segment log behind the trait. The engine
+//! does the work; this adapter only names its operations in the trait's terms.
+
+use crate::log::{Consumer, Log, LogError, Message, Offsets, Record};
+use async_trait::async_trait;
+use orderflow_storage::segment::{SegmentConsumer, SegmentError, SegmentLog};
+use std::time::Duration;
+
+impl From<SegmentError> for LogError {
+    fn from(e: SegmentError) -> Self {
+        match e {
+            SegmentError::Unavailable(why) => LogError::Unavailable(why),
+            SegmentError::Invalid(why) => LogError::Invalid(why),
+        }
+    }
+}
+
+#[async_trait]
+impl Log for SegmentLog {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        Ok(SegmentLog::ensure_topics(self, topics).await?)
+    }
+
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+        Ok(SegmentLog::append(self, messages).await?)
+    }
+
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        Ok(Box::new(SegmentLog::consumer(self, group, topics).await?))
+    }
+
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        Ok(SegmentLog::read(self, topic, max).await?)
+    }
+
+    async fn ready(&self) -> Result<(), LogError> {
+        Ok(SegmentLog::ready(self).await?)
+    }
+}
+
+#[async_trait]
+impl Consumer for SegmentConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        Ok(SegmentConsumer::poll(self, max, wait).await?)
+    }
+
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        Ok(SegmentConsumer::complete(self, outputs, offsets).await?)
+    }
+}

@@ -1,0 +1,135 @@
+//! A consumer-group member of the segment log: where it reads, what it has committed.
+
+use super::writer::{Commit, Request};
+use super::{SegmentError, SegmentLog};
+use crate::record::{Message, Offsets, Record};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+pub(super) struct Assigned {
+    pub(super) pidx: usize,
+    pub(super) topic: Arc<str>,
+    pub(super) partition: u32,
+    /// Next offset to hand out.
+    pub(super) next: u64,
+    /// Next offset as committed; where `next` returns to after a failed `complete`.
+    pub(super) committed: u64,
+}
+
+/// One member of a consumer group on the segment log.
+pub struct SegmentConsumer {
+    pub(super) log: SegmentLog,
+    pub(super) group: Arc<str>,
+    pub(super) assigned: Vec<Assigned>,
+    /// Which assignment to read first next time, so no partition starves.
+    pub(super) cursor: usize,
+    /// Woken by the writer when one of this consumer's topics gets records.
+    pub(super) wake: Arc<Notify>,
+}
+
+impl SegmentConsumer {
+    /// Appends a batch's outputs and commits its offsets in one durable write. Offsets of topics
+    /// this log does not have are refused, not dropped.
+    async fn write_outputs_and_commits(
+        &self,
+        outputs: Vec<Message>,
+        offsets: &Offsets,
+    ) -> Result<(), SegmentError> {
+        let records = self.log.route(outputs)?;
+        let commits: Vec<Commit> = {
+            let state = self.log.inner.state.read();
+            offsets
+                .iter()
+                .map(|((topic, partition), next)| {
+                    let pidx = SegmentLog::pidx(&state, topic, *partition).ok_or_else(|| {
+                        SegmentError::Invalid(format!("unknown partition {topic}/{partition}"))
+                    })?;
+                    Ok(Commit {
+                        group: Arc::clone(&self.group),
+                        pidx,
+                        next: *next,
+                        if_absent: false,
+                    })
+                })
+                .collect::<Result<_, SegmentError>>()?
+        };
+        self.log
+            .request(|reply| Request::Append {
+                records,
+                commits,
+                reply,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn fetch(&mut self, max: usize) -> Result<Vec<Record>, SegmentError> {
+        let mut out = Vec::new();
+        let count = self.assigned.len();
+        // Positions move only once the whole fetch succeeded: records read before a failing
+        // partition are handed out again by the next poll, never skipped.
+        let mut moved = Vec::with_capacity(count);
+        for i in 0..count {
+            if out.len() >= max {
+                break;
+            }
+            let index = (self.cursor + i) % count;
+            let a = &self.assigned[index];
+            let next = self
+                .log
+                .fetch_partition(a.pidx, a.next, max - out.len(), &mut out)?;
+            moved.push((index, next));
+        }
+        for (index, next) in moved {
+            self.assigned[index].next = next;
+        }
+        self.cursor = (self.cursor + 1) % count.max(1);
+        Ok(out)
+    }
+}
+
+/// What a consumer does: poll, complete a batch.
+impl SegmentConsumer {
+    /// Up to `max` records in offset order per partition, waiting at most `wait` for the first.
+    pub async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, SegmentError> {
+        let records = self.fetch(max)?;
+        if !records.is_empty() {
+            return Ok(records);
+        }
+        // An append after the read above left a permit, so this returns at once then.
+        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        self.fetch(max)
+    }
+
+    /// Appends `outputs` and commits `offsets` in one durable write; on failure nothing is
+    /// committed and the records are handed out again.
+    pub async fn complete(
+        &mut self,
+        outputs: Vec<Message>,
+        offsets: Offsets,
+    ) -> Result<(), SegmentError> {
+        let result = self.write_outputs_and_commits(outputs, &offsets).await;
+        match result {
+            Ok(_) => {
+                for a in &mut self.assigned {
+                    if let Some(next) = offsets.get(&(a.topic.to_string(), a.partition)) {
+                        a.committed = *next;
+                        // After a failed attempt rewound the reader, a retry that succeeds must
+                        // not hand the records it just committed out again.
+                        a.next = a.next.max(a.committed);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Hand the uncommitted records out again: nothing of this batch was written
+                // (whether the write failed or the batch was refused before it).
+                for a in &mut self.assigned {
+                    a.next = a.committed;
+                }
+                Err(e)
+            }
+        }
+    }
+}
