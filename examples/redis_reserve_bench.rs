@@ -12,8 +12,8 @@
 
 use futures::StreamExt;
 use orderflow_domain::OrderId;
-use orderflow_stores::StockLedger;
 use orderflow_stores::redis::{RedisConfig, RedisHot, RedisLedger, lua, sha1_of};
+use orderflow_stores::{SkuQuantity, SkuStock, StockLedger};
 use orderflow_testkit::RedisServer;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ async fn adapter(ledger: &RedisLedger, n: usize, clients: usize) -> f64 {
             ledger
                 .reserve(
                     OrderId::new(),
-                    &[(SKU.to_owned(), 1)],
+                    &[SkuQuantity::new(SKU, 1)],
                     Duration::from_secs(3600),
                 )
                 .await
@@ -107,7 +107,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = RedisConfig::new(server.url());
     config.warehouse = "bench".into();
     let ledger = RedisLedger::new(RedisHot::connect(config).await?);
-    ledger.seed(&[(SKU.to_owned(), 1_000_000_000_000)]).await?;
+    ledger
+        .seed(&[SkuStock::new(SKU, 1_000_000_000_000)])
+        .await?;
     println!(
         "reserve script {} on redis-server :{}; {n} reservations per run, {clients} in flight, {rounds} rounds",
         sha1_of(lua::RESERVE),

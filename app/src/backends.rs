@@ -22,7 +22,8 @@ use orderflow_stores::redis::{
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
-    CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, StatusFeed, StockLedger,
+    CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, SkuStock, StatusFeed,
+    StockLedger,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -238,11 +239,11 @@ impl Backends {
                 }
             }
         }
-        let items: Vec<(String, u64)> = self
+        let items: Vec<SkuStock> = self
             .catalog
             .items()
             .iter()
-            .map(|i| (i.sku.clone(), i.stock))
+            .map(|i| SkuStock::new(i.sku.clone(), i.stock))
             .collect();
         Ok(self.ledger.seed(&items).await?)
     }

@@ -9,6 +9,7 @@ use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event}
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
+use orderflow_stores::SkuStock;
 use orderflow_stores::embedded::{
     EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed, LocalRateLimiter,
 };
@@ -43,7 +44,10 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
         .await
         .expect("topics");
     let ledger = Arc::new(EmbeddedLedger::open(engine.clone()).expect("ledger"));
-    ledger.seed(&[("SKU-0001".into(), 10)]).await.expect("seed");
+    ledger
+        .seed(&[SkuStock::new("SKU-0001", 10)])
+        .await
+        .expect("seed");
     let orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
     let item = CatalogItem {
         sku: "SKU-0001".into(),

@@ -95,10 +95,10 @@ pub async fn replay(
             }
             if r.header(header::REPLAY_RUN) == Some(run.as_str()) {
                 finished.insert(r.partition);
-                offsets.insert((r.topic.clone(), r.partition), r.offset);
+                offsets.insert(r.topic_partition(), r.offset);
                 continue;
             }
-            let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
+            let next = offsets.entry(r.topic_partition()).or_insert(0);
             *next = (*next).max(r.offset + 1);
             let source = r.header(header::DLQ_SOURCE_TOPIC).unwrap_or_default();
             if !sources.iter().any(|t| t == source) || source.ends_with(".dlq") {

@@ -19,7 +19,10 @@ pub mod stage;
 
 pub use dlq::dlq_topic;
 pub use kafka::{KafkaConfig, KafkaLog};
-pub use log::{Consumer, Decoded, Headers, Log, LogError, Message, Offsets, Record, header};
+pub use log::{
+    Consumer, Decoded, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
+    header,
+};
 pub use orderflow_storage::segment::{SegmentLog, SegmentLogOptions};
 pub use runner::{RetryPolicy, Runner};
 pub use stage::{ErrorKind, Outcome, Stage, StageError};

@@ -32,7 +32,9 @@ pub mod header {
     pub const REPLAY_FOR: &str = "replay-for";
 }
 
-pub use orderflow_storage::record::{Decoded, Headers, Message, Offsets, Record};
+pub use orderflow_storage::record::{
+    Decoded, Headers, Message, Offsets, Position, Record, TopicPartition,
+};
 
 /// A failure of the log.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,7 +55,7 @@ pub trait Log: Send + Sync + 'static {
 
     /// Appends messages; returns once every one of them is durable, with their
     /// (partition, offset) in the same order.
-    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError>;
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<Position>, LogError>;
 
     /// Joins consumer group `group` on `topics`, starting at the group's committed offsets.
     async fn consumer(&self, group: &str, topics: &[String])

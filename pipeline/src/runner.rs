@@ -1,7 +1,7 @@
 //! The runner: consume, process, retry, dead-letter, produce and commit for one stage.
 
 use crate::dlq::dead_letter;
-use crate::log::{Consumer, Log, LogError, Message, Offsets, Record, header};
+use crate::log::{Consumer, Log, LogError, Message, Offsets, Record, TopicPartition, header};
 use crate::stage::{ErrorKind, Outcome, Stage, StageError};
 use futures::FutureExt;
 use futures::future::join_all;
@@ -277,7 +277,7 @@ impl Runner {
         for (topic, partition, next) in highest {
             let slot = pending
                 .offsets
-                .entry((topic.to_owned(), partition))
+                .entry(TopicPartition::new(topic, partition))
                 .or_insert(0);
             *slot = (*slot).max(next);
         }
@@ -534,7 +534,7 @@ mod tests {
         let lag = log.lag().expect("lag");
         assert!(
             lag.keys()
-                .any(|(group, topic, _)| group == "shout" && topic == "in")
+                .any(|at| at.group == "shout" && at.partition.topic == "in")
         );
         assert!(lag.values().all(|behind| *behind == 0), "{lag:?}");
 
@@ -573,7 +573,7 @@ mod tests {
             .lag()
             .expect("lag")
             .iter()
-            .filter(|((group, topic, _), _)| group == "shout" && topic == "in")
+            .filter(|(at, _)| at.group == "shout" && at.partition.topic == "in")
             .map(|(_, behind)| behind)
             .sum();
         assert_eq!(behind, 3, "three appended records not yet consumed");
@@ -634,7 +634,7 @@ mod tests {
             log.lag()
                 .expect("lag")
                 .iter()
-                .filter(|((g, t, _), _)| g == "tally" && t == "in")
+                .filter(|(at, _)| at.group == "tally" && at.partition.topic == "in")
                 .map(|(_, behind)| *behind)
                 .sum()
         };

@@ -1,7 +1,7 @@
 //! The [`Log`] with no server: `orderflow-storage`'s segment log behind the trait. The engine
 //! does the work; this adapter only names its operations in the trait's terms.
 
-use crate::log::{Consumer, Log, LogError, Message, Offsets, Record};
+use crate::log::{Consumer, Log, LogError, Message, Offsets, Position, Record};
 use async_trait::async_trait;
 use orderflow_storage::segment::{SegmentConsumer, SegmentError, SegmentLog};
 use std::time::Duration;
@@ -21,7 +21,7 @@ impl Log for SegmentLog {
         Ok(SegmentLog::ensure_topics(self, topics).await?)
     }
 
-    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<Position>, LogError> {
         Ok(SegmentLog::append(self, messages).await?)
     }
 

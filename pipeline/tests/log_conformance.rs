@@ -85,7 +85,7 @@ async fn log_conformance(log: Arc<dyn Log>) {
         let outputs: Vec<Message> = batch
             .iter()
             .map(|r| {
-                offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+                offsets.insert(r.topic_partition(), r.offset + 1);
                 msg(
                     "t.out",
                     std::str::from_utf8(&r.key).expect("utf-8"),
@@ -307,7 +307,7 @@ async fn kafka_exactly_once_aborts_a_failed_batch_and_commits_its_retry() {
     }
     let mut offsets = Offsets::new();
     for r in &batch {
-        let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
+        let next = offsets.entry(r.topic_partition()).or_insert(0);
         *next = (*next).max(r.offset + 1);
     }
     let good: Vec<Message> = batch

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use orderflow_domain::{OrderEvent, OrderStatus, RejectionCode, Reservation};
 use orderflow_pipeline::StageError;
-use orderflow_stores::{ReserveOutcome, StockLedger};
+use orderflow_stores::{ReserveOutcome, SkuQuantity, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,11 +25,11 @@ impl Reserve {
 #[async_trait]
 impl OrderStage for Reserve {
     async fn handle(&self, mut event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
-        let lines: Vec<(String, u32)> = event
+        let lines: Vec<SkuQuantity> = event
             .order
             .lines
             .iter()
-            .map(|l| (l.sku.clone(), l.quantity))
+            .map(|l| SkuQuantity::new(l.sku.clone(), l.quantity))
             .collect();
         let outcome = self
             .ledger

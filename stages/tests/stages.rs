@@ -13,6 +13,7 @@ use orderflow_stages::reserve::Reserve;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, OrderStage, Step, topology};
 use orderflow_storage::kv::Engine;
+use orderflow_stores::SkuStock;
 use orderflow_stores::StockLedger;
 use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedPaymentJournal};
 use std::sync::Arc;
@@ -81,7 +82,7 @@ async fn ledger() -> (tempfile::TempDir, Arc<dyn StockLedger>, Engine) {
     let engine = Engine::open(dir.path()).expect("engine");
     let ledger = EmbeddedLedger::open(engine.clone()).expect("ledger");
     ledger
-        .seed(&[("A".into(), 10), ("B".into(), 10)])
+        .seed(&[SkuStock::new("A", 10), SkuStock::new("B", 10)])
         .await
         .expect("seed");
     (dir, Arc::new(ledger), engine)

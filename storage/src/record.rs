@@ -86,6 +86,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// The partition it was read from.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+
     /// The value of a header, if present.
     pub fn header(&self, name: &str) -> Option<&str> {
         find_header(&self.headers, name)
@@ -99,5 +104,39 @@ fn find_header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Positions to commit: for each (topic, partition), the next offset to read.
-pub type Offsets = BTreeMap<(String, u32), u64>;
+/// One partition of one topic.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition within it.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// `partition` of `topic`.
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Where an appended message landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// The partition its key maps to.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+}
+
+/// Positions to commit: for each partition, the next offset to read.
+pub type Offsets = BTreeMap<TopicPartition, u64>;

@@ -2,7 +2,7 @@
 //! group reads.
 
 use bytes::Bytes;
-use orderflow_storage::record::{Message, Offsets};
+use orderflow_storage::record::{Message, Offsets, Position, TopicPartition};
 use orderflow_storage::segment::SegmentLog;
 use std::time::Duration;
 
@@ -35,14 +35,14 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
     assert_eq!(first.len(), 60);
     let mut offsets = Offsets::new();
     for r in &first {
-        offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+        offsets.insert(r.topic_partition(), r.offset + 1);
     }
     g.complete(vec![], offsets).await.expect("commit");
     let mut h = log.consumer("h", &topics[..1]).await.expect("consumer");
     let early = h.poll(20, Duration::from_millis(50)).await.expect("poll");
     let mut h_offsets = Offsets::new();
     for r in &early {
-        h_offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+        h_offsets.insert(r.topic_partition(), r.offset + 1);
     }
     h.complete(vec![], h_offsets).await.expect("commit");
 
@@ -74,7 +74,7 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
     // Retention passes with zero retention trim to the floor by themselves.
     let mut offsets = Offsets::new();
     for r in log.read("r.in", 1000).await.expect("read") {
-        let next = offsets.entry((r.topic.clone(), r.partition)).or_insert(0);
+        let next = offsets.entry(r.topic_partition()).or_insert(0);
         *next = (*next).max(r.offset + 1);
     }
     h_again
@@ -95,10 +95,10 @@ async fn trimming_keeps_uncommitted_records_and_dead_letters() {
     // Offsets keep growing after a trim: new records never reuse a deleted offset.
     let ends = log.end_offsets().expect("ends");
     let positions = log.append(vec![msg("r.in", 3)]).await.expect("append");
-    let (partition, offset) = positions[0];
+    let Position { partition, offset } = positions[0];
     assert_eq!(
         offset,
-        ends[&("r.in".to_owned(), partition)],
+        ends[&TopicPartition::new("r.in", partition)],
         "the new record continues after every trimmed offset"
     );
     assert!(offset > 0, "its partition held trimmed records before");
@@ -118,7 +118,7 @@ async fn offsets_continue_after_a_partition_is_trimmed_empty_and_reopened() {
         let records = c.poll(1000, Duration::from_millis(50)).await.expect("poll");
         let mut offsets = Offsets::new();
         offsets.insert(
-            ("e.in".into(), 0),
+            TopicPartition::new("e.in", 0),
             records.last().expect("records").offset + 1,
         );
         c.complete(vec![], offsets).await.expect("commit");
@@ -129,14 +129,14 @@ async fn offsets_continue_after_a_partition_is_trimmed_empty_and_reopened() {
             50
         );
         assert!(log.read("e.in", 10).await.expect("read").is_empty());
-        log.end_offsets().expect("ends")[&("e.in".to_owned(), 0)]
+        log.end_offsets().expect("ends")[&TopicPartition::new("e.in", 0)]
     };
     assert_eq!(end_before, 50);
     // Dropping the last handle released the directory, so it opens again at once.
     let log = SegmentLog::open(dir.path(), 1).expect("reopens");
     let positions = log.append(vec![msg("e.in", 99)]).await.expect("append");
     assert_eq!(
-        positions[0].1, 50,
+        positions[0].offset, 50,
         "a new record continues after the trimmed ones"
     );
     let mut c = log.consumer("g", &topics).await.expect("consumer");

@@ -66,12 +66,50 @@ pub enum PinOutcome {
     Missing,
 }
 
+/// Units of one SKU an order asks to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuQuantity {
+    /// The SKU.
+    pub sku: String,
+    /// Units wanted.
+    pub quantity: u32,
+}
+
+impl SkuQuantity {
+    /// `quantity` units of `sku`.
+    pub fn new(sku: impl Into<String>, quantity: u32) -> Self {
+        Self {
+            sku: sku.into(),
+            quantity,
+        }
+    }
+}
+
+/// A SKU's starting stock, seeded once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuStock {
+    /// The SKU.
+    pub sku: String,
+    /// Units on the shelf at the start.
+    pub stock: u64,
+}
+
+impl SkuStock {
+    /// `stock` units of `sku`.
+    pub fn new(sku: impl Into<String>, stock: u64) -> Self {
+        Self {
+            sku: sku.into(),
+            stock,
+        }
+    }
+}
+
 /// An order's lines as units per SKU, sorted by SKU: lines of one SKU are summed. Every ledger
 /// reserves from this, so all backends agree on what an order asks for.
-pub fn units_per_sku(lines: &[(String, u32)]) -> std::collections::BTreeMap<&str, u64> {
+pub fn units_per_sku(lines: &[SkuQuantity]) -> std::collections::BTreeMap<&str, u64> {
     let mut wanted = std::collections::BTreeMap::new();
-    for (sku, qty) in lines {
-        *wanted.entry(sku.as_str()).or_default() += u64::from(*qty);
+    for line in lines {
+        *wanted.entry(line.sku.as_str()).or_default() += u64::from(line.quantity);
     }
     wanted
 }
@@ -81,14 +119,14 @@ pub fn units_per_sku(lines: &[(String, u32)]) -> std::collections::BTreeMap<&str
 pub trait StockLedger: Send + Sync + 'static {
     /// Creates the SKUs that do not exist yet with `available = initial = stock`; returns how
     /// many were created. Existing SKUs keep their levels (a restart never resets stock).
-    async fn seed(&self, items: &[(String, u64)]) -> Result<usize, StoreError>;
+    async fn seed(&self, items: &[SkuStock]) -> Result<usize, StoreError>;
 
     /// Holds every line of `order`, all or nothing. Lines of one SKU are summed. A repeat for
     /// the same order returns the first answer and changes nothing.
     async fn reserve(
         &self,
         order: OrderId,
-        lines: &[(String, u32)],
+        lines: &[SkuQuantity],
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError>;
 

@@ -31,7 +31,9 @@ pub use coupons::{CouponLedger, Redemption};
 pub use error::StoreError;
 pub use feed::StatusFeed;
 pub use idempotency::{Claim, IdempotencyStore};
-pub use ledger::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel};
+pub use ledger::{
+    PinOutcome, ReserveOutcome, Shortage, SkuQuantity, SkuStock, StockLedger, StockLevel,
+};
 pub use orders::{OrderStore, Page};
 pub use outbox::Outbox;
 pub use payments::PaymentJournal;

@@ -15,14 +15,18 @@ use orderflow_stores::{
     Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
     RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger,
 };
+use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::Duration;
 
 const TTL: Duration = Duration::from_secs(900);
 
-fn lines(items: &[(&str, u32)]) -> Vec<(String, u32)> {
-    items.iter().map(|(s, q)| ((*s).to_owned(), *q)).collect()
+fn lines(items: &[(&str, u32)]) -> Vec<SkuQuantity> {
+    items
+        .iter()
+        .map(|(s, q)| SkuQuantity::new(*s, *q))
+        .collect()
 }
 
 async fn assert_balanced(ledger: &dyn StockLedger) {
@@ -34,13 +38,13 @@ async fn assert_balanced(ledger: &dyn StockLedger) {
 /// The behaviour every [`StockLedger`] must have.
 async fn ledger_conformance(ledger: Arc<dyn StockLedger>) {
     let seeded = ledger
-        .seed(&[("A".into(), 10), ("B".into(), 2)])
+        .seed(&[SkuStock::new("A", 10), SkuStock::new("B", 2)])
         .await
         .expect("seed");
     assert_eq!(seeded, 2);
     assert_eq!(
         ledger
-            .seed(&[("A".into(), 99), ("C".into(), 5)])
+            .seed(&[SkuStock::new("A", 99), SkuStock::new("C", 5)])
             .await
             .expect("seed"),
         1,
@@ -525,7 +529,7 @@ async fn embedded_ledger_evicts_settled_holds_and_still_answers_repeats() {
     {
         let ledger =
             EmbeddedLedger::open(Engine::open(dir.path()).expect("engine")).expect("ledger");
-        ledger.seed(&[("A".into(), 10)]).await.expect("seed");
+        ledger.seed(&[SkuStock::new("A", 10)]).await.expect("seed");
         assert_eq!(
             ledger
                 .reserve(o1, &lines(&[("A", 2)]), TTL)

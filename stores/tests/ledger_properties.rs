@@ -7,6 +7,7 @@ use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::EmbeddedLedger;
 use orderflow_stores::redis::{RedisConfig, RedisHot, RedisLedger};
 use orderflow_stores::{PinOutcome, ReserveOutcome, Shortage, StockLedger};
+use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -184,7 +185,7 @@ impl Model {
 
 /// Runs `ops` against `ledger` and the model; every operation twice, to check idempotence.
 async fn check(ledger: &dyn StockLedger, ops: &[Op]) -> Result<(), TestCaseError> {
-    let items: Vec<(String, u64)> = SKUS.iter().map(|s| ((*s).to_owned(), STOCK)).collect();
+    let items: Vec<SkuStock> = SKUS.iter().map(|s| SkuStock::new(*s, STOCK)).collect();
     ledger.seed(&items).await.expect("seed");
     let ids: Vec<OrderId> = (0..ORDERS).map(|_| OrderId::new()).collect();
     let mut model = Model::new();
@@ -203,9 +204,9 @@ async fn check(ledger: &dyn StockLedger, ops: &[Op]) -> Result<(), TestCaseError
                 if *y > 0 {
                     lines.push(("Y".to_owned(), u64::from(*y)));
                 }
-                let request: Vec<(String, u32)> = lines
+                let request: Vec<SkuQuantity> = lines
                     .iter()
-                    .map(|(s, q)| (s.clone(), u32::try_from(*q).expect("small")))
+                    .map(|(s, q)| SkuQuantity::new(s.clone(), u32::try_from(*q).expect("small")))
                     .collect();
                 let ttl = if *lapsing {
                     Duration::from_millis(1)

@@ -7,6 +7,7 @@ use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisHot, RedisLedger, RedisOrderCache,
 };
 use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger, StoreError};
+use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,11 +46,14 @@ async fn a_batch_of_calls_is_pipelined_not_sent_one_round_trip_at_a_time() {
     config.connections = 1;
     config.command_timeout = Duration::from_secs(20);
     let ledger = RedisLedger::new(RedisHot::connect(config).await.expect("connects"));
-    ledger.seed(&[("P".into(), 1_000)]).await.expect("seed");
+    ledger
+        .seed(&[SkuStock::new("P", 1_000)])
+        .await
+        .expect("seed");
     // Redis stops reading: whatever the client sends without waiting for answers piles up in
     // the server's receive queue.
     server.signal("STOP");
-    let line = [("P".to_owned(), 1)];
+    let line = [SkuQuantity::new("P", 1)];
     let ids: Vec<OrderId> = (0..200).map(|_| OrderId::new()).collect();
     // A stage's batch, as the runner drives it: 200 reservations polled together in one task.
     let batch = futures::future::join_all(ids.iter().map(|id| ledger.reserve(*id, &line, TTL)));
@@ -77,12 +81,12 @@ async fn a_batch_of_calls_is_pipelined_not_sent_one_round_trip_at_a_time() {
 async fn scripts_are_reloaded_after_a_flush() {
     let server = RedisServer::start();
     let ledger = ledger(&server, Duration::from_secs(2)).await;
-    ledger.seed(&[("F".into(), 5)]).await.expect("seed");
+    ledger.seed(&[SkuStock::new("F", 5)]).await.expect("seed");
     // What a Redis restart or failover does to the script cache.
     assert!(server.command(&["SCRIPT", "FLUSH"]).starts_with("+OK"));
     assert_eq!(
         ledger
-            .reserve(OrderId::new(), &[("F".into(), 2)], TTL)
+            .reserve(OrderId::new(), &[SkuQuantity::new("F", 2)], TTL)
             .await
             .expect("reserve after NOSCRIPT"),
         ReserveOutcome::Reserved
@@ -95,12 +99,14 @@ async fn scripts_are_reloaded_after_a_flush() {
 async fn an_outage_is_unavailable_not_an_answer_and_passes() {
     let server = RedisServer::start();
     let ledger = ledger(&server, Duration::from_millis(500)).await;
-    ledger.seed(&[("O".into(), 5)]).await.expect("seed");
+    ledger.seed(&[SkuStock::new("O", 5)]).await.expect("seed");
     let order = OrderId::new();
 
     server.signal("STOP");
     let started = Instant::now();
-    let during = ledger.reserve(order, &[("O".into(), 1)], TTL).await;
+    let during = ledger
+        .reserve(order, &[SkuQuantity::new("O", 1)], TTL)
+        .await;
     assert!(
         matches!(during, Err(StoreError::Unavailable(_))),
         "{during:?}"
@@ -118,7 +124,10 @@ async fn an_outage_is_unavailable_not_an_answer_and_passes() {
     // Back: the same order is reserved once, whether or not the first try reached Redis.
     let deadline = Instant::now() + Duration::from_secs(10);
     let outcome = loop {
-        match ledger.reserve(order, &[("O".into(), 1)], TTL).await {
+        match ledger
+            .reserve(order, &[SkuQuantity::new("O", 1)], TTL)
+            .await
+        {
             Ok(outcome) => break outcome,
             Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -172,7 +172,7 @@ impl KafkaConsumer {
 
     fn offsets_list(offsets: &Offsets) -> Result<TopicPartitionList, LogError> {
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in offsets {
+        for (TopicPartition { topic, partition }, next) in offsets {
             let partition = i32::try_from(*partition)
                 .map_err(|_| LogError::Invalid(format!("partition {partition} out of range")))?;
             let next = i64::try_from(*next)
@@ -262,7 +262,7 @@ impl KafkaConsumer {
         let assignment = self.consumer.assignment().map_err(unavailable)?;
         Ok(offsets
             .into_iter()
-            .filter(|((topic, partition), _)| {
+            .filter(|(TopicPartition { topic, partition }, _)| {
                 let owned = i32::try_from(*partition)
                     .is_ok_and(|p| assignment.find_partition(topic, p).is_some());
                 if !owned {

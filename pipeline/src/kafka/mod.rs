@@ -12,7 +12,9 @@
 
 mod consumer;
 
-use crate::log::{Consumer, Headers, Log, LogError, Message, Offsets, Record};
+use crate::log::{
+    Consumer, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use consumer::{GroupContext, KafkaConsumer, Transactions};
@@ -133,7 +135,7 @@ impl SharedProducer {
     /// Appends on the current producer. An idempotent producer that the broker fenced (after
     /// message timeouts, a broker may refuse its epoch bump) can never send again: it is
     /// replaced, and the failed append reported as unavailable so the caller retries.
-    async fn send(&self, messages: &[Message]) -> Result<Vec<(u32, u64)>, LogError> {
+    async fn send(&self, messages: &[Message]) -> Result<Vec<Position>, LogError> {
         let producer = self.get();
         let result = send_all(&producer, messages, self.config.message_timeout).await;
         if let Err(e) = &result
@@ -229,7 +231,7 @@ async fn send_all(
     producer: &FutureProducer,
     messages: &[Message],
     queue_timeout: Duration,
-) -> Result<Vec<(u32, u64)>, KafkaError> {
+) -> Result<Vec<Position>, KafkaError> {
     let sends = messages.iter().map(|m| {
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (name, value) in &m.headers {
@@ -247,10 +249,10 @@ async fn send_all(
     let mut placed = Vec::with_capacity(messages.len());
     for result in join_all(sends).await {
         let delivery = result.map_err(|(e, _)| e)?;
-        placed.push((
-            u32::try_from(delivery.partition).unwrap_or_default(),
-            u64::try_from(delivery.offset).unwrap_or_default(),
-        ));
+        placed.push(Position {
+            partition: u32::try_from(delivery.partition).unwrap_or_default(),
+            offset: u64::try_from(delivery.offset).unwrap_or_default(),
+        });
     }
     Ok(placed)
 }
@@ -360,7 +362,7 @@ impl Log for KafkaLog {
         Ok(())
     }
 
-    async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, LogError> {
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<Position>, LogError> {
         self.producer.send(&messages).await
     }
 

@@ -2,7 +2,7 @@
 
 use super::writer::{Commit, Request};
 use super::{SegmentError, SegmentLog};
-use crate::record::{Message, Offsets, Record};
+use crate::record::{Message, Offsets, Record, TopicPartition};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -41,10 +41,9 @@ impl SegmentConsumer {
             let state = self.log.inner.state.read();
             offsets
                 .iter()
-                .map(|((topic, partition), next)| {
-                    let pidx = SegmentLog::pidx(&state, topic, *partition).ok_or_else(|| {
-                        SegmentError::Invalid(format!("unknown partition {topic}/{partition}"))
-                    })?;
+                .map(|(at, next)| {
+                    let pidx = SegmentLog::pidx(&state, &at.topic, at.partition)
+                        .ok_or_else(|| SegmentError::Invalid(format!("unknown partition {at}")))?;
                     Ok(Commit {
                         group: Arc::clone(&self.group),
                         pidx,
@@ -113,7 +112,7 @@ impl SegmentConsumer {
         match result {
             Ok(_) => {
                 for a in &mut self.assigned {
-                    if let Some(next) = offsets.get(&(a.topic.to_string(), a.partition)) {
+                    if let Some(next) = offsets.get(&TopicPartition::new(&*a.topic, a.partition)) {
                         a.committed = *next;
                         // After a failed attempt rewound the reader, a retry that succeeds must
                         // not hand the records it just committed out again.

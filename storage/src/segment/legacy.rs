@@ -261,7 +261,7 @@ mod tests {
             }])
             .await
             .expect("append");
-        let (partition, offset) = positions[0];
+        let crate::record::Position { partition, offset } = positions[0];
         assert!(
             partition == 0 && offset == 1 || partition == 1 && offset == 7,
             "appends continue after the moved ends: {positions:?}"

@@ -25,6 +25,7 @@ pub(crate) mod state;
 pub(crate) mod writer;
 
 pub use consumer::SegmentConsumer;
+pub use retention::GroupPartition;
 
 use crate::record::{Message, Offsets, Record};
 use parking_lot::RwLock;
@@ -446,7 +447,13 @@ mod tests {
             .append(vec![msg("a", "k", "three")])
             .await
             .expect("append after recovery");
-        assert_eq!(positions, vec![(0, 2)]);
+        assert_eq!(
+            positions,
+            vec![crate::record::Position {
+                partition: 0,
+                offset: 2
+            }]
+        );
         let values: Vec<_> = log
             .read("a", 10)
             .await
@@ -544,7 +551,10 @@ mod tests {
             .expect("append");
         assert_eq!(
             positions,
-            vec![(0, 0)],
+            vec![crate::record::Position {
+                partition: 0,
+                offset: 0
+            }],
             "nothing of the refused append took an offset"
         );
         assert_eq!(log.read("a", 10).await.expect("read").len(), 1);
@@ -600,7 +610,7 @@ mod tests {
                 break;
             }
             for r in got {
-                offsets.insert((r.topic.clone(), r.partition), r.offset + 1);
+                offsets.insert(r.topic_partition(), r.offset + 1);
             }
         }
         c.complete(vec![], offsets).await.expect("commit");
@@ -636,7 +646,7 @@ mod tests {
             .await
             .expect("append");
         assert_eq!(
-            positions[0].1, 400,
+            positions[0].offset, 400,
             "offsets continue after the trimmed ones"
         );
     }

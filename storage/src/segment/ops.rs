@@ -3,7 +3,7 @@
 use super::consumer::{Assigned, SegmentConsumer};
 use super::writer::{Commit, Request};
 use super::{SegmentError, SegmentLog};
-use crate::record::{Message, Record};
+use crate::record::{Message, Position, Record};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::sync::Notify;
@@ -34,7 +34,7 @@ impl SegmentLog {
     }
 
     /// Appends messages; resolves once every one is durable, with their positions in order.
-    pub async fn append(&self, messages: Vec<Message>) -> Result<Vec<(u32, u64)>, SegmentError> {
+    pub async fn append(&self, messages: Vec<Message>) -> Result<Vec<Position>, SegmentError> {
         if messages.is_empty() {
             return Ok(Vec::new());
         }

@@ -3,9 +3,18 @@
 
 use super::writer::Request;
 use super::{SegmentError, SegmentLog};
-use crate::record::Offsets;
+use crate::record::{Offsets, TopicPartition};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
+
+/// A consumer group's place on one partition.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct GroupPartition {
+    /// The consumer group.
+    pub group: String,
+    /// The partition it reads.
+    pub partition: TopicPartition,
+}
 
 /// Retention and lag.
 impl SegmentLog {
@@ -16,23 +25,30 @@ impl SegmentLog {
             .parts
             .iter()
             .enumerate()
-            .map(|(pidx, p)| ((state.topic_name(pidx).to_string(), p.partition), p.end()))
+            .map(|(pidx, p)| {
+                (
+                    TopicPartition::new(state.topic_name(pidx).to_string(), p.partition),
+                    p.end(),
+                )
+            })
             .collect())
     }
 
-    /// Every group's committed position: `(group, topic, partition) → next offset`.
-    fn committed(&self) -> BTreeMap<(String, String, u32), u64> {
+    /// Every group's committed position: group and partition → next offset.
+    fn committed(&self) -> BTreeMap<GroupPartition, u64> {
         let state = self.inner.state.read();
         state
             .committed
             .iter()
             .map(|((group, pidx), next)| {
                 (
-                    (
-                        group.to_string(),
-                        state.topic_name(*pidx).to_string(),
-                        state.parts[*pidx].partition,
-                    ),
+                    GroupPartition {
+                        group: group.to_string(),
+                        partition: TopicPartition::new(
+                            state.topic_name(*pidx).to_string(),
+                            state.parts[*pidx].partition,
+                        ),
+                    },
                     *next,
                 )
             })
@@ -40,18 +56,15 @@ impl SegmentLog {
     }
 
     /// How far each consumer group is behind the end of each partition it reads:
-    /// `(group, topic, partition) → records not yet committed`.
-    pub fn lag(&self) -> Result<BTreeMap<(String, String, u32), u64>, SegmentError> {
+    /// group and partition → records not yet committed.
+    pub fn lag(&self) -> Result<BTreeMap<GroupPartition, u64>, SegmentError> {
         let ends = self.end_offsets()?;
         Ok(self
             .committed()
             .into_iter()
-            .map(|((group, topic, partition), next)| {
-                let end = ends
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or_default();
-                ((group, topic, partition), end.saturating_sub(next))
+            .map(|(at, next)| {
+                let end = ends.get(&at.partition).copied().unwrap_or_default();
+                (at, end.saturating_sub(next))
             })
             .collect())
     }
@@ -62,12 +75,12 @@ impl SegmentLog {
     pub fn record_lag(&self) {
         match self.lag() {
             Ok(lag) => {
-                for ((group, topic, partition), behind) in lag {
+                for (at, behind) in lag {
                     metrics::gauge!(
                         "orderflow_stage_consumer_lag",
-                        "stage" => group,
-                        "topic" => topic,
-                        "partition" => partition.to_string()
+                        "stage" => at.group,
+                        "topic" => at.partition.topic,
+                        "partition" => at.partition.partition.to_string()
                     )
                     .set(behind as f64);
                 }
@@ -94,7 +107,7 @@ impl SegmentLog {
             floor
                 .into_iter()
                 .filter_map(|(pidx, committed)| {
-                    let limit = horizon.get(&(
+                    let limit = horizon.get(&TopicPartition::new(
                         state.topic_name(pidx).to_string(),
                         state.parts[pidx].partition,
                     ))?;

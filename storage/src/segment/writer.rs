@@ -12,7 +12,7 @@
 use super::SegmentError;
 use super::format::{self, Batch, MAGIC};
 use super::state::{Loc, Segment, State, read_frame};
-use crate::record::{Message, Record};
+use crate::record::{Message, Position, Record};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use std::collections::HashSet;
@@ -72,7 +72,7 @@ pub enum Request {
         /// Positions to record once the records are durable.
         commits: Vec<Commit>,
         /// `(partition, offset)` of each record.
-        reply: oneshot::Sender<Result<Vec<(u32, u64)>, SegmentError>>,
+        reply: oneshot::Sender<Result<Vec<Position>, SegmentError>>,
     },
     /// Create the topics that do not exist; answers the existing ones whose partition count
     /// differs.
@@ -394,7 +394,10 @@ impl Writer {
             for (mine, kept) in placed.into_iter().zip(commits) {
                 let mut positions = Vec::with_capacity(mine.len());
                 for p in mine {
-                    positions.push((p.record.partition, p.offset));
+                    positions.push(Position {
+                        partition: p.record.partition,
+                        offset: p.offset,
+                    });
                     if touched.last() != Some(&p.pidx) {
                         touched.push(p.pidx);
                     }

@@ -4,6 +4,7 @@
 use super::batch::ScriptName;
 use super::{RedisHot, ms, redis_error};
 use crate::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError};
+use crate::{SkuQuantity, SkuStock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use fred::prelude::*;
@@ -114,14 +115,14 @@ fn outcome_from(reply: &str) -> Result<ReserveOutcome, StoreError> {
 
 #[async_trait]
 impl StockLedger for RedisLedger {
-    async fn seed(&self, items: &[(String, u64)]) -> Result<usize, StoreError> {
+    async fn seed(&self, items: &[SkuStock]) -> Result<usize, StoreError> {
         let mut created = 0;
         // In slices, so one script never holds Redis for long.
         for chunk in items.chunks(500) {
             let mut keys = vec![self.skus_key()];
-            keys.extend(chunk.iter().map(|(sku, _)| self.stock_key(sku)));
-            let mut args: Vec<String> = chunk.iter().map(|(sku, _)| sku.clone()).collect();
-            args.extend(chunk.iter().map(|(_, stock)| stock.to_string()));
+            keys.extend(chunk.iter().map(|item| self.stock_key(&item.sku)));
+            let mut args: Vec<String> = chunk.iter().map(|item| item.sku.clone()).collect();
+            args.extend(chunk.iter().map(|item| item.stock.to_string()));
             let n: i64 = self
                 .hot
                 .scripts()
@@ -135,7 +136,7 @@ impl StockLedger for RedisLedger {
     async fn reserve(
         &self,
         order: OrderId,
-        lines: &[(String, u32)],
+        lines: &[SkuQuantity],
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError> {
         let wanted = crate::ledger::units_per_sku(lines);

@@ -2,15 +2,16 @@
 //! lock and queues the durable change, chained by sequence number.
 
 use super::*;
+use crate::{SkuQuantity, SkuStock};
 
 #[async_trait]
 impl StockLedger for EmbeddedLedger {
-    async fn seed(&self, items: &[(String, u64)]) -> Result<usize, StoreError> {
+    async fn seed(&self, items: &[SkuStock]) -> Result<usize, StoreError> {
         let (count, pending) = {
             let mut state = self.state.lock();
             state.usable()?;
             let mut created = Vec::new();
-            for (sku, stock) in items {
+            for SkuStock { sku, stock } in items {
                 if !state.levels.contains_key(sku) {
                     let level = StockLevel {
                         sku: sku.clone(),
@@ -39,7 +40,7 @@ impl StockLedger for EmbeddedLedger {
     async fn reserve(
         &self,
         order: OrderId,
-        lines: &[(String, u32)],
+        lines: &[SkuQuantity],
         ttl: Duration,
     ) -> Result<ReserveOutcome, StoreError> {
         let wanted = crate::ledger::units_per_sku(lines);
