@@ -6,7 +6,7 @@ use crate::error::AppError;
 use crate::supervisor::Chore;
 use crate::tables;
 use orderflow_domain::{Catalog, Promotions};
-use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, LogError, SegmentLog, SegmentLogOptions};
+use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, SegmentLog, SegmentLogOptions};
 use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::topology::{self, StageDeps};
@@ -226,7 +226,7 @@ impl Backends {
         loop {
             match self.log.ensure_topics(&topology::all_topics()).await {
                 Ok(()) => break,
-                Err(e @ LogError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                Err(e) if e.is_unavailable() && std::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "The log is not reachable yet; retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

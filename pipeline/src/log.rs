@@ -36,15 +36,65 @@ pub use orderflow_storage::record::{
     Decoded, Headers, Message, Offsets, Position, Record, TopicPartition,
 };
 
+/// The cause of a log error, shared so the error stays cheap to clone.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
 /// A failure of the log.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// The log cannot take or serve data right now; retrying later may succeed.
     #[error("log unavailable: {0}")]
     Unavailable(String),
+    /// The log's client or storage failed (`what` names the call); retrying later may succeed.
+    #[error("log unavailable: {what}: {source}")]
+    Backend {
+        /// What was being done.
+        what: String,
+        /// The client's or the storage's error.
+        #[source]
+        source: Cause,
+    },
     /// The request itself is wrong (unknown topic, bad configuration).
     #[error("log request invalid: {0}")]
     Invalid(String),
+    /// The log's client refused the request or its configuration (`what` names the call).
+    #[error("log request invalid: {what}: {source}")]
+    Refused {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: Cause,
+    },
+}
+
+impl LogError {
+    /// A failed call that may pass later.
+    pub fn backend(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend {
+            what: what.into(),
+            source: std::sync::Arc::new(source),
+        }
+    }
+
+    /// A refused call that will not pass as it is.
+    pub fn refused(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Refused {
+            what: what.into(),
+            source: std::sync::Arc::new(source),
+        }
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Backend { .. })
+    }
 }
 
 /// A durable, partitioned, keyed log with consumer groups.

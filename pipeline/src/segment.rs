@@ -11,6 +11,9 @@ impl From<SegmentError> for LogError {
         match e {
             SegmentError::Unavailable(why) => LogError::Unavailable(why),
             SegmentError::Invalid(why) => LogError::Invalid(why),
+            failed @ (SegmentError::Io { .. } | SegmentError::Legacy(_)) => {
+                LogError::backend("the segment log", failed)
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use orderflow_domain::{
     Currency, Money, OrderEvent, OrderStatus, Payment, Promotions, RejectionCode,
 };
 use orderflow_pipeline::StageError;
-use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger};
+use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger, StoreError};
 use std::sync::Arc;
 
 /// What a provider answered.
@@ -23,8 +23,14 @@ pub enum ChargeResult {
 
 /// A provider failure that may pass.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("payment provider unavailable: {0}")]
-pub struct ProviderError(pub String);
+pub enum ProviderError {
+    /// The provider did not answer or failed; the charge may be retried.
+    #[error("payment provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider's journal (its record of every key's outcome) failed.
+    #[error("payment provider unavailable: its journal failed: {0}")]
+    Journal(#[from] StoreError),
+}
 
 /// A payment service provider. Like real ones, it deduplicates by idempotency key: a repeat
 /// with the same key returns the first result and never captures twice.
@@ -60,11 +66,7 @@ impl SimulatedProvider {
 
     /// Every capture made: `(idempotency key, amount)`.
     pub async fn captures(&self) -> Result<Vec<(String, Money)>, ProviderError> {
-        let entries = self
-            .journal
-            .entries()
-            .await
-            .map_err(|e| ProviderError(e.to_string()))?;
+        let entries = self.journal.entries().await?;
         Ok(entries
             .into_iter()
             .filter_map(|(key, outcome)| match decode(&outcome) {
@@ -118,7 +120,7 @@ impl PaymentProvider for SimulatedProvider {
                 .or_insert(0);
             if *failures < 2 {
                 *failures += 1;
-                return Err(ProviderError(format!(
+                return Err(ProviderError::Unavailable(format!(
                     "simulated timeout ({} of 2)",
                     *failures
                 )));
@@ -135,10 +137,10 @@ impl PaymentProvider for SimulatedProvider {
         let standing = self
             .journal
             .record_once(idempotency_key, &encode(&outcome, amount))
-            .await
-            .map_err(|e| ProviderError(e.to_string()))?;
-        let (result, _) = decode(&standing)
-            .ok_or_else(|| ProviderError(format!("unreadable journal entry {standing:?}")))?;
+            .await?;
+        let (result, _) = decode(&standing).ok_or_else(|| {
+            ProviderError::Unavailable(format!("unreadable journal entry {standing:?}"))
+        })?;
         Ok(result)
     }
 }

@@ -113,8 +113,9 @@ fn metrics_rejection(stage: &str, event: &OrderEvent) {
 /// How a stage reports a store failure: a store that is down holds the record until it is back
 /// (never a dead letter for that); corrupt stored data is a bug to look at.
 pub fn store_error(e: orderflow_stores::StoreError) -> StageError {
-    match e {
-        orderflow_stores::StoreError::Corrupt(_) => StageError::permanent(e.to_string()),
-        _ => StageError::unavailable(e.to_string()),
+    if e.is_corrupt() {
+        StageError::permanent(e.to_string())
+    } else {
+        StageError::unavailable(e.to_string())
     }
 }

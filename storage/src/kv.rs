@@ -34,9 +34,34 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// A failure of the embedded engine.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
-    /// redb reported an error, or the write itself failed; this write was not committed.
+    /// The write itself failed (it panicked, or was not applied); it was not committed.
     #[error("embedded storage error: {0}")]
     Storage(String),
+    /// redb reported an error; this write was not committed.
+    #[error("embedded storage error: {source}")]
+    Redb {
+        /// redb's error.
+        #[source]
+        source: Arc<redb::Error>,
+    },
+    /// The database file or the writer thread could not be set up.
+    #[error("embedded storage error: {what}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The database file cannot be opened (in use by another process, damaged, …).
+    #[error("cannot open {}: {source}", path.display())]
+    Open {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// redb's error.
+        #[source]
+        source: Arc<redb::DatabaseError>,
+    },
     /// The writer thread has stopped (the engine is shutting down).
     #[error("embedded storage is closed")]
     Closed,
@@ -44,7 +69,18 @@ pub enum EngineError {
 
 impl From<redb::Error> for EngineError {
     fn from(e: redb::Error) -> Self {
-        Self::Storage(e.to_string())
+        Self::Redb {
+            source: Arc::new(e),
+        }
+    }
+}
+
+impl EngineError {
+    fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source: Arc::new(source),
+        }
     }
 }
 
@@ -147,16 +183,16 @@ impl Engine {
     /// `cache_bytes`, and starts the writer thread.
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, EngineError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            EngineError::Storage(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            EngineError::io(format!("cannot create data directory {}", dir.display()), e)
         })?;
         let path = dir.join(DB_FILE);
         let db = Database::builder()
             .set_cache_size(cache_bytes)
             .create(&path)
-            .map_err(|e| EngineError::Storage(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| EngineError::Open {
+                path: path.clone(),
+                source: Arc::new(e),
+            })?;
         let db = Arc::new(db);
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let writer_db = Arc::clone(&db);
@@ -168,7 +204,7 @@ impl Engine {
                 let _alive = AliveGuard(writer_alive);
                 run_writer(&writer_db, &queue);
             })
-            .map_err(|e| EngineError::Storage(format!("cannot start writer thread: {e}")))?;
+            .map_err(|e| EngineError::io("cannot start the writer thread", e))?;
         tracing::info!(path = %path.display(), "Embedded storage opened");
         Ok(Self {
             shared: Arc::new(Shared {
@@ -430,7 +466,7 @@ mod tests {
             txn.open_table(T)?.insert(2, 2)?;
             Ok(())
         });
-        assert!(matches!(bad.await, Err(EngineError::Storage(_))));
+        assert!(matches!(bad.await, Err(EngineError::Redb { .. })));
         assert!(matches!(panics.await, Err(EngineError::Storage(_))));
         assert!(before.await.is_ok() && after.await.is_ok());
         let rows = engine

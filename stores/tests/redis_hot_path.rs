@@ -6,7 +6,7 @@ use orderflow_stores::embedded::EmbeddedOrderStore;
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisHot, RedisLedger, RedisOrderCache,
 };
-use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger, StoreError};
+use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger};
 use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
 use std::sync::Arc;
@@ -108,7 +108,7 @@ async fn an_outage_is_unavailable_not_an_answer_and_passes() {
         .reserve(order, &[SkuQuantity::new("O", 1)], TTL)
         .await;
     assert!(
-        matches!(during, Err(StoreError::Unavailable(_))),
+        matches!(&during, Err(e) if e.is_unavailable()),
         "{during:?}"
     );
     assert!(
@@ -129,7 +129,7 @@ async fn an_outage_is_unavailable_not_an_answer_and_passes() {
             .await
         {
             Ok(outcome) => break outcome,
-            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(e) => panic!("redis did not come back: {e}"),
@@ -204,7 +204,7 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     let priced = event(id, OrderStatus::Priced);
     assert!(matches!(
         store.apply(vec![priced.clone()]).await,
-        Err(StoreError::Unavailable(_))
+        Err(e) if e.is_unavailable()
     ));
     assert_eq!(
         durable.get(id).await.expect("get").map(|v| v.status),

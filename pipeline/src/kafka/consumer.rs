@@ -109,11 +109,11 @@ impl Transactions {
                     .to_string(),
             )
             .create()
-            .map_err(|e| LogError::Invalid(format!("kafka transactional producer: {e}")))?;
+            .map_err(|e| LogError::refused("kafka transactional producer", e))?;
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.init_transactions(TXN_CALL_TIMEOUT))
             .await
-            .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?
+            .map_err(|e| LogError::backend("transaction task failed", e))?
             .map_err(unavailable)?;
         Ok(producer)
     }
@@ -237,7 +237,7 @@ impl KafkaConsumer {
             }
         })
         .await
-        .map_err(|e| LogError::Unavailable(format!("transaction task failed: {e}")))?;
+        .map_err(|e| LogError::backend("transaction task failed", e))?;
         let Err(e) = committed else {
             return Ok(());
         };

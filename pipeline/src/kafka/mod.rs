@@ -111,7 +111,7 @@ impl KafkaConfig {
 }
 
 fn unavailable(e: KafkaError) -> LogError {
-    LogError::Unavailable(format!("kafka: {e}"))
+    LogError::backend("kafka", e)
 }
 
 /// The idempotent producer every append goes through, replaced when it hits a fatal error.
@@ -125,7 +125,7 @@ impl SharedProducer {
         config
             .producer_config()
             .create()
-            .map_err(|e| LogError::Invalid(format!("kafka producer: {e}")))
+            .map_err(|e| LogError::refused("kafka producer", e))
     }
 
     fn get(&self) -> FutureProducer {
@@ -177,7 +177,7 @@ impl KafkaLog {
         let admin: AdminClient<DefaultClientContext> = config
             .base()
             .create()
-            .map_err(|e| LogError::Invalid(format!("kafka admin client: {e}")))?;
+            .map_err(|e| LogError::refused("kafka admin client", e))?;
         let config = Arc::new(config);
         Ok(Self {
             producer: Arc::new(SharedProducer {
@@ -265,7 +265,7 @@ fn send_error(e: KafkaError) -> LogError {
             | RDKafkaErrorCode::UnknownTopic
             | RDKafkaErrorCode::MessageSizeTooLarge
             | RDKafkaErrorCode::InvalidMessageSize,
-        ) => LogError::Invalid(format!("kafka: {e}")),
+        ) => LogError::refused("kafka", e),
         _ => unavailable(e),
     }
 }
@@ -379,7 +379,7 @@ impl Log for KafkaLog {
         let consumer: StreamConsumer<GroupContext> = self
             .consumer_config(group)
             .create_with_context(context)
-            .map_err(|e| LogError::Invalid(format!("kafka consumer: {e}")))?;
+            .map_err(|e| LogError::refused("kafka consumer", e))?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         if let Err(e) = consumer.subscribe(&names) {
             drop_blocking(consumer).await;
@@ -426,7 +426,7 @@ impl Log for KafkaLog {
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || read_topic(&config, &topic, max))
             .await
-            .map_err(|e| LogError::Unavailable(format!("reader task failed: {e}")))?
+            .map_err(|e| LogError::backend("reader task failed", e))?
     }
 
     async fn ready(&self) -> Result<(), LogError> {
@@ -439,7 +439,7 @@ impl Log for KafkaLog {
                 .map_err(unavailable)
         })
         .await
-        .map_err(|e| LogError::Unavailable(format!("readiness task failed: {e}")))?
+        .map_err(|e| LogError::backend("readiness task failed", e))?
     }
 }
 
@@ -452,7 +452,7 @@ const READ_FIRST_WAIT: Duration = Duration::from_secs(10);
 fn read_topic(config: &ClientConfig, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
     let consumer: BaseConsumer = config
         .create()
-        .map_err(|e| LogError::Invalid(format!("kafka reader: {e}")))?;
+        .map_err(|e| LogError::refused("kafka reader", e))?;
     let timeout = Duration::from_secs(10);
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)

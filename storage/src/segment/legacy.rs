@@ -26,12 +26,6 @@ const TOPICS: TableDefinition<&str, u32> = TableDefinition::new("log_topics");
 /// Records moved per write.
 const CHUNK: usize = 5_000;
 
-impl From<crate::kv::EngineError> for SegmentError {
-    fn from(e: crate::kv::EngineError) -> Self {
-        SegmentError::Unavailable(e.to_string())
-    }
-}
-
 /// The topics (with partition counts) of a log kept in `engine`; empty if it holds none.
 pub fn topics(engine: &Engine) -> Result<Vec<(String, u32)>, SegmentError> {
     Ok(engine.read(|txn| {

@@ -50,6 +50,28 @@ pub enum SegmentError {
     /// The request itself is wrong (unknown topic, bad options, another partition count).
     #[error("log request invalid: {0}")]
     Invalid(String),
+    /// The redb database of an earlier version's log failed while it was moved.
+    #[error("log unavailable: the earlier log's database: {0}")]
+    Legacy(#[from] crate::kv::EngineError),
+    /// A file operation failed; retrying later may succeed.
+    #[error("log unavailable: {what}: {source}")]
+    Io {
+        /// What was being done, naming the file.
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+}
+
+impl SegmentError {
+    /// A failed file operation: `what` names it and the file.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source: Arc::new(source),
+        }
+    }
 }
 
 /// The file whose lock marks a log directory as in use by one process.
@@ -136,8 +158,7 @@ impl SegmentLog {
                 "segment size must be 4 KiB to 1 GiB".into(),
             ));
         }
-        let io =
-            |what: String, e: std::io::Error| SegmentError::Unavailable(format!("{what}: {e}"));
+        let io = |what: String, e: std::io::Error| SegmentError::io(what, e);
         std::fs::create_dir_all(dir).map_err(|e| {
             io(
                 format!("cannot create the log directory {}", dir.display()),

@@ -22,9 +22,8 @@ pub struct Recovered {
 /// Rebuilds the state from the segment files in `dir`. A torn batch at the end of the newest
 /// segment (a crash mid-write: never acknowledged) is cut off; damage anywhere else is an error.
 pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, SegmentError> {
-    let io = |what: &str, e: std::io::Error| {
-        SegmentError::Unavailable(format!("{what} in {}: {e}", dir.display()))
-    };
+    let io =
+        |what: &str, e: std::io::Error| SegmentError::io(format!("{what} in {}", dir.display()), e);
     let mut ids: Vec<u32> = std::fs::read_dir(dir)
         .map_err(|e| io("cannot list the log", e))?
         .filter_map(|entry| entry.ok())

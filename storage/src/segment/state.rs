@@ -488,7 +488,7 @@ impl State {
 /// Reads a record's frame from its segment and decodes it.
 pub fn read_miss(topic: &str, partition: u32, miss: &Miss) -> Result<Record, SegmentError> {
     let frame = read_frame(&miss.file, miss.loc.pos)
-        .map_err(|e| SegmentError::Unavailable(format!("cannot read the embedded log: {e}")))?;
+        .map_err(|e| SegmentError::io("cannot read the embedded log", e))?;
     Ok(record_from_frame(
         topic,
         partition,

@@ -160,7 +160,7 @@ struct Placed {
 }
 
 fn io_error(what: &str, e: std::io::Error) -> SegmentError {
-    SegmentError::Unavailable(format!("{what}: {e}"))
+    SegmentError::io(what, e)
 }
 
 impl Writer {

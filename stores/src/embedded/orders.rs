@@ -105,7 +105,7 @@ impl EmbeddedOrderStore {
             .map(|(id, bytes)| {
                 serde_json::from_slice(&bytes)
                     .map(|view| (id, view))
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+                    .map_err(|e| StoreError::decode("stored JSON", e))
             })
             .collect()
     }
@@ -312,7 +312,7 @@ impl OrderStore for EmbeddedOrderStore {
         let (rows, last, more) = rows;
         let mut orders = rows
             .iter()
-            .map(|b| serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|b| serde_json::from_slice(b).map_err(|e| StoreError::decode("stored JSON", e)))
             .collect::<Result<Vec<OrderView>, _>>()?;
         let id_of = |bytes: &[u8]| {
             <[u8; 16]>::try_from(bytes)

@@ -128,7 +128,7 @@ async fn clean_up(
 #[async_trait]
 impl StatusFeed for RedisStatusFeed {
     async fn publish(&self, view: &OrderView) -> Result<(), StoreError> {
-        let payload = serde_json::to_vec(view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let payload = serde_json::to_vec(view).map_err(|e| StoreError::decode("stored JSON", e))?;
         let _: i64 = self
             .hot
             .client()

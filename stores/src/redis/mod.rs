@@ -138,7 +138,7 @@ impl RedisHot {
 /// A client builder for `config`: bounded command time, reconnecting for ever with backoff.
 pub(crate) fn build(config: &RedisConfig) -> Result<Builder, StoreError> {
     let redis_config = Config::from_url(&config.url)
-        .map_err(|e| StoreError::Unavailable(format!("invalid redis URL {:?}: {e}", config.url)))?;
+        .map_err(|e| StoreError::backend(format!("invalid redis URL {:?}", config.url), e))?;
     let mut builder = Builder::from_config(redis_config);
     let timeout = config.command_timeout;
     builder
@@ -159,7 +159,7 @@ pub(crate) fn build(config: &RedisConfig) -> Result<Builder, StoreError> {
 /// Starts the connection and waits for the first one, within the command timeout.
 pub(crate) async fn init(client: &impl ClientLike, config: &RedisConfig) -> Result<(), StoreError> {
     let _task = client.init().await.map_err(|e| {
-        StoreError::Unavailable(format!("cannot connect to redis at {}: {e}", config.url))
+        StoreError::backend(format!("cannot connect to redis at {}", config.url), e)
     })?;
     Ok(())
 }
@@ -173,10 +173,10 @@ pub(crate) fn redis_error(e: Error) -> StoreError {
         e.details().starts_with("ERR") && e.kind() == &ErrorKind::Unknown && !migrating;
     match e.kind() {
         ErrorKind::InvalidCommand | ErrorKind::InvalidArgument | ErrorKind::Parse => {
-            StoreError::Corrupt(format!("redis: {e}"))
+            StoreError::decode("redis", e)
         }
-        _ if reply_error => StoreError::Corrupt(format!("redis: {e}")),
-        _ => StoreError::Unavailable(format!("redis: {e}")),
+        _ if reply_error => StoreError::decode("redis", e),
+        _ => StoreError::backend("redis", e),
     }
 }
 

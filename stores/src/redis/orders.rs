@@ -29,7 +29,7 @@ impl RedisOrderCache {
 
     /// Stores `view` unless a newer one is there.
     pub async fn put(&self, view: &OrderView) -> Result<(), StoreError> {
-        let json = serde_json::to_string(view).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_string(view).map_err(|e| StoreError::decode("stored JSON", e))?;
         let _: i64 = self
             .hot
             .scripts()
@@ -69,7 +69,7 @@ impl RedisOrderCache {
             .hget(self.key(id), "view")
             .await
             .map_err(redis_error)?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(e.to_string())))
+        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::decode("stored JSON", e)))
             .transpose()
     }
 }

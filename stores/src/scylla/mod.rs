@@ -121,8 +121,8 @@ pub struct ScyllaOrderStore {
     statements: Statements,
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("scylla: {what}: {e}"))
+fn unavailable(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(format!("scylla: {what}"), e)
 }
 
 /// A failed request as a store error: a statement the server refuses (bad CQL, wrong types,
@@ -143,8 +143,8 @@ fn request_error(what: &str, e: ExecutionError) -> StoreError {
     }
 }
 
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("scylla: {what}: {e}"))
+fn corrupt(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::decode(format!("scylla: {what}"), e)
 }
 
 impl ScyllaOrderStore {

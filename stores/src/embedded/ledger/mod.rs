@@ -175,13 +175,13 @@ impl EmbeddedLedger {
         let mut state = State::default();
         for bytes in rows.0 {
             let level: StockLevel =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::decode("stored JSON", e))?;
             state.levels.insert(level.sku.clone(), level);
         }
         for (key, bytes) in rows.1 {
             let id = uuid_from(&key)?;
             let hold: Hold =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::decode("stored JSON", e))?;
             if hold.pending() {
                 state.holds.insert(
                     id,
@@ -284,7 +284,7 @@ impl EmbeddedLedger {
         })?;
         if let Some(bytes) = bytes {
             let hold: Hold =
-                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::decode("stored JSON", e))?;
             state.holds.insert(
                 order,
                 Slot {
