@@ -196,8 +196,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints the error with its causes, each once: errors here say their cause in their own
+/// message too (so log lines are complete), and a chain would repeat it.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    eprintln!("orderflow: error: {e:#}");
+    let mut message = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if !message.contains(&cause) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&cause);
+        }
+    }
+    eprintln!("orderflow: error: {message}");
     ExitCode::from(2)
 }
 

@@ -69,6 +69,7 @@ impl Role {
         match self {
             Self::Serve => "serve",
             Self::Ingest => "ingest",
+            Self::Workers(stages) if stages.iter().all(|s| s.name == PROJECTOR) => "project",
             Self::Workers(_) => "stage",
         }
     }
@@ -293,7 +294,9 @@ fn banner(addr: SocketAddr, role: &Role, stages: &[&'static StageSpec]) {
                 names.join(" ")
             }
         );
-        println!("  get a token: cargo run --release -- token --sub alice");
+        println!(
+            "  get a token: orderflow token --sub alice   (in a checkout: cargo run --release -- token --sub alice)"
+        );
         println!("  then: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/v1/catalog");
     } else {
         println!("orderflow worker running stages: {}", names.join(" "));

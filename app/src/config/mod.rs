@@ -14,7 +14,7 @@ pub mod sections;
 pub mod url;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Value};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,10 @@ pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
 /// Where the config file is looked for when none is named, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/orderflow.toml";
+
+/// `ORDERFLOW_*` variables that are not settings: the config file's path, and the load tests'
+/// choice of binary.
+const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
 const SECTIONS: [(&str, Option<&str>); 13] = [
@@ -98,6 +102,13 @@ pub enum ConfigError {
     /// A value is out of its range.
     #[error(transparent)]
     Invalid(#[from] Invalid),
+    /// An `ORDERFLOW_*` variable names no section (a typo, or a name from before sections).
+    #[error(
+        "unknown setting {0}: settings are ORDERFLOW_<SECTION>_<KEY> with sections {sections} \
+         (see config/orderflow.toml)",
+        sections = SECTIONS.map(|(s, _)| s).join(", ")
+    )]
+    UnknownVariable(String),
     /// The named config file does not exist.
     #[error("cannot read config file {}: no such file", .0.display())]
     MissingFile(PathBuf),
@@ -125,6 +136,19 @@ impl Overrides {
     }
 }
 
+impl figment::Provider for Overrides {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named("command-line flag").interpolater(|_, path| path.join("."))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        Ok(figment::value::Map::from([(
+            figment::Profile::Default,
+            self.0.clone(),
+        )]))
+    }
+}
+
 impl Config {
     /// Layers the defaults, `file` (or [`DEFAULT_FILE`] if it exists), the `ORDERFLOW_*`
     /// environment and `flags`, then checks the result.
@@ -138,9 +162,10 @@ impl Config {
             }
             None => {}
         }
+        check_variables(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
         let config: Config = figment
             .merge(environment())
-            .merge(Serialized::globals(flags.0.clone()))
+            .merge(flags.clone())
             .extract()
             .map_err(Box::new)?;
         config.validate()?;
@@ -192,22 +217,41 @@ impl figment::Provider for Environment {
     }
 }
 
-/// `ORDERFLOW_<SECTION>_<KEY>` variables as `section.key` paths; variables that name no
-/// section (`ORDERFLOW_CONFIG`, the load tests' `ORDERFLOW_BIN`) are not settings.
+/// The section and key an `ORDERFLOW_*` variable sets, as a `section.key` path; `None` for a
+/// variable that names no section.
+fn key_path(var: &str) -> Option<String> {
+    let key = var.to_ascii_lowercase();
+    SECTIONS.iter().find_map(|(section, main)| {
+        if key == *section {
+            main.map(|k| format!("{section}.{k}"))
+        } else {
+            key.strip_prefix(section)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| format!("{section}.{rest}"))
+        }
+    })
+}
+
+/// Refuses an `ORDERFLOW_*` variable that names no section: silently ignoring it would run
+/// with a default the operator meant to change.
+fn check_variables(vars: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    for var in vars {
+        if let Some(rest) = var.strip_prefix("ORDERFLOW_")
+            && !NOT_SETTINGS.contains(&rest)
+            && key_path(rest).is_none()
+        {
+            return Err(ConfigError::UnknownVariable(var));
+        }
+    }
+    Ok(())
+}
+
+/// `ORDERFLOW_<SECTION>_<KEY>` variables as `section.key` paths.
 fn environment() -> Environment {
-    Environment(Env::prefixed("ORDERFLOW_").filter_map(|key| {
-        let key = key.as_str().to_ascii_lowercase();
-        SECTIONS.iter().find_map(|(section, main)| {
-            if key == *section {
-                main.map(|k| format!("{section}.{k}").into())
-            } else {
-                key.strip_prefix(section)
-                    .and_then(|rest| rest.strip_prefix('_'))
-                    .filter(|rest| !rest.is_empty())
-                    .map(|rest| format!("{section}.{rest}").into())
-            }
-        })
-    }))
+    Environment(
+        Env::prefixed("ORDERFLOW_").filter_map(|key| key_path(key.as_str()).map(Into::into)),
+    )
 }
 
 #[cfg(test)]
@@ -314,6 +358,24 @@ mod tests {
                 "{var}={value}: {e} should name {key} or {var}"
             );
         }
+    }
+
+    #[test]
+    fn a_variable_that_names_no_section_is_refused() {
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_PARTITIONS", "8");
+            Ok(())
+        });
+        assert!(
+            e.contains("ORDERFLOW_PARTITIONS") && e.contains("log"),
+            "{e}"
+        );
+        Jail::expect_with(|jail| {
+            jail.set_env("ORDERFLOW_BIN", "/usr/local/bin/orderflow");
+            jail.set_env("ORDERFLOW_CONFIG", "/dev/null");
+            Config::load(None, &Overrides::default()).expect("not settings, not refused");
+            Ok(())
+        });
     }
 
     #[test]
