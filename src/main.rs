@@ -4,8 +4,9 @@
 //! backends the configuration names: embedded under `./data` unless told otherwise.
 
 use anyhow::Result;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
-use orderflow_app::process::Role;
+use orderflow_app::process::{Role, stage_names};
 use orderflow_app::{App, Config, Overrides, commands, telemetry};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,11 +111,10 @@ enum Command {
     Serve,
     /// Run only the API.
     Ingest,
-    /// Run the named stages as a worker (validate reserve price charge ship notify project),
-    /// serving /metrics, /healthz and /readyz on --listen.
+    /// Run the named stages as a worker, serving /metrics, /healthz and /readyz on --listen.
     Stage {
-        /// Stage names.
-        #[arg(required = true)]
+        /// Stage names, from the stage table.
+        #[arg(required = true, value_parser = PossibleValuesParser::new(stage_names()))]
         names: Vec<String>,
     },
     /// Run only the status projector (and the reservation expiry sweeper beside it).
@@ -165,15 +165,6 @@ enum DlqCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A setting that is not valid UTF-8 is an error, never silently the default.
-    if let Some((key, _)) = std::env::vars_os().find(|(k, v)| {
-        k.to_str().is_some_and(|k| k.starts_with("ORDERFLOW_")) && v.to_str().is_none()
-    }) {
-        return fail(&anyhow::anyhow!(
-            "invalid {}: the value is not valid UTF-8",
-            key.to_string_lossy()
-        ));
-    }
     let config = match Config::load(cli.flags.config.as_deref(), &cli.flags.overrides()) {
         Ok(config) => config,
         Err(e) => return fail(&e.into()),

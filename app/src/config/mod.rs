@@ -109,6 +109,9 @@ pub enum ConfigError {
         sections = SECTIONS.map(|(s, _)| s).join(", ")
     )]
     UnknownVariable(String),
+    /// An `ORDERFLOW_*` variable's value is not UTF-8.
+    #[error("invalid {0}: the value is not valid UTF-8")]
+    NotUtf8(String),
     /// The named config file does not exist.
     #[error("cannot read config file {}: no such file", .0.display())]
     MissingFile(PathBuf),
@@ -162,7 +165,7 @@ impl Config {
             }
             None => {}
         }
-        check_variables(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
+        check_variables(std::env::vars_os())?;
         let config: Config = figment
             .merge(environment())
             .merge(flags.clone())
@@ -233,15 +236,21 @@ fn key_path(var: &str) -> Option<String> {
     })
 }
 
-/// Refuses an `ORDERFLOW_*` variable that names no section: silently ignoring it would run
-/// with a default the operator meant to change.
-fn check_variables(vars: impl Iterator<Item = String>) -> Result<(), ConfigError> {
-    for var in vars {
-        if let Some(rest) = var.strip_prefix("ORDERFLOW_")
-            && !NOT_SETTINGS.contains(&rest)
-            && key_path(rest).is_none()
-        {
-            return Err(ConfigError::UnknownVariable(var));
+/// Refuses an `ORDERFLOW_*` variable that names no section, or whose value is not UTF-8:
+/// silently ignoring it would run with a default the operator meant to change.
+fn check_variables(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<(), ConfigError> {
+    for (var, value) in vars {
+        let var = var.to_string_lossy();
+        let Some(rest) = var.strip_prefix("ORDERFLOW_") else {
+            continue;
+        };
+        if value.to_str().is_none() {
+            return Err(ConfigError::NotUtf8(var.into_owned()));
+        }
+        if !NOT_SETTINGS.contains(&rest) && key_path(rest).is_none() {
+            return Err(ConfigError::UnknownVariable(var.into_owned()));
         }
     }
     Ok(())
