@@ -3,7 +3,6 @@
 
 mod support;
 
-use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -57,25 +56,11 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
         plan.push((kind, body));
     }
 
-    let accepted: Vec<(Kind, String)> = futures::stream::iter(plan)
-        .map(|(kind, body)| {
-            let app = &app;
-            let customer = &customer;
-            async move {
-                let (status, body) = app
-                    .checkout(customer, &body)
-                    .await
-                    .expect("request completes");
-                assert_eq!(status, 202, "checkout refused: {body}");
-                (
-                    kind,
-                    body["order_id"].as_str().expect("order id").to_owned(),
-                )
-            }
-        })
-        .buffer_unordered(200)
-        .collect()
-        .await;
+    let (plan_kinds, bodies): (Vec<Kind>, Vec<Value>) = plan.into_iter().unzip();
+    let accepted: Vec<(Kind, String)> = plan_kinds
+        .into_iter()
+        .zip(app.accept_all(&customer, bodies, 200).await)
+        .collect();
     assert_eq!(accepted.len(), 1000);
 
     let ids: Vec<String> = accepted.iter().map(|(_, id)| id.clone()).collect();

@@ -11,7 +11,6 @@
 mod support;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, Message};
 use orderflow_testkit::{KafkaBroker, RedisServer};
 use serde_json::Value;
@@ -49,17 +48,8 @@ async fn read_all(log: &KafkaLog, topic: &str) -> Vec<orderflow_pipeline::Record
     log.read(topic, 1_000_000).await.expect("read topic")
 }
 
-async fn post_many(app: &App, customer: &str, bodies: Vec<Value>) -> Vec<String> {
-    futures::stream::iter(bodies)
-        .map(|body| async move {
-            let (status, answer) = app.checkout(customer, &body).await.expect("request");
-            assert_eq!(status, 202, "checkout refused: {answer}");
-            answer["order_id"].as_str().expect("order id").to_owned()
-        })
-        .buffer_unordered(32)
-        .collect()
-        .await
-}
+/// Requests in flight at once when posting many checkouts.
+const CONCURRENCY: usize = 32;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
@@ -88,14 +78,15 @@ async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
     }])
     .await
     .expect("append garbage");
-    let ids = post_many(
-        &app,
-        &customer,
-        (0..40)
-            .map(|_| checkout(&[("SKU-A", 1)], "tok_visa"))
-            .collect(),
-    )
-    .await;
+    let ids = app
+        .accept_all(
+            &customer,
+            (0..40)
+                .map(|_| checkout(&[("SKU-A", 1)], "tok_visa"))
+                .collect(),
+            CONCURRENCY,
+        )
+        .await;
     let views = app
         .await_terminal(&customer, &ids, Duration::from_secs(60))
         .await;
@@ -132,12 +123,13 @@ async fn poison_is_dead_lettered_replay_completes_and_an_outage_answers_503() {
     );
 
     // A charge that keeps failing goes to the DLQ after its two attempts; replay completes it.
-    let flaky = post_many(
-        &app,
-        &customer,
-        vec![checkout(&[("SKU-A", 2)], "tok_flaky")],
-    )
-    .await;
+    let flaky = app
+        .accept_all(
+            &customer,
+            vec![checkout(&[("SKU-A", 2)], "tok_flaky")],
+            CONCURRENCY,
+        )
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     while read_all(&log, "orders.priced.dlq").await.is_empty() {
         assert!(
@@ -321,7 +313,11 @@ async fn chaos_two_workers_per_stage_survive_kill_9() {
     let mut ids = Vec::with_capacity(orders.len());
     let mut chunks = orders.chunks(500).enumerate();
     for (n, chunk) in chunks.by_ref() {
-        ids.extend(post_many(&ingest, &customer, chunk.to_vec()).await);
+        ids.extend(
+            ingest
+                .accept_all(&customer, chunk.to_vec(), CONCURRENCY)
+                .await,
+        );
         if n == 2 {
             // Mid-stream, with orders in every stage: one worker of reserve and one of charge
             // die without committing anything.
@@ -444,13 +440,18 @@ async fn exactly_once_mode_runs_the_pipeline_in_transactions() {
             _ => checkout(&[("SKU-A", 1)], "tok_visa"),
         })
         .collect();
-    let mut ids = post_many(&app, &customer, bodies[..600].to_vec()).await;
+    let mut ids = app
+        .accept_all(&customer, bodies[..600].to_vec(), CONCURRENCY)
+        .await;
     // The broker stops for 4 s while the stages are mid-stream: open transactions wait for it
     // (their requests are in flight) and commit once it is back, nothing lost or doubled.
     broker.signal("STOP");
     tokio::time::sleep(Duration::from_secs(4)).await;
     broker.signal("CONT");
-    ids.extend(post_many(&app, &customer, bodies[600..].to_vec()).await);
+    ids.extend(
+        app.accept_all(&customer, bodies[600..].to_vec(), CONCURRENCY)
+            .await,
+    );
     let views = app
         .await_terminal(&customer, &ids, Duration::from_secs(180))
         .await;
@@ -529,12 +530,13 @@ async fn split_workers_serve_metrics_and_readiness() {
 
     // One order through validate; the projector shows it validated (no reserve stage runs).
     let customer = token("cust-ops", "checkout orders:read");
-    let ids = post_many(
-        &ingest,
-        &customer,
-        vec![checkout(&[("SKU-A", 1)], "tok_visa")],
-    )
-    .await;
+    let ids = ingest
+        .accept_all(
+            &customer,
+            vec![checkout(&[("SKU-A", 1)], "tok_visa")],
+            CONCURRENCY,
+        )
+        .await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let view = ingest.view(&customer, &ids[0]).await;

@@ -4,14 +4,11 @@
 
 mod support;
 
-use futures::StreamExt;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{App, BIN, SECRET, audit, checkout, token, write_catalog};
+use support::{App, BIN, Load, SECRET, audit, checkout, token, write_catalog};
 
 /// Sends SIGTERM to `pid`.
 fn sigterm(pid: u32) {
@@ -127,49 +124,17 @@ async fn sigterm_under_load_exits_within_10_s_and_a_restart_loses_nothing() {
     let data = dir.path().join("data");
     let customer = token("cust-sigterm", "checkout orders:read");
     let mut app = App::start(&data, &catalog);
-    let accepted_count = Arc::new(AtomicUsize::new(0));
-    let (client, url) = (app.client.clone(), app.url("/v1/checkouts"));
-    let sender = {
-        let (accepted_count, customer) = (accepted_count.clone(), customer.clone());
-        tokio::spawn(async move {
-            futures::stream::iter(0..3000)
-                .map(|i| {
-                    let (client, url, customer, accepted_count) = (
-                        client.clone(),
-                        url.clone(),
-                        customer.clone(),
-                        accepted_count.clone(),
-                    );
-                    async move {
-                        let body = match i % 3 {
-                            0 => checkout(&[("SKU-A", 1)], "tok_visa"),
-                            1 => checkout(&[("SKU-C", 2)], "tok_decline"),
-                            _ => checkout(&[("SKU-A", 1), ("SKU-C", 1)], "tok_flaky"),
-                        };
-                        // Once the server stops, requests are refused: never accepted.
-                        let response = client
-                            .post(&url)
-                            .bearer_auth(&customer)
-                            .json(&body)
-                            .send()
-                            .await
-                            .ok()?;
-                        if response.status().as_u16() != 202 {
-                            return None;
-                        }
-                        let body: Value = response.json().await.ok()?;
-                        accepted_count.fetch_add(1, Ordering::Relaxed);
-                        body["order_id"].as_str().map(str::to_owned)
-                    }
-                })
-                .buffer_unordered(64)
-                .filter_map(|id| async move { id })
-                .collect::<Vec<String>>()
-                .await
+    let bodies = (0..3000)
+        .map(|i| match i % 3 {
+            0 => checkout(&[("SKU-A", 1)], "tok_visa"),
+            1 => checkout(&[("SKU-C", 2)], "tok_decline"),
+            _ => checkout(&[("SKU-A", 1), ("SKU-C", 1)], "tok_flaky"),
         })
-    };
+        .collect();
+    // Once the server stops, requests are refused: never accepted.
+    let sender = Load::spawn(&app, &customer, bodies, 64);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while accepted_count.load(Ordering::Relaxed) < 800 {
+    while sender.accepted() < 800 {
         assert!(
             Instant::now() < deadline,
             "800 checkouts not accepted in time"
@@ -183,7 +148,7 @@ async fn sigterm_under_load_exits_within_10_s_and_a_restart_loses_nothing() {
         took < Duration::from_secs(10),
         "SIGTERM under load took {took:?} to exit"
     );
-    let accepted = sender.await.expect("sender joins");
+    let accepted = sender.finish().await;
     assert!(
         accepted.len() >= 800,
         "stopped mid-stream: {} accepted",

@@ -12,26 +12,18 @@ use std::time::{Duration, Instant};
 use support::{App, audit_redis, checkout, token, write_catalog};
 use tokio_tungstenite::tungstenite::Message;
 
-async fn post_all(
+/// Posts the plan's checkouts, 64 at a time, each of which must be accepted; each order's kind
+/// and id.
+async fn accept_plan(
     app: &App,
     customer: &str,
-    bodies: Vec<(&'static str, Value)>,
+    plan: Vec<(&'static str, Value)>,
 ) -> Vec<(&'static str, String)> {
-    futures::stream::iter(bodies)
-        .map(|(kind, body)| async move {
-            let (status, answer) = app
-                .checkout(customer, &body)
-                .await
-                .expect("request completes");
-            assert_eq!(status, 202, "checkout refused: {answer}");
-            (
-                kind,
-                answer["order_id"].as_str().expect("order id").to_owned(),
-            )
-        })
-        .buffer_unordered(64)
+    let (kinds, bodies): (Vec<&'static str>, Vec<Value>) = plan.into_iter().unzip();
+    kinds
+        .into_iter()
+        .zip(app.accept_all(customer, bodies, 64).await)
         .collect()
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,12 +141,12 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
         });
     }
     let second_half = plan.split_off(300);
-    let mut accepted = post_all(&app, &customer, plan).await;
+    let mut accepted = accept_plan(&app, &customer, plan).await;
 
     redis.signal("STOP");
     let paused = Instant::now();
     // Checkouts without an Idempotency-Key do not need Redis: they are still accepted.
-    let during = post_all(&app, &customer, second_half).await;
+    let during = accept_plan(&app, &customer, second_half).await;
     accepted.extend(during);
     let mut saw_not_ready = false;
     while paused.elapsed() < Duration::from_secs(3) {

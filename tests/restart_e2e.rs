@@ -4,17 +4,14 @@
 
 mod support;
 
-use futures::StreamExt;
 use orderflow_domain::decode_event;
 use orderflow_pipeline::SegmentLog;
 use orderflow_storage::kv::Engine;
 use orderflow_stores::PaymentJournal;
 use orderflow_stores::embedded::EmbeddedPaymentJournal;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use support::{App, audit, checkout, run_command, token, write_catalog};
+use support::{App, Load, audit, checkout, run_command, token, write_catalog};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
@@ -27,54 +24,20 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
     let customer = token("cust-restart", "checkout orders:read");
 
     let mut app = App::start(&data, &catalog);
-    let accepted_count = Arc::new(AtomicUsize::new(0));
-    let client = app.client.clone();
-    let url = app.url("/v1/checkouts");
-    let sender = {
-        let accepted_count = accepted_count.clone();
-        let customer = customer.clone();
-        tokio::spawn(async move {
-            futures::stream::iter(0..4000)
-                .map(|i| {
-                    let (client, url, customer, accepted_count) = (
-                        client.clone(),
-                        url.clone(),
-                        customer.clone(),
-                        accepted_count.clone(),
-                    );
-                    async move {
-                        let body = match i % 4 {
-                            0 => checkout(&[("SKU-A", 1)], "tok_visa"),
-                            1 => checkout(&[("SKU-C", 2)], "tok_decline"),
-                            2 => checkout(&[("SKU-C", 1)], "tok_flaky"),
-                            _ => checkout(&[("SKU-A", 1), ("SKU-C", 1)], "tok_visa"),
-                        };
-                        // After the kill, requests fail to connect: those orders were never accepted.
-                        let response = client
-                            .post(&url)
-                            .bearer_auth(&customer)
-                            .json(&body)
-                            .send()
-                            .await
-                            .ok()?;
-                        if response.status().as_u16() != 202 {
-                            return None;
-                        }
-                        let body: serde_json::Value = response.json().await.ok()?;
-                        accepted_count.fetch_add(1, Ordering::Relaxed);
-                        body["order_id"].as_str().map(str::to_owned)
-                    }
-                })
-                .buffer_unordered(64)
-                .filter_map(|id| async move { id })
-                .collect::<Vec<String>>()
-                .await
+    let bodies = (0..4000)
+        .map(|i| match i % 4 {
+            0 => checkout(&[("SKU-A", 1)], "tok_visa"),
+            1 => checkout(&[("SKU-C", 2)], "tok_decline"),
+            2 => checkout(&[("SKU-C", 1)], "tok_flaky"),
+            _ => checkout(&[("SKU-A", 1), ("SKU-C", 1)], "tok_visa"),
         })
-    };
+        .collect();
+    // After the kill, requests fail to connect: those orders were never accepted.
+    let sender = Load::spawn(&app, &customer, bodies, 64);
 
     // Kill mid-stream: orders are being accepted and processed at every stage right now.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while accepted_count.load(Ordering::Relaxed) < 1200 {
+    while sender.accepted() < 1200 {
         assert!(
             std::time::Instant::now() < deadline,
             "1,200 checkouts were not accepted within 120 s"
@@ -82,7 +45,7 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     app.kill();
-    let mut accepted = sender.await.expect("sender joins");
+    let mut accepted = sender.finish().await;
     assert!(
         accepted.len() >= 1200 && accepted.len() < 4000,
         "killed mid-stream: {} accepted",

@@ -1,11 +1,15 @@
-//! One conformance body for the [`Log`] trait; every backend runs it: the embedded log, and
-//! the Kafka adapter on a real Kafka-protocol broker (tansu), at least once and exactly once.
+//! One conformance body for the [`Log`] trait, run by one test on every backend of the matrix:
+//! the embedded log, and the Kafka adapter on a real Kafka-protocol broker (tansu), at least
+//! once and exactly once. Each backend starts on fresh state (a directory, a broker of its own)
+//! and a failure names it (`backend = NAME`). Checks of one backend alone set up their own state.
 
 use bytes::Bytes;
+use futures::FutureExt;
 use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, Message, Offsets, SegmentLog};
 use orderflow_testkit::KafkaBroker;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 fn msg(topic: &str, key: &str, value: String) -> Message {
@@ -168,12 +172,118 @@ async fn log_conformance(log: Arc<dyn Log>) {
     assert!(log.ready().await.is_ok());
 }
 
+/// The adapter's settings for a test broker: short session timeouts, so a rebalance after a
+/// member leaves takes seconds.
+fn kafka_config(broker: &KafkaBroker, exactly_once: bool) -> KafkaConfig {
+    let mut config = KafkaConfig::from_url(&broker.url(), 3).expect("url");
+    config.replication_factor = 1;
+    config.exactly_once = exactly_once;
+    config.session_timeout = Duration::from_secs(6);
+    config
+}
+
+/// Where one matrix's logs keep their state: a temporary directory for the embedded log and a
+/// tansu broker of its own for each Kafka log, kept running until the fixture is dropped.
+struct Fixture {
+    dir: tempfile::TempDir,
+    brokers: Mutex<Vec<KafkaBroker>>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            brokers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A Kafka log on a broker nothing else uses.
+    fn kafka(&self, exactly_once: bool) -> KafkaLog {
+        let broker = KafkaBroker::start();
+        let log = KafkaLog::connect(kafka_config(&broker, exactly_once)).expect("connects");
+        self.brokers.lock().expect("brokers").push(broker);
+        log
+    }
+}
+
+/// Every [`Log`]: embedded, Kafka at least once, Kafka exactly once.
+fn logs(fx: &Fixture) -> Vec<(&'static str, Arc<dyn Log>)> {
+    vec![
+        (
+            "embedded",
+            Arc::new(SegmentLog::open(fx.dir.path(), 3).expect("log")),
+        ),
+        ("kafka-at-least-once", Arc::new(fx.kafka(false))),
+        ("kafka-exactly-once", Arc::new(fx.kafka(true))),
+    ]
+}
+
 #[tokio::test]
-async fn embedded_log_conforms_and_is_durable() {
+async fn every_log_conforms() {
+    let fx = Fixture::new();
+    let mut failed = Vec::new();
+    for (name, log) in logs(&fx) {
+        eprintln!("log_conformance: backend = {name}");
+        if let Err(panic) = AssertUnwindSafe(log_conformance(log)).catch_unwind().await {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("(a panic without a message)");
+            failed.push(format!("backend = {name}: {message}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "log_conformance failed on {} backend(s):\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn embedded_log_is_durable() {
     let dir = tempfile::tempdir().expect("tempdir");
     {
         let log = SegmentLog::open(dir.path(), 3).expect("log");
-        log_conformance(Arc::new(log)).await;
+        log.ensure_topics(&["t.in".to_owned()])
+            .await
+            .expect("topics");
+        for w in 0..8 {
+            log.append(
+                (0..50)
+                    .map(|i| msg("t.in", &format!("key-{w}"), format!("{w}:{i}")))
+                    .collect(),
+            )
+            .await
+            .expect("append");
+        }
+        // Group g1 reads everything; each `complete` commits its batch.
+        let mut consumer = log
+            .consumer("g1", &["t.in".to_owned()])
+            .await
+            .expect("consumer");
+        let mut seen = 0;
+        while seen < 400 {
+            let batch = consumer
+                .poll(64, Duration::from_secs(2))
+                .await
+                .expect("poll");
+            assert!(
+                !batch.is_empty(),
+                "poll returned nothing with {} records left",
+                400 - seen
+            );
+            let mut offsets = Offsets::new();
+            for r in &batch {
+                offsets.insert(r.topic_partition(), r.offset + 1);
+            }
+            seen += batch.len();
+            consumer
+                .complete(Vec::new(), offsets)
+                .await
+                .expect("complete");
+        }
     }
     // Dropping the last handle released the directory, so it opens again at once.
     let log = SegmentLog::open(dir.path(), 3).expect("reopens");
@@ -203,30 +313,6 @@ async fn embedded_log_conforms_and_is_durable() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("partition"), "{err}");
-}
-
-/// The adapter's settings for a test broker: short session timeouts, so a rebalance after a
-/// member leaves takes seconds.
-fn kafka_config(broker: &KafkaBroker, exactly_once: bool) -> KafkaConfig {
-    let mut config = KafkaConfig::from_url(&broker.url(), 3).expect("url");
-    config.replication_factor = 1;
-    config.exactly_once = exactly_once;
-    config.session_timeout = Duration::from_secs(6);
-    config
-}
-
-#[tokio::test]
-async fn kafka_log_conforms_at_least_once() {
-    let broker = KafkaBroker::start();
-    let log = KafkaLog::connect(kafka_config(&broker, false)).expect("connects");
-    log_conformance(Arc::new(log)).await;
-}
-
-#[tokio::test]
-async fn kafka_log_conforms_exactly_once() {
-    let broker = KafkaBroker::start();
-    let log = KafkaLog::connect(kafka_config(&broker, true)).expect("connects");
-    log_conformance(Arc::new(log)).await;
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789";
@@ -165,6 +167,48 @@ impl App {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
+    /// Posts every checkout body, `concurrency` requests in flight at once; returns each answer's
+    /// status and body, in the order of `bodies`.
+    pub async fn post_all(
+        &self,
+        token: &str,
+        bodies: Vec<Value>,
+        concurrency: usize,
+    ) -> Vec<(u16, Value)> {
+        let mut answers: Vec<(usize, (u16, Value))> =
+            futures::stream::iter(bodies.into_iter().enumerate())
+                .map(|(i, body)| async move {
+                    let answer = self
+                        .checkout(token, &body)
+                        .await
+                        .expect("request completes");
+                    (i, answer)
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+        answers.sort_unstable_by_key(|(i, _)| *i);
+        answers.into_iter().map(|(_, answer)| answer).collect()
+    }
+
+    /// [`post_all`](Self::post_all) where every checkout must be accepted (202): the order ids,
+    /// in the order of `bodies`.
+    pub async fn accept_all(
+        &self,
+        token: &str,
+        bodies: Vec<Value>,
+        concurrency: usize,
+    ) -> Vec<String> {
+        self.post_all(token, bodies, concurrency)
+            .await
+            .into_iter()
+            .map(|(status, answer)| {
+                assert_eq!(status, 202, "checkout refused: {answer}");
+                answer["order_id"].as_str().expect("order id").to_owned()
+            })
+            .collect()
+    }
+
     /// Polls until every order is terminal; returns their views.
     pub async fn await_terminal(
         &self,
@@ -240,6 +284,63 @@ impl App {
             .expect("stock");
         assert!(r.status().is_success());
         r.json().await.expect("json")
+    }
+}
+
+/// Checkouts posted in the background while a test kills or stops the app: counts the accepted
+/// ones as they come and hands their order ids over at the end. A request that fails (the app
+/// is gone) or is not answered 202 was never accepted and is not counted.
+pub struct Load {
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Load {
+    /// Starts posting `bodies` to `app`'s checkout endpoint, `concurrency` requests in flight.
+    pub fn spawn(app: &App, token: &str, bodies: Vec<Value>, concurrency: usize) -> Load {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (client, url, token, counter) = (
+            app.client.clone(),
+            app.url("/v1/checkouts"),
+            token.to_owned(),
+            Arc::clone(&accepted),
+        );
+        let task = tokio::spawn(async move {
+            futures::stream::iter(bodies)
+                .map(|body| {
+                    let (client, url, token, counter) = (&client, &url, &token, &counter);
+                    async move {
+                        let response = client
+                            .post(url)
+                            .bearer_auth(token)
+                            .json(&body)
+                            .send()
+                            .await
+                            .ok()?;
+                        if response.status().as_u16() != 202 {
+                            return None;
+                        }
+                        let answer: Value = response.json().await.ok()?;
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        answer["order_id"].as_str().map(str::to_owned)
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .filter_map(|id| async move { id })
+                .collect()
+                .await
+        });
+        Load { accepted, task }
+    }
+
+    /// How many checkouts were accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Waits for every body to be sent (or refused); the ids of the accepted orders.
+    pub async fn finish(self) -> Vec<String> {
+        self.task.await.expect("sender joins")
     }
 }
 
