@@ -187,12 +187,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error with its causes, each once: errors here say their cause in their own
-/// message too (so log lines are complete), and a chain would repeat it.
+/// Prints the error with its causes, each once: errors here end their message with their
+/// cause's (so log lines are complete), and a chain would repeat it.
 fn fail(e: &anyhow::Error) -> ExitCode {
     let mut message = String::new();
     for cause in e.chain().map(ToString::to_string) {
-        if !message.contains(&cause) {
+        if !message.ends_with(&cause) {
             if !message.is_empty() {
                 message.push_str(": ");
             }

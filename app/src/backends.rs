@@ -92,8 +92,10 @@ impl Backends {
     /// adapters need (for the supervisor to run).
     pub async fn connect(config: &Config) -> Result<(Self, Vec<Chore>), AppError> {
         let (catalog, from) = tables::catalog(&config.catalog)?;
+        warn_if_demo(config, &from, "catalog");
         tracing::info!(source = %from, skus = catalog.items().len(), "Catalog loaded");
         let (promotions, from) = tables::promotions(&config.promotions)?;
+        warn_if_demo(config, &from, "promotions");
         tracing::info!(source = %from, "Promotion codes loaded");
         let store_dir = config.store_dir();
         let mut engines = Engines::new(config);
@@ -246,6 +248,20 @@ impl Backends {
             .map(|i| SkuStock::new(i.sku.clone(), i.stock))
             .collect();
         Ok(self.ledger.seed(&items).await?)
+    }
+}
+
+/// The demo tables are for a laptop: processes that share Redis or Kafka must share one catalog
+/// and one set of codes, and a process started in the wrong directory would silently use the
+/// demo's. Say so loudly.
+fn warn_if_demo(config: &Config, from: &tables::Source, table: &str) {
+    let shared = config.redis.url.is_some() || matches!(config.log.url, LogUrl::Kafka(_));
+    if shared && *from == tables::Source::BuiltIn {
+        tracing::warn!(
+            table,
+            "Using the built-in demo table with shared backends; give every process the same \
+             file ({table}.file, --{table})"
+        );
     }
 }
 

@@ -28,7 +28,7 @@ pub fn token(config: &Config, sub: &str, scope: &str, ttl: Duration) -> Result<(
     }
     let token = Auth::new(config.jwt.secret.as_bytes())
         .mint(sub, scope, ttl)
-        .map_err(|e| AppError::Usage(format!("cannot sign a token: {e}")))?;
+        .map_err(AppError::Mint)?;
     println!("{token}");
     Ok(())
 }

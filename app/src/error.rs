@@ -16,9 +16,12 @@ pub enum AppError {
     /// The catalog cannot be read.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    /// The promotion codes cannot be read (the message names the file).
-    #[error("{0} (promotions)")]
-    Promotions(String),
+    /// The promotion codes cannot be read.
+    #[error(transparent)]
+    Promotions(#[from] orderflow_domain::PromotionsError),
+    /// A token cannot be signed.
+    #[error("cannot sign a token")]
+    Mint(#[source] orderflow_ingest::auth::MintError),
     /// The embedded database in `dir` cannot be opened.
     #[error(
         "cannot open embedded storage in {} (if orderflow is running on it, stop it first, or \

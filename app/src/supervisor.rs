@@ -5,10 +5,12 @@
 //! process is serving is a failure: the supervisor records why and stops everything, so the
 //! process exits non-zero and its own supervisor (systemd, Kubernetes) restarts it.
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use std::fmt::Display;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -69,22 +71,25 @@ impl Supervisor {
         let name = name.into();
         let this = self.clone();
         self.tracker.spawn(async move {
-            let ended = task.await;
-            if this.token.is_cancelled() {
-                if let Err(e) = ended {
-                    tracing::error!(task = %name, error = %e, "A task failed while stopping");
-                }
-                return;
-            }
+            // A panic must stop the process like any other early end, not vanish with its task.
+            let ended = AssertUnwindSafe(task).catch_unwind().await;
             let reason = match ended {
-                Ok(()) => format!("{name} stopped unexpectedly"),
-                Err(e) => format!("{name} stopped: {e}"),
+                Err(_) => format!("{name} panicked"),
+                Ok(result) if this.token.is_cancelled() => {
+                    if let Err(e) = result {
+                        tracing::error!(task = %name, error = %e, "A task failed while stopping");
+                    }
+                    return;
+                }
+                Ok(Ok(())) => format!("{name} stopped unexpectedly"),
+                Ok(Err(e)) => format!("{name} stopped: {e}"),
             };
             this.fail(reason);
         });
     }
 
-    /// Runs `chore` every `chore.every` until shutdown.
+    /// Runs `chore` every `chore.every` until shutdown. A run that has started finishes (within
+    /// the shutdown grace): a sweep is not cut off between its append and its bookkeeping.
     pub fn every(&self, mut chore: Chore) {
         let this = self.clone();
         self.tracker.spawn(async move {
@@ -93,14 +98,16 @@ impl Supervisor {
                     () = tokio::time::sleep(chore.every) => {}
                     () = this.token.cancelled() => return,
                 }
-                let run = (chore.run)();
-                let outcome = tokio::select! {
-                    outcome = run => outcome,
-                    () = this.token.cancelled() => return,
-                };
-                if let Err(reason) = outcome {
-                    this.fail(format!("{}: {reason}", chore.name));
-                    return;
+                match AssertUnwindSafe((chore.run)()).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => {
+                        this.fail(format!("{}: {reason}", chore.name));
+                        return;
+                    }
+                    Err(_) => {
+                        this.fail(format!("{} panicked", chore.name));
+                        return;
+                    }
                 }
             }
         });
@@ -218,5 +225,62 @@ mod tests {
             Some("ledger-health: storage failure")
         );
         assert!(chores.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_or_chore_stops_the_process() {
+        let supervisor = Supervisor::new();
+        supervisor.spawn("stage project", async {
+            if supervisor_test_flag() {
+                panic!("a bug in flush");
+            }
+            Ok::<(), String>(())
+        });
+        tokio::time::timeout(Duration::from_secs(1), supervisor.stopping())
+            .await
+            .expect("stopping");
+        assert_eq!(
+            supervisor.failure().as_deref(),
+            Some("stage project panicked")
+        );
+        let chores = Supervisor::new();
+        chores.every(Chore::new("sweeper", Duration::from_millis(1), || async {
+            if supervisor_test_flag() {
+                panic!("a bug in a sweep");
+            }
+            Ok(())
+        }));
+        tokio::time::timeout(Duration::from_secs(1), chores.stopping())
+            .await
+            .expect("stopping");
+        assert_eq!(chores.failure().as_deref(), Some("sweeper panicked"));
+        assert!(chores.shutdown(Duration::from_secs(1)).await);
+    }
+
+    /// True, in a way the compiler cannot see through (so the code after a panic compiles).
+    fn supervisor_test_flag() -> bool {
+        std::hint::black_box(true)
+    }
+
+    #[tokio::test]
+    async fn a_started_chore_run_finishes_at_shutdown() {
+        let supervisor = Supervisor::new();
+        let finished = Arc::new(AtomicU32::new(0));
+        let seen = finished.clone();
+        supervisor.every(Chore::new("slow", Duration::from_millis(1), move || {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(supervisor.shutdown(Duration::from_secs(2)).await);
+        assert_eq!(
+            finished.load(Ordering::SeqCst),
+            1,
+            "the run in progress completed"
+        );
     }
 }

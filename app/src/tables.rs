@@ -53,12 +53,11 @@ pub fn catalog(table: &TableConfig) -> Result<(Catalog, Source), AppError> {
 /// The promotion codes and where they came from.
 pub fn promotions(table: &TableConfig) -> Result<(Promotions, Source), AppError> {
     match locate(table, "promotions.json") {
-        Some(path) => Promotions::load(&path)
-            .map(|p| (p, Source::File(path)))
-            .map_err(AppError::Promotions),
-        None => Promotions::parse(DEMO_PROMOTIONS)
-            .map(|p| (p, Source::BuiltIn))
-            .map_err(|e| AppError::Promotions(format!("the built-in demo promotions: {e}"))),
+        Some(path) => Ok((Promotions::load(&path)?, Source::File(path))),
+        None => Ok((
+            Promotions::parse_from(DEMO_PROMOTIONS, "the built-in demo promotions")?,
+            Source::BuiltIn,
+        )),
     }
 }
 

@@ -15,7 +15,7 @@ pub fn init_tracing(format: LogFormat) {
         .with_writer(std::io::stderr)
         // Escape codes in a file or a log collector are noise.
         .with_ansi(std::io::stderr().is_terminal());
-    // A second call (tests build several apps in one process) keeps the first subscriber.
+    // A second call keeps the first subscriber: one process has one.
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -23,8 +23,12 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// Installs the process-wide Prometheus recorder, with histogram buckets fine enough between
-/// 0.5 ms and 1 s for the load tests' p99 plots.
+/// 0.5 ms and 1 s for the load tests' p99 plots; a second call returns the same handle.
 pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
     let buckets = [
         0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1,
         0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -34,5 +38,5 @@ pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
         .map_err(|e| AppError::Metrics(Box::new(e)))?
         .install_recorder()
         .map_err(|e| AppError::Metrics(Box::new(e)))?;
-    Ok(handle)
+    Ok(HANDLE.get_or_init(|| handle).clone())
 }

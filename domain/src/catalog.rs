@@ -16,6 +16,14 @@ pub enum CatalogError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The file is not JSON shaped like a catalog.
+    #[error("invalid catalog {path}: {source}")]
+    Json {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
     /// The file is not a valid catalog.
     #[error("invalid catalog {path}: {reason}")]
     Invalid {
@@ -94,10 +102,11 @@ impl Catalog {
     /// Parses the JSON of [`load`](Self::load); `origin` names it in errors (a path, or
     /// "the built-in demo catalog").
     pub fn parse(text: &str, origin: &str) -> Result<Self, CatalogError> {
-        let file: CatalogFile = serde_json::from_str(text).map_err(|e| CatalogError::Invalid {
-            path: origin.to_owned(),
-            reason: e.to_string(),
-        })?;
+        let file: CatalogFile =
+            serde_json::from_str(text).map_err(|source| CatalogError::Json {
+                path: origin.to_owned(),
+                source,
+            })?;
         Self::new(file.currency, file.items).map_err(|reason| CatalogError::Invalid {
             path: origin.to_owned(),
             reason,

@@ -21,6 +21,6 @@ pub use order::{
     Address, CheckoutRequest, LineItem, Notification, Order, OrderEvent, Payment, PaymentRequest,
     PriceBreakdown, PricedLine, Rejection, RejectionCode, Reservation, Shipment,
 };
-pub use promotions::{Discount, Promotion, Promotions};
+pub use promotions::{Discount, Promotion, Promotions, PromotionsError};
 pub use status::OrderStatus;
 pub use view::{OrderView, TimelineEntry};

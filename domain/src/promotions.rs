@@ -5,6 +5,35 @@ use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Why a promotion table cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PromotionsError {
+    /// The file could not be read.
+    #[error("cannot read promotions {origin}: {source}")]
+    Io {
+        /// The file.
+        origin: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The text is not JSON shaped like a promotion table.
+    #[error("invalid promotions {origin}: {source}")]
+    Json {
+        /// The file, or which table.
+        origin: String,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// An entry is not acceptable.
+    #[error("invalid promotions {origin}: {reason}")]
+    Invalid {
+        /// The file, or which table.
+        origin: String,
+        /// What is wrong, naming the entry.
+        reason: String,
+    },
+}
+
 /// What a coupon takes off the subtotal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Discount {
@@ -51,15 +80,30 @@ pub struct Promotions {
 impl Promotions {
     /// Reads a JSON file: `{"promotions":[{"code":"WELCOME10","percent_off_bps":1000,"max_uses":10000}]}`;
     /// each entry has exactly one of `percent_off_bps` and `amount_off_minor`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read promotions {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("invalid promotions {}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, PromotionsError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| PromotionsError::Io {
+            origin: origin.clone(),
+            source,
+        })?;
+        Self::parse_from(&text, &origin)
     }
 
     /// Parses the JSON of [`load`](Self::load).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let file: File = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str) -> Result<Self, PromotionsError> {
+        Self::parse_from(text, "the promotion table")
+    }
+
+    /// Parses the JSON of [`load`](Self::load); `origin` names it in errors.
+    pub fn parse_from(text: &str, origin: &str) -> Result<Self, PromotionsError> {
+        let invalid = |reason: String| PromotionsError::Invalid {
+            origin: origin.to_owned(),
+            reason,
+        };
+        let file: File = serde_json::from_str(text).map_err(|source| PromotionsError::Json {
+            origin: origin.to_owned(),
+            source,
+        })?;
         let mut by_code = HashMap::new();
         for entry in file.promotions {
             let code = entry.code.trim().to_ascii_uppercase();
@@ -69,18 +113,18 @@ impl Promotions {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             {
-                return Err(format!(
+                return Err(invalid(format!(
                     "code {:?}: 1 to 64 letters, digits, '-' or '_'",
                     entry.code
-                ));
+                )));
             }
             let discount = match (entry.percent_off_bps, entry.amount_off_minor) {
                 (Some(bps), None) if (1..=10_000).contains(&bps) => Discount::PercentBps(bps),
                 (None, Some(minor)) if minor > 0 => Discount::AmountMinor(minor),
                 _ => {
-                    return Err(format!(
+                    return Err(invalid(format!(
                         "code {code}: give exactly one of percent_off_bps (1 to 10000) and amount_off_minor (> 0)"
-                    ));
+                    )));
                 }
             };
             let promotion = Promotion {
@@ -89,7 +133,7 @@ impl Promotions {
                 max_uses: entry.max_uses,
             };
             if by_code.insert(code.clone(), promotion).is_some() {
-                return Err(format!("code {code} appears twice"));
+                return Err(invalid(format!("code {code} appears twice")));
             }
         }
         Ok(Self { by_code })

@@ -33,7 +33,7 @@ impl Claims {
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot mint token: {0}")]
-pub struct MintError(String);
+pub struct MintError(#[source] jsonwebtoken::errors::Error);
 
 /// Most verified tokens remembered; when full the memory starts over.
 const REMEMBERED: usize = 10_000;
@@ -72,8 +72,7 @@ impl Auth {
             exp: now.saturating_add(ttl.as_secs()),
             iat: now,
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .map_err(|e| MintError(e.to_string()))
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(MintError)
     }
 
     /// The verified claims of the request's `Authorization: Bearer` token.

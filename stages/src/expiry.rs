@@ -19,7 +19,8 @@ use orderflow_pipeline::{Decoded, Log, Message, header};
 use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
 use std::sync::Arc;
 
-/// The sweeper: one pass per [`sweep`](Self::sweep), run periodically by [`run`](Self::run).
+/// The sweeper: one pass per [`sweep`](Self::sweep); the application runs it periodically beside
+/// the projector.
 pub struct ExpirySweeper {
     ledger: Arc<dyn StockLedger>,
     orders: Arc<dyn OrderStore>,

@@ -109,6 +109,16 @@ pub enum ConfigError {
         sections = SECTIONS.map(|(s, _)| s).join(", ")
     )]
     UnknownVariable(String),
+    /// Two `ORDERFLOW_*` variables set the same key.
+    #[error("{first} and {second} both set {key}: keep one")]
+    SameKeyTwice {
+        /// The key, `section.name`.
+        key: String,
+        /// One variable.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// An `ORDERFLOW_*` variable's value is not UTF-8.
     #[error("invalid {0}: the value is not valid UTF-8")]
     NotUtf8(String),
@@ -124,18 +134,22 @@ pub struct Overrides(Dict);
 impl Overrides {
     /// Sets `path` (`section.key`) to `value`.
     pub fn set(&mut self, path: &str, value: impl Into<Value>) -> &mut Self {
-        let nested = figment::util::nest(path, value.into());
-        if let Value::Dict(_, dict) = nested {
-            for (section, keys) in dict {
-                match (self.0.get_mut(&section), keys) {
-                    (Some(Value::Dict(_, existing)), Value::Dict(_, keys)) => existing.extend(keys),
-                    (_, keys) => {
-                        self.0.insert(section, keys);
-                    }
+        insert(&mut self.0, path, value.into());
+        self
+    }
+}
+
+/// Puts `value` at `path` (`section.key`) in `dict`, beside what the section holds already.
+fn insert(dict: &mut Dict, path: &str, value: Value) {
+    if let Value::Dict(_, nested) = figment::util::nest(path, value) {
+        for (section, keys) in nested {
+            match (dict.get_mut(&section), keys) {
+                (Some(Value::Dict(_, existing)), Value::Dict(_, keys)) => existing.extend(keys),
+                (_, keys) => {
+                    dict.insert(section, keys);
                 }
             }
         }
-        self
     }
 }
 
@@ -169,7 +183,10 @@ impl Config {
         let config: Config = figment
             .merge(environment())
             .merge(flags.clone())
-            .extract()
+            // Environment values arrive as strings; numbers and booleans are read from them where
+            // a field wants one, while a string field keeps its value as written (an all-digit
+            // secret or warehouse stays a string).
+            .extract_lossy()
             .map_err(Box::new)?;
         config.validate()?;
         Ok(config)
@@ -216,7 +233,16 @@ impl figment::Provider for Environment {
     }
 
     fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
-        self.0.data()
+        // figment's own `Env` guesses each value's type ("42" becomes a number, quotes are
+        // stripped); a setting is taken as the operator wrote it.
+        let mut dict = Dict::new();
+        for (key, value) in self.0.iter() {
+            insert(&mut dict, key.as_str(), Value::from(value));
+        }
+        Ok(figment::value::Map::from([(
+            figment::Profile::Default,
+            dict,
+        )]))
     }
 }
 
@@ -241,6 +267,7 @@ fn key_path(var: &str) -> Option<String> {
 fn check_variables(
     vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
 ) -> Result<(), ConfigError> {
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for (var, value) in vars {
         let var = var.to_string_lossy();
         let Some(rest) = var.strip_prefix("ORDERFLOW_") else {
@@ -249,8 +276,19 @@ fn check_variables(
         if value.to_str().is_none() {
             return Err(ConfigError::NotUtf8(var.into_owned()));
         }
-        if !NOT_SETTINGS.contains(&rest) && key_path(rest).is_none() {
+        if NOT_SETTINGS.contains(&rest) {
+            continue;
+        }
+        let Some(path) = key_path(rest) else {
             return Err(ConfigError::UnknownVariable(var.into_owned()));
+        };
+        // `ORDERFLOW_LOG` and `ORDERFLOW_LOG_URL` name one key: which would win is not defined.
+        if let Some(other) = seen.insert(path.clone(), var.clone().into_owned()) {
+            return Err(ConfigError::SameKeyTwice {
+                key: path,
+                first: other,
+                second: var.into_owned(),
+            });
         }
     }
     Ok(())
@@ -342,17 +380,26 @@ mod tests {
         assert!(e.contains("partitionz"), "{e}");
         for (var, value, key) in [
             ("ORDERFLOW_LOG_PARTITIONS", "0", "log.partitions"),
-            ("ORDERFLOW_API_LISTEN", "nowhere", "listen"),
-            ("ORDERFLOW_LOG", "ftp://x", "log"),
-            ("ORDERFLOW_LOG", "kafka://broker", "log"),
+            ("ORDERFLOW_API_LISTEN", "nowhere", "ORDERFLOW_API_LISTEN"),
+            ("ORDERFLOW_LOG", "ftp://x", "ORDERFLOW_LOG_URL"),
+            ("ORDERFLOW_LOG", "kafka://broker", "ORDERFLOW_LOG_URL"),
+            (
+                "ORDERFLOW_KAFKA_REPLICATION_FACTOR",
+                "0",
+                "kafka.replication_factor",
+            ),
             ("ORDERFLOW_JWT_SECRET", "short", "jwt.secret"),
             (
                 "ORDERFLOW_PRICING_TAX_RATE_BPS",
                 "10001",
                 "pricing.tax_rate_bps",
             ),
-            ("ORDERFLOW_LOGGING_FORMAT", "xml", "logging.format"),
-            ("ORDERFLOW_REDIS", "localhost:6379", "redis"),
+            (
+                "ORDERFLOW_LOGGING_FORMAT",
+                "xml",
+                "ORDERFLOW_LOGGING_FORMAT",
+            ),
+            ("ORDERFLOW_REDIS", "localhost:6379", "ORDERFLOW_REDIS_URL"),
             ("ORDERFLOW_REDIS_WAREHOUSE", "{tag}", "redis.warehouse"),
             ("ORDERFLOW_KAFKA_EXACTLY_ONCE", "true", "kafka.exactly_once"),
             ("ORDERFLOW_STAGES_CURRENCIES", "usd", "stages.currencies"),
@@ -361,12 +408,31 @@ mod tests {
                 jail.set_env(var, value);
                 Ok(())
             });
-            // Type errors name the variable; range checks name the key.
-            assert!(
-                e.contains(var) || e.contains(key),
-                "{var}={value}: {e} should name {key} or {var}"
-            );
+            assert!(e.contains(key), "{var}={value}: {e} should name {key}");
         }
+    }
+
+    #[test]
+    fn values_are_taken_as_written_and_kafka_may_run_exactly_once() {
+        Jail::expect_with(|jail| {
+            jail.set_env("ORDERFLOW_REDIS_WAREHOUSE", "42");
+            jail.set_env("ORDERFLOW_JWT_SECRET", "12345678901234567890123");
+            jail.set_env("ORDERFLOW_LOG", "kafka://a:9092,b:9092");
+            jail.set_env("ORDERFLOW_KAFKA_EXACTLY_ONCE", "true");
+            jail.set_env("ORDERFLOW_RETRY_BASE_MS", "5");
+            let c = Config::load(None, &Overrides::default()).expect("valid");
+            assert_eq!(c.redis.warehouse, "42");
+            assert_eq!(c.jwt.secret, "12345678901234567890123");
+            assert!(c.kafka.exactly_once && matches!(c.log.url, LogUrl::Kafka(_)));
+            assert_eq!(c.retry.base_ms, 5);
+            Ok(())
+        });
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_LOG", "embedded://a");
+            jail.set_env("ORDERFLOW_LOG_URL", "embedded://b");
+            Ok(())
+        });
+        assert!(e.contains("ORDERFLOW_LOG") && e.contains("log.url"), "{e}");
     }
 
     #[test]
