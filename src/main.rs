@@ -58,10 +58,10 @@ struct Flags {
     partitions: Option<u32>,
     /// Catalog file (JSON) [catalog.file].
     #[arg(long, global = true)]
-    catalog: Option<PathBuf>,
+    catalog: Option<String>,
     /// Promotion codes file (JSON) [promotions.file].
     #[arg(long, global = true)]
-    promotions: Option<PathBuf>,
+    promotions: Option<String>,
     /// HS256 secret for tokens [jwt.secret].
     #[arg(long, global = true)]
     jwt_secret: Option<String>,
@@ -81,18 +81,12 @@ impl Flags {
             ("store.url", &self.store),
             ("redis.url", &self.redis),
             ("jwt.secret", &self.jwt_secret),
+            ("catalog.file", &self.catalog),
+            ("promotions.file", &self.promotions),
         ];
         for (key, value) in strings {
             if let Some(value) = value {
                 o.set(key, value.as_str());
-            }
-        }
-        for (key, path) in [
-            ("catalog.file", &self.catalog),
-            ("promotions.file", &self.promotions),
-        ] {
-            if let Some(path) = path {
-                o.set(key, path.display().to_string());
             }
         }
         if let Some(partitions) = self.partitions {
@@ -135,6 +129,13 @@ enum Command {
     },
     /// Check initial = available + reserved + committed for every SKU; exit 1 on a breach.
     Audit,
+    /// Exit 0 if the process on --listen (or --url) is ready (GET /readyz), else 1: for
+    /// container health checks.
+    Healthcheck {
+        /// Ask this URL instead, e.g. http://127.0.0.1:8080/readyz.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Dead-letter topics.
     Dlq {
         #[command(subcommand)]
@@ -203,45 +204,47 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// 0 when a check passed, 1 when it did not.
+fn exit(passed: bool) -> ExitCode {
+    if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 async fn run(command: Command, config: Config) -> Result<ExitCode> {
+    let ok = ExitCode::SUCCESS;
     let role = match command {
         Command::Serve => Role::Serve,
         Command::Ingest => Role::Ingest,
         Command::Stage { names } => Role::workers(&names)?,
         Command::Project => Role::workers(&[orderflow_app::process::PROJECTOR])?,
-        Command::Seed => {
-            commands::seed(&config).await?;
-            return Ok(ExitCode::SUCCESS);
-        }
+        Command::Seed => return Ok(commands::seed(&config).await.map(|()| ok)?),
         Command::Token {
             sub,
             scope,
             ttl_secs,
         } => {
-            commands::token(&config, &sub, &scope, Duration::from_secs(ttl_secs))?;
-            return Ok(ExitCode::SUCCESS);
+            let ttl = Duration::from_secs(ttl_secs);
+            return Ok(commands::token(&config, &sub, &scope, ttl).map(|()| ok)?);
         }
-        Command::Audit => {
-            let balanced = commands::audit(&config).await?;
-            return Ok(if balanced {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+        Command::Audit => return Ok(exit(commands::audit(&config).await?)),
+        Command::Healthcheck { url } => {
+            return Ok(exit(commands::healthcheck(&config, url.as_deref()).await?));
         }
-        Command::Dlq {
-            command: DlqCommand::List { topic, limit },
-        } => {
-            commands::dlq_list(&config, &topic, limit).await?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::Dlq {
-            command: DlqCommand::Replay { topic, limit },
-        } => {
-            commands::dlq_replay(&config, &topic, limit).await?;
-            return Ok(ExitCode::SUCCESS);
+        Command::Dlq { command } => {
+            match command {
+                DlqCommand::List { topic, limit } => {
+                    commands::dlq_list(&config, &topic, limit).await
+                }
+                DlqCommand::Replay { topic, limit } => {
+                    commands::dlq_replay(&config, &topic, limit).await
+                }
+            }?;
+            return Ok(ok);
         }
     };
     App::build(config, role).await?.run_until_stopped().await?;
-    Ok(ExitCode::SUCCESS)
+    Ok(ok)
 }

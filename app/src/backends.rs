@@ -280,9 +280,31 @@ fn log_chores(log: &SegmentLog, retention: Duration) -> Vec<Chore> {
         }),
         Chore::new("log-lag", Duration::from_secs(5), move || {
             gauged.record_lag();
+            record_dlq_depth(&gauged);
             async { Ok(()) }
         }),
     ]
+}
+
+/// `orderflow_dlq_depth{topic}`: dead letters not yet replayed, per dead-letter topic — what
+/// the replay group has not committed past, or everything kept if it never ran.
+fn record_dlq_depth(log: &SegmentLog) {
+    let kept = log.kept_records();
+    let lag = log.lag().unwrap_or_default();
+    let mut depth: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (at, records) in kept {
+        if !at.topic.ends_with(".dlq") {
+            continue;
+        }
+        let behind = lag
+            .iter()
+            .find(|(g, _)| g.group == orderflow_pipeline::dlq::REPLAY_GROUP && g.partition == at)
+            .map_or(records, |(_, behind)| (*behind).min(records));
+        *depth.entry(at.topic).or_default() += behind;
+    }
+    for (topic, records) in depth {
+        metrics::gauge!("orderflow_dlq_depth", "topic" => topic).set(records as f64);
+    }
 }
 
 /// The embedded ledger's upkeep: settled holds leave memory a minute after their order was

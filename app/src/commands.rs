@@ -116,3 +116,57 @@ pub async fn dlq_replay(config: &Config, topic: &str, limit: usize) -> Result<()
     );
     Ok(())
 }
+
+/// Asks a running process whether it is ready (`GET /readyz`), for container health checks:
+/// `url` (`http://HOST:PORT/readyz`), or the configured `api.listen` (an unspecified address
+/// such as 0.0.0.0 is asked on loopback). `Ok(true)` when it answers 200 within 3 s.
+pub async fn healthcheck(config: &Config, url: Option<&str>) -> Result<bool, AppError> {
+    let (authority, path) = match url {
+        Some(url) => {
+            let rest = url.strip_prefix("http://").ok_or_else(|| {
+                AppError::Usage(format!("--url {url:?}: expected http://HOST:PORT/PATH"))
+            })?;
+            match rest.split_once('/') {
+                Some((authority, path)) => (authority.to_owned(), format!("/{path}")),
+                None => (rest.to_owned(), "/readyz".to_owned()),
+            }
+        }
+        None => {
+            let mut addr = config.api.listen;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            (addr.to_string(), "/readyz".to_owned())
+        }
+    };
+    let ask = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(&authority).await?;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), ask).await {
+        Ok(Ok(head)) => {
+            let ready = head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200");
+            if !ready {
+                eprintln!("{authority}{path}: {}", head.lines().next().unwrap_or(""));
+            }
+            Ok(ready)
+        }
+        Ok(Err(e)) => {
+            eprintln!("{authority}{path}: {e}");
+            Ok(false)
+        }
+        Err(_) => {
+            eprintln!("{authority}{path}: no answer within 3 s");
+            Ok(false)
+        }
+    }
+}

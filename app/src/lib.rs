@@ -10,13 +10,15 @@
 //!   `ingest`, stage workers); every process serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`commands`]: `seed`, `token`, `audit`, `dlq list|replay`.
 //! - [`tables`]: the catalog and promotion codes, with demo tables built in.
-//! - [`telemetry`]: log lines and the metrics recorder.
+//! - [`telemetry`]: log lines and the metrics recorder; [`gauges`]: the chores that keep the
+//!   readiness, disk, stock and dead-letter gauges current.
 //! - [`error`]: the [`AppError`] type.
 
 pub mod backends;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod gauges;
 pub mod process;
 pub mod supervisor;
 pub mod tables;

@@ -92,7 +92,7 @@ impl App {
     /// backends, creates the topics, seeds stock and binds `api.listen`.
     pub async fn build(config: Config, role: Role) -> Result<Self, AppError> {
         check_role(&config, &role)?;
-        let metrics = telemetry::install_metrics()?;
+        let metrics = telemetry::install_metrics(role.command())?;
         let (backends, chores) = Backends::connect(&config).await?;
         let seeded = backends.prepare().await?;
         if seeded > 0 {
@@ -152,6 +152,9 @@ impl App {
             );
         }
         for chore in self.chores {
+            supervisor.every(chore);
+        }
+        for chore in crate::gauges::chores(&self.config, &self.backends, self.role.serves_api()) {
             supervisor.every(chore);
         }
         let upkeep = self.metrics.clone();

@@ -88,16 +88,14 @@ impl Supervisor {
         });
     }
 
-    /// Runs `chore` every `chore.every` until shutdown. A run that has started finishes (within
+    /// Runs `chore` at once and then every `chore.every` until shutdown. A run that has started
+    /// finishes (within
     /// the shutdown grace): a sweep is not cut off between its append and its bookkeeping.
     pub fn every(&self, mut chore: Chore) {
         let this = self.clone();
         self.tracker.spawn(async move {
+            // The first run is at once: gauges have values from the first scrape on.
             loop {
-                tokio::select! {
-                    () = tokio::time::sleep(chore.every) => {}
-                    () = this.token.cancelled() => return,
-                }
                 match AssertUnwindSafe((chore.run)()).catch_unwind().await {
                     Ok(Ok(())) => {}
                     Ok(Err(reason)) => {
@@ -108,6 +106,10 @@ impl Supervisor {
                         this.fail(format!("{} panicked", chore.name));
                         return;
                     }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(chore.every) => {}
+                    () = this.token.cancelled() => return,
                 }
             }
         });

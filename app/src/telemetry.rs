@@ -23,8 +23,10 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 /// Installs the process-wide Prometheus recorder, with histogram buckets fine enough between
-/// 0.5 ms and 1 s for the load tests' p99 plots; a second call returns the same handle.
-pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
+/// 0.5 ms and 1 s for the load tests' p99 plots, and `role` (serve, ingest, stage, project) on
+/// every series so a split deployment's dashboards can tell the processes apart; a second call
+/// returns the same handle.
+pub fn install_metrics(role: &'static str) -> Result<PrometheusHandle, AppError> {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
@@ -34,6 +36,7 @@ pub fn install_metrics() -> Result<PrometheusHandle, AppError> {
         0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
     ];
     let handle = PrometheusBuilder::new()
+        .add_global_label("role", role)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
         .map_err(|e| AppError::Metrics(Box::new(e)))?
         .install_recorder()

@@ -99,5 +99,6 @@ pub fn app(state: AppState) -> Router {
         // The handlers enforce the limit themselves with a problem+json answer; this layer only
         // makes sure axum never buffers more than that.
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(ops::track))
         .with_state(state)
 }

@@ -39,7 +39,31 @@ pub fn router(state: OpsState) -> Router {
     routes()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(track))
         .with_state(state)
+}
+
+/// Counts every request and times it, by route (the matched pattern, so an order id does not
+/// make a series of its own), method and status: `orderflow_http_requests_total` and
+/// `orderflow_http_request_duration_seconds`.
+pub async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("orderflow_http_requests_total", &labels).increment(1);
+    metrics::histogram!("orderflow_http_request_duration_seconds", &labels)
+        .record(started.elapsed());
+    response
 }
 
 /// The operational routes, to be given their state by the caller.

@@ -59,9 +59,12 @@ pub async fn follow(
     let upgrade = upgrade
         .map_err(|e| Problem::malformed(format!("this route needs a WebSocket upgrade: {e}")))?;
     Ok(upgrade.on_upgrade(move |socket| async move {
+        let open = metrics::gauge!("orderflow_websockets_open");
+        open.increment(1.0);
         if let Err(e) = stream_order(state, claims, id, socket).await {
             tracing::debug!(order_id = %id, error = %e, "WebSocket follower ended");
         }
+        open.decrement(1.0);
     }))
 }
 

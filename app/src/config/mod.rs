@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 pub use sections::{
     ApiConfig, DEV_SECRET, JwtConfig, KafkaSection, LogConfig, LogFormat, LoggingConfig,
-    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
-    TableConfig,
+    MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig,
+    StoreConfig, TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
@@ -34,7 +34,7 @@ pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 13] = [
+const SECTIONS: [(&str, Option<&str>); 14] = [
     ("api", None),
     ("jwt", None),
     ("log", Some("url")),
@@ -48,6 +48,7 @@ const SECTIONS: [(&str, Option<&str>); 13] = [
     ("catalog", Some("file")),
     ("promotions", Some("file")),
     ("logging", None),
+    ("metrics", None),
 ];
 
 /// Every setting of a process, resolved and checked.
@@ -80,6 +81,8 @@ pub struct Config {
     pub promotions: TableConfig,
     /// `[logging]`: log line format.
     pub logging: LoggingConfig,
+    /// `[metrics]`: extra gauges.
+    pub metrics: MetricsConfig,
 }
 
 /// A setting that failed its check: the key and why.

@@ -243,6 +243,23 @@ pub struct TableConfig {
     pub file: Option<PathBuf>,
 }
 
+/// `[metrics]`: what `/metrics` reports beyond the counters of the code paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A SKU with fewer units available than this is reported as
+    /// `orderflow_stock_available{sku}` (by the processes that serve the API).
+    pub low_stock_threshold: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            low_stock_threshold: 100,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

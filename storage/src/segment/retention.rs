@@ -18,6 +18,22 @@ pub struct GroupPartition {
 
 /// Retention and lag.
 impl SegmentLog {
+    /// How many records each partition still keeps (retention has not forgotten them yet).
+    pub fn kept_records(&self) -> Offsets {
+        let state = self.inner.state.read();
+        state
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(pidx, p)| {
+                (
+                    TopicPartition::new(state.topic_name(pidx).to_string(), p.partition),
+                    p.kept() as u64,
+                )
+            })
+            .collect()
+    }
+
     /// Where every partition of every topic ends now (its next offset).
     pub fn end_offsets(&self) -> Result<Offsets, SegmentError> {
         let state = self.inner.state.read();

@@ -60,6 +60,26 @@ pub enum ScriptName {
 }
 
 impl ScriptName {
+    /// The script's name in metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Reserve => "reserve",
+            Self::Release => "release",
+            Self::Commit => "commit",
+            Self::Pin => "pin",
+            Self::Expire => "expire",
+            Self::Acknowledge => "acknowledge",
+            Self::Seed => "seed",
+            Self::SetAvailable => "set_available",
+            Self::IdempotencyClaim => "idempotency_claim",
+            Self::IdempotencySettle => "idempotency_settle",
+            Self::ViewPut => "view_put",
+            Self::CouponRedeem => "coupon_redeem",
+            Self::CouponRestore => "coupon_restore",
+            Self::RateLimit => "rate_limit",
+        }
+    }
+
     const ALL: [ScriptName; 14] = [
         Self::Reserve,
         Self::Release,
@@ -170,6 +190,7 @@ impl Scripts {
         command.extend(keys.into_iter().map(Value::from));
         command.extend(args.into_iter().map(Value::from));
         let evalsha = || CustomCommand::new_static("EVALSHA", slot, false);
+        let started = std::time::Instant::now();
         let value: Value = match self.pool.next().custom(evalsha(), command.clone()).await {
             // After a Redis restart or SCRIPT FLUSH the scripts are gone; a refused call did
             // nothing, so it is safe to send again.
@@ -183,6 +204,8 @@ impl Scripts {
             }
             result => result.map_err(redis_error)?,
         };
+        metrics::histogram!("orderflow_redis_script_seconds", "script" => script.label())
+            .record(started.elapsed());
         value.convert().map_err(redis_error)
     }
 }
