@@ -115,9 +115,10 @@ impl ExpirySweeper {
             self.log.append(messages).await?;
         }
         self.ledger.acknowledge_expired(&announced).await?;
+        // Counted even when nothing expired, so the series exists (at 0) from the first sweep.
+        metrics::counter!("orderflow_reservations_expired_total")
+            .increment(outcome.rejected as u64);
         if outcome.rejected > 0 {
-            metrics::counter!("orderflow_reservations_expired_total")
-                .increment(outcome.rejected as u64);
             tracing::info!(
                 rejected = outcome.rejected,
                 already_terminal = outcome.already_terminal,
