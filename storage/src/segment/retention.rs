@@ -154,11 +154,14 @@ impl SegmentLog {
             }
             horizon
         };
+        // Counted from the first pass on, so the series exists (at 0) before anything is old.
+        let trimmed = metrics::counter!("orderflow_log_trimmed_total");
+        trimmed.increment(0);
         let Some(horizon) = horizon else { return };
         match self.trim(&horizon).await {
             Ok(0) => {}
             Ok(n) => {
-                metrics::counter!("orderflow_log_trimmed_total").increment(n);
+                trimmed.increment(n);
                 tracing::info!(records = n, "Trimmed the log");
             }
             Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
