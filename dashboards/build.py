@@ -295,6 +295,18 @@ def overview() -> dm.Dashboard:
             "reqps",
         ),
         series(
+            "Refused checkouts/s by reason",
+            "rate(orderflow_checkouts_refused_total[1m]) by reason: the problem type the ingest "
+            "answered with (malformed-request, unauthorized, invalid-request, rate-limited, …).",
+            [
+                q(
+                    f"sum by (reason) (rate(orderflow_checkouts_refused_total{{{ROLE}}}[{RATE}]))",
+                    "{{reason}}",
+                )
+            ],
+            "reqps",
+        ),
+        series(
             "Terminal orders/s by status",
             "rate(orderflow_orders_terminal_total[1m]) by status (completed, rejected), counted by "
             "the projector.",

@@ -61,6 +61,11 @@ pub async fn create(
     if let Some(outcome) = outcome {
         metrics::counter!("orderflow_checkouts_total", "outcome" => outcome).increment(1);
     }
+    if let Err(problem) = &result {
+        // Why, by the problem's stable type: malformed, unauthorized, invalid, …
+        metrics::counter!("orderflow_checkouts_refused_total", "reason" => problem.slug)
+            .increment(1);
+    }
     metrics::histogram!("orderflow_checkout_seconds").record(started.elapsed());
     match result {
         Ok((id, replayed)) => accepted(id, replayed),
