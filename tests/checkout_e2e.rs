@@ -161,8 +161,9 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
             .expect("text");
         let trimmed: f64 = metrics
             .lines()
-            .find_map(|l| l.strip_prefix("orderflow_log_trimmed_total "))
-            .and_then(|v| v.trim().parse().ok())
+            // `orderflow_log_trimmed_total{role="serve"} N`
+            .filter(|l| l.starts_with("orderflow_log_trimmed_total"))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or(0.0);
         if trimmed > 0.0 {
             break;
