@@ -1,8 +1,10 @@
 //! project: fold every status event into the order view.
 
 use async_trait::async_trait;
+use orderflow_domain::{OrderId, OrderView};
 use orderflow_pipeline::{Outcome, Record, Stage, StageError};
 use orderflow_stores::{OrderStore, StatusFeed};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +14,31 @@ pub const PROJECTOR_COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The status projector: reads every status topic, keeps the [`OrderStore`] current and
 /// announces each change on the [`StatusFeed`]. The store may hold views in memory; the runner
-/// flushes it before each commit (see [`PROJECTOR_COMMIT_INTERVAL`]).
+/// flushes it before each commit (see [`PROJECTOR_COMMIT_INTERVAL`]). A feed whose followers
+/// read what the flush writes ([`StatusFeed::announce_after_flush`]) hears of each changed
+/// order once, after the flush; followers read the view and send every new status in order.
 pub struct Project {
     store: Arc<dyn OrderStore>,
     feed: Arc<dyn StatusFeed>,
+    /// Changed views to announce after the next flush, newest per order.
+    unannounced: parking_lot::Mutex<HashMap<OrderId, OrderView>>,
 }
 
 impl Project {
     /// Projects into `store` and announces changes on `feed`.
     pub fn new(store: Arc<dyn OrderStore>, feed: Arc<dyn StatusFeed>) -> Self {
-        Self { store, feed }
+        Self {
+            store,
+            feed,
+            unannounced: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn announce(&self, view: &OrderView) {
+        // The view is readable already; a feed hiccup only delays followers, who re-read.
+        if let Err(e) = self.feed.publish(view).await {
+            tracing::warn!(error = %e, order_id = %view.order_id, "Cannot publish a status change");
+        }
     }
 }
 
@@ -44,10 +61,19 @@ impl Stage for Project {
             .apply(vec![event])
             .await
             .map_err(crate::order_stage::store_error)?;
-        for view in &changed {
-            // The view is readable already; a feed hiccup only delays followers, who re-read.
-            if let Err(e) = self.feed.publish(view).await {
-                tracing::warn!(error = %e, order_id = %view.order_id, "Cannot publish a status change");
+        if self.feed.announce_after_flush() {
+            let mut unannounced = self.unannounced.lock();
+            for view in &changed {
+                match unannounced.get(&view.order_id) {
+                    Some(held) if held.timeline.len() >= view.timeline.len() => {}
+                    _ => {
+                        unannounced.insert(view.order_id, view.clone());
+                    }
+                }
+            }
+        } else {
+            for view in &changed {
+                self.announce(view).await;
             }
         }
         if !changed.is_empty() {
@@ -71,6 +97,9 @@ impl Stage for Project {
         self.store
             .flush()
             .await
-            .map_err(crate::order_stage::store_error)
+            .map_err(crate::order_stage::store_error)?;
+        let views: Vec<OrderView> = self.unannounced.lock().drain().map(|(_, v)| v).collect();
+        futures::future::join_all(views.iter().map(|view| self.announce(view))).await;
+        Ok(())
     }
 }

@@ -15,4 +15,11 @@ pub trait StatusFeed: Send + Sync + 'static {
 
     /// The changes of one order from now on.
     async fn subscribe(&self, order: OrderId) -> Result<BoxStream<'static, OrderView>, StoreError>;
+
+    /// Whether changes are announced after the projector's flush, once per order, rather than
+    /// at each change: true where followers are in other processes and read the views the
+    /// flush caches (announcing earlier would send them to a view that is not there yet).
+    fn announce_after_flush(&self) -> bool {
+        false
+    }
 }

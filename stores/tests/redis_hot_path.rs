@@ -6,7 +6,7 @@ use orderflow_stores::embedded::EmbeddedOrderStore;
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisHot, RedisLedger, RedisOrderCache,
 };
-use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger};
+use orderflow_stores::{OrderStore, ReserveOutcome, StockLedger, StoreError};
 use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
 use std::sync::Arc;
@@ -165,7 +165,8 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(
         Engine::open(dir.path()).expect("engine"),
     ));
-    let store = CachedOrderStore::new(RedisOrderCache::new(hot), Arc::clone(&durable));
+    let cache = RedisOrderCache::new(hot.clone());
+    let store = CachedOrderStore::new(RedisOrderCache::new(hot.clone()), Arc::clone(&durable));
     let id = OrderId::new();
     store
         .apply(vec![
@@ -176,6 +177,14 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
         .expect("apply");
     assert_eq!(
         store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Validated)
+    );
+    // Cached once, at the flush, after the durable write.
+    assert!(cache.get(id).await.expect("hot get").is_none());
+    assert_eq!(store.unflushed(), 1);
+    store.flush().await.expect("flush");
+    assert_eq!(
+        cache.get(id).await.expect("hot get").map(|v| v.status),
         Some(OrderStatus::Validated)
     );
 
@@ -198,6 +207,8 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
         Some(OrderStatus::Reserved),
         "the stale cached view is gone"
     );
+
+    store.flush().await.expect("flush");
 
     // Redis away: the write is refused before the durable store moves, and reads still answer.
     server.signal("STOP");
@@ -228,6 +239,46 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     assert_eq!(applied.expect("redis is back").len(), 1);
     assert_eq!(
         store.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Priced)
+    );
+
+    // A crash between the durable and the hot write of a flush (Redis stops in between): the
+    // durable store has the new view; the cache has none (it was dropped when the change was
+    // applied) or, if the timed-out write still lands once Redis resumes, that same view —
+    // never an older one. Every reader, this process or a restarted one, reads the newest.
+    server.signal("STOP");
+    assert!(store.flush().await.is_err(), "the cache write fails");
+    assert_eq!(
+        durable.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Priced)
+    );
+    server.signal("CONT");
+    let mut hot_view = Err(StoreError::Unavailable("not asked yet".into()));
+    for _ in 0..50 {
+        hot_view = cache.get(id).await;
+        if hot_view.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let durable_view = durable.get(id).await.expect("get").expect("view");
+    if let Some(cached) = hot_view.expect("redis is back") {
+        assert!(
+            cached.timeline.len() >= durable_view.timeline.len(),
+            "a cached view older than the durable one: {:?} < {:?}",
+            cached.status,
+            durable_view.status
+        );
+    }
+    let restarted = CachedOrderStore::new(RedisOrderCache::new(hot.clone()), Arc::clone(&durable));
+    assert_eq!(
+        restarted.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Priced)
+    );
+    // The retried flush caches what it owed.
+    store.flush().await.expect("flush after redis is back");
+    assert_eq!(
+        cache.get(id).await.expect("hot get").map(|v| v.status),
         Some(OrderStatus::Priced)
     );
 }

@@ -138,6 +138,10 @@ impl StatusFeed for RedisStatusFeed {
         Ok(())
     }
 
+    fn announce_after_flush(&self) -> bool {
+        true
+    }
+
     async fn subscribe(&self, order: OrderId) -> Result<BoxStream<'static, OrderView>, StoreError> {
         let receiver = {
             let _guard = self.changes.lock().await;

@@ -7,7 +7,7 @@ use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
 use fred::prelude::*;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Order views in Redis, each kept `view_ttl` after its last change. A view only replaces an
@@ -75,38 +75,95 @@ impl RedisOrderCache {
 }
 
 /// A durable [`OrderStore`] with the Redis hot view in front: reads try the cache, then the
-/// durable store. A write first drops the cached views of the orders it touches, then writes
-/// the durable store, then caches the views that changed. Whatever fails or crashes in between,
-/// the cache never holds a view older than the durable one: at worst it holds none, and reads
-/// go to the durable store.
+/// durable store. A write first drops the cached views of the orders it touches (once per flush
+/// window), then writes the durable store; [`flush`](OrderStore::flush) makes the durable
+/// store durable, then caches each changed order's newest view once. Whatever fails or crashes
+/// in between, the cache never holds a view older than the durable one: at worst it holds
+/// none, and reads go to the durable store.
 pub struct CachedOrderStore {
     hot: RedisOrderCache,
     durable: Arc<dyn OrderStore>,
+    pending: parking_lot::Mutex<Pending>,
+}
+
+/// What the next flush owes the cache.
+#[derive(Default)]
+struct Pending {
+    /// The newest view of each order changed since the last flush, not cached yet.
+    views: HashMap<OrderId, OrderView>,
+    /// Orders whose cached view is already dropped in this window (no second `DEL`).
+    dropped: HashSet<OrderId>,
 }
 
 impl CachedOrderStore {
     /// `durable` with `hot` in front.
     pub fn new(hot: RedisOrderCache, durable: Arc<dyn OrderStore>) -> Self {
-        Self { hot, durable }
+        Self {
+            hot,
+            durable,
+            pending: parking_lot::Mutex::new(Pending::default()),
+        }
+    }
+
+    /// How many orders' views wait for the next flush to be cached.
+    pub fn unflushed(&self) -> usize {
+        self.pending.lock().views.len()
     }
 }
 
 #[async_trait]
 impl OrderStore for CachedOrderStore {
     async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
-        let ids: HashSet<OrderId> = events.iter().map(|e| e.order.id).collect();
-        // While Redis is away this fails and the projector holds its records: the durable
-        // store must not run ahead of a cache it cannot correct.
-        self.hot.forget(ids.into_iter().collect()).await?;
+        let fresh: Vec<OrderId> = {
+            let pending = self.pending.lock();
+            let ids: HashSet<OrderId> = events.iter().map(|e| e.order.id).collect();
+            ids.into_iter()
+                .filter(|id| !pending.dropped.contains(id))
+                .collect()
+        };
+        if !fresh.is_empty() {
+            // While Redis is away this fails and the projector holds its records: the durable
+            // store must not run ahead of a cache it cannot correct.
+            self.hot.forget(fresh.clone()).await?;
+            self.pending.lock().dropped.extend(fresh);
+        }
         let changed = self.durable.apply(events).await?;
-        let puts = futures::future::join_all(changed.iter().map(|view| self.hot.put(view))).await;
-        // A view that could not be cached stays uncached: reads find the durable one.
-        puts.into_iter().collect::<Result<Vec<()>, _>>()?;
+        let mut pending = self.pending.lock();
+        for view in &changed {
+            match pending.views.get(&view.order_id) {
+                Some(held) if held.timeline.len() >= view.timeline.len() => {}
+                _ => {
+                    pending.views.insert(view.order_id, view.clone());
+                }
+            }
+        }
         Ok(changed)
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.durable.flush().await
+        // The durable write first: a view is cached only once the durable store has it.
+        self.durable.flush().await?;
+        let views: Vec<OrderView> = self.pending.lock().views.drain().map(|(_, v)| v).collect();
+        if views.is_empty() {
+            self.pending.lock().dropped.clear();
+            return Ok(());
+        }
+        // One call per order, all in flight together (they leave in one write per connection).
+        let puts = futures::future::join_all(views.iter().map(|view| self.hot.put(view))).await;
+        let mut pending = self.pending.lock();
+        if let Some(Err(e)) = puts.into_iter().find(Result::is_err) {
+            // Cached or not, each view is owed again; its key stays dropped meanwhile, so
+            // reads find the durable view.
+            for view in views {
+                pending.views.entry(view.order_id).or_insert(view);
+            }
+            return Err(e);
+        }
+        // The cache holds each order's newest view now (or, for an order dropped without a
+        // change, none): a later change must drop it again.
+        let Pending { views, dropped } = &mut *pending;
+        dropped.retain(|id| views.contains_key(id));
+        Ok(())
     }
 
     async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
