@@ -206,6 +206,9 @@ if steps:
                  "drain_seconds": round(s["drained"] - s["end"], 1)}
         if drained:
             entry["whole_step_accept_to_terminal_ms"] = drained["accept_to_terminal_ms"]
+        if s.get("orders") and s.get("redis_commands"):
+            entry["redis_commands_per_order"] = round(s["redis_commands"] / s["orders"], 1)
+            entry["redis_cpu_us_per_order"] = round(s["redis_cpu_us"] / s["orders"], 1)
         wo, wb = entry["wrk_orderflow"], entry["wrk_baseline"]
         if wo and wb:
             entry["checkout_p99_ratio_to_baseline"] = ratio(wo["p99_ms"], wb["p99_ms"], 2)
@@ -275,5 +278,7 @@ for e in report.get("steps", []):
     print(f"  {e['rate']}/s: accepted {e.get('accepted_per_s')}/s, terminal {e.get('terminal_per_s')}/s, "
           f"accept→terminal p50 {life.get('p50')} ms p99 {life.get('p99')} ms, "
           f"checkout p99 {(e.get('wrk_orderflow') or {}).get('p99_ms')} ms "
-          f"(baseline {(e.get('wrk_baseline') or {}).get('p99_ms')} ms), drained in {e.get('drain_seconds')} s")
+          f"(baseline {(e.get('wrk_baseline') or {}).get('p99_ms')} ms), drained in {e.get('drain_seconds')} s"
+          + (f", Redis {e['redis_commands_per_order']} commands and {e['redis_cpu_us_per_order']} µs CPU an order"
+             if "redis_commands_per_order" in e else ""))
 print(f"wrote {os.path.join(results, name + '.json')}")

@@ -202,6 +202,21 @@ drain() { # waits until every accepted order is terminal, or 120 s
   TERMINAL=$done_
 }
 
+redis_totals() { # "commands cpu_us" the load tests' redis-server has run so far ("0 0" without one)
+  if [ -z "${REDIS_PORT:-}" ]; then echo "0 0"; return; fi
+  redis-cli -p "$REDIS_PORT" INFO all | python3 -c '
+import re, sys
+calls, cpu = 0, 0.0
+for line in sys.stdin:
+    m = re.match(r"cmdstat_[^:]+:calls=(\d+)", line)
+    if m:
+        calls += int(m.group(1))
+    m = re.match(r"used_cpu_(sys|user):([0-9.]+)", line)
+    if m:
+        cpu += float(m.group(2))
+print(calls, int(cpu * 1e6))'
+}
+
 secs_of() { # 30s, 2m, 1h or a bare number of seconds → seconds
   local d=$1
   case "$d" in
@@ -239,13 +254,20 @@ case "$SCENARIO" in
     start_orderflow serve
     : > "$RUN/steps.jsonl"
     IFS=, read -r -a STEPS <<< "${RATE:-1000,2000,3000,4000}"
+    drain
+    before_accepted=${ACCEPTED:-0}
     for r in "${STEPS[@]}"; do
       step "wrk paced at $r orders/s for $SECS s: orderflow serve"
+      read -r calls0 cpu0 <<< "$(redis_totals)"
       begin=$(date +%s.%N)
       wrk_run "http://127.0.0.1:$PORT/v1/checkouts" "orderflow-$r" "$SECS" "$r"
       end=$(date +%s.%N)
       drain
-      echo "{\"rate\": $r, \"start\": $begin, \"end\": $end, \"drained\": $(date +%s.%N)}" >> "$RUN/steps.jsonl"
+      read -r calls1 cpu1 <<< "$(redis_totals)"
+      # Redis's own count of commands and CPU over the step, for the orders it accepted.
+      orders=$((ACCEPTED - before_accepted))
+      before_accepted=$ACCEPTED
+      echo "{\"rate\": $r, \"start\": $begin, \"end\": $end, \"drained\": $(date +%s.%N), \"orders\": $orders, \"redis_commands\": $((calls1 - calls0)), \"redis_cpu_us\": $((cpu1 - cpu0))}" >> "$RUN/steps.jsonl"
     done
     stop_orderflow serve
     for r in "${STEPS[@]}"; do
