@@ -42,7 +42,7 @@ def scrape():
             if 'status="completed"' in labels:
                 counters["completed"] += value
         elif name in ("orderflow_checkout_seconds_bucket", "orderflow_order_lifetime_seconds_bucket"):
-            le = re.search(r'le="([^"]+)"', labels).group(1)
+            le = re.search(r'(?:^|[{,])le="([^"]+)"', labels).group(1)
             kind = "checkout" if name.startswith("orderflow_checkout") else "lifetime"
             buckets[kind][le] = buckets[kind].get(le, 0.0) + value
     return counters, buckets
