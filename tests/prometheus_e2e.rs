@@ -138,6 +138,24 @@ fn grafana_variables(expr: &str) -> String {
     expr
 }
 
+/// The `orderflow_*` metric names in a PromQL expression, as exported (a histogram's
+/// `_bucket`/`_sum`/`_count` series included).
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = query;
+    while let Some(at) = rest.find("orderflow_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 /// Posts `count` checkouts to `app`: mostly approved, some declined, some of the low SKU.
 async fn load(app: &App, customer: &str, count: usize) {
     let bodies: Vec<Value> = (0..count)
@@ -204,7 +222,7 @@ async fn every_panel_and_alert_evaluates_and_a_poison_record_fires_the_dlq_alert
     );
     let client = reqwest::Client::new();
     let customer = token("cust-prom", "checkout orders:read");
-    // A WebSocket follower on each API, held open while Prometheus scrapes.
+    // A WebSocket follower, so the open-sockets gauge exists (it closes once the order is final).
     let follow = |app: &App, id: &str| {
         let ws = app.base.replace("http://", "ws://");
         format!("{ws}/v1/orders/{id}/ws?access_token={customer}")
@@ -271,7 +289,41 @@ async fn every_panel_and_alert_evaluates_and_a_poison_record_fires_the_dlq_alert
     assert!(all.len() >= 7, "the alert rules are loaded: {rules}");
     for rule in &all {
         assert_eq!(rule["health"], "ok", "rule does not evaluate: {rule}");
+        // A misspelled metric evaluates fine and never fires: every metric a rule names must
+        // exist.
+        let query = rule["query"].as_str().expect("query");
+        for metric in metric_names(query) {
+            let found = prometheus
+                .get(
+                    &client,
+                    "/api/v1/series",
+                    &[("match[]", &format!("{{__name__=\"{metric}\"}}"))],
+                )
+                .await;
+            assert!(
+                found["data"].as_array().is_some_and(|s| !s.is_empty()),
+                "rule {} names {metric}, which no process exports: {query}",
+                rule["name"]
+            );
+        }
     }
+    // One alert per stage that dead-lettered: validate and the projector both read
+    // orders.accepted, and each gives up on the poison record.
+    let dead_letter_alert = |alerts: &Value, stage: Option<&str>| -> Option<Value> {
+        alerts["data"]["alerts"].as_array().and_then(|list| {
+            list.iter()
+                .find(|a| {
+                    a["labels"]["alertname"] == "OrderflowDeadLettersGrowing"
+                        && stage.is_none_or(|s| a["labels"]["stage"] == s)
+                })
+                .cloned()
+        })
+    };
+    let before = prometheus.get(&client, "/api/v1/alerts", &[]).await;
+    assert!(
+        dead_letter_alert(&before, None).is_none(),
+        "the dead-letter alert is quiet before the poison record: {before}"
+    );
 
     // A poison record on the split deployment's log: validate dead-letters it at once, and the
     // dead-letter alert goes pending or firing.
@@ -290,14 +342,7 @@ async fn every_panel_and_alert_evaluates_and_a_poison_record_fires_the_dlq_alert
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let alerts = prometheus.get(&client, "/api/v1/alerts", &[]).await;
-        let dlq = alerts["data"]["alerts"].as_array().and_then(|list| {
-            list.iter().find(|a| {
-                a["labels"]["alertname"]
-                    .as_str()
-                    .is_some_and(|n| n.to_ascii_lowercase().contains("deadletter"))
-            })
-        });
-        if let Some(alert) = dlq {
+        if let Some(alert) = dead_letter_alert(&alerts, Some("validate")) {
             assert!(
                 alert["state"] == "pending" || alert["state"] == "firing",
                 "{alert}"

@@ -148,9 +148,17 @@ pub async fn healthcheck(config: &Config, url: Option<&str>) -> Result<bool, App
         let mut stream = tokio::net::TcpStream::connect(&authority).await?;
         let request = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+        // The status line, however the answer is split into reads.
+        let mut head = Vec::with_capacity(64);
+        let mut chunk = [0u8; 64];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head).into_owned())
     };
     match tokio::time::timeout(Duration::from_secs(3), ask).await {
         Ok(Ok(head)) => {

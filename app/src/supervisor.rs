@@ -96,6 +96,9 @@ impl Supervisor {
         self.tracker.spawn(async move {
             // The first run is at once: gauges have values from the first scrape on.
             loop {
+                if this.token.is_cancelled() {
+                    return;
+                }
                 match AssertUnwindSafe((chore.run)()).catch_unwind().await {
                     Ok(Ok(())) => {}
                     Ok(Err(reason)) => {

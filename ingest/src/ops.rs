@@ -48,22 +48,60 @@ pub fn router(state: OpsState) -> Router {
 /// `orderflow_http_request_duration_seconds`.
 pub async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
-    let route = request
+    let route: Arc<str> = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let method = request.method().as_str().to_owned();
+        .map_or_else(|| Arc::from("unmatched"), |p| Arc::from(p.as_str()));
+    let method = method_label(request.method());
     let response = next.run(request).await;
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("orderflow_http_requests_total", &labels).increment(1);
-    metrics::histogram!("orderflow_http_request_duration_seconds", &labels)
-        .record(started.elapsed());
+    let (requests, duration) = http_handles(route, method, response.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed());
     response
+}
+
+/// A method as a label: the standard ones by name, anything else as `other` (a client may
+/// send any token, and each label value would be a series kept for ever).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// The counter and histogram of a route, method and status, registered once: looking a
+/// labelled metric up costs allocations and hashing, on every request.
+fn http_handles(
+    route: Arc<str>,
+    method: &'static str,
+    status: u16,
+) -> (metrics::Counter, metrics::Histogram) {
+    type Handles =
+        dashmap::DashMap<(Arc<str>, &'static str, u16), (metrics::Counter, metrics::Histogram)>;
+    static HANDLES: std::sync::OnceLock<Handles> = std::sync::OnceLock::new();
+    let handles = HANDLES.get_or_init(Handles::new);
+    let key = (route, method, status);
+    if let Some(found) = handles.get(&key) {
+        return found.clone();
+    }
+    let labels = [
+        ("route", key.0.to_string()),
+        ("method", method.to_owned()),
+        ("status", status.to_string()),
+    ];
+    let made = (
+        metrics::counter!("orderflow_http_requests_total", &labels),
+        metrics::histogram!("orderflow_http_request_duration_seconds", &labels),
+    );
+    handles.insert(key, made.clone());
+    made
 }
 
 /// The operational routes, to be given their state by the caller.

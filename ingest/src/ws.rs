@@ -59,13 +59,28 @@ pub async fn follow(
     let upgrade = upgrade
         .map_err(|e| Problem::malformed(format!("this route needs a WebSocket upgrade: {e}")))?;
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let open = metrics::gauge!("orderflow_websockets_open");
-        open.increment(1.0);
+        let _open = OpenSocket::new();
         if let Err(e) = stream_order(state, claims, id, socket).await {
             tracing::debug!(order_id = %id, error = %e, "WebSocket follower ended");
         }
-        open.decrement(1.0);
     }))
+}
+
+/// One open WebSocket in `orderflow_websockets_open`, counted down however the follower ends.
+struct OpenSocket(metrics::Gauge);
+
+impl OpenSocket {
+    fn new() -> Self {
+        let gauge = metrics::gauge!("orderflow_websockets_open");
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 async fn stream_order(

@@ -252,6 +252,19 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
         durable.get(id).await.expect("get").map(|v| v.status),
         Some(OrderStatus::Priced)
     );
+    // Until a flush succeeds, the order's next change must drop the cached view again (the
+    // timed-out write may still land): with Redis away it is refused before the durable
+    // store moves.
+    assert!(
+        store
+            .apply(vec![event(id, OrderStatus::Charged)])
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        durable.get(id).await.expect("get").map(|v| v.status),
+        Some(OrderStatus::Priced)
+    );
     server.signal("CONT");
     let mut hot_view = Err(StoreError::Unavailable("not asked yet".into()));
     for _ in 0..50 {

@@ -135,6 +135,9 @@ pub struct Scripts {
     scripts: Arc<Vec<(ScriptName, Script)>>,
     /// Each script's SHA1 as a command argument, indexed by `ScriptName as usize`.
     shas: Arc<Vec<Value>>,
+    /// Each script's `orderflow_redis_script_seconds{script,outcome}` for answers and for
+    /// failures (timeouts included), registered once, indexed like `shas`.
+    timings: Arc<Vec<(metrics::Histogram, metrics::Histogram)>>,
 }
 
 impl Scripts {
@@ -156,6 +159,21 @@ impl Scripts {
                 scripts
                     .iter()
                     .map(|(_, script)| Value::from(script.sha1().clone()))
+                    .collect(),
+            ),
+            timings: Arc::new(
+                ScriptName::ALL
+                    .iter()
+                    .map(|name| {
+                        let timing = |outcome: &'static str| {
+                            metrics::histogram!(
+                                "orderflow_redis_script_seconds",
+                                "script" => name.label(),
+                                "outcome" => outcome
+                            )
+                        };
+                        (timing("ok"), timing("error"))
+                    })
                     .collect(),
             ),
             scripts: Arc::new(scripts),
@@ -191,21 +209,27 @@ impl Scripts {
         command.extend(args.into_iter().map(Value::from));
         let evalsha = || CustomCommand::new_static("EVALSHA", slot, false);
         let started = std::time::Instant::now();
-        let value: Value = match self.pool.next().custom(evalsha(), command.clone()).await {
-            // After a Redis restart or SCRIPT FLUSH the scripts are gone; a refused call did
-            // nothing, so it is safe to send again.
-            Err(e) if e.details().starts_with("NOSCRIPT") => {
-                self.reload().await?;
-                self.pool
-                    .next()
-                    .custom(evalsha(), command)
-                    .await
-                    .map_err(redis_error)?
-            }
-            result => result.map_err(redis_error)?,
-        };
-        metrics::histogram!("orderflow_redis_script_seconds", "script" => script.label())
-            .record(started.elapsed());
-        value.convert().map_err(redis_error)
+        let answer: Result<Value, StoreError> =
+            match self.pool.next().custom(evalsha(), command.clone()).await {
+                // After a Redis restart or SCRIPT FLUSH the scripts are gone; a refused call
+                // did nothing, so it is safe to send again.
+                Err(e) if e.details().starts_with("NOSCRIPT") => match self.reload().await {
+                    Ok(()) => self
+                        .pool
+                        .next()
+                        .custom(evalsha(), command)
+                        .await
+                        .map_err(redis_error),
+                    Err(e) => Err(e),
+                },
+                result => result.map_err(redis_error),
+            };
+        // Failures are timed too: the slow calls are the ones that time out.
+        let (ok, failed) = &self.timings[script as usize];
+        match &answer {
+            Ok(_) => ok.record(started.elapsed()),
+            Err(_) => failed.record(started.elapsed()),
+        }
+        answer?.convert().map_err(redis_error)
     }
 }

@@ -143,7 +143,25 @@ impl OrderStore for CachedOrderStore {
     async fn flush(&self) -> Result<(), StoreError> {
         // The durable write first: a view is cached only once the durable store has it.
         self.durable.flush().await?;
-        let views: Vec<OrderView> = self.pending.lock().views.drain().map(|(_, v)| v).collect();
+        let (mut views, unchanged): (Vec<OrderView>, Vec<OrderId>) = {
+            let mut pending = self.pending.lock();
+            let views: Vec<OrderView> = pending.views.drain().map(|(_, v)| v).collect();
+            let changed: HashSet<OrderId> = views.iter().map(|v| v.order_id).collect();
+            let unchanged = pending
+                .dropped
+                .iter()
+                .filter(|id| !changed.contains(id))
+                .copied()
+                .collect();
+            (views, unchanged)
+        };
+        // An order dropped by a change that changed nothing (a replay after a restart) gets
+        // its durable view cached again, or it would be read from the durable store for good.
+        for id in unchanged {
+            if let Some(view) = self.durable.get(id).await? {
+                views.push(view);
+            }
+        }
         if views.is_empty() {
             self.pending.lock().dropped.clear();
             return Ok(());
@@ -152,9 +170,11 @@ impl OrderStore for CachedOrderStore {
         let puts = futures::future::join_all(views.iter().map(|view| self.hot.put(view))).await;
         let mut pending = self.pending.lock();
         if let Some(Err(e)) = puts.into_iter().find(Result::is_err) {
-            // Cached or not, each view is owed again; its key stays dropped meanwhile, so
-            // reads find the durable view.
+            // Each view is owed again. Its order's next change must drop the cached view
+            // again: a put that timed out may still land, and must not outlive a newer
+            // durable view.
             for view in views {
+                pending.dropped.remove(&view.order_id);
                 pending.views.entry(view.order_id).or_insert(view);
             }
             return Err(e);
