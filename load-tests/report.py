@@ -5,6 +5,7 @@ and the baseline, their ratios, per-step figures of a sustain run, and the serve
 Usage: report.py NAME RUN_DIR"""
 import json
 import os
+import re
 import sys
 
 import matplotlib
@@ -194,6 +195,22 @@ if "orderflow" in wrk and "baseline" in wrk:
 if "orderflow-80" in wrk and "baseline-80" in wrk:
     ratios["ingest_p99_at_80_percent"] = ratio(wrk["orderflow-80"]["p99_ms"], wrk["baseline-80"]["p99_ms"], 2)
 
+def redis_commands_by_name(run, rate, orders):
+    """Redis commands an order over one step, by command (EVALSHA counts every script)."""
+    def calls(path):
+        found = {}
+        if os.path.exists(path):
+            for line in open(path):
+                m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
+                if m:
+                    found[m.group(1)] = int(m.group(2))
+        return found
+    before = calls(os.path.join(run, f"redis-{rate}-before.txt"))
+    after = calls(os.path.join(run, f"redis-{rate}-after.txt"))
+    per_order = {name: round((n - before.get(name, 0)) / orders, 2) for name, n in after.items()}
+    return dict(sorted(((k, v) for k, v in per_order.items() if v > 0), key=lambda kv: -kv[1]))
+
+
 steps = lines(os.path.join(run, "steps.jsonl"))
 if steps:
     report["steps"] = []
@@ -209,6 +226,9 @@ if steps:
         if s.get("orders") and s.get("redis_commands"):
             entry["redis_commands_per_order"] = round(s["redis_commands"] / s["orders"], 1)
             entry["redis_cpu_us_per_order"] = round(s["redis_cpu_us"] / s["orders"], 1)
+            by_name = redis_commands_by_name(run, s["rate"], s["orders"])
+            if by_name:
+                entry["redis_commands_per_order_by_name"] = by_name
         wo, wb = entry["wrk_orderflow"], entry["wrk_baseline"]
         if wo and wb:
             entry["checkout_p99_ratio_to_baseline"] = ratio(wo["p99_ms"], wb["p99_ms"], 2)

@@ -259,11 +259,13 @@ case "$SCENARIO" in
     for r in "${STEPS[@]}"; do
       step "wrk paced at $r orders/s for $SECS s: orderflow serve"
       read -r calls0 cpu0 <<< "$(redis_totals)"
+      [ -n "${REDIS_PORT:-}" ] && redis-cli -p "$REDIS_PORT" INFO commandstats > "$RUN/redis-$r-before.txt"
       begin=$(date +%s.%N)
       wrk_run "http://127.0.0.1:$PORT/v1/checkouts" "orderflow-$r" "$SECS" "$r"
       end=$(date +%s.%N)
       drain
       read -r calls1 cpu1 <<< "$(redis_totals)"
+      [ -n "${REDIS_PORT:-}" ] && redis-cli -p "$REDIS_PORT" INFO commandstats > "$RUN/redis-$r-after.txt"
       # Redis's own count of commands and CPU over the step, for the orders it accepted.
       orders=$((ACCEPTED - before_accepted))
       before_accepted=$ACCEPTED
