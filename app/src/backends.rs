@@ -141,52 +141,55 @@ impl Backends {
         let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
         let catalog = Arc::new(catalog);
         let promotions = Arc::new(promotions);
-        let backends =
-            match connect_redis(config).await? {
-                Some(hot) => Self {
-                    log,
-                    // Shared by every charge worker: a charge redelivered to another process is
-                    // answered from here, never captured twice.
-                    provider: Arc::new(SimulatedProvider::new(Arc::new(RedisPaymentJournal::new(
-                        hot.clone(),
-                    )))),
-                    ledger: Arc::new(RedisLedger::new(hot.clone())),
-                    idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
-                    orders: Arc::new(CachedOrderStore::new(
-                        RedisOrderCache::new(hot.clone()),
-                        durable_orders,
-                    )),
-                    limiter: Arc::new(RedisRateLimiter::new(hot.clone())),
-                    coupons: Arc::new(RedisCoupons::new(hot.clone())),
-                    feed: Arc::new(RedisStatusFeed::connect(hot).await.map_err(|e| {
+        let backends = match connect_redis(config).await? {
+            Some(hot) => Self {
+                log,
+                // Shared by every charge worker: a charge redelivered to another process is
+                // answered from here, never captured twice.
+                provider: Arc::new(SimulatedProvider::new(Arc::new(RedisPaymentJournal::new(
+                    hot.clone(),
+                )))),
+                ledger: Arc::new(RedisLedger::new(hot.clone())),
+                idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
+                orders: Arc::new(CachedOrderStore::new(
+                    RedisOrderCache::new(hot.clone()),
+                    durable_orders,
+                )),
+                limiter: Arc::new(RedisRateLimiter::new(hot.clone())),
+                coupons: Arc::new(RedisCoupons::new(hot.clone())),
+                feed: {
+                    let (feed, tasks) = RedisStatusFeed::connect(hot).await.map_err(|e| {
                         AppError::backend("Redis for status changes", "redis.url", e)
-                    })?),
+                    })?;
+                    chores.push(Chore::task("redis-status-feed", tasks));
+                    Arc::new(feed)
+                },
+                outbox,
+                catalog,
+                promotions,
+            },
+            None => {
+                let idempotency = EmbeddedIdempotency::new(engine.clone());
+                let ledger = EmbeddedLedger::open(engine.clone())?;
+                chores.extend(ledger_chores(&ledger));
+                chores.push(idempotency_chore(idempotency.clone()));
+                Self {
+                    log,
+                    provider: Arc::new(SimulatedProvider::new(Arc::new(
+                        EmbeddedPaymentJournal::new(engine.clone()),
+                    ))),
+                    ledger: Arc::new(ledger),
+                    idempotency: Arc::new(idempotency),
+                    orders: durable_orders,
+                    limiter: Arc::new(LocalRateLimiter::new()),
+                    coupons: Arc::new(EmbeddedCoupons::new(engine)),
+                    feed: Arc::new(EmbeddedStatusFeed::new(4096)),
                     outbox,
                     catalog,
                     promotions,
-                },
-                None => {
-                    let idempotency = EmbeddedIdempotency::new(engine.clone());
-                    let ledger = EmbeddedLedger::open(engine.clone())?;
-                    chores.extend(ledger_chores(&ledger));
-                    chores.push(idempotency_chore(idempotency.clone()));
-                    Self {
-                        log,
-                        provider: Arc::new(SimulatedProvider::new(Arc::new(
-                            EmbeddedPaymentJournal::new(engine.clone()),
-                        ))),
-                        ledger: Arc::new(ledger),
-                        idempotency: Arc::new(idempotency),
-                        orders: durable_orders,
-                        limiter: Arc::new(LocalRateLimiter::new()),
-                        coupons: Arc::new(EmbeddedCoupons::new(engine)),
-                        feed: Arc::new(EmbeddedStatusFeed::new(4096)),
-                        outbox,
-                        catalog,
-                        promotions,
-                    }
                 }
-            };
+            }
+        };
         Ok((backends, chores))
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A periodic piece of upkeep a backend needs while the process runs.
+/// A piece of upkeep a backend needs while the process runs: periodic, or a loop of its own.
 pub struct Chore {
     /// Short name for logs (`log-retention`).
     pub name: &'static str,
@@ -25,6 +25,9 @@ pub struct Chore {
     /// One run. An `Err` means the backend cannot go on (the process stops); passing
     /// problems are logged by the chore itself and retried at the next run.
     pub run: Box<dyn FnMut() -> BoxFuture<'static, Result<(), String>> + Send>,
+    /// A loop that runs until shutdown instead (a client's connection task); it ending by
+    /// itself is a failure.
+    pub task: Option<BoxFuture<'static, ()>>,
 }
 
 impl Chore {
@@ -38,6 +41,17 @@ impl Chore {
             name,
             every,
             run: Box::new(move || Box::pin(f())),
+            task: None,
+        }
+    }
+
+    /// A chore that is one long loop, run until shutdown.
+    pub fn task(name: &'static str, task: BoxFuture<'static, ()>) -> Self {
+        Self {
+            name,
+            every: Duration::ZERO,
+            run: Box::new(|| Box::pin(async { Ok(()) })),
+            task: Some(task),
         }
     }
 }
@@ -88,10 +102,21 @@ impl Supervisor {
         });
     }
 
-    /// Runs `chore` at once and then every `chore.every` until shutdown. A run that has started
+    /// Runs `chore` at once and then every `chore.every` until shutdown (a [`Chore::task`] runs
+    /// its loop until shutdown; the loop ending by itself stops the process). A run that has started
     /// finishes (within
     /// the shutdown grace): a sweep is not cut off between its append and its bookkeeping.
     pub fn every(&self, mut chore: Chore) {
+        if let Some(task) = chore.task.take() {
+            let token = self.token();
+            self.spawn(chore.name, async move {
+                tokio::select! {
+                    () = task => Err("its loop ended"),
+                    () = token.cancelled() => Ok(()),
+                }
+            });
+            return;
+        }
         let this = self.clone();
         self.tracker.spawn(async move {
             // The first run is at once: gauges have values from the first scrape on.
@@ -260,6 +285,27 @@ mod tests {
             .expect("stopping");
         assert_eq!(chores.failure().as_deref(), Some("sweeper panicked"));
         assert!(chores.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test]
+    async fn a_task_chore_runs_until_shutdown_and_its_end_is_a_failure() {
+        let supervisor = Supervisor::new();
+        supervisor.every(Chore::task("feed", Box::pin(std::future::pending())));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            supervisor.shutdown(Duration::from_secs(1)).await,
+            "cancelled and joined"
+        );
+        assert_eq!(supervisor.failure(), None);
+        let ended = Supervisor::new();
+        ended.every(Chore::task("feed", Box::pin(async {})));
+        tokio::time::timeout(Duration::from_secs(1), ended.stopping())
+            .await
+            .expect("stopping");
+        assert_eq!(
+            ended.failure().as_deref(),
+            Some("feed stopped: its loop ended")
+        );
     }
 
     /// True, in a way the compiler cannot see through (so the code after a panic compiles).

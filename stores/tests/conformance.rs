@@ -222,14 +222,13 @@ async fn payment_journals(fx: &Fixture) -> Matrix<dyn PaymentJournal> {
 async fn status_feeds(fx: &Fixture) -> Matrix<dyn StatusFeed> {
     vec![
         ("embedded", Arc::new(EmbeddedStatusFeed::new(16))),
-        (
-            "redis",
-            Arc::new(
-                RedisStatusFeed::connect(fx.redis().await)
-                    .await
-                    .expect("feed"),
-            ),
-        ),
+        ("redis", {
+            let (feed, tasks) = RedisStatusFeed::connect(fx.redis().await)
+                .await
+                .expect("feed");
+            tokio::spawn(tasks);
+            Arc::new(feed)
+        }),
     ]
 }
 

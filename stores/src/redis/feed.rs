@@ -26,9 +26,14 @@ pub struct RedisStatusFeed {
 
 const CHANNEL: &str = "orderflow:status:";
 
+/// The feed's two loops (hand messages to followers; unsubscribe from orders nobody follows),
+/// for the caller to run — under its supervisor — until the feed is dropped.
+pub type FeedTasks = futures::future::BoxFuture<'static, ()>;
+
 impl RedisStatusFeed {
-    /// Publishes through `hot` and listens on a subscriber connection of its own.
-    pub async fn connect(hot: RedisHot) -> Result<Self, StoreError> {
+    /// Publishes through `hot` and listens on a subscriber connection of its own; the returned
+    /// tasks must run for followers to hear anything.
+    pub async fn connect(hot: RedisHot) -> Result<(Self, FeedTasks), StoreError> {
         let config: &RedisConfig = hot.config();
         let subscriber = build(config)?
             .build_subscriber_client()
@@ -43,16 +48,20 @@ impl RedisStatusFeed {
             changes: Arc::new(Mutex::new(())),
         };
         // The tasks hold the followers weakly: they end once the feed is dropped.
-        tokio::spawn(fan_out(
-            feed.subscriber.clone(),
-            Arc::downgrade(&feed.followers),
-        ));
-        tokio::spawn(clean_up(
-            feed.subscriber.clone(),
-            Arc::clone(&feed.changes),
-            Arc::downgrade(&feed.followers),
-        ));
-        Ok(feed)
+        let tasks = futures::future::join(
+            fan_out(feed.subscriber.clone(), Arc::downgrade(&feed.followers)),
+            clean_up(
+                feed.subscriber.clone(),
+                Arc::clone(&feed.changes),
+                Arc::downgrade(&feed.followers),
+            ),
+        );
+        Ok((
+            feed,
+            Box::pin(async move {
+                tasks.await;
+            }),
+        ))
     }
 }
 

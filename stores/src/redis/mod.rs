@@ -20,7 +20,7 @@ mod rate_limit;
 
 pub use batch::{Scripts, lua, sha1_of};
 pub use coupons::RedisCoupons;
-pub use feed::RedisStatusFeed;
+pub use feed::{FeedTasks, RedisStatusFeed};
 pub use idempotency::RedisIdempotency;
 pub use ledger::RedisLedger;
 pub use orders::{CachedOrderStore, RedisOrderCache};
