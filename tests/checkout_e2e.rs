@@ -6,7 +6,7 @@ mod support;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
-use support::{App, checkout, token, write_catalog};
+use support::{App, assert_one_terminal, checkout, token, write_catalog};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Kind {
@@ -72,13 +72,7 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
 
     let mut outcomes: HashMap<(Kind, String), usize> = HashMap::new();
     for view in &views {
-        let terminal = view["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
-            .count();
-        assert_eq!(terminal, 1, "exactly one terminal state: {view}");
+        assert_one_terminal(view);
         let outcome = match view["status"].as_str() {
             Some("completed") => {
                 assert!(view["shipment"]["tracking_number"].is_string(), "{view}");

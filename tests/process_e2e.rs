@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{App, BIN, Load, SECRET, audit, checkout, token, write_catalog};
+use support::{App, BIN, Load, SECRET, assert_one_terminal, audit, checkout, token, write_catalog};
 
 /// Sends SIGTERM to `pid`.
 fn sigterm(pid: u32) {
@@ -161,13 +161,7 @@ async fn sigterm_under_load_exits_within_10_s_and_a_restart_loses_nothing() {
         .await;
     assert_eq!(views.len(), accepted.len());
     for view in &views {
-        let terminal = view["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
-            .count();
-        assert_eq!(terminal, 1, "{view}");
+        assert_one_terminal(view);
     }
     app.stop();
     let (ok, report) = audit(&data, &catalog);

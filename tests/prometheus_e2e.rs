@@ -8,27 +8,20 @@ mod support;
 
 use bytes::Bytes;
 use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, Message};
-use orderflow_testkit::{KafkaBroker, RedisServer, free_port, which};
+use orderflow_testkit::{KafkaBroker, PrometheusServer, RedisServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::{App, Worker, checkout, token, write_catalog};
 
-/// A `prometheus` server of the test's own, on a free port, with its data in a temp directory.
+/// The test's Prometheus: scrapes `targets` every second and evaluates the repository's
+/// alert rules every second.
 struct Prometheus {
-    child: Child,
-    base: String,
+    server: PrometheusServer,
 }
 
 impl Prometheus {
     fn start(dir: &Path, targets: &[(&str, &str)]) -> Self {
-        let binary = which("prometheus").unwrap_or_else(|| {
-            panic!(
-                "prometheus is not installed: this test needs a real Prometheus \
-                 (Debian: apt-get install --no-install-recommends prometheus; .ci/run does this)"
-            )
-        });
         let rules = repo().join("dashboards").join("alerts.yml");
         let mut config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n",
@@ -40,30 +33,14 @@ impl Prometheus {
                 "  - job_name: {job}\n    static_configs:\n      - targets: ['{host}']\n"
             ));
         }
-        let path = dir.join("prometheus.yml");
-        std::fs::write(&path, config).expect("write prometheus.yml");
-        let port = free_port();
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("prometheus starts");
         Self {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            server: PrometheusServer::start(dir, &config),
         }
     }
 
     async fn get(&self, client: &reqwest::Client, path: &str, query: &[(&str, &str)]) -> Value {
         client
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.server.url()))
             .query(query)
             .send()
             .await
@@ -71,13 +48,6 @@ impl Prometheus {
             .json()
             .await
             .expect("prometheus answers JSON")
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

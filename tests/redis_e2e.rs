@@ -9,7 +9,7 @@ use orderflow_testkit::RedisServer;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{App, audit_redis, checkout, token, write_catalog};
+use support::{App, assert_one_terminal, audit_redis, checkout, token, write_catalog};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Posts the plan's checkouts, 64 at a time, each of which must be accepted; each order's kind
@@ -172,13 +172,7 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
     assert_eq!(views.len(), 600);
     let mut outcomes: HashMap<(&str, String), usize> = HashMap::new();
     for view in &views {
-        let terminal = view["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
-            .count();
-        assert_eq!(terminal, 1, "exactly one terminal state: {view}");
+        assert_one_terminal(view);
         let outcome = match view["status"].as_str() {
             Some("completed") => "completed".to_owned(),
             _ => view["rejection"]["code"].as_str().expect("code").to_owned(),

@@ -11,7 +11,7 @@ use orderflow_stores::PaymentJournal;
 use orderflow_stores::embedded::EmbeddedPaymentJournal;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use support::{App, Load, audit, checkout, run_command, token, write_catalog};
+use support::{App, Load, assert_one_terminal, audit, checkout, run_command, token, write_catalog};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
@@ -72,13 +72,7 @@ async fn accepted_orders_survive_kill_9_and_finish_exactly_once() {
         .await;
     assert_eq!(views.len(), accepted.len());
     for view in &views {
-        let terminal = view["timeline"]
-            .as_array()
-            .expect("timeline")
-            .iter()
-            .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
-            .count();
-        assert_eq!(terminal, 1, "{view}");
+        assert_one_terminal(view);
     }
     app.stop();
 

@@ -330,3 +330,64 @@ fn send_signal(child: &Child, name: &str) {
         .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
     assert!(status.success(), "kill -{name} failed");
 }
+
+/// A Prometheus server of our own (Debian's `prometheus`), on a free loopback port with its
+/// data under a directory of the caller's. Killed when dropped.
+pub struct PrometheusServer {
+    child: Child,
+    port: u16,
+}
+
+impl PrometheusServer {
+    /// Writes `config` (a `prometheus.yml`) into `dir`, starts the server on it and waits until
+    /// it listens; its log goes to `dir/prometheus.log`.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        let binary = which("prometheus").unwrap_or_else(|| {
+            panic!(
+                "prometheus is not installed: this test needs a real Prometheus \
+                 (Debian: apt-get install --no-install-recommends prometheus; .ci/run does this)"
+            )
+        });
+        let path = dir.join("prometheus.yml");
+        std::fs::write(&path, config)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log"))
+            .unwrap_or_else(|e| panic!("cannot create the prometheus log: {e}"));
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start prometheus: {e}"));
+        let server = Self { child, port };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not listen within 30 s; its log: {}",
+                std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrometheusServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -512,3 +512,14 @@ pub fn checkout(lines: &[(&str, u32)], token: &str) -> Value {
         "payment": {"token": token}
     })
 }
+
+/// Asserts that `view`'s timeline holds exactly one terminal status (completed or rejected).
+pub fn assert_one_terminal(view: &Value) {
+    let terminal = view["timeline"]
+        .as_array()
+        .expect("timeline")
+        .iter()
+        .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
+        .count();
+    assert_eq!(terminal, 1, "exactly one terminal state: {view}");
+}
