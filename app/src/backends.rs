@@ -11,7 +11,7 @@ use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::topology::{self, StageDeps};
 use orderflow_storage::kv::{DB_FILE, Engine};
-use orderflow_storage::segment::legacy;
+use orderflow_storage::segment::{GroupPartition, legacy};
 use orderflow_stores::embedded::{
     EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
     EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
@@ -282,8 +282,8 @@ fn log_chores(log: &SegmentLog, retention: Duration) -> Vec<Chore> {
             }
         }),
         Chore::new("log-lag", Duration::from_secs(5), move || {
-            gauged.record_lag();
-            record_dlq_depth(&gauged);
+            let lag = gauged.record_lag();
+            record_dlq_depth(&gauged, &lag);
             async { Ok(()) }
         }),
     ]
@@ -291,9 +291,8 @@ fn log_chores(log: &SegmentLog, retention: Duration) -> Vec<Chore> {
 
 /// `orderflow_dlq_depth{topic}`: dead letters not yet replayed, per dead-letter topic — what
 /// the replay group has not committed past, or everything kept if it never ran.
-fn record_dlq_depth(log: &SegmentLog) {
+fn record_dlq_depth(log: &SegmentLog, lag: &std::collections::BTreeMap<GroupPartition, u64>) {
     let kept = log.kept_records();
-    let lag = log.lag().unwrap_or_default();
     let mut depth: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for (at, records) in kept {
         if !at.topic.ends_with(".dlq") {

@@ -88,24 +88,25 @@ impl SegmentLog {
     /// Publishes [`SegmentLog::lag`] as `orderflow_stage_consumer_lag{stage,topic,partition}`
     /// (the Kafka adapter reports the same gauge from librdkafka's statistics), with the
     /// segment count and the cache's size; the supervisor calls it every few seconds.
-    pub fn record_lag(&self) {
-        match self.lag() {
-            Ok(lag) => {
-                for (at, behind) in lag {
-                    metrics::gauge!(
-                        "orderflow_stage_consumer_lag",
-                        "stage" => at.group,
-                        "topic" => at.partition.topic,
-                        "partition" => at.partition.partition.to_string()
-                    )
-                    .set(behind as f64);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "Cannot read consumer lag"),
+    /// Returns the lag it published (empty if it could not be read), for gauges built on it.
+    pub fn record_lag(&self) -> BTreeMap<GroupPartition, u64> {
+        let lag = self.lag().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Cannot read consumer lag");
+            BTreeMap::new()
+        });
+        for (at, behind) in &lag {
+            metrics::gauge!(
+                "orderflow_stage_consumer_lag",
+                "stage" => at.group.clone(),
+                "topic" => at.partition.topic.clone(),
+                "partition" => at.partition.partition.to_string()
+            )
+            .set(*behind as f64);
         }
         let state = self.inner.state.read();
         metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
         metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
+        lag
     }
 
     /// Forgets, per partition, the records below `horizon` that every consumer group of their
