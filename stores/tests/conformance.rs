@@ -157,17 +157,23 @@ async fn idempotency_stores(fx: &Fixture) -> Matrix<dyn IdempotencyStore> {
     ]
 }
 
-/// Every [`OrderStore`]: embedded, Redis hot views over an embedded store, and ScyllaDB when
-/// `SCYLLA_URI` is set.
+/// Every [`OrderStore`]: embedded, Redis (server and cluster) hot views over an embedded store,
+/// and ScyllaDB when `SCYLLA_URI` is set.
 async fn order_stores(fx: &Fixture) -> Matrix<dyn OrderStore> {
-    let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(fx.engine()));
     let mut matrix: Matrix<dyn OrderStore> = vec![
         ("embedded", Arc::new(EmbeddedOrderStore::new(fx.engine()))),
         (
             "redis-cached",
             Arc::new(CachedOrderStore::new(
                 RedisOrderCache::new(fx.redis().await),
-                durable,
+                Arc::new(EmbeddedOrderStore::new(fx.engine())),
+            )),
+        ),
+        (
+            "redis-cluster-cached",
+            Arc::new(CachedOrderStore::new(
+                RedisOrderCache::new(fx.cluster().await),
+                Arc::new(EmbeddedOrderStore::new(fx.engine())),
             )),
         ),
     ];

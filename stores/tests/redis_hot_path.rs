@@ -295,3 +295,81 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
         Some(OrderStatus::Priced)
     );
 }
+
+/// `calls` of `command` in the server's `INFO commandstats` (0 if never called).
+fn calls_of(server: &RedisServer, command: &str) -> u64 {
+    let stats = server.command(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_flush_caches_its_views_in_one_call_per_slot() {
+    for clustered in [false, true] {
+        let server = if clustered {
+            RedisServer::start_cluster()
+        } else {
+            RedisServer::start()
+        };
+        let url = if clustered {
+            server.cluster_url()
+        } else {
+            server.url()
+        };
+        let hot = RedisHot::connect(RedisConfig::new(url))
+            .await
+            .expect("connects");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let durable: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(
+            Engine::open(dir.path()).expect("engine"),
+        ));
+        let store = CachedOrderStore::new(RedisOrderCache::new(hot.clone()), durable);
+        let cache = RedisOrderCache::new(hot);
+        let ids: Vec<OrderId> = (0..300).map(|_| OrderId::new()).collect();
+        let _ = server.command(&["CONFIG", "RESETSTAT"]);
+        store
+            .apply(
+                ids.iter()
+                    .map(|id| event(*id, OrderStatus::Accepted))
+                    .collect(),
+            )
+            .await
+            .expect("apply");
+        store.flush().await.expect("flush");
+        for id in &ids {
+            assert_eq!(
+                cache.get(*id).await.expect("hot get").map(|v| v.status),
+                Some(OrderStatus::Accepted),
+                "clustered: {clustered}"
+            );
+        }
+        if !clustered {
+            // 300 orders, at most 256 keys a call: two drops and two script calls in all.
+            assert_eq!(calls_of(&server, "del"), 2);
+            assert_eq!(calls_of(&server, "evalsha"), 2);
+            assert_eq!(calls_of(&server, "set"), 300);
+        }
+        // A late writer of an older view changes nothing.
+        let id = ids[0];
+        store
+            .apply(vec![event(id, OrderStatus::Validated)])
+            .await
+            .expect("apply");
+        store.flush().await.expect("flush");
+        let older =
+            EmbeddedOrderStore::new(Engine::open(&dir.path().join("late")).expect("engine"));
+        let stale = older
+            .apply(vec![event(id, OrderStatus::Accepted)])
+            .await
+            .expect("apply");
+        cache.put_all(&stale).await.expect("put");
+        assert_eq!(
+            cache.get(id).await.expect("hot get").map(|v| v.status),
+            Some(OrderStatus::Validated),
+            "clustered: {clustered}"
+        );
+    }
+}

@@ -12,10 +12,17 @@ use std::sync::Arc;
 
 /// Order views in Redis, each kept `view_ttl` after its last change. A view only replaces an
 /// older one (fewer timeline entries), so late writers never move an order backwards.
+///
+/// Each view is one string, `VERSION|JSON` under `hotview:ORDER`. Writes and drops go out as one
+/// call per hash slot: on a single server one call for the whole flush, on a cluster one per
+/// slot the orders land in.
 #[derive(Clone)]
 pub struct RedisOrderCache {
     hot: RedisHot,
 }
+
+/// The most keys one call carries, so no script holds Redis for long.
+const KEYS_PER_CALL: usize = 256;
 
 impl RedisOrderCache {
     /// Views kept on `hot`'s server.
@@ -23,55 +30,110 @@ impl RedisOrderCache {
         Self { hot }
     }
 
-    fn key(&self, id: OrderId) -> String {
-        format!("view:{id}")
+    fn key(id: OrderId) -> String {
+        format!("hotview:{id}")
     }
 
-    /// Stores `view` unless a newer one is there.
-    pub async fn put(&self, view: &OrderView) -> Result<(), StoreError> {
-        let json = serde_json::to_string(view).map_err(|e| StoreError::decode("stored JSON", e))?;
-        let _: i64 = self
-            .hot
-            .scripts()
-            .call(
-                ScriptName::ViewPut,
-                vec![self.key(view.order_id)],
-                vec![
-                    view.timeline.len().to_string(),
-                    json,
-                    ms(self.hot.config().view_ttl).to_string(),
-                ],
-            )
-            .await?;
+    /// Groups `items` by their key's hash slot (all in one group off a cluster), at most
+    /// `KEYS_PER_CALL` each.
+    fn by_slot<T>(&self, items: Vec<(String, T)>) -> Vec<Vec<(String, T)>> {
+        let mut groups: Vec<Vec<(String, T)>> = Vec::new();
+        if self.hot.client().is_clustered() {
+            let mut slots: HashMap<u16, Vec<(String, T)>> = HashMap::new();
+            for (key, item) in items {
+                slots
+                    .entry(fred::util::redis_keyslot(key.as_bytes()))
+                    .or_default()
+                    .push((key, item));
+            }
+            for group in slots.into_values() {
+                groups.extend(chunks(group));
+            }
+        } else {
+            groups.extend(chunks(items));
+        }
+        groups
+    }
+
+    /// Stores each of `views` unless a newer one is there.
+    pub async fn put_all(&self, views: &[OrderView]) -> Result<(), StoreError> {
+        let mut items = Vec::with_capacity(views.len());
+        for view in views {
+            let json =
+                serde_json::to_string(view).map_err(|e| StoreError::decode("stored JSON", e))?;
+            let version = view.timeline.len().to_string();
+            let value = format!("{version}|{json}");
+            items.push((Self::key(view.order_id), (version, value)));
+        }
+        let ttl = ms(self.hot.config().view_ttl).to_string();
+        // All in flight together: they leave in one write per connection.
+        let calls = self.by_slot(items).into_iter().map(|group| {
+            let mut keys = Vec::with_capacity(group.len());
+            let mut args = Vec::with_capacity(1 + 2 * group.len());
+            args.push(ttl.clone());
+            for (key, (version, value)) in group {
+                keys.push(key);
+                args.push(version);
+                args.push(value);
+            }
+            self.hot
+                .scripts()
+                .call::<i64>(ScriptName::ViewPut, keys, args)
+        });
+        for answer in futures::future::join_all(calls).await {
+            answer?;
+        }
         Ok(())
     }
 
     /// Drops the cached views of `ids`.
     pub async fn forget(&self, ids: Vec<OrderId>) -> Result<(), StoreError> {
-        // One key per command: views of different orders live in different cluster slots.
-        let deletes = futures::future::join_all(ids.iter().map(|id| async move {
-            let _: i64 = self.hot.client().del(self.key(*id)).await?;
+        let items = ids.into_iter().map(|id| (Self::key(id), ())).collect();
+        let deletes = self.by_slot(items).into_iter().map(|group| async move {
+            let keys: Vec<String> = group.into_iter().map(|(key, ())| key).collect();
+            let _: i64 = self.hot.client().del(keys).await?;
             Ok::<(), Error>(())
-        }))
-        .await;
-        deletes
-            .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map_err(redis_error)?;
+        });
+        for answer in futures::future::join_all(deletes).await {
+            answer.map_err(redis_error)?;
+        }
         Ok(())
     }
 
     /// The cached view, if any.
     pub async fn get(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
-        let json: Option<String> = self
+        let value: Option<String> = self
             .hot
             .client()
-            .hget(self.key(id), "view")
+            .get(Self::key(id))
             .await
             .map_err(redis_error)?;
-        json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::decode("stored JSON", e)))
-            .transpose()
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let Some((_version, json)) = value.split_once('|') else {
+            return Err(StoreError::Corrupt(format!(
+                "hot view of {id} has no version: {:?}",
+                value.chars().take(40).collect::<String>()
+            )));
+        };
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| StoreError::decode("stored JSON", e))
     }
+}
+
+/// `items` in runs of at most `KEYS_PER_CALL`.
+fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
+    let mut runs = Vec::with_capacity(items.len().div_ceil(KEYS_PER_CALL));
+    while items.len() > KEYS_PER_CALL {
+        let rest = items.split_off(KEYS_PER_CALL);
+        runs.push(std::mem::replace(&mut items, rest));
+    }
+    if !items.is_empty() {
+        runs.push(items);
+    }
+    runs
 }
 
 /// A durable [`OrderStore`] with the Redis hot view in front: reads try the cache, then the
@@ -166,10 +228,9 @@ impl OrderStore for CachedOrderStore {
             self.pending.lock().dropped.clear();
             return Ok(());
         }
-        // One call per order, all in flight together (they leave in one write per connection).
-        let puts = futures::future::join_all(views.iter().map(|view| self.hot.put(view))).await;
+        let put = self.hot.put_all(&views).await;
         let mut pending = self.pending.lock();
-        if let Some(Err(e)) = puts.into_iter().find(Result::is_err) {
+        if let Err(e) = put {
             // Each view is owed again. Its order's next change must drop the cached view
             // again: a put that timed out may still land, and must not outlive a newer
             // durable view.

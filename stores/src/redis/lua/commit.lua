@@ -2,14 +2,15 @@
 -- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry
 -- ARGV[1] = order id, ARGV[2] = stock key prefix '{wh}:stock:', ARGV[3] = retention (ms)
 -- Returns 1 if the stock is committed (now or before), 0 if there is no hold or it was released.
-local state = redis.call('HGET', KEYS[1], 'state')
+local hold = redis.call('HMGET', KEYS[1], 'state', 'lines')
+local state = hold[1]
 if state == 'committed' then
   return 1
 end
 if state ~= 'held' then
   return 0
 end
-local lines = cjson.decode(redis.call('HGET', KEYS[1], 'lines'))
+local lines = cjson.decode(hold[2])
 for i = 1, #lines, 2 do
   local key = ARGV[2] .. lines[i]
   redis.call('HINCRBY', key, 'reserved', 0 - tonumber(lines[i + 1]))
