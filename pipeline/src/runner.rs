@@ -77,6 +77,7 @@ struct StageMetrics {
     process_seconds: metrics::Histogram,
     batch_size: metrics::Histogram,
     batch_seconds: metrics::Histogram,
+    commit_seconds: metrics::Histogram,
 }
 
 impl StageMetrics {
@@ -99,6 +100,7 @@ impl StageMetrics {
             process_seconds: metrics::histogram!("orderflow_stage_process_seconds", "stage" => stage.to_owned()),
             batch_size: metrics::histogram!("orderflow_stage_batch_size", "stage" => stage.to_owned()),
             batch_seconds: metrics::histogram!("orderflow_stage_batch_seconds", "stage" => stage.to_owned()),
+            commit_seconds: metrics::histogram!("orderflow_stage_commit_seconds", "stage" => stage.to_owned()),
         }
     }
 }
@@ -285,9 +287,12 @@ impl Runner {
         if outputs.is_empty() && !pending.due(self.stage.commit_interval()) {
             return true;
         }
+        // The commit is the wait for the log: outputs acknowledged, offsets stored.
+        let committing = Instant::now();
         if !self.commit(consumer, outputs, pending, shutdown).await {
             return false;
         }
+        self.metrics.commit_seconds.record(committing.elapsed());
         self.metrics.batch_seconds.record(started.elapsed());
         true
     }

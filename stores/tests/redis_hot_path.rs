@@ -351,6 +351,24 @@ async fn a_flush_caches_its_views_in_one_call_per_slot() {
             assert_eq!(calls_of(&server, "del"), 2);
             assert_eq!(calls_of(&server, "evalsha"), 2);
             assert_eq!(calls_of(&server, "set"), 300);
+            // The projector applies a batch one record per call, all at once: their drops
+            // still go out together.
+            let _ = server.command(&["CONFIG", "RESETSTAT"]);
+            let applies = ids
+                .iter()
+                .map(|id| store.apply(vec![event(*id, OrderStatus::Validated)]));
+            for changed in futures::future::join_all(applies).await {
+                assert_eq!(changed.expect("apply").len(), 1);
+            }
+            let drops = calls_of(&server, "del");
+            assert!(
+                (2..=3).contains(&drops),
+                "{drops} DEL calls for 300 concurrent applies"
+            );
+            for id in &ids {
+                assert!(cache.get(*id).await.expect("hot get").is_none());
+            }
+            store.flush().await.expect("flush");
         }
         // A late writer of an older view changes nothing.
         let id = ids[0];

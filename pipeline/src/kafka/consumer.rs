@@ -148,6 +148,9 @@ pub(super) struct KafkaConsumer {
     pub(super) producer: Arc<SharedProducer>,
     pub(super) transactions: Option<Transactions>,
     pub(super) message_timeout: Duration,
+    /// `orderflow_kafka_record_wait_seconds{stage}`: from the producer's send of a record to
+    /// this member's poll handing it out (linger, broker, fetch wait and the stage's backlog).
+    pub(super) record_wait: metrics::Histogram,
 }
 
 impl KafkaConsumer {
@@ -283,10 +286,22 @@ impl Consumer for KafkaConsumer {
         {
             records.push(r);
         }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let waited = |m: &BorrowedMessage<'_>| {
+            if let Some(sent) = m.timestamp().to_millis() {
+                let ms = u64::try_from(now_ms.saturating_sub(sent)).unwrap_or(0);
+                self.record_wait.record(Duration::from_millis(ms));
+            }
+        };
         let mut stream = self.consumer.stream();
         if records.is_empty() {
             match tokio::time::timeout(wait, stream.next()).await {
-                Ok(Some(Ok(m))) => records.push(to_record(&m)),
+                Ok(Some(Ok(m))) => {
+                    waited(&m);
+                    records.push(to_record(&m));
+                }
                 Ok(Some(Err(e))) => return Err(unavailable(e)),
                 Ok(None) | Err(_) => return Ok(records),
             }
@@ -294,7 +309,10 @@ impl Consumer for KafkaConsumer {
         // Take what is already fetched, without waiting for more.
         while records.len() < max {
             match stream.next().now_or_never() {
-                Some(Some(Ok(m))) => records.push(to_record(&m)),
+                Some(Some(Ok(m))) => {
+                    waited(&m);
+                    records.push(to_record(&m));
+                }
                 Some(Some(Err(e))) => {
                     tracing::debug!(error = %e, "Consumer error after a fetched batch");
                     break;

@@ -404,6 +404,10 @@ impl Log for KafkaLog {
             producer: Arc::clone(&self.producer),
             transactions,
             message_timeout: self.config.message_timeout,
+            record_wait: metrics::histogram!(
+                "orderflow_kafka_record_wait_seconds",
+                "stage" => group.to_owned()
+            ),
         };
         if let Err(e) = member.wait_for_assignment(self.config.join_timeout).await {
             drop_blocking(member).await;

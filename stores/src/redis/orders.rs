@@ -9,6 +9,7 @@ use fred::prelude::*;
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// Order views in Redis, each kept `view_ttl` after its last change. A view only replaces an
 /// older one (fewer timeline entries), so late writers never move an order backwards.
@@ -146,6 +147,36 @@ pub struct CachedOrderStore {
     hot: RedisOrderCache,
     durable: Arc<dyn OrderStore>,
     pending: parking_lot::Mutex<Pending>,
+    drops: Arc<parking_lot::Mutex<Drops>>,
+}
+
+/// Drops of cached views asked for at once — the projector applies a batch's records
+/// concurrently, one call each — gathered so they go out as one `DEL`.
+#[derive(Default)]
+struct Drops {
+    queued: Vec<OrderId>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Whether a caller is sending the queue; the others wait for its answer.
+    sending: bool,
+}
+
+/// Held by the caller sending the drops; if it is cancelled, the callers it had not answered
+/// yet hear an error (and retry) instead of waiting for ever.
+struct Sender {
+    drops: Arc<parking_lot::Mutex<Drops>>,
+    /// False once the sender finished normally.
+    armed: bool,
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut drops = self.drops.lock();
+            drops.sending = false;
+            drops.queued.clear();
+            drops.waiters.clear();
+        }
+    }
 }
 
 /// What the next flush owes the cache.
@@ -164,7 +195,52 @@ impl CachedOrderStore {
             hot,
             durable,
             pending: parking_lot::Mutex::new(Pending::default()),
+            drops: Arc::default(),
         }
+    }
+
+    /// Drops the cached views of `ids`, together with whatever other calls ask for meanwhile.
+    async fn drop_cached(&self, ids: Vec<OrderId>) -> Result<(), StoreError> {
+        let (answer, heard) = oneshot::channel();
+        let lead = {
+            let mut drops = self.drops.lock();
+            drops.queued.extend(ids);
+            drops.waiters.push(answer);
+            !std::mem::replace(&mut drops.sending, true)
+        };
+        if lead {
+            let mut sender = Sender {
+                drops: Arc::clone(&self.drops),
+                armed: true,
+            };
+            // Once, so the other records of the batch, polled after this one, queue theirs.
+            tokio::task::yield_now().await;
+            loop {
+                let (ids, waiters) = {
+                    let mut drops = sender.drops.lock();
+                    if drops.waiters.is_empty() {
+                        // Under the same lock: a caller arriving now leads the next send.
+                        drops.sending = false;
+                        drop(drops);
+                        sender.armed = false;
+                        break;
+                    }
+                    (
+                        std::mem::take(&mut drops.queued),
+                        std::mem::take(&mut drops.waiters),
+                    )
+                };
+                let result = self.hot.forget(ids).await;
+                for waiter in waiters {
+                    let _ = waiter.send(result.clone());
+                }
+            }
+        }
+        heard.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the batched drop of cached views was cancelled".into(),
+            ))
+        })
     }
 
     /// How many orders' views wait for the next flush to be cached.
@@ -186,7 +262,7 @@ impl OrderStore for CachedOrderStore {
         if !fresh.is_empty() {
             // While Redis is away this fails and the projector holds its records: the durable
             // store must not run ahead of a cache it cannot correct.
-            self.hot.forget(fresh.clone()).await?;
+            self.drop_cached(fresh.clone()).await?;
             self.pending.lock().dropped.extend(fresh);
         }
         let changed = self.durable.apply(events).await?;
