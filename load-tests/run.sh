@@ -96,9 +96,15 @@ if [ "$BACKENDS" = redis ] || [ "$BACKENDS" = kafka+redis ]; then
   step "starting redis-server on 127.0.0.1:$REDIS_PORT"
   need redis-cli "apt-get install redis-tools"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$RUN" --logfile redis.log &
-  PIDS+=($!)
+  REDIS_PID=$!
+  PIDS+=($REDIS_PID)
   for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping > /dev/null 2>&1 && break; sleep 0.1; done
-  redis-cli -p "$REDIS_PORT" ping > /dev/null || { echo "redis-server did not start" >&2; exit 1; }
+  # A server left by another run answers the ping too: ours must be the one alive.
+  if ! redis-cli -p "$REDIS_PORT" ping > /dev/null || ! kill -0 "$REDIS_PID" 2> /dev/null; then
+    echo "redis-server did not start on port $REDIS_PORT (taken by another run? set PORT):" >&2
+    tail -3 "$RUN/redis.log" >&2
+    exit 1
+  fi
   EXTRA=(--redis "redis://127.0.0.1:$REDIS_PORT")
 fi
 if [ "$BACKENDS" = kafka+redis ]; then
@@ -108,8 +114,11 @@ if [ "$BACKENDS" = kafka+redis ]; then
   step "starting tansu (Kafka protocol, memory storage) on 127.0.0.1:$KAFKA_PORT"
   "$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" > "$RUN/tansu.log" 2>&1 &
-  PIDS+=($!)
+  TANSU_PID=$!
+  PIDS+=($TANSU_PID)
   for _ in $(seq 1 50); do (exec 3<> "/dev/tcp/127.0.0.1/$KAFKA_PORT") 2> /dev/null && break; sleep 0.1; done
+  sleep 0.5
+  kill -0 "$TANSU_PID" 2> /dev/null || { echo "tansu did not start on port $KAFKA_PORT (taken? set PORT):" >&2; tail -3 "$RUN/tansu.log" >&2; exit 1; }
   EXTRA+=(--log "kafka://127.0.0.1:$KAFKA_PORT")
 fi
 

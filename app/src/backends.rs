@@ -410,6 +410,8 @@ fn kafka_config(config: &Config) -> Result<KafkaConfig, AppError> {
     kafka.exactly_once = config.kafka.exactly_once;
     kafka.message_timeout = Duration::from_millis(config.kafka.message_timeout_ms);
     kafka.session_timeout = Duration::from_millis(config.kafka.session_timeout_ms);
+    kafka.linger = Duration::from_millis(config.kafka.linger_ms);
+    kafka.fetch_wait = Duration::from_millis(config.kafka.fetch_wait_ms);
     Ok(kafka)
 }
 

@@ -94,6 +94,10 @@ pub struct KafkaSection {
     pub message_timeout_ms: u64,
     /// A worker silent this long (ms) loses its partitions to the others.
     pub session_timeout_ms: u64,
+    /// How long (ms) the producer gathers messages into one request before sending.
+    pub linger_ms: u64,
+    /// How long (ms) a broker may hold a fetch that finds nothing new.
+    pub fetch_wait_ms: u64,
 }
 
 impl Default for KafkaSection {
@@ -103,6 +107,8 @@ impl Default for KafkaSection {
             replication_factor: -1,
             message_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
+            linger_ms: 1,
+            fetch_wait_ms: 20,
         }
     }
 }
@@ -378,6 +384,16 @@ impl KafkaSection {
             (6_000..=300_000).contains(&self.session_timeout_ms),
             "kafka.session_timeout_ms",
             "must be 6000 to 300000",
+        )?;
+        check(
+            self.linger_ms <= 1_000,
+            "kafka.linger_ms",
+            "must be 0 to 1000",
+        )?;
+        check(
+            (1..=1_000).contains(&self.fetch_wait_ms),
+            "kafka.fetch_wait_ms",
+            "must be 1 to 1000",
         )
     }
 }

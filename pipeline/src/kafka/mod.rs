@@ -56,6 +56,10 @@ pub struct KafkaConfig {
     pub session_timeout: Duration,
     /// Longest wait for a new consumer's first partition assignment.
     pub join_timeout: Duration,
+    /// How long the producer gathers messages into one request (`linger.ms`).
+    pub linger: Duration,
+    /// How long a broker may hold a fetch that finds nothing new (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
 }
 
 impl KafkaConfig {
@@ -84,6 +88,8 @@ impl KafkaConfig {
             message_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(60),
+            linger: Duration::from_millis(1),
+            fetch_wait: Duration::from_millis(20),
         })
     }
 
@@ -101,7 +107,7 @@ impl KafkaConfig {
         c.set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", self.linger.as_millis().to_string())
             .set(
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
@@ -198,6 +204,9 @@ impl KafkaLog {
         let c = &self.config;
         let mut cc = c.base();
         cc.set("group.id", group)
+            // Incremental rebalances: a member that joins or leaves moves only the partitions
+            // that change hands; the others keep working instead of stopping for every join.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed")
@@ -212,7 +221,7 @@ impl KafkaLog {
             // A fetch that finds nothing new is answered after at most this long; brokers that
             // do not wake a parked fetch on new data (tansu 0.6) would otherwise add up to the
             // default 500 ms at every stage.
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", c.fetch_wait.as_millis().to_string())
             .set("statistics.interval.ms", "5000");
         if c.exactly_once {
             cc.set("enable.auto.commit", "false");
