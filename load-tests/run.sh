@@ -263,6 +263,12 @@ case "$SCENARIO" in
     start_orderflow serve
     : > "$RUN/steps.jsonl"
     IFS=, read -r -a STEPS <<< "${RATE:-1000,2000,3000,4000}"
+    if [ "$BACKENDS" = kafka+redis ]; then
+      # Consumer groups join in the first seconds: a few orders through the whole pipeline
+      # first, so the steps measure the pipeline, not the joins.
+      step "warm-up: wrk paced at 50 orders/s for 5 s, until every group has joined"
+      wrk_run "http://127.0.0.1:$PORT/v1/checkouts" warm-up 5 50
+    fi
     drain
     before_accepted=${ACCEPTED:-0}
     for r in "${STEPS[@]}"; do
