@@ -410,6 +410,32 @@ def overview() -> dm.Dashboard:
             "s",
         ),
         series(
+            "Stage commit wait p99",
+            "histogram_quantile(0.99) of orderflow_stage_commit_seconds by stage over 1m: the wait "
+            "for the log to take a batch's outputs and offsets (on Kafka, the broker's "
+            "acknowledgement).",
+            [
+                q(
+                    f"histogram_quantile(0.99, sum by (le, stage) (rate(orderflow_stage_commit_seconds_bucket{{{ROLE}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+        ),
+        series(
+            "Kafka record wait p99",
+            "histogram_quantile(0.99) of orderflow_kafka_record_wait_seconds by stage over 1m: "
+            "from the producer's send of a record to the stage's poll (linger, broker, fetch "
+            "wait, backlog). Kafka log only.",
+            [
+                q(
+                    f"histogram_quantile(0.99, sum by (le, stage) (rate(orderflow_kafka_record_wait_seconds_bucket{{{ROLE}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+        ),
+        series(
             "Stage failures/s by kind",
             "rate(orderflow_stage_failed_total[1m]) by stage and kind (retryable, permanent, "
             "unavailable): each failed attempt.",
