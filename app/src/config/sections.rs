@@ -107,7 +107,7 @@ impl Default for KafkaSection {
             replication_factor: -1,
             message_timeout_ms: 5_000,
             session_timeout_ms: 10_000,
-            linger_ms: 1,
+            linger_ms: 5,
             fetch_wait_ms: 20,
         }
     }

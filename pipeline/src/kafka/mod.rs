@@ -88,7 +88,7 @@ impl KafkaConfig {
             message_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             join_timeout: Duration::from_secs(60),
-            linger: Duration::from_millis(1),
+            linger: Duration::from_millis(5),
             fetch_wait: Duration::from_millis(20),
         })
     }
