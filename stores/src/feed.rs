@@ -3,7 +3,30 @@
 use crate::StoreError;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
-use orderflow_domain::{OrderId, OrderView};
+use orderflow_domain::{OrderId, OrderStatus, OrderView};
+
+/// What a feed announces: which order changed, to what status, and how many statuses its view
+/// holds now. Followers read the view itself from the [`OrderStore`](crate::OrderStore).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The order that changed.
+    pub order_id: OrderId,
+    /// Its status now.
+    pub status: OrderStatus,
+    /// Entries in its timeline now (a view with more is newer).
+    pub version: usize,
+}
+
+impl StatusChange {
+    /// The change `view` announces.
+    pub fn of(view: &OrderView) -> Self {
+        Self {
+            order_id: view.order_id,
+            status: view.status,
+            version: view.timeline.len(),
+        }
+    }
+}
 
 /// Announces changed order views to whoever follows an order. A feed is a notification
 /// channel, not a record: followers read the [`OrderStore`](crate::OrderStore) for the truth and
@@ -14,7 +37,10 @@ pub trait StatusFeed: Send + Sync + 'static {
     async fn publish(&self, view: &OrderView) -> Result<(), StoreError>;
 
     /// The changes of one order from now on.
-    async fn subscribe(&self, order: OrderId) -> Result<BoxStream<'static, OrderView>, StoreError>;
+    async fn subscribe(
+        &self,
+        order: OrderId,
+    ) -> Result<BoxStream<'static, StatusChange>, StoreError>;
 
     /// Whether changes are announced after the projector's flush, once per order, rather than
     /// at each change: true where followers are in other processes and read the views the

@@ -29,7 +29,7 @@ pub mod scylla;
 
 pub use coupons::{CouponLedger, Redemption};
 pub use error::StoreError;
-pub use feed::StatusFeed;
+pub use feed::{StatusChange, StatusFeed};
 pub use idempotency::{Claim, IdempotencyStore};
 pub use ledger::{
     PinOutcome, ReserveOutcome, Shortage, SkuQuantity, SkuStock, StockLedger, StockLevel,

@@ -1,14 +1,15 @@
 //! The Redis [`StatusFeed`]: one pub/sub channel per order, so a process hears only about the
-//! orders its WebSocket followers watch.
+//! orders its WebSocket followers watch. A message is the change only (`STATUS|VERSION`), not
+//! the view: followers read the view from the store.
 
 use super::{RedisConfig, RedisHot, build, init, redis_error};
-use crate::{StatusFeed, StoreError};
+use crate::{StatusChange, StatusFeed, StoreError};
 use async_trait::async_trait;
 use dashmap::DashMap;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use futures::stream::{self, BoxStream, StreamExt};
-use orderflow_domain::{OrderId, OrderView};
+use orderflow_domain::{OrderId, OrderStatus, OrderView};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::{Mutex, broadcast};
@@ -18,7 +19,7 @@ use tokio::sync::{Mutex, broadcast};
 pub struct RedisStatusFeed {
     hot: RedisHot,
     subscriber: SubscriberClient,
-    followers: Arc<DashMap<OrderId, broadcast::Sender<Arc<OrderView>>>>,
+    followers: Arc<DashMap<OrderId, broadcast::Sender<StatusChange>>>,
     /// Serialises SUBSCRIBE and UNSUBSCRIBE, so a new follower is never unsubscribed by a
     /// clean-up of the previous one.
     changes: Arc<Mutex<()>>,
@@ -65,7 +66,7 @@ impl RedisStatusFeed {
     }
 }
 
-type Followers = DashMap<OrderId, broadcast::Sender<Arc<OrderView>>>;
+type Followers = DashMap<OrderId, broadcast::Sender<StatusChange>>;
 
 /// Hands every message to the followers of its order.
 async fn fan_out(subscriber: SubscriberClient, followers: Weak<Followers>) {
@@ -86,15 +87,17 @@ async fn fan_out(subscriber: SubscriberClient, followers: Weak<Followers>) {
                 let Some(sender) = followers.get(&id) else {
                     continue;
                 };
-                let Some(bytes) = message.value.as_bytes() else {
-                    continue;
-                };
-                match serde_json::from_slice::<OrderView>(bytes) {
-                    Ok(view) => {
-                        let _ = sender.send(Arc::new(view));
+                match message
+                    .value
+                    .as_str()
+                    .as_deref()
+                    .and_then(|text| change_of(id, text))
+                {
+                    Some(change) => {
+                        let _ = sender.send(change);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, order_id = %id, "Ignoring an unreadable status message");
+                    None => {
+                        tracing::warn!(order_id = %id, "Ignoring an unreadable status message");
                     }
                 }
             }
@@ -103,6 +106,16 @@ async fn fan_out(subscriber: SubscriberClient, followers: Weak<Followers>) {
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
+}
+
+/// The message `STATUS|VERSION` about `order`.
+fn change_of(order: OrderId, text: &str) -> Option<StatusChange> {
+    let (status, version) = text.split_once('|')?;
+    Some(StatusChange {
+        order_id: order,
+        status: *OrderStatus::ALL.iter().find(|s| s.as_str() == status)?,
+        version: version.parse().ok()?,
+    })
 }
 
 /// Unsubscribes from orders nobody follows any more.
@@ -137,11 +150,14 @@ async fn clean_up(
 #[async_trait]
 impl StatusFeed for RedisStatusFeed {
     async fn publish(&self, view: &OrderView) -> Result<(), StoreError> {
-        let payload = serde_json::to_vec(view).map_err(|e| StoreError::decode("stored JSON", e))?;
+        let change = StatusChange::of(view);
         let _: i64 = self
             .hot
             .client()
-            .publish(format!("{CHANNEL}{}", view.order_id), payload.as_slice())
+            .publish(
+                format!("{CHANNEL}{}", view.order_id),
+                format!("{}|{}", change.status.as_str(), change.version),
+            )
             .await
             .map_err(redis_error)?;
         Ok(())
@@ -151,7 +167,10 @@ impl StatusFeed for RedisStatusFeed {
         true
     }
 
-    async fn subscribe(&self, order: OrderId) -> Result<BoxStream<'static, OrderView>, StoreError> {
+    async fn subscribe(
+        &self,
+        order: OrderId,
+    ) -> Result<BoxStream<'static, StatusChange>, StoreError> {
         let receiver = {
             let _guard = self.changes.lock().await;
             let (receiver, new) = match self.followers.get(&order) {
@@ -172,7 +191,7 @@ impl StatusFeed for RedisStatusFeed {
         let updates = stream::unfold(receiver, |mut receiver| async move {
             loop {
                 match receiver.recv().await {
-                    Ok(view) => return Some(((*view).clone(), receiver)),
+                    Ok(change) => return Some((change, receiver)),
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
