@@ -274,6 +274,7 @@ fn api_state(config: &Config, b: &Backends, metrics: PrometheusHandle) -> AppSta
                 per_second: config.api.rate_limit_per_second,
                 burst: config.api.rate_limit_burst,
             }),
+            cors_origins: config.api.cors_origins.clone(),
         }),
     }
 }

@@ -14,13 +14,14 @@
 //! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] |
 //!
 //! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are HS256 JWTs
-//! ([`auth`]).
+//! ([`auth`]); CORS, request ids and security headers are added to every answer ([`edge`]).
 
 pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod catalog;
 pub mod checkout;
+pub mod edge;
 pub mod ops;
 pub mod orders;
 pub mod problem;
@@ -51,6 +52,8 @@ pub struct ApiSettings {
     pub idempotency_ttl: Duration,
     /// Checkouts per customer, if limited.
     pub rate_limit: Option<Rate>,
+    /// Storefront origins browsers may call from (`*`: any); empty: none.
+    pub cors_origins: Vec<String>,
 }
 
 /// Everything the handlers need: backends as trait objects, chosen by the binary.
@@ -81,7 +84,8 @@ pub struct AppState {
 /// The API router.
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
-    Router::new()
+    let cors = edge::cors(&state.settings.cors_origins);
+    let router = Router::new()
         .route("/v1/checkouts", post(checkout::create))
         .route("/v1/orders", get(orders::list_orders))
         .route("/v1/orders/{id}", get(orders::get_order))
@@ -100,5 +104,12 @@ pub fn app(state: AppState) -> Router {
         // makes sure axum never buffers more than that.
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(ops::track))
-        .with_state(state)
+        .with_state(state);
+    // CORS outside the routes, so it answers preflights; the edge headers outside everything,
+    // so every answer (a preflight's too) carries them.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn(edge::headers))
 }

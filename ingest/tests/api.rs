@@ -75,6 +75,7 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
             accepted_topic: TOPIC.into(),
             idempotency_ttl: Duration::from_secs(86_400),
             rate_limit,
+            cors_origins: vec!["https://shop.example".into()],
         }),
     };
     Harness {
@@ -736,4 +737,113 @@ async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
         )
         .await;
     assert_problem(status, &headers, &problem, 401, "unauthorized");
+}
+
+#[tokio::test]
+async fn storefront_origins_get_cors_and_every_answer_carries_a_request_id_and_safe_headers() {
+    let h = harness().await;
+    let preflight = |origin: &str| {
+        Request::options("/v1/checkouts")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type,idempotency-key",
+            )
+            .body(Body::empty())
+            .expect("request")
+    };
+    // A configured storefront's preflight is answered: the browser may post the checkout.
+    let (s, hd, _) = h.send(preflight("https://shop.example")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().expect("text")),
+        Some("https://shop.example")
+    );
+    let allowed = |name: header::HeaderName| {
+        hd.get(name)
+            .map(|v| v.to_str().expect("text").to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    assert!(allowed(header::ACCESS_CONTROL_ALLOW_METHODS).contains("post"));
+    assert!(allowed(header::ACCESS_CONTROL_ALLOW_HEADERS).contains("idempotency-key"));
+    assert!(hd.contains_key("x-request-id"), "{hd:?}");
+    // Any other origin learns nothing: no allow-origin, so its browser refuses.
+    let (_, hd, _) = h.send(preflight("https://evil.example")).await;
+    assert!(
+        !hd.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+        "{hd:?}"
+    );
+
+    // The checkout itself, from the storefront: the browser may read the request id.
+    let token = h.token("cust-cors", "checkout orders:read");
+    let request = Request::post("/v1/checkouts")
+        .header(header::ORIGIN, "https://shop.example")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("x-request-id", "storefront-42:a.b_c")
+        .body(Body::from(checkout_body().to_string()))
+        .expect("request");
+    let (s, hd, b) = h.send(request).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        hd.get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().expect("text")),
+        Some("https://shop.example")
+    );
+    assert!(
+        hd.get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+            .map(|v| v.to_str().expect("text").to_ascii_lowercase())
+            .is_some_and(|v| v.contains("x-request-id")),
+        "{hd:?}"
+    );
+    // A well-formed caller id is kept.
+    assert_eq!(
+        hd.get("x-request-id").map(|v| v.to_str().expect("text")),
+        Some("storefront-42:a.b_c")
+    );
+    assert_eq!(
+        hd.get(header::X_CONTENT_TYPE_OPTIONS)
+            .map(|v| v.to_str().expect("text")),
+        Some("nosniff")
+    );
+
+    // Order data is never cached; an id that could smuggle text into logs is replaced.
+    let id = b["order_id"].as_str().expect("id").to_owned();
+    h.orders.apply(h.appended().await).await.expect("projects");
+    let request = Request::get(format!("/v1/orders/{id}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header("x-request-id", "two words\tand a tab")
+        .body(Body::empty())
+        .expect("request");
+    let (s, hd, _) = h.send(request).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        hd.get(header::CACHE_CONTROL)
+            .map(|v| v.to_str().expect("text")),
+        Some("no-store")
+    );
+    let fresh = hd
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("a request id");
+    assert!(uuid::Uuid::parse_str(fresh).is_ok(), "{fresh}");
+
+    // Errors carry them too; only order data is marked no-store.
+    let (s, hd, _) = h
+        .send(
+            Request::get("/nowhere")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(hd.contains_key("x-request-id"));
+    assert_eq!(
+        hd.get(header::X_CONTENT_TYPE_OPTIONS)
+            .map(|v| v.to_str().expect("text")),
+        Some("nosniff")
+    );
+    assert!(!hd.contains_key(header::CACHE_CONTROL));
 }

@@ -341,6 +341,10 @@ mod tests {
             )?;
             jail.set_env("ORDERFLOW_LOG_PARTITIONS", "3");
             jail.set_env("ORDERFLOW_STAGES_COUNTRIES", "US, DE");
+            jail.set_env(
+                "ORDERFLOW_API_CORS_ORIGINS",
+                "https://shop.example,http://localhost:3000",
+            );
             jail.set_env("ORDERFLOW_REDIS", "redis://127.0.0.1:6379");
             jail.set_env("ORDERFLOW_BIN", "/not/a/setting");
             let mut flags = Overrides::default();
@@ -357,6 +361,10 @@ mod tests {
                 (5, 100, 1)
             );
             assert_eq!(c.stages.countries, ["US", "DE"]);
+            assert_eq!(
+                c.api.cors_origins,
+                ["https://shop.example", "http://localhost:3000"]
+            );
             assert_eq!(c.log.url, LogUrl::Kafka("k:9092".into()));
             assert_eq!(c.redis.url, Some(RedisUrl("redis://127.0.0.1:6379".into())));
             Ok(())
@@ -406,6 +414,23 @@ mod tests {
             ("ORDERFLOW_REDIS_WAREHOUSE", "{tag}", "redis.warehouse"),
             ("ORDERFLOW_KAFKA_EXACTLY_ONCE", "true", "kafka.exactly_once"),
             ("ORDERFLOW_STAGES_CURRENCIES", "usd", "stages.currencies"),
+            (
+                "ORDERFLOW_API_CORS_ORIGINS",
+                "shop.example",
+                "api.cors_origins",
+            ),
+            (
+                "ORDERFLOW_API_CORS_ORIGINS",
+                "https://shop.example/checkout",
+                "api.cors_origins",
+            ),
+            (
+                "ORDERFLOW_API_CORS_ORIGINS",
+                "*,https://shop.example",
+                "api.cors_origins",
+            ),
+            ("ORDERFLOW_KAFKA_LINGER_MS", "5000", "kafka.linger_ms"),
+            ("ORDERFLOW_KAFKA_FETCH_WAIT_MS", "0", "kafka.fetch_wait_ms"),
         ] {
             let e = error_of(|jail| {
                 jail.set_env(var, value);

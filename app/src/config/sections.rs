@@ -27,6 +27,10 @@ pub struct ApiConfig {
     pub rate_limit_per_second: u32,
     /// Checkouts a customer may post at once (the bucket's size).
     pub rate_limit_burst: u32,
+    /// Storefront origins (`https://shop.example`) whose pages may call the API from a browser;
+    /// `*` alone allows any origin; empty (the default) allows none.
+    #[serde(deserialize_with = "list")]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -37,6 +41,7 @@ impl Default for ApiConfig {
             idempotency_ttl_secs: 86_400,
             rate_limit_per_second: 0,
             rate_limit_burst: 20,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -317,6 +322,28 @@ impl ApiConfig {
             self.rate_limit_per_second == 0 || self.rate_limit_burst > 0,
             "api.rate_limit_burst",
             "must be at least 1 while a rate limit is set",
+        )?;
+        let any = self.cors_origins.iter().any(|o| o == "*");
+        check(
+            !any || self.cors_origins.len() == 1,
+            "api.cors_origins",
+            format!(
+                "{:?}: `*` allows every origin and stands alone",
+                self.cors_origins
+            ),
+        )?;
+        let bad = self
+            .cors_origins
+            .iter()
+            .find(|o| *o != "*" && !is_origin(o));
+        check(
+            bad.is_none(),
+            "api.cors_origins",
+            format!(
+                "{:?} is not an origin: scheme and host, e.g. https://shop.example or \
+                 http://localhost:3000, with no path",
+                bad.map(String::as_str).unwrap_or_default()
+            ),
         )
     }
 
@@ -324,6 +351,25 @@ impl ApiConfig {
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs)
     }
+}
+
+/// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (rest, None),
+    };
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
 }
 
 impl JwtConfig {
