@@ -13,7 +13,6 @@ use orderflow_pipeline::{RetryPolicy, Runner};
 use orderflow_stages::topology::{self, STAGES, StageSpec};
 pub use orderflow_stages::topology::{PROJECTOR, stage_names};
 use orderflow_stores::Rate;
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,9 +197,11 @@ impl App {
             })
         };
         let token = supervisor.token();
-        let server = axum::serve(self.listener, router)
-            .with_graceful_shutdown(async move { token.cancelled().await })
-            .into_future();
+        let limits = orderflow_ingest::server::ServerLimits {
+            header_read_timeout: Duration::from_millis(self.config.api.header_read_timeout_ms),
+            max_connections: self.config.api.max_connections,
+        };
+        let server = orderflow_ingest::server::serve(self.listener, router, limits, token);
         supervisor.spawn("the HTTP server", server);
         banner(self.addr, &self.role, &stages);
         tracing::info!(addr = %self.addr, role = self.role.command(), "Serving");

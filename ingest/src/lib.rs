@@ -25,6 +25,7 @@ pub mod edge;
 pub mod ops;
 pub mod orders;
 pub mod problem;
+pub mod server;
 pub mod ws;
 
 use axum::Router;

@@ -31,6 +31,11 @@ pub struct ApiConfig {
     /// `*` alone allows any origin; empty (the default) allows none.
     #[serde(deserialize_with = "list")]
     pub cors_origins: Vec<String>,
+    /// How long (ms) a client may take to send a request's headers before its connection is
+    /// closed.
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +47,8 @@ impl Default for ApiConfig {
             rate_limit_per_second: 0,
             rate_limit_burst: 20,
             cors_origins: Vec::new(),
+            header_read_timeout_ms: 10_000,
+            max_connections: 4_096,
         }
     }
 }
@@ -331,6 +338,16 @@ impl ApiConfig {
                 "{:?}: `*` allows every origin and stands alone",
                 self.cors_origins
             ),
+        )?;
+        check(
+            (100..=300_000).contains(&self.header_read_timeout_ms),
+            "api.header_read_timeout_ms",
+            "must be 100 to 300000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.max_connections),
+            "api.max_connections",
+            "must be 1 to 1000000",
         )?;
         let bad = self
             .cors_origins

@@ -1,0 +1,161 @@
+//! The public edge against a client that misbehaves: requests whose headers never finish are
+//! closed at the header deadline while real checkouts go through, connections over the cap are
+//! told 503 with `Retry-After`, and HTTP/2 (cleartext) and HTTP/1.1 both serve the API.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::{App, checkout, token, write_catalog};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The `host:port` of `app`.
+fn addr(app: &App) -> String {
+    app.base.trim_start_matches("http://").to_owned()
+}
+
+/// Opens a connection and sends the start of a request whose headers never end.
+async fn half_sent(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream
+        .write_all(b"POST /v1/checkouts HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("writes");
+    stream
+}
+
+/// Whether the server closed `stream` (reading gives end of file or an error) within `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let mut buffer = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(limit, async {
+            loop {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    // A 408 or similar before the close is fine.
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await,
+        Ok(())
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_requests_are_closed_at_the_header_deadline_while_checkouts_go_through() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
+    let app = App::start_with(
+        &dir.path().join("data"),
+        &catalog,
+        &[("ORDERFLOW_API_HEADER_READ_TIMEOUT_MS", "2000")],
+    );
+    let addr = addr(&app);
+    let customer = token("cust-edge", "checkout orders:read");
+
+    // 2,000 connections that never finish their headers.
+    let mut attackers = Vec::with_capacity(2_000);
+    for _ in 0..2_000 {
+        attackers.push(half_sent(&addr).await);
+    }
+    // Real customers still get their 202, quickly.
+    let started = Instant::now();
+    let (status, body) = app
+        .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
+        .await
+        .expect("answers");
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "a checkout during the attack took {:?}",
+        started.elapsed()
+    );
+
+    // Every half-sent request is closed by the deadline (2 s, with slack for a busy machine).
+    let deadline = Duration::from_secs(8);
+    let checking = Instant::now();
+    let mut open = 0;
+    for stream in &mut attackers {
+        let left = deadline.saturating_sub(checking.elapsed());
+        if !closed_within(stream, left.max(Duration::from_millis(10))).await {
+            open += 1;
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "{open} of 2,000 half-sent requests still open after {deadline:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_get_503_and_both_http_versions_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
+    let app = App::start_with(
+        &dir.path().join("data"),
+        &catalog,
+        &[("ORDERFLOW_API_MAX_CONNECTIONS", "20")],
+    );
+    let addr = addr(&app);
+
+    // HTTP/2 with prior knowledge (what a proxy speaks in cleartext) and HTTP/1.1.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("client");
+    let response = h2
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("h2 answers");
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let h1 = reqwest::Client::builder()
+        .http1_only()
+        .build()
+        .expect("client");
+    let response = h1
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("h1 answers");
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    drop((h1, h2));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Twenty idle connections take every place.
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(TcpStream::connect(&addr).await.expect("connects"));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The next one is told to come back, not left hanging.
+    let mut extra = TcpStream::connect(&addr).await.expect("connects");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("reads");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("/problems/unavailable"), "{answer}");
+
+    // Places free up as connections close.
+    drop(held);
+    let client = reqwest::Client::new();
+    let mut status = 0;
+    for _ in 0..50 {
+        if let Ok(response) = client.get(app.url("/healthz")).send().await {
+            status = response.status().as_u16();
+            if status == 200 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+}
