@@ -1,6 +1,7 @@
 //! The public edge against a client that misbehaves: requests whose headers never finish are
 //! closed at the header deadline while real checkouts go through, connections over the cap are
-//! told 503 with `Retry-After`, and HTTP/2 (cleartext) and HTTP/1.1 both serve the API.
+//! told 503 with `Retry-After`, requests over the in-flight cap too (and nothing accepted is
+//! lost), and HTTP/2 (cleartext) and HTTP/1.1 both serve the API.
 
 mod support;
 
@@ -158,4 +159,53 @@ async fn connections_over_the_cap_get_503_and_both_http_versions_serve() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_cap_get_503_and_nothing_accepted_is_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
+    let app = App::start_with(
+        &dir.path().join("data"),
+        &catalog,
+        &[("ORDERFLOW_API_MAX_IN_FLIGHT", "4")],
+    );
+    let customer = token("cust-shed", "checkout orders:read");
+    let bodies = (0..400)
+        .map(|_| checkout(&[("SKU-A", 1)], "tok_visa"))
+        .collect();
+    let answers = app.post_all(&customer, bodies, 128).await;
+    let mut accepted = Vec::new();
+    let mut shed = 0;
+    for (status, body) in &answers {
+        match status {
+            202 => accepted.push(body["order_id"].as_str().expect("order id").to_owned()),
+            503 => {
+                assert_eq!(body["type"], "/problems/unavailable", "{body}");
+                shed += 1;
+            }
+            other => panic!("answered {other}: {body}"),
+        }
+    }
+    assert!(
+        shed > 0,
+        "128 requests at once against a cap of 4: none shed"
+    );
+    assert!(!accepted.is_empty(), "nothing accepted");
+    // Health checks stay outside the cap.
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(health.status(), 200);
+    // Every accepted order finishes, once.
+    let views = app
+        .await_terminal(&customer, &accepted, Duration::from_secs(60))
+        .await;
+    assert_eq!(views.len(), accepted.len());
+    for view in &views {
+        support::assert_one_terminal(view);
+    }
 }

@@ -276,6 +276,7 @@ fn api_state(config: &Config, b: &Backends, metrics: PrometheusHandle) -> AppSta
                 burst: config.api.rate_limit_burst,
             }),
             cors_origins: config.api.cors_origins.clone(),
+            max_in_flight: config.api.max_in_flight,
         }),
     }
 }

@@ -1,7 +1,8 @@
 //! What every answer of the public edge carries: CORS for the configured storefront origins, a
 //! request id on every response and log line, and headers that keep browsers and caches from
-//! misusing order data.
+//! misusing order data; and the cap on API requests in flight.
 
+use crate::problem::Problem;
 use axum::extract::Request;
 use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
@@ -94,4 +95,12 @@ pub async fn headers(mut request: Request, next: Next) -> Response {
             .or_insert(HeaderValue::from_static("no-store"));
     }
     response
+}
+
+/// The answer to an API request over the cap on requests in flight (`api.max_in_flight`):
+/// `503` with `Retry-After` at once, instead of a wait in a queue that only grows under
+/// overload.
+pub async fn shed(_: tower::BoxError) -> Problem {
+    metrics::counter!("orderflow_http_requests_shed_total").increment(1);
+    Problem::unavailable("too many requests in flight; retry shortly")
 }

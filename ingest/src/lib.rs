@@ -29,6 +29,7 @@ pub mod server;
 pub mod ws;
 
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -55,6 +56,8 @@ pub struct ApiSettings {
     pub rate_limit: Option<Rate>,
     /// Storefront origins browsers may call from (`*`: any); empty: none.
     pub cors_origins: Vec<String>,
+    /// API requests handled at once; more are answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 /// Everything the handlers need: backends as trait objects, chosen by the binary.
@@ -86,6 +89,7 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     let cors = edge::cors(&state.settings.cors_origins);
+    let in_flight = state.settings.max_in_flight;
     let router = Router::new()
         .route("/v1/checkouts", post(checkout::create))
         .route("/v1/orders", get(orders::list_orders))
@@ -97,6 +101,14 @@ pub fn app(state: AppState) -> Router {
             get(admin::get_stock).put(admin::put_stock),
         )
         .route("/v1/admin/audit", get(admin::audit))
+        // Above the cap an API request is refused at once rather than queued; health checks
+        // and metrics (merged after) stay outside it, so probes still answer under overload.
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(edge::shed))
+                .load_shed()
+                .concurrency_limit(in_flight.max(1)),
+        )
         .merge(ops::routes())
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)

@@ -76,6 +76,7 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
             idempotency_ttl: Duration::from_secs(86_400),
             rate_limit,
             cors_origins: vec!["https://shop.example".into()],
+            max_in_flight: 64,
         }),
     };
     Harness {

@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub header_read_timeout_ms: u64,
     /// Connections open at once; one more is answered 503 and closed.
     pub max_connections: usize,
+    /// API requests handled at once; one more is answered 503 with `Retry-After`.
+    pub max_in_flight: usize,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +51,7 @@ impl Default for ApiConfig {
             cors_origins: Vec::new(),
             header_read_timeout_ms: 10_000,
             max_connections: 4_096,
+            max_in_flight: 1_024,
         }
     }
 }
@@ -347,6 +350,11 @@ impl ApiConfig {
         check(
             (1..=1_000_000).contains(&self.max_connections),
             "api.max_connections",
+            "must be 1 to 1000000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.max_in_flight),
+            "api.max_in_flight",
             "must be 1 to 1000000",
         )?;
         let bad = self
