@@ -5,7 +5,6 @@ use crate::backends::{self, Backends};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::process::warn_dev_secret;
-use orderflow_ingest::Auth;
 use orderflow_pipeline::dlq;
 use orderflow_stages::topology;
 use std::time::Duration;
@@ -26,7 +25,9 @@ pub fn token(config: &Config, sub: &str, scope: &str, ttl: Duration) -> Result<(
     if config.uses_dev_secret() {
         warn_dev_secret();
     }
-    let token = Auth::new(config.jwt.secret.as_bytes())
+    let token = config
+        .jwt
+        .auth()
         .mint(sub, scope, ttl)
         .map_err(AppError::Mint)?;
     println!("{token}");

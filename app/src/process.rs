@@ -8,7 +8,7 @@ use crate::error::AppError;
 use crate::supervisor::{Chore, Supervisor, shutdown_signal};
 use crate::telemetry;
 use metrics_exporter_prometheus::PrometheusHandle;
-use orderflow_ingest::{ApiSettings, AppState, Auth, OpsState};
+use orderflow_ingest::{ApiSettings, AppState, OpsState};
 use orderflow_pipeline::{RetryPolicy, Runner};
 use orderflow_stages::topology::{self, STAGES, StageSpec};
 pub use orderflow_stages::topology::{PROJECTOR, stage_names};
@@ -265,7 +265,7 @@ fn api_state(config: &Config, b: &Backends, metrics: PrometheusHandle) -> AppSta
         limiter: b.limiter.clone(),
         feed: b.feed.clone(),
         catalog: b.catalog.clone(),
-        auth: Arc::new(Auth::new(config.jwt.secret.as_bytes())),
+        auth: Arc::new(config.jwt.auth()),
         metrics: Some(metrics),
         settings: Arc::new(ApiSettings {
             max_body_bytes: config.api.max_body_bytes,

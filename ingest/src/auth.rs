@@ -21,6 +21,15 @@ pub struct Claims {
     /// Issued at, seconds since the epoch.
     #[serde(default)]
     pub iat: u64,
+    /// Not valid before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer; checked when `jwt.issuer` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience; checked when `jwt.audience` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 impl Claims {
@@ -35,6 +44,9 @@ impl Claims {
 #[error("cannot mint token: {0}")]
 pub struct MintError(#[source] jsonwebtoken::errors::Error);
 
+/// Clock skew allowed on `exp` and `nbf`, in seconds.
+const LEEWAY_SECS: u64 = 30;
+
 /// Most verified tokens remembered; when full the memory starts over.
 const REMEMBERED: usize = 10_000;
 
@@ -43,6 +55,9 @@ pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// What minted tokens name as issuer and audience (those checked, if any).
+    issuer: Option<String>,
+    audience: Option<String>,
     /// Tokens that verified, with their claims. A customer sends the same token with every
     /// checkout and every poll of its order; checking its signature once is enough, since the
     /// same bytes always verify the same way. Expiry is checked on every use.
@@ -53,14 +68,36 @@ impl Auth {
     /// Tokens signed with `secret` (HS256).
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECS;
         validation.validate_aud = false;
+        validation.validate_nbf = true;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            issuer: None,
+            audience: None,
             verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also requires tokens to name `issuer` (`iss`) and `audience` (`aud`), each when given,
+    /// as an identity provider's tokens do; minted tokens name them.
+    pub fn expecting(mut self, issuer: Option<&str>, audience: Option<&str>) -> Self {
+        let mut required: Vec<&str> = vec!["exp"];
+        if let Some(issuer) = issuer {
+            self.validation.set_issuer(&[issuer]);
+            required.push("iss");
+        }
+        if let Some(audience) = audience {
+            self.validation.set_audience(&[audience]);
+            self.validation.validate_aud = true;
+            required.push("aud");
+        }
+        self.validation.set_required_spec_claims(&required);
+        self.issuer = issuer.map(str::to_owned);
+        self.audience = audience.map(str::to_owned);
+        self
     }
 
     /// A token for `sub` with `scope`, valid for `ttl`.
@@ -71,6 +108,9 @@ impl Auth {
             scope: scope.to_owned(),
             exp: now.saturating_add(ttl.as_secs()),
             iat: now,
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(MintError)
     }
@@ -178,6 +218,9 @@ mod tests {
             scope: "checkout".into(),
             exp: now - 3600,
             iat: now - 7200,
+            nbf: None,
+            iss: None,
+            aud: None,
         };
         let stale = encode(
             &Header::new(Algorithm::HS256),
@@ -213,6 +256,9 @@ mod tests {
                 scope: "checkout".into(),
                 exp: now - 3600,
                 iat: now - 7200,
+                nbf: None,
+                iss: None,
+                aud: None,
             };
             encode(
                 &Header::new(Algorithm::HS256),
@@ -226,6 +272,100 @@ mod tests {
                 .map_err(|p| p.status.as_u16())
                 .err(),
             Some(401)
+        );
+    }
+
+    /// A token signed with `secret` carrying `claims`.
+    fn signed(claims: &Claims) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            claims,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .expect("encodes")
+    }
+
+    #[test]
+    fn issuer_audience_and_not_before_are_checked() {
+        let auth = Auth::new(b"secret").expecting(Some("https://id.example"), Some("orderflow"));
+        let minted = auth
+            .mint("c", "checkout", Duration::from_secs(60))
+            .expect("mints");
+        assert!(
+            auth.verify(&bearer(&minted)).is_ok(),
+            "minted tokens name both"
+        );
+        let now = chrono::Utc::now().timestamp() as u64;
+        let good = Claims {
+            sub: "c".into(),
+            scope: "checkout".into(),
+            exp: now + 600,
+            iat: now,
+            nbf: Some(now - 10),
+            iss: Some("https://id.example".into()),
+            aud: Some("orderflow".into()),
+        };
+        assert!(auth.verify(&bearer(&signed(&good))).is_ok());
+        let refused = |claims: Claims, why: &str| {
+            let answer = auth.verify(&bearer(&signed(&claims)));
+            assert_eq!(
+                answer.map_err(|p| p.status.as_u16()).err(),
+                Some(401),
+                "{why}"
+            );
+        };
+        refused(
+            Claims {
+                iss: Some("https://evil.example".into()),
+                ..good.clone()
+            },
+            "wrong issuer",
+        );
+        refused(
+            Claims {
+                iss: None,
+                ..good.clone()
+            },
+            "no issuer",
+        );
+        refused(
+            Claims {
+                aud: Some("someone-else".into()),
+                ..good.clone()
+            },
+            "wrong audience",
+        );
+        refused(
+            Claims {
+                aud: None,
+                ..good.clone()
+            },
+            "no audience",
+        );
+        refused(
+            Claims {
+                nbf: Some(now + 3600),
+                ..good.clone()
+            },
+            "not yet valid",
+        );
+        // Within the leeway, a clock a little ahead of ours is fine.
+        assert!(
+            auth.verify(&bearer(&signed(&Claims {
+                nbf: Some(now + 5),
+                ..good.clone()
+            })))
+            .is_ok()
+        );
+        // Without them configured, neither is asked for.
+        assert!(
+            Auth::new(b"secret")
+                .verify(&bearer(&signed(&Claims {
+                    iss: None,
+                    aud: None,
+                    ..good
+                })))
+                .is_ok()
         );
     }
 }

@@ -430,6 +430,9 @@ mod tests {
                 "api.cors_origins",
             ),
             ("ORDERFLOW_KAFKA_LINGER_MS", "5000", "kafka.linger_ms"),
+            ("ORDERFLOW_JWT_ISSUER", " ", "jwt.issuer"),
+            ("ORDERFLOW_API_MAX_IN_FLIGHT", "0", "api.max_in_flight"),
+            ("ORDERFLOW_API_MAX_CONNECTIONS", "0", "api.max_connections"),
             ("ORDERFLOW_KAFKA_FETCH_WAIT_MS", "0", "kafka.fetch_wait_ms"),
         ] {
             let e = error_of(|jail| {

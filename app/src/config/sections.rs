@@ -2,7 +2,7 @@
 //! uses) and the checks its values must pass. A key is declared here once: its field, its doc
 //! and its default; the file, the environment and the flags all fill the same field.
 
-use super::url::{LogUrl, RedisUrl, StoreUrl, list, optional_redis};
+use super::url::{LogUrl, RedisUrl, StoreUrl, is_origin, list, optional_redis};
 use super::{ConfigError, Invalid};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -62,12 +62,18 @@ impl Default for ApiConfig {
 pub struct JwtConfig {
     /// HS256 secret, at least 16 bytes; set it in production.
     pub secret: String,
+    /// The `iss` every token must carry (an identity provider's URL); unset: not checked.
+    pub issuer: Option<String>,
+    /// The `aud` every token must carry; unset: not checked.
+    pub audience: Option<String>,
 }
 
 impl Default for JwtConfig {
     fn default() -> Self {
         Self {
             secret: DEV_SECRET.into(),
+            issuer: None,
+            audience: None,
         }
     }
 }
@@ -378,32 +384,31 @@ impl ApiConfig {
     }
 }
 
-/// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
-fn is_origin(text: &str) -> bool {
-    let Some(rest) = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"))
-    else {
-        return false;
-    };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (rest, None),
-    };
-    !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
-}
-
 impl JwtConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         check(
             self.secret.len() >= 16,
             "jwt.secret",
             "must be at least 16 bytes",
+        )?;
+        check(
+            self.issuer.as_deref().is_none_or(|i| !i.trim().is_empty()),
+            "jwt.issuer",
+            "must not be empty (leave it unset to not check issuers)",
+        )?;
+        check(
+            self.audience
+                .as_deref()
+                .is_none_or(|a| !a.trim().is_empty()),
+            "jwt.audience",
+            "must not be empty (leave it unset to not check audiences)",
         )
+    }
+
+    /// Token checks and minting as configured.
+    pub fn auth(&self) -> orderflow_ingest::Auth {
+        orderflow_ingest::Auth::new(self.secret.as_bytes())
+            .expecting(self.issuer.as_deref(), self.audience.as_deref())
     }
 }
 
