@@ -38,6 +38,7 @@ use orderflow_pipeline::Log;
 use orderflow_stores::{IdempotencyStore, OrderStore, Rate, RateLimiter, StatusFeed, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 pub use auth::{Auth, Claims};
 pub use ops::OpsState;
@@ -103,11 +104,12 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/audit", get(admin::audit))
         // Above the cap an API request is refused at once rather than queued; health checks
         // and metrics (merged after) stay outside it, so probes still answer under overload.
+        // One semaphore for all these routes: axum applies a layer to each route on its own.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(edge::shed))
                 .load_shed()
-                .concurrency_limit(in_flight.max(1)),
+                .layer(GlobalConcurrencyLimitLayer::new(in_flight.max(1))),
         )
         .merge(ops::routes())
         .route("/openapi.json", get(ops::openapi))
