@@ -65,6 +65,10 @@ struct Flags {
     /// HS256 secret for tokens [jwt.secret].
     #[arg(long, global = true)]
     jwt_secret: Option<String>,
+    /// Refuse to start with settings only fit for development: the built-in JWT secret, CORS
+    /// open to any origin [env = "production"].
+    #[arg(long, global = true)]
+    production: bool,
 }
 
 impl Flags {
@@ -94,6 +98,9 @@ impl Flags {
         }
         if self.exactly_once {
             o.set("kafka.exactly_once", true);
+        }
+        if self.production {
+            o.set("env", "production");
         }
         o
     }

@@ -209,3 +209,17 @@ async fn requests_over_the_in_flight_cap_get_503_and_nothing_accepted_is_lost() 
         support::assert_one_terminal(view);
     }
 }
+
+#[test]
+fn production_refuses_to_start_with_cors_for_any_origin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10)]);
+    let (ok, output) = support::run_command(
+        &dir.path().join("data"),
+        &catalog,
+        &[("ORDERFLOW_API_CORS_ORIGINS", "*")],
+        &["serve", "--production", "--listen", "127.0.0.1:0"],
+    );
+    assert!(!ok, "started: {output}");
+    assert!(output.contains("api.cors_origins"), "{output}");
+}

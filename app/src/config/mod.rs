@@ -20,9 +20,9 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub use sections::{
-    ApiConfig, DEV_SECRET, JwtConfig, KafkaSection, LogConfig, LogFormat, LoggingConfig,
-    MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig,
-    StoreConfig, TableConfig,
+    ApiConfig, DEV_SECRET, Deployment, JwtConfig, KafkaSection, LogConfig, LogFormat,
+    LoggingConfig, MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection,
+    StagesConfig, StoreConfig, TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
@@ -55,6 +55,9 @@ const SECTIONS: [(&str, Option<&str>); 14] = [
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `env`: `development` (the default) or `production`, which refuses settings only fit for
+    /// development.
+    pub env: Deployment,
     /// `[api]`: listener and API limits.
     pub api: ApiConfig,
     /// `[jwt]`: token signing.
@@ -197,6 +200,9 @@ impl Config {
 
     /// Checks every section; the first bad value is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.env == Deployment::Production {
+            self.validate_for_production()?;
+        }
         self.api.validate()?;
         self.jwt.validate()?;
         self.log.validate()?;
@@ -217,6 +223,27 @@ impl Config {
             (StoreUrl::Embedded(dir), _) | (_, LogUrl::Embedded(dir)) => dir.clone(),
             _ => PathBuf::from("./data"),
         }
+    }
+
+    /// What production refuses. Tokens without an expiry are refused everywhere already.
+    fn validate_for_production(&self) -> Result<(), ConfigError> {
+        if self.uses_dev_secret() {
+            return Err(ConfigError::Invalid(Invalid {
+                key: "jwt.secret",
+                why: "the built-in development secret is refused with env = \"production\"; set \
+                      ORDERFLOW_JWT_SECRET"
+                    .into(),
+            }));
+        }
+        if self.api.cors_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::Invalid(Invalid {
+                key: "api.cors_origins",
+                why: "\"*\" (any origin) is refused with env = \"production\"; list the \
+                      storefronts' origins"
+                    .into(),
+            }));
+        }
+        Ok(())
     }
 
     /// Whether the development signing secret is in use.
@@ -253,6 +280,9 @@ impl figment::Provider for Environment {
 /// variable that names no section.
 fn key_path(var: &str) -> Option<String> {
     let key = var.to_ascii_lowercase();
+    if key == "env" {
+        return Some(key);
+    }
     SECTIONS.iter().find_map(|(section, main)| {
         if key == *section {
             main.map(|k| format!("{section}.{k}"))
@@ -480,6 +510,41 @@ mod tests {
             jail.set_env("ORDERFLOW_BIN", "/usr/local/bin/orderflow");
             jail.set_env("ORDERFLOW_CONFIG", "/dev/null");
             Config::load(None, &Overrides::default()).expect("not settings, not refused");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn production_refuses_the_dev_secret_and_cors_for_any_origin() {
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_ENV", "production");
+            Ok(())
+        });
+        assert!(e.contains("jwt.secret") && e.contains("production"), "{e}");
+        let e = error_of(|jail| {
+            jail.create_dir("config")?;
+            jail.create_file(
+                DEFAULT_FILE,
+                "env = \"production\"\n[jwt]\nsecret = \"a-real-secret-of-some-length\"\n[api]\ncors_origins = [\"*\"]",
+            )?;
+            Ok(())
+        });
+        assert!(e.contains("api.cors_origins"), "{e}");
+        let e = error_of(|jail| {
+            jail.set_env("ORDERFLOW_ENV", "staging");
+            Ok(())
+        });
+        assert!(e.contains("env"), "{e}");
+        Jail::expect_with(|jail| {
+            jail.set_env("ORDERFLOW_ENV", "production");
+            jail.set_env("ORDERFLOW_JWT_SECRET", "a-real-secret-of-some-length");
+            jail.set_env("ORDERFLOW_API_CORS_ORIGINS", "https://shop.example");
+            let c = Config::load(None, &Overrides::default()).expect("valid");
+            assert_eq!(c.env, Deployment::Production);
+            // In development the same "*" is accepted.
+            jail.set_env("ORDERFLOW_ENV", "development");
+            jail.set_env("ORDERFLOW_API_CORS_ORIGINS", "*");
+            Config::load(None, &Overrides::default()).expect("valid in development");
             Ok(())
         });
     }

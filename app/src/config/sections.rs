@@ -56,6 +56,17 @@ impl Default for ApiConfig {
     }
 }
 
+/// Where the process runs (`env`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Deployment {
+    /// A laptop or a test: development defaults are accepted, with warnings.
+    #[default]
+    Development,
+    /// A real deployment: the development secret and CORS for any origin are refused.
+    Production,
+}
+
 /// `[jwt]`: how customer tokens are signed and checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
