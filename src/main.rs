@@ -5,10 +5,10 @@
 
 use anyhow::Result;
 use clap::builder::PossibleValuesParser;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use orderflow_app::config::Flags;
 use orderflow_app::process::{Role, stage_names};
-use orderflow_app::{App, Config, Overrides, commands, telemetry};
-use std::path::PathBuf;
+use orderflow_app::{App, Config, commands, error, telemetry};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -25,85 +25,6 @@ struct Cli {
     flags: Flags,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-/// The most used settings as flags; every setting also reads from the file and `ORDERFLOW_*`
-/// (ARCHITECTURE.md, "Configuration").
-#[derive(Args)]
-struct Flags {
-    /// Config file (TOML); default: config/orderflow.toml when present, else built-in defaults.
-    #[arg(long, global = true, env = "ORDERFLOW_CONFIG")]
-    config: Option<PathBuf>,
-    /// HTTP listen address, e.g. 127.0.0.1:8080 (port 0 picks a free one) [api.listen].
-    #[arg(long, global = true)]
-    listen: Option<String>,
-    /// Log backend: embedded://DIR or kafka://HOST:PORT[,HOST:PORT…] [log.url].
-    #[arg(long, global = true)]
-    log: Option<String>,
-    /// Kafka only: commit each batch's outputs and input offsets in one transaction
-    /// [kafka.exactly_once].
-    #[arg(long, global = true)]
-    exactly_once: bool,
-    /// Order store backend: embedded://DIR or scylla://HOST:PORT[/KEYSPACE] [store.url].
-    #[arg(long, global = true)]
-    store: Option<String>,
-    /// Put the log and the store under DIR (shorthand for --log and --store embedded://DIR).
-    #[arg(long, global = true)]
-    data_dir: Option<PathBuf>,
-    /// Redis URL for the hot path, redis://HOST:PORT (absent: embedded) [redis.url].
-    #[arg(long, global = true)]
-    redis: Option<String>,
-    /// Partitions per topic [log.partitions].
-    #[arg(long, global = true)]
-    partitions: Option<u32>,
-    /// Catalog file (JSON) [catalog.file].
-    #[arg(long, global = true)]
-    catalog: Option<String>,
-    /// Promotion codes file (JSON) [promotions.file].
-    #[arg(long, global = true)]
-    promotions: Option<String>,
-    /// HS256 secret for tokens [jwt.secret].
-    #[arg(long, global = true)]
-    jwt_secret: Option<String>,
-    /// Refuse to start with settings only fit for development: the built-in JWT secret, CORS
-    /// open to any origin [env = "production"].
-    #[arg(long, global = true)]
-    production: bool,
-}
-
-impl Flags {
-    fn overrides(&self) -> Overrides {
-        let mut o = Overrides::default();
-        if let Some(dir) = &self.data_dir {
-            let url = format!("embedded://{}", dir.display());
-            o.set("log.url", url.as_str())
-                .set("store.url", url.as_str());
-        }
-        let strings = [
-            ("api.listen", &self.listen),
-            ("log.url", &self.log),
-            ("store.url", &self.store),
-            ("redis.url", &self.redis),
-            ("jwt.secret", &self.jwt_secret),
-            ("catalog.file", &self.catalog),
-            ("promotions.file", &self.promotions),
-        ];
-        for (key, value) in strings {
-            if let Some(value) = value {
-                o.set(key, value.as_str());
-            }
-        }
-        if let Some(partitions) = self.partitions {
-            o.set("log.partitions", partitions);
-        }
-        if self.exactly_once {
-            o.set("kafka.exactly_once", true);
-        }
-        if self.production {
-            o.set("env", "production");
-        }
-        o
-    }
 }
 
 #[derive(Subcommand)]
@@ -195,19 +116,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error with its causes, each once: errors here end their message with their
-/// cause's (so log lines are complete), and a chain would repeat it.
+/// Prints the error with its causes and exits 2.
 fn fail(e: &anyhow::Error) -> ExitCode {
-    let mut message = String::new();
-    for cause in e.chain().map(ToString::to_string) {
-        if !message.ends_with(&cause) {
-            if !message.is_empty() {
-                message.push_str(": ");
-            }
-            message.push_str(&cause);
-        }
-    }
-    eprintln!("orderflow: error: {message}");
+    eprintln!("orderflow: error: {}", error::one_line(e.as_ref()));
     ExitCode::from(2)
 }
 

@@ -88,3 +88,21 @@ impl AppError {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once: errors here end their message with
+/// their cause's (so log lines are complete), and walking the chain would repeat it.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !message.ends_with(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        next = cause.source();
+    }
+    message
+}

@@ -4,12 +4,14 @@
 //!
 //! - [`sections`]: one struct per component (`[api]`, `[log]`, `[redis]`, …) with its defaults.
 //! - [`url`]: backend URLs, parsed once into [`LogUrl`], [`StoreUrl`] and [`RedisUrl`].
+//! - [`flags`]: the command line's [`Flags`], the last layer.
 //!
 //! Environment variables name a section and a key: `ORDERFLOW_<SECTION>_<KEY>`, e.g.
 //! `ORDERFLOW_RETRY_BASE_MS=5` sets `[retry] base_ms`. A section's name alone sets its main key:
 //! `ORDERFLOW_LOG`, `ORDERFLOW_STORE` and `ORDERFLOW_REDIS` its `url`, `ORDERFLOW_CATALOG` and
 //! `ORDERFLOW_PROMOTIONS` its `file`. `ORDERFLOW_CONFIG` names the file itself.
 
+pub mod flags;
 pub mod sections;
 pub mod url;
 
@@ -19,6 +21,7 @@ use figment::value::{Dict, Value};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+pub use flags::Flags;
 pub use sections::{
     ApiConfig, DEV_SECRET, Deployment, JwtConfig, KafkaSection, LogConfig, LogFormat,
     LoggingConfig, MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection,
