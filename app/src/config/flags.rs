@@ -86,6 +86,8 @@ impl Flags {
 }
 
 #[cfg(test)]
+// figment's Jail closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use crate::config::{Config, Deployment, LogUrl};
