@@ -2,8 +2,11 @@
 //! a request's headers, and a cap on open connections, so a client that opens connections and
 //! never finishes a request cannot use up the process.
 
+use crate::Problem;
 use axum::Router;
 use axum::body::Body;
+use axum::http::header;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -27,9 +30,6 @@ pub struct ServerLimits {
     /// closed.
     pub max_connections: usize,
 }
-
-/// The problem a connection over the cap is told before it is closed.
-const OVER_CAPACITY: &str = r#"{"type":"/problems/unavailable","title":"Service unavailable","status":503,"detail":"too many open connections; retry shortly"}"#;
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then lets the open
 /// connections finish their requests (the caller bounds how long it waits).
@@ -88,15 +88,31 @@ pub async fn serve(
     Ok(())
 }
 
-/// Tells a connection over the cap to come back later, and closes it.
+/// Tells a connection over the cap to come back later — the API's own 503 problem, with
+/// `Retry-After` — and closes it, without waiting for its request.
 async fn refuse(mut stream: TcpStream) {
+    let (parts, body) = Problem::unavailable("too many open connections; retry shortly")
+        .into_response()
+        .into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return;
+    };
+    let mut head = format!("HTTP/1.1 {}\r\n", parts.status);
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    head.push_str(&format!(
+        "connection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    ));
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let answer = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
-             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAPACITY}",
-            OVER_CAPACITY.len()
-        );
-        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.write_all(head.as_bytes()).await;
+        let _ = stream.write_all(&body).await;
         let _ = stream.shutdown().await;
     })
     .await;
