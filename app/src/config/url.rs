@@ -171,21 +171,19 @@ pub(crate) fn list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Er
 
 /// `http(s)://host[:port]` with nothing after it: what a browser sends as `Origin`.
 pub(crate) fn is_origin(text: &str) -> bool {
-    let Some(rest) = text
-        .strip_prefix("https://")
-        .or_else(|| text.strip_prefix("http://"))
-    else {
+    let Ok(uri) = text.parse::<axum::http::Uri>() else {
         return false;
     };
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (rest, None),
-    };
-    !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        && port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0))
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some_and(|a| {
+            !a.host().is_empty()
+                && !a.as_str().contains('@')
+                && (a.port().is_none() || a.port_u16().is_some_and(|p| p > 0))
+        })
+        // An origin has no path, not even "/" (the parser reports "/" for none).
+        && uri.path() == "/"
+        && uri.query().is_none()
+        && !text.ends_with('/')
 }
 
 #[cfg(test)]
@@ -212,5 +210,28 @@ mod tests {
         assert!("scylla://".parse::<StoreUrl>().is_err());
         assert!("localhost:6379".parse::<RedisUrl>().is_err());
         assert!("redis-cluster://h:1".parse::<RedisUrl>().is_ok());
+    }
+
+    #[test]
+    fn origins_are_scheme_and_host_only() {
+        for good in [
+            "https://shop.example",
+            "http://localhost:3000",
+            "https://m.shop.example:8443",
+        ] {
+            assert!(is_origin(good), "{good}");
+        }
+        for bad in [
+            "shop.example",
+            "https://shop.example/",
+            "https://shop.example/checkout",
+            "https://shop.example?x=1",
+            "ftp://shop.example",
+            "https://user@shop.example",
+            "https://shop.example:0",
+            "*",
+        ] {
+            assert!(!is_origin(bad), "{bad}");
+        }
     }
 }
