@@ -10,6 +10,15 @@ use support::{App, checkout, token, write_catalog};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// `orderflow serve` on a catalog of one SKU, with `env` set; the directory lives as long as
+/// the caller keeps it.
+fn start(env: &[(&str, &str)]) -> (tempfile::TempDir, App) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
+    let app = App::start_with(&dir.path().join("data"), &catalog, env);
+    (dir, app)
+}
+
 /// The `host:port` of `app`.
 fn addr(app: &App) -> String {
     app.base.trim_start_matches("http://").to_owned()
@@ -45,13 +54,7 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_requests_are_closed_at_the_header_deadline_while_checkouts_go_through() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
-    let app = App::start_with(
-        &dir.path().join("data"),
-        &catalog,
-        &[("ORDERFLOW_API_HEADER_READ_TIMEOUT_MS", "2000")],
-    );
+    let (_dir, app) = start(&[("ORDERFLOW_API_HEADER_READ_TIMEOUT_MS", "2000")]);
     let addr = addr(&app);
     let customer = token("cust-edge", "checkout orders:read");
 
@@ -91,13 +94,7 @@ async fn half_sent_requests_are_closed_at_the_header_deadline_while_checkouts_go
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_cap_get_503_and_both_http_versions_serve() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
-    let app = App::start_with(
-        &dir.path().join("data"),
-        &catalog,
-        &[("ORDERFLOW_API_MAX_CONNECTIONS", "20")],
-    );
+    let (_dir, app) = start(&[("ORDERFLOW_API_MAX_CONNECTIONS", "20")]);
     let addr = addr(&app);
 
     // HTTP/2 with prior knowledge (what a proxy speaks in cleartext) and HTTP/1.1.
@@ -163,13 +160,7 @@ async fn connections_over_the_cap_get_503_and_both_http_versions_serve() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_in_flight_cap_get_503_and_nothing_accepted_is_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
-    let app = App::start_with(
-        &dir.path().join("data"),
-        &catalog,
-        &[("ORDERFLOW_API_MAX_IN_FLIGHT", "4")],
-    );
+    let (_dir, app) = start(&[("ORDERFLOW_API_MAX_IN_FLIGHT", "4")]);
     let customer = token("cust-shed", "checkout orders:read");
     let bodies = (0..400)
         .map(|_| checkout(&[("SKU-A", 1)], "tok_visa"))

@@ -125,14 +125,11 @@ impl RedisOrderCache {
 }
 
 /// `items` in runs of at most `KEYS_PER_CALL`.
-fn chunks<T>(mut items: Vec<T>) -> Vec<Vec<T>> {
-    let mut runs = Vec::with_capacity(items.len().div_ceil(KEYS_PER_CALL));
-    while items.len() > KEYS_PER_CALL {
-        let rest = items.split_off(KEYS_PER_CALL);
-        runs.push(std::mem::replace(&mut items, rest));
-    }
-    if !items.is_empty() {
-        runs.push(items);
+fn chunks<T>(items: Vec<T>) -> Vec<Vec<T>> {
+    let mut items = items.into_iter().peekable();
+    let mut runs = Vec::new();
+    while items.peek().is_some() {
+        runs.push(items.by_ref().take(KEYS_PER_CALL).collect());
     }
     runs
 }
