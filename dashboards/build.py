@@ -290,7 +290,8 @@ def overview() -> dm.Dashboard:
         series(
             "Checkouts/s by outcome",
             "rate(orderflow_checkouts_total[1m]) by outcome: accepted, and each kind of refusal "
-            "the ingest answered without appending.",
+            "the ingest answered without appending (rate_limited: over a [limits] budget; shed: "
+            "over limits.max_backlog).",
             [q(f"sum by (outcome) (rate(orderflow_checkouts_total{{{ROLE}}}[{RATE}]))", "{{outcome}}")],
             "reqps",
         ),
@@ -381,8 +382,13 @@ def overview() -> dm.Dashboard:
         series(
             "Consumer lag",
             "The orderflow_stage_consumer_lag gauge summed over topics and partitions: records each "
-            "consumer group has not committed yet (refreshed every 5 s).",
-            [q(f"sum by (stage) (orderflow_stage_consumer_lag{{{ROLE}}})", "{{stage}}")],
+            "consumer group has not committed yet (refreshed every 5 s); and the backlog the API "
+            "reads for validate (orderflow_ingest_backlog, every limits.backlog_check_ms): above "
+            "limits.max_backlog new checkouts are refused 503 (outcome shed).",
+            [
+                q(f"sum by (stage) (orderflow_stage_consumer_lag{{{ROLE}}})", "{{stage}}"),
+                q(f"max(orderflow_ingest_backlog{{{ROLE}}})", "API's backlog reading (validate)"),
+            ],
             "short",
         ),
         series(

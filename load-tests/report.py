@@ -223,6 +223,10 @@ if steps:
                  "drain_seconds": round(s["drained"] - s["end"], 1)}
         if drained:
             entry["whole_step_accept_to_terminal_ms"] = drained["accept_to_terminal_ms"]
+        if "refused_so_far" in s:
+            # Checkouts the server refused (shed over the backlog bound, rate limited, …) by the
+            # end of this step, counted since the start.
+            entry["refused_so_far"] = s["refused_so_far"]
         if s.get("orders") and s.get("redis_commands"):
             entry["redis_commands_per_order"] = round(s["redis_commands"] / s["orders"], 1)
             entry["redis_cpu_us_per_order"] = round(s["redis_cpu_us"] / s["orders"], 1)

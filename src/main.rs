@@ -54,6 +54,13 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Sign with this PEM private key (RSA: RS256, EC P-256: ES256) instead of jwt.secret;
+        /// needed when tokens are verified with jwt.jwks_file or jwt.public_key_file.
+        #[arg(long, value_name = "PEM")]
+        private_key: Option<std::path::PathBuf>,
+        /// The key id (kid) the token names: the key's id in jwt.jwks_file.
+        #[arg(long, requires = "private_key")]
+        kid: Option<String>,
     },
     /// Check initial = available + reserved + committed for every SKU; exit 1 on a breach.
     Audit,
@@ -143,9 +150,15 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             sub,
             scope,
             ttl_secs,
+            private_key,
+            kid,
         } => {
             let ttl = Duration::from_secs(ttl_secs);
-            return Ok(commands::token(&config, &sub, &scope, ttl).map(|()| ok)?);
+            let signing = commands::Signing {
+                private_key: private_key.as_deref(),
+                kid: kid.as_deref(),
+            };
+            return Ok(commands::token(&config, &sub, &scope, ttl, signing).map(|()| ok)?);
         }
         Command::Audit => return Ok(exit(commands::audit(&config).await?)),
         Command::Healthcheck { url } => {

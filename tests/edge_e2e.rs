@@ -214,3 +214,91 @@ fn production_refuses_to_start_with_cors_for_any_origin() {
     assert!(!ok, "started: {output}");
     assert!(output.contains("api.cors_origins"), "{output}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_over_its_budget_gets_429_whoever_it_claims_to_be() {
+    let (_dir, app) = start(&[
+        ("ORDERFLOW_LIMITS_IP_PER_SECOND", "1"),
+        ("ORDERFLOW_LIMITS_IP_BURST", "5"),
+    ]);
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        // A different customer every time: the budget is the connection's address's.
+        let customer = token(&format!("cust-ip-{i}"), "checkout");
+        let response = app
+            .client
+            .post(app.url("/v1/checkouts"))
+            .bearer_auth(&customer)
+            .json(&checkout(&[("SKU-A", 1)], "tok_visa"))
+            .send()
+            .await
+            .expect("answers");
+        let status = response.status().as_u16();
+        if status == 429 {
+            assert!(response.headers().contains_key("retry-after"));
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(body["type"], "/problems/rate-limited", "{body}");
+        }
+        statuses.push(status);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 202).count();
+    assert!((5..=7).contains(&accepted), "{statuses:?}");
+    assert_eq!(
+        accepted + statuses.iter().filter(|s| **s == 429).count(),
+        15
+    );
+    let health = app
+        .client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(health.status(), 200, "probes are never limited");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkouts_are_refused_503_while_the_first_stage_is_too_far_behind() {
+    // The API alone: nothing reads orders.accepted, so every checkout adds to the backlog.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
+    let app = App::start_command(
+        &dir.path().join("data"),
+        &catalog,
+        &[
+            ("ORDERFLOW_LIMITS_MAX_BACKLOG", "3"),
+            ("ORDERFLOW_LIMITS_BACKLOG_CHECK_MS", "50"),
+        ],
+        &["ingest"],
+    );
+    let customer = token("cust-backlog", "checkout orders:read");
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, body) = app
+            .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
+            .await
+            .expect("answers");
+        if status == 503 {
+            assert_eq!(body["type"], "/problems/overloaded", "{body}");
+        }
+        statuses.push(status);
+        // Past the reader's interval, so each answer follows the backlog.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(statuses[..4], [202, 202, 202, 202], "{statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("answers")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("orderflow_ingest_backlog{") && l.ends_with("} 4")),
+        "{metrics}"
+    );
+}

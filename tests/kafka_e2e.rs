@@ -578,3 +578,60 @@ async fn split_workers_serve_metrics_and_readiness() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_checkouts_while_validate_lags_on_kafka_and_takes_them_once_it_catches_up()
+{
+    let broker = KafkaBroker::start();
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 1000, 1000)]);
+    let (url, redis_url) = (broker.url(), redis.url());
+    let mut env = kafka_env(&url, &redis_url);
+    env.extend([
+        ("ORDERFLOW_LIMITS_MAX_BACKLOG", "3"),
+        ("ORDERFLOW_LIMITS_BACKLOG_CHECK_MS", "100"),
+    ]);
+    let d = dir.path();
+    let ingest = App::start_command(
+        &d.join("ingest"),
+        &catalog,
+        &env,
+        &with_log(&url, &["ingest"]),
+    );
+    let customer = token("cust-lag", "checkout orders:read");
+    // Nothing reads orders.accepted yet: the group's backlog is every checkout accepted.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let (status, body) = ingest
+            .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
+            .await
+            .expect("answers");
+        if status == 503 {
+            assert_eq!(body["type"], "/problems/overloaded", "{body}");
+        }
+        statuses.push(status);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(statuses[..4], [202, 202, 202, 202], "{statuses:?}");
+    assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
+
+    // The first stage starts and commits: the bound is met again and checkouts are taken.
+    let _validate = worker(d, "validate", &catalog, &env, &url, &["validate"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = ingest
+            .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
+            .await
+            .expect("answers");
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(
+            Instant::now() < deadline,
+            "still refused after validate caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -154,7 +154,12 @@ async fn every_panel_and_alert_evaluates_and_a_poison_record_fires_the_dlq_alert
     let d = dir.path();
     // SKU-L starts under the low-stock threshold (100), so its gauge exists.
     let catalog = write_catalog(d, &[("SKU-A", 1000, 1_000_000), ("SKU-L", 500, 60)]);
-    let serve = App::start(&d.join("serve"), &catalog);
+    // The backlog bound on (the tests' default turns the limits off), so its gauge exists.
+    let serve = App::start_with(
+        &d.join("serve"),
+        &catalog,
+        &[("ORDERFLOW_LIMITS_MAX_BACKLOG", "1000000")],
+    );
 
     let broker = KafkaBroker::start();
     let redis = RedisServer::start();
@@ -164,6 +169,7 @@ async fn every_panel_and_alert_evaluates_and_a_poison_record_fires_the_dlq_alert
         ("ORDERFLOW_REDIS", redis_url.as_str()),
         ("ORDERFLOW_LOG_PARTITIONS", "2"),
         ("ORDERFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ("ORDERFLOW_LIMITS_MAX_BACKLOG", "1000000"),
     ];
     let with_log = |args: &[&'static str]| -> Vec<&str> {
         let mut all = vec!["--log", url.as_str()];

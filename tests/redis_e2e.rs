@@ -50,10 +50,13 @@ async fn the_redis_hot_path_survives_an_outage_without_losing_or_overselling() {
         &[
             ("ORDERFLOW_REDIS", redis.url().as_str()),
             ("ORDERFLOW_PROMOTIONS", promotions.to_str().expect("utf-8")),
-            // A limit nobody reaches: every checkout asks Redis, and while Redis is paused the
-            // limiter must let checkouts through instead of failing them.
-            ("ORDERFLOW_API_RATE_LIMIT_PER_SECOND", "1000000"),
-            ("ORDERFLOW_API_RATE_LIMIT_BURST", "1000000"),
+            // Limits nobody reaches: every request asks Redis (per address, and per customer
+            // on checkouts), and while Redis is paused the limiter must let requests through
+            // instead of failing them.
+            ("ORDERFLOW_LIMITS_CUSTOMER_PER_SECOND", "1000000"),
+            ("ORDERFLOW_LIMITS_CUSTOMER_BURST", "1000000"),
+            ("ORDERFLOW_LIMITS_IP_PER_SECOND", "1000000"),
+            ("ORDERFLOW_LIMITS_IP_BURST", "1000000"),
         ],
     );
     let customer = token("cust-redis", "checkout orders:read");

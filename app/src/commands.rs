@@ -7,6 +7,7 @@ use crate::error::AppError;
 use crate::process::warn_dev_secret;
 use orderflow_pipeline::dlq;
 use orderflow_stages::topology;
+use std::path::Path;
 use std::time::Duration;
 
 /// Creates the topics and seeds the catalog's stock where a SKU has none yet.
@@ -20,16 +21,60 @@ pub async fn seed(config: &Config) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Prints a token signed with the configured secret.
-pub fn token(config: &Config, sub: &str, scope: &str, ttl: Duration) -> Result<(), AppError> {
-    if config.uses_dev_secret() {
-        warn_dev_secret();
+/// How `orderflow token` signs: the configured secret (HS256), or a private key.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signing<'a> {
+    /// A PEM private key (RSA: RS256, EC P-256: ES256); `None`: `jwt.secret`.
+    pub private_key: Option<&'a Path>,
+    /// The `kid` the token names (the key's id in `jwt.jwks_file`).
+    pub kid: Option<&'a str>,
+}
+
+/// Prints a token signed with the configured secret, or with `signing.private_key`. With public
+/// keys configured, a token signed by the secret would be refused, so that is an error; a
+/// token signed by a private key must verify against the configured keys.
+pub fn token(
+    config: &Config,
+    sub: &str,
+    scope: &str,
+    ttl: Duration,
+    signing: Signing<'_>,
+) -> Result<(), AppError> {
+    let auth = config.jwt.auth()?;
+    let verifier = config.jwt.key_file();
+    let auth = match (signing.private_key, &verifier) {
+        (Some(path), _) => {
+            let what = || format!("the private key {}", path.display());
+            let pem =
+                std::fs::read(path).map_err(|e| AppError::backend(what(), "--private-key", e))?;
+            let (key, algorithm) = orderflow_ingest::auth::keys::signing_key(&pem)
+                .map_err(|e| AppError::backend(what(), "--private-key", e))?;
+            auth.signing_with(key, algorithm, signing.kid.map(str::to_owned))
+        }
+        (None, Some((key, file))) => {
+            return Err(AppError::Usage(format!(
+                "tokens are verified with {key} ({}), so a token signed with jwt.secret would \
+                 be refused; sign with the identity provider's private key instead: orderflow \
+                 token --sub ID --private-key KEY.pem --kid KID",
+                file.path().display()
+            )));
+        }
+        (None, None) => {
+            if config.uses_dev_secret() {
+                warn_dev_secret();
+            }
+            auth
+        }
+    };
+    let token = auth.mint(sub, scope, ttl).map_err(AppError::Mint)?;
+    if let Some((key, _)) = verifier {
+        auth.verify_token(&token).map_err(|refused| {
+            AppError::Usage(format!(
+                "the token would be refused by the keys of {key}: {}",
+                refused.detail
+            ))
+        })?;
     }
-    let token = config
-        .jwt
-        .auth()
-        .mint(sub, scope, ttl)
-        .map_err(AppError::Mint)?;
     println!("{token}");
     Ok(())
 }

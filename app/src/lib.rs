@@ -6,6 +6,7 @@
 //! - [`backends`]: [`Backends::connect`] turns the configured URLs into trait objects, with the
 //!   periodic chores their adapters need.
 //! - [`supervisor`]: the one [`Supervisor`] every background task runs under.
+//! - [`keys`]: the chore that reloads the JWT key file when it changes (key rotation).
 //! - [`process`]: [`App::build`] and [`App::run_until_stopped`] for a [`Role`] (`serve`,
 //!   `ingest`, stage workers); every process serves `/metrics`, `/healthz` and `/readyz`.
 //! - [`commands`]: `seed`, `token`, `audit`, `dlq list|replay`.
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod gauges;
+pub mod keys;
 pub mod process;
 pub mod supervisor;
 pub mod tables;

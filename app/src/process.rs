@@ -8,7 +8,9 @@ use crate::error::AppError;
 use crate::supervisor::{Chore, Supervisor, shutdown_signal};
 use crate::telemetry;
 use metrics_exporter_prometheus::PrometheusHandle;
-use orderflow_ingest::{ApiSettings, AppState, OpsState};
+use orderflow_ingest::auth::KeyFile;
+use orderflow_ingest::limits::Backlog;
+use orderflow_ingest::{ApiSettings, AppState, Auth, OpsState};
 use orderflow_pipeline::{RetryPolicy, Runner};
 use orderflow_stages::topology::{self, STAGES, StageSpec};
 pub use orderflow_stages::topology::{PROJECTOR, stage_names};
@@ -84,6 +86,9 @@ pub struct App {
     metrics: PrometheusHandle,
     listener: TcpListener,
     addr: SocketAddr,
+    /// Token checks, and the key file they were read from (reloaded when it changes).
+    auth: Arc<Auth>,
+    key_file: Option<KeyFile>,
 }
 
 impl App {
@@ -91,6 +96,7 @@ impl App {
     /// backends, creates the topics, seeds stock and binds `api.listen`.
     pub async fn build(config: Config, role: Role) -> Result<Self, AppError> {
         check_role(&config, &role)?;
+        let (auth, key_file) = config.jwt.load()?;
         let metrics = telemetry::install_metrics(role.command())?;
         let (backends, chores) = Backends::connect(&config).await?;
         let seeded = backends.prepare().await?;
@@ -115,6 +121,8 @@ impl App {
             metrics,
             listener,
             addr,
+            auth: Arc::new(auth),
+            key_file,
         })
     }
 
@@ -188,7 +196,30 @@ impl App {
             if self.config.uses_dev_secret() {
                 warn_dev_secret();
             }
-            orderflow_ingest::app(api_state(&self.config, &self.backends, self.metrics))
+            if let (Some(file), Some(every)) = (self.key_file, self.config.jwt.reload_every()) {
+                supervisor.every(crate::keys::reloader(self.auth.clone(), file, every));
+            }
+            let backlog = Arc::new(Backlog::default());
+            if !self.config.limits.on() {
+                tracing::warn!(
+                    "Limits are off (limits.switch = off): no budgets per customer or client \
+                     address, no cap on requests in flight, no backlog bound; for benchmarks \
+                     and load tests only"
+                );
+            } else if self.config.limits.max_backlog > 0 {
+                supervisor.every(backlog_reader(
+                    &self.config,
+                    &self.backends,
+                    backlog.clone(),
+                ));
+            }
+            orderflow_ingest::app(api_state(
+                &self.config,
+                &self.backends,
+                self.metrics,
+                backlog,
+                self.auth,
+            ))
         } else {
             orderflow_ingest::ops::router(OpsState {
                 log: self.backends.log.clone(),
@@ -255,28 +286,71 @@ fn check_role(config: &Config, role: &Role) -> Result<(), AppError> {
     Ok(())
 }
 
-/// The API's state from the backends and the `[api]` settings.
-fn api_state(config: &Config, b: &Backends, metrics: PrometheusHandle) -> AppState {
+/// A limit of `per_second` with `burst`, or none for 0.
+fn rate(per_second: u32, burst: u32) -> Option<Rate> {
+    (per_second > 0).then_some(Rate { per_second, burst })
+}
+
+/// Keeps `backlog` at the first stage's backlog on `orders.accepted`, read every
+/// `limits.backlog_check_ms`, and publishes it as `orderflow_ingest_backlog`. A reading that
+/// fails leaves the last one in place: appends fail on their own when the log is away.
+fn backlog_reader(config: &Config, b: &Backends, backlog: Arc<Backlog>) -> Chore {
+    let log = b.log.clone();
+    let group = STAGES[0].name;
+    let every = Duration::from_millis(config.limits.backlog_check_ms);
+    Chore::new("backlog-reader", every, move || {
+        let (log, backlog) = (log.clone(), backlog.clone());
+        async move {
+            match log.backlog(group, topology::ACCEPTED).await {
+                Ok(records) => {
+                    backlog.set(records);
+                    metrics::gauge!("orderflow_ingest_backlog").set(records as f64);
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot read the first stage's backlog"),
+            }
+            Ok(())
+        }
+    })
+}
+
+/// The API's state from the backends and the `[api]` and `[limits]` settings.
+fn api_state(
+    config: &Config,
+    b: &Backends,
+    metrics: PrometheusHandle,
+    backlog: Arc<Backlog>,
+    auth: Arc<Auth>,
+) -> AppState {
+    // `limits.switch = off` (benchmarks, load tests) lifts every limit at once.
+    let (limits, on) = (&config.limits, config.limits.on());
     AppState {
         log: b.log.clone(),
         ledger: b.ledger.clone(),
         idempotency: b.idempotency.clone(),
         orders: b.orders.clone(),
         limiter: b.limiter.clone(),
+        backlog,
         feed: b.feed.clone(),
         catalog: b.catalog.clone(),
-        auth: Arc::new(config.jwt.auth()),
+        auth,
         metrics: Some(metrics),
         settings: Arc::new(ApiSettings {
             max_body_bytes: config.api.max_body_bytes,
             accepted_topic: topology::ACCEPTED.to_owned(),
             idempotency_ttl: config.api.idempotency_ttl(),
-            rate_limit: (config.api.rate_limit_per_second > 0).then_some(Rate {
-                per_second: config.api.rate_limit_per_second,
-                burst: config.api.rate_limit_burst,
-            }),
+            customer_limit: rate(limits.customer_per_second, limits.customer_burst).filter(|_| on),
+            ip_limit: rate(limits.ip_per_second, limits.ip_burst).filter(|_| on),
+            client_ip_header: axum::http::HeaderName::from_bytes(
+                limits.client_ip_header.as_bytes(),
+            )
+            .ok(),
+            max_backlog: (on && limits.max_backlog > 0).then_some(limits.max_backlog),
             cors_origins: config.api.cors_origins.clone(),
-            max_in_flight: config.api.max_in_flight,
+            max_in_flight: if on {
+                config.api.max_in_flight
+            } else {
+                tokio::sync::Semaphore::MAX_PERMITS
+            },
         }),
     }
 }

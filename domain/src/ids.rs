@@ -34,6 +34,21 @@ impl fmt::Display for OrderId {
     }
 }
 
+/// On the API: the UUID's hyphenated text.
+impl utoipa::PartialSchema for OrderId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        // By name: utoipa's `KnownFormat::Uuid` needs its `uuid` feature for this one field.
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uuid".into())))
+            .description(Some("UUIDv7 order id"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for OrderId {}
+
 impl FromStr for OrderId {
     type Err = uuid::Error;
 

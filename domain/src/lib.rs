@@ -1,14 +1,18 @@
 //! Domain types of orderflow: ids, money, orders and their events, the catalog, and the wire codec.
 //!
 //! Everything here is plain data with no I/O. Stages, stores and the API share these types, and
-//! [`codec`] turns an [`OrderEvent`] into the bytes that travel on the log.
+//! [`codec`] turns an [`OrderEvent`] into the bytes that travel on the log. The types the API
+//! reads and answers derive `utoipa::ToSchema`; [`schema`] holds what the derive cannot say and
+//! [`number`] reads whole numbers written as `2.0`.
 
 pub mod catalog;
 pub mod codec;
 pub mod ids;
 pub mod money;
+pub mod number;
 pub mod order;
 pub mod promotions;
+pub mod schema;
 pub mod status;
 pub mod timestamp;
 pub mod view;

@@ -57,6 +57,17 @@ impl Serialize for Currency {
     }
 }
 
+/// On the API: a string of three upper-case letters.
+impl utoipa::PartialSchema for Currency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::schema::upper_code(3)
+            .description(Some("ISO 4217 currency code"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Currency {}
+
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
@@ -65,7 +76,7 @@ impl<'de> Deserialize<'de> for Currency {
 }
 
 /// An amount of money: integer minor units (cents for USD) in one currency.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     /// Amount in minor units.
     pub minor: i64,

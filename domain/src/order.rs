@@ -3,64 +3,95 @@
 use crate::{Currency, Money, OrderId, OrderStatus};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Most lines one order may carry.
 pub const MAX_LINES: usize = 100;
 /// Largest quantity of one line.
 pub const MAX_QUANTITY: u32 = 1000;
+/// Longest SKU, in characters.
+pub const MAX_SKU_CHARS: usize = 64;
+/// Longest line of a shipping address (name, street, city, postal code), in characters.
+pub const MAX_ADDRESS_CHARS: usize = 200;
+/// Most coupon codes on one checkout.
+pub const MAX_COUPONS: usize = 10;
+/// Longest coupon code, in characters.
+pub const MAX_COUPON_CHARS: usize = 64;
+/// Longest payment token, in characters.
+pub const MAX_TOKEN_CHARS: usize = 255;
 
 /// One line of a checkout: a SKU and how many units.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineItem {
     /// Catalog SKU, e.g. `SKU-0001`.
+    #[schema(schema_with = crate::schema::sku)]
     pub sku: String,
     /// Units wanted, 1..=1000.
+    #[serde(deserialize_with = "crate::number::whole")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
 }
 
 /// Where to ship the order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     /// Recipient name.
+    #[schema(schema_with = crate::schema::address_line)]
     pub name: String,
     /// Street line.
+    #[schema(schema_with = crate::schema::address_line)]
     pub line1: String,
-    /// Second street line.
+    /// Second street line; absent or null when there is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line2: Option<String>,
     /// City.
+    #[schema(schema_with = crate::schema::address_line)]
     pub city: String,
     /// Region or state code.
     #[serde(default)]
     pub region: String,
     /// Postal code.
+    #[schema(schema_with = crate::schema::address_line)]
     pub postal_code: String,
     /// ISO 3166-1 alpha-2 country code.
+    #[schema(schema_with = crate::schema::country)]
     pub country: String,
 }
 
 /// How the customer pays: a token from the payment provider's client library.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentRequest {
     /// Provider token such as `tok_visa`.
+    #[schema(schema_with = crate::schema::payment_token)]
     pub token: String,
 }
 
 /// The body of `POST /v1/checkouts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "currency": "USD",
+    "lines": [{"sku": "SKU-0001", "quantity": 2}],
+    "shipping_address": {"name": "Alice", "line1": "1 Main St", "city": "San Francisco",
+                         "region": "CA", "postal_code": "94107", "country": "US"},
+    "coupon_codes": ["WELCOME10"],
+    "payment": {"token": "tok_visa"}
+}))]
 pub struct CheckoutRequest {
     /// ISO 4217 currency of the order.
+    #[schema(schema_with = crate::schema::currency)]
     pub currency: String,
     /// What to buy.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineItem>,
     /// Where to ship.
     pub shipping_address: Address,
     /// Promotion codes to apply.
     #[serde(default)]
+    #[schema(schema_with = crate::schema::coupon_codes)]
     pub coupon_codes: Vec<String>,
     /// How to pay.
     pub payment: PaymentRequest,
@@ -68,8 +99,10 @@ pub struct CheckoutRequest {
 
 impl CheckoutRequest {
     /// Checks the shape rules that need no catalog; returns every problem found, each naming
-    /// the offending field.
+    /// the offending field. Lengths count characters, as the OpenAPI document's do; "blank"
+    /// means only white space.
     pub fn structural_problems(&self) -> Vec<String> {
+        let chars = |s: &str| s.chars().count();
         let mut problems = Vec::new();
         if Currency::parse(&self.currency).is_err() {
             problems.push("currency: must be a three-letter upper-case ISO 4217 code".to_owned());
@@ -81,8 +114,10 @@ impl CheckoutRequest {
             problems.push(format!("lines: at most {MAX_LINES} lines are allowed"));
         }
         for (i, line) in self.lines.iter().enumerate() {
-            if line.sku.trim().is_empty() || line.sku.len() > 64 {
-                problems.push(format!("lines[{i}].sku: must be 1 to 64 characters"));
+            if line.sku.trim().is_empty() || chars(&line.sku) > MAX_SKU_CHARS {
+                problems.push(format!(
+                    "lines[{i}].sku: must be 1 to {MAX_SKU_CHARS} characters, not blank"
+                ));
             }
             if line.quantity == 0 || line.quantity > MAX_QUANTITY {
                 problems.push(format!("lines[{i}].quantity: must be 1 to {MAX_QUANTITY}"));
@@ -95,9 +130,9 @@ impl CheckoutRequest {
             ("city", &a.city),
             ("postal_code", &a.postal_code),
         ] {
-            if value.trim().is_empty() || value.len() > 200 {
+            if value.trim().is_empty() || chars(value) > MAX_ADDRESS_CHARS {
                 problems.push(format!(
-                    "shipping_address.{field}: must be 1 to 200 characters"
+                    "shipping_address.{field}: must be 1 to {MAX_ADDRESS_CHARS} characters, not blank"
                 ));
             }
         }
@@ -105,11 +140,20 @@ impl CheckoutRequest {
             problems
                 .push("shipping_address.country: must be an ISO 3166-1 alpha-2 code".to_owned());
         }
-        if self.coupon_codes.len() > 10 || self.coupon_codes.iter().any(|c| c.len() > 64) {
-            problems.push("coupon_codes: at most 10 codes of at most 64 characters".to_owned());
+        if self.coupon_codes.len() > MAX_COUPONS
+            || self
+                .coupon_codes
+                .iter()
+                .any(|c| chars(c) > MAX_COUPON_CHARS)
+        {
+            problems.push(format!(
+                "coupon_codes: at most {MAX_COUPONS} codes of at most {MAX_COUPON_CHARS} characters"
+            ));
         }
-        if self.payment.token.trim().is_empty() || self.payment.token.len() > 255 {
-            problems.push("payment.token: must be 1 to 255 characters".to_owned());
+        if self.payment.token.trim().is_empty() || chars(&self.payment.token) > MAX_TOKEN_CHARS {
+            problems.push(format!(
+                "payment.token: must be 1 to {MAX_TOKEN_CHARS} characters, not blank"
+            ));
         }
         problems
     }
@@ -124,7 +168,7 @@ pub struct Reservation {
 }
 
 /// One priced line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PricedLine {
     /// SKU of the line.
     pub sku: String,
@@ -137,7 +181,7 @@ pub struct PricedLine {
 }
 
 /// The totals computed by the price stage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PriceBreakdown {
     /// Each line with its price.
     pub lines: Vec<PricedLine>,
@@ -166,7 +210,7 @@ pub struct Payment {
 }
 
 /// The hand-off to the carrier.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Shipment {
     /// Carrier name.
     pub carrier: String,
@@ -174,6 +218,7 @@ pub struct Shipment {
     pub tracking_number: String,
     /// When the parcel was handed over.
     #[serde(with = "crate::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub shipped_at: DateTime<Utc>,
 }
 
@@ -188,7 +233,7 @@ pub struct Notification {
 }
 
 /// Why an order was refused. These are business outcomes, not errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RejectionCode {
     /// The order breaks a rule (quantity, currency, country, line count).

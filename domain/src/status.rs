@@ -5,7 +5,7 @@ use std::fmt;
 
 /// Where an order stands. The order of the variants is the order of the pipeline; `Rejected`
 /// can follow any non-terminal status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Durably appended by the ingest.

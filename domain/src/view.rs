@@ -7,12 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// One step of an order's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// The status reached.
     pub status: OrderStatus,
     /// When.
     #[serde(with = "crate::timestamp")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: DateTime<Utc>,
 }
 

@@ -1,11 +1,23 @@
-//! HS256 JWTs: verifying the customer's token and minting tokens for curl, k6 and tests.
+//! JWTs: verifying the customer's token and minting tokens for curl, k6 and tests.
+//!
+//! Tokens are verified with one HS256 secret, or with public keys ([`keys`]): an RSA or EC key
+//! from a PEM file (RS256, ES256), or a JSON Web Key Set whose key the token's `kid` names.
+//! Each key takes exactly one algorithm, so with public keys an HS256 token (or `alg: none`)
+//! is refused rather than checked against a public key as if it were a secret. The keys can be
+//! replaced while serving ([`Auth::replace_keys`], when the key file is rotated).
+
+pub mod keys;
 
 use crate::Problem;
+use arc_swap::ArcSwap;
 use axum::http::HeaderMap;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::{Algorithm, EncodingKey, Header, Validation, decode, decode_header, encode};
+use keys::NoKey;
+pub use keys::{KeyError, KeyFile, KeyFormat, KeySet};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The claims orderflow reads.
@@ -41,8 +53,14 @@ impl Claims {
 
 /// Why a token could not be minted.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot mint token: {0}")]
-pub struct MintError(#[source] jsonwebtoken::errors::Error);
+pub enum MintError {
+    /// Tokens are verified with public keys and no private key was given to sign with.
+    #[error("cannot mint token: no signing key (tokens are verified with public keys)")]
+    NoSigningKey,
+    /// Encoding or signing failed.
+    #[error("cannot mint token: {0}")]
+    Encode(#[source] jsonwebtoken::errors::Error),
+}
 
 /// Clock skew allowed on `exp` and `nbf`, in seconds.
 const LEEWAY_SECS: u64 = 30;
@@ -50,35 +68,98 @@ const LEEWAY_SECS: u64 = 30;
 /// Most verified tokens remembered; when full the memory starts over.
 const REMEMBERED: usize = 10_000;
 
-/// Verifies and mints tokens with one shared secret.
+/// The keys tokens are checked with now, and the tokens they verified. Replaced whole when the
+/// keys change, so a token remembered under the old keys is never taken under the new ones.
+struct Active {
+    keys: KeySet,
+    /// Tokens that verified, with their claims. A customer sends the same token with every
+    /// checkout and every poll of its order; checking its signature once is enough, since the
+    /// same bytes always verify the same way under the same keys. Expiry is checked on every
+    /// use.
+    verified: Mutex<HashMap<Box<str>, Claims>>,
+}
+
+impl Active {
+    fn new(keys: KeySet) -> Self {
+        Self {
+            keys,
+            verified: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// How minted tokens are signed.
+struct Signer {
+    key: EncodingKey,
+    /// Algorithm and `kid`.
+    header: Header,
+}
+
+/// Verifies tokens (and mints them, with a signing key).
 pub struct Auth {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// Swapped atomically on rotation; requests read it without a lock.
+    active: ArcSwap<Active>,
+    signer: Option<Signer>,
+    /// The claim rules; each key sets its one algorithm on a copy.
     validation: Validation,
     /// What minted tokens name as issuer and audience (those checked, if any).
     issuer: Option<String>,
     audience: Option<String>,
-    /// Tokens that verified, with their claims. A customer sends the same token with every
-    /// checkout and every poll of its order; checking its signature once is enough, since the
-    /// same bytes always verify the same way. Expiry is checked on every use.
-    verified: Mutex<HashMap<Box<str>, Claims>>,
 }
 
 impl Auth {
-    /// Tokens signed with `secret` (HS256).
+    /// Tokens signed with `secret` (HS256); minted tokens are signed with it too.
     pub fn new(secret: &[u8]) -> Self {
+        Self::with_keys(KeySet::secret(secret)).signing_with(
+            EncodingKey::from_secret(secret),
+            Algorithm::HS256,
+            None,
+        )
+    }
+
+    /// Tokens verified with `keys`; nothing is minted until [`signing_with`](Self::signing_with).
+    pub fn with_keys(keys: KeySet) -> Self {
+        // The algorithm is set per key at each check.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_aud = false;
         validation.validate_nbf = true;
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+            active: ArcSwap::from_pointee(Active::new(keys)),
+            signer: None,
             validation,
             issuer: None,
             audience: None,
-            verified: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Mints tokens signed with `key` for `algorithm`, naming `kid` in their header.
+    pub fn signing_with(
+        mut self,
+        key: EncodingKey,
+        algorithm: Algorithm,
+        kid: Option<String>,
+    ) -> Self {
+        let mut header = Header::new(algorithm);
+        header.kid = kid;
+        self.signer = Some(Signer { key, header });
+        self
+    }
+
+    /// Verifies tokens with `keys` from now on (a rotated key file); tokens verified under the
+    /// old keys are checked again.
+    pub fn replace_keys(&self, keys: KeySet) {
+        self.active.store(Arc::new(Active::new(keys)));
+    }
+
+    /// Whether tokens are verified with a shared secret (HS256) rather than public keys.
+    pub fn uses_secret(&self) -> bool {
+        self.active.load().keys.is_secret()
+    }
+
+    /// How many keys verify tokens now.
+    pub fn key_count(&self) -> usize {
+        self.active.load().keys.len()
     }
 
     /// Also requires tokens to name `issuer` (`iss`) and `audience` (`aud`), each when given,
@@ -112,7 +193,8 @@ impl Auth {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(MintError)
+        let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
+        encode(&signer.header, &claims, &signer.key).map_err(MintError::Encode)
     }
 
     /// The verified claims of the request's `Authorization: Bearer` token.
@@ -133,17 +215,41 @@ impl Auth {
     /// The verified claims of a bare token.
     pub fn verify_token(&self, token: &str) -> Result<Claims, Problem> {
         let token = token.trim();
+        let active = self.active.load();
         let now = chrono::Utc::now().timestamp().max(0) as u64;
         let fresh = |claims: &Claims| claims.exp.saturating_add(self.validation.leeway) > now;
-        if let Some(claims) = self.verified.lock().get(token).filter(|c| fresh(c)) {
+        if let Some(claims) = active.verified.lock().get(token).filter(|c| fresh(c)) {
             return Ok(claims.clone());
         }
-        let data = decode::<Claims>(token, &self.decoding, &self.validation)
+        // `alg: none` and unknown algorithms fail here: the header does not parse.
+        let header = decode_header(token)
             .map_err(|e| Problem::unauthorized(format!("invalid token: {e}")))?;
+        // Each key takes one algorithm: an HS256 token is never checked against a public key.
+        let wrong_algorithm = |takes: &[Algorithm]| {
+            Problem::unauthorized(format!(
+                "invalid token: signed with {:?}, but tokens here are signed with {takes:?}",
+                header.alg
+            ))
+        };
+        let key = active.keys.find(header.kid.as_deref()).map_err(|no_key| {
+            // A token naming no key may not be meant for public keys at all: say which.
+            let takes = active.keys.algorithms();
+            match no_key {
+                NoKey::MissingKeyId if !takes.contains(&header.alg) => wrong_algorithm(&takes),
+                no_key => Problem::unauthorized(no_key.to_string()),
+            }
+        })?;
+        if header.alg != key.algorithm {
+            return Err(wrong_algorithm(&[key.algorithm]));
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![key.algorithm];
+        let data = decode::<Claims>(token, &key.key, &validation)
+            .map_err(|e| Problem::unauthorized(refusal(&e)))?;
         if data.claims.sub.is_empty() {
             return Err(Problem::unauthorized("the token has no subject"));
         }
-        let mut verified = self.verified.lock();
+        let mut verified = active.verified.lock();
         if verified.len() >= REMEMBERED {
             // Expired tokens go first; only a memory full of live ones starts over.
             verified.retain(|_, c| fresh(c));
@@ -167,6 +273,25 @@ impl Auth {
         }
     }
 }
+
+/// What a client is told about a token that failed its checks.
+fn refusal(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired (exp)".to_owned(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidIssuer => "the token's issuer (iss) is not the one expected".to_owned(),
+        ErrorKind::InvalidAudience => "the token's audience (aud) is not this API".to_owned(),
+        ErrorKind::InvalidSignature => "the signature does not match the key".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        ErrorKind::Json(e) => format!("the token's claims cannot be read: {e}"),
+        _ => e.to_string(),
+    };
+    format!("invalid token: {why}")
+}
+
+#[cfg(test)]
+mod failures;
 
 #[cfg(test)]
 mod tests {
@@ -207,7 +332,11 @@ mod tests {
             .expect("mints");
         assert!(auth.verify(&bearer(&token)).is_ok());
         assert!(
-            auth.verified.lock().contains_key(token.as_str()),
+            auth.active
+                .load()
+                .verified
+                .lock()
+                .contains_key(token.as_str()),
             "remembered"
         );
         // A token that verified an hour ago and expired since: its memory is not used, and
@@ -228,7 +357,11 @@ mod tests {
             &EncodingKey::from_secret(b"secret"),
         )
         .expect("encodes");
-        auth.verified.lock().insert(stale.as_str().into(), claims);
+        auth.active
+            .load()
+            .verified
+            .lock()
+            .insert(stale.as_str().into(), claims);
         assert_eq!(
             auth.verify(&bearer(&stale))
                 .map_err(|p| p.status.as_u16())

@@ -1,12 +1,50 @@
 //! `GET /v1/catalog`: what is for sale and how much is left.
 
+use crate::openapi::Edge;
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
+use orderflow_domain::{Currency, Money};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// What is for sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Catalog)]
+pub struct CatalogBody {
+    /// The currency of every price.
+    pub currency: Currency,
+    /// Every SKU.
+    pub items: Vec<CatalogEntry>,
+}
+
+/// One SKU of the catalog with its stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CatalogEntry {
+    /// Stock-keeping unit.
+    pub sku: String,
+    /// Display name.
+    pub name: String,
+    /// Unit price.
+    pub price: Money,
+    /// Category.
+    pub category: String,
+    /// Shipping weight in grams.
+    pub weight_grams: u32,
+    /// Units free to reserve now.
+    pub available: u64,
+}
 
 /// Lists every SKU with name, price, category, weight and available stock.
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+#[utoipa::path(
+    get,
+    path = "/v1/catalog",
+    operation_id = "listCatalog",
+    summary = "What is for sale, and how much is left",
+    description = "No token needed.",
+    responses((status = 200, description = "The catalog", body = CatalogBody), Edge),
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<CatalogBody>, Problem> {
     let levels = state.ledger.levels().await.map_err(|e| {
         tracing::warn!(error = %e, "Stock ledger unavailable");
         Problem::unavailable("cannot read stock now; retry")
@@ -16,20 +54,18 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, Problem>
         .map(|l| (l.sku.as_str(), l.available))
         .collect();
     let currency = state.catalog.currency();
-    let items: Vec<Value> = state
+    let items = state
         .catalog
         .items()
         .iter()
-        .map(|item| {
-            json!({
-                "sku": item.sku,
-                "name": item.name,
-                "price": { "minor": item.price_minor, "currency": currency },
-                "category": item.category,
-                "weight_grams": item.weight_grams,
-                "available": available.get(item.sku.as_str()).copied().unwrap_or(0),
-            })
+        .map(|item| CatalogEntry {
+            sku: item.sku.clone(),
+            name: item.name.clone(),
+            price: Money::new(item.price_minor, currency),
+            category: item.category.clone(),
+            weight_grams: item.weight_grams,
+            available: available.get(item.sku.as_str()).copied().unwrap_or(0),
         })
         .collect();
-    Ok(Json(json!({ "currency": currency, "items": items })))
+    Ok(Json(CatalogBody { currency, items }))
 }

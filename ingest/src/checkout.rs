@@ -1,7 +1,7 @@
 //! `POST /v1/checkouts`: authenticate, validate the shape, append durably, answer 202.
 
 use crate::body::parse_json;
-use crate::{AppState, Problem};
+use crate::{AppState, Problem, limits};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -19,29 +19,38 @@ const PENDING_TTL: Duration = Duration::from_secs(30);
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
 
-/// How long the rate limiter may take before a checkout goes through without it.
-const LIMITER_PATIENCE: Duration = Duration::from_millis(50);
-
-/// `Some(wait)` if `customer` is over the checkout budget. The limit protects the pipeline; it
-/// guards no money and no stock, so while its store is slow or away checkouts pass rather than
-/// wait or fail.
-async fn over_budget(state: &AppState, customer: &str) -> Option<Duration> {
-    let rate = state.settings.rate_limit?;
-    let key = format!("checkout:{customer}");
-    match tokio::time::timeout(LIMITER_PATIENCE, state.limiter.acquire(&key, rate)).await {
-        Ok(Ok(wait)) => wait,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "Rate limiter unavailable; letting the checkout through");
-            None
-        }
-        Err(_) => {
-            tracing::warn!("Rate limiter too slow; letting the checkout through");
-            None
-        }
-    }
-}
-
 /// Accepts a checkout.
+#[utoipa::path(
+    post,
+    path = "/v1/checkouts",
+    operation_id = "createCheckout",
+    summary = "Accept a checkout",
+    description = "Answers 202 only once the order is durably on the log. Scope `checkout`.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255,
+            pattern = "^[!-~]+$", nullable = false,
+            description = "1 to 255 visible ASCII characters. The same key and body again: the \
+                same order id (with `Idempotent-Replayed: true`); another body: 422. Per customer."),
+    ),
+    request_body(content = orderflow_domain::CheckoutRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "On the log; follow it at `status_url` or `events_url`",
+            body = crate::openapi::AcceptedBody,
+            headers(
+                ("Location" = String, description = "The order's `status_url`"),
+                ("Idempotent-Replayed" = String, description = "`true` on a repeat of an accepted key"),
+            )),
+        crate::openapi::BadRequest,
+        crate::openapi::Unauthorized,
+        crate::openapi::Forbidden,
+        crate::openapi::Conflict,
+        crate::openapi::PayloadTooLarge,
+        crate::openapi::UnsupportedMediaType,
+        crate::openapi::Unprocessable,
+        crate::openapi::Edge,
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -54,6 +63,7 @@ pub async fn create(
     let outcome = match &result {
         Ok((_, true)) => Some("replayed"),
         Ok((_, false)) => None,
+        Err(p) if p.slug == "overloaded" => Some("shed"),
         Err(p) if p.status.is_server_error() => Some("unavailable"),
         Err(p) if p.status == StatusCode::TOO_MANY_REQUESTS => Some("rate_limited"),
         Err(_) => Some("refused"),
@@ -79,6 +89,7 @@ async fn accept(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(OrderId, bool), Problem> {
     let claims = state.auth.require(headers, "checkout")?;
+    limits::check_backlog(state)?;
     let key = idempotency_key(headers)?;
     let (request, _raw): (CheckoutRequest, _) =
         parse_json(headers, body, state.settings.max_body_bytes)?;
@@ -124,7 +135,7 @@ async fn accept(
     }
 
     // After the key check: a retry of an accepted checkout gets its 202 again, never a 429.
-    if let Some(wait) = over_budget(state, &claims.sub).await {
+    if let Some(wait) = limits::customer_over_budget(state, &claims.sub).await {
         if let Some(scoped) = &scoped_key
             && let Err(e) = state.idempotency.abandon(scoped, order_id).await
         {

@@ -1,7 +1,9 @@
 //! The HTTP API of orderflow (axum).
 //!
 //! [`app`] builds the router from an [`AppState`] of trait objects, so the binary and the tests
-//! wire it the same way. Routes:
+//! wire it the same way. The API routes are registered from [`openapi`]'s table, where each
+//! handler's `#[utoipa::path]` also describes it: the OpenAPI 3.1 document at `/openapi.json`
+//! is generated from the code, so it cannot drift from the router. Routes:
 //!
 //! | route | module |
 //! |---|---|
@@ -11,10 +13,12 @@
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
-//! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] |
+//! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] (the document: [`openapi`]) |
 //!
-//! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are HS256 JWTs
-//! ([`auth`]); CORS, request ids and security headers are added to every answer ([`edge`]).
+//! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are JWTs checked by
+//! [`auth`]: HS256 with a shared secret, or RS256/ES256 with a PEM public key or a JWKS picked
+//! by `kid` (swapped while serving when the key file rotates); CORS, request ids and security
+//! headers are added to every answer ([`edge`]).
 
 pub mod admin;
 pub mod auth;
@@ -22,6 +26,8 @@ pub mod body;
 pub mod catalog;
 pub mod checkout;
 pub mod edge;
+pub mod limits;
+pub mod openapi;
 pub mod ops;
 pub mod orders;
 pub mod problem;
@@ -31,7 +37,7 @@ pub mod ws;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_domain::Catalog;
 use orderflow_pipeline::Log;
@@ -54,7 +60,13 @@ pub struct ApiSettings {
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
     /// Checkouts per customer, if limited.
-    pub rate_limit: Option<Rate>,
+    pub customer_limit: Option<Rate>,
+    /// API requests per client address, if limited.
+    pub ip_limit: Option<Rate>,
+    /// The header a trusted proxy writes the client's address in; `None`: the peer address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
+    /// First-stage backlog over which checkouts are refused 503; `None`: no bound.
+    pub max_backlog: Option<u64>,
     /// Storefront origins browsers may call from (`*`: any); empty: none.
     pub cors_origins: Vec<String>,
     /// API requests handled at once; more are answered 503 with `Retry-After`.
@@ -72,8 +84,10 @@ pub struct AppState {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Order views.
     pub orders: Arc<dyn OrderStore>,
-    /// Per-customer checkout budgets (used when `settings.rate_limit` is set).
+    /// Budgets per customer and per client address (used when the settings limit them).
     pub limiter: Arc<dyn RateLimiter>,
+    /// The first stage's backlog, as last read.
+    pub backlog: Arc<limits::Backlog>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
     /// The catalog.
@@ -91,17 +105,14 @@ pub fn app(state: AppState) -> Router {
     let limit = state.settings.max_body_bytes;
     let cors = edge::cors(&state.settings.cors_origins);
     let in_flight = state.settings.max_in_flight;
-    let router = Router::new()
-        .route("/v1/checkouts", post(checkout::create))
-        .route("/v1/orders", get(orders::list_orders))
-        .route("/v1/orders/{id}", get(orders::get_order))
-        .route("/v1/orders/{id}/ws", get(ws::follow))
-        .route("/v1/catalog", get(catalog::list))
-        .route(
-            "/v1/admin/stock/{sku}",
-            get(admin::get_stock).put(admin::put_stock),
-        )
-        .route("/v1/admin/audit", get(admin::audit))
+    // The API routes come from the same table as their OpenAPI description.
+    let router = Router::from(openapi::api_routes())
+        // Per client address, inside the in-flight cap: a refused request costs no permit
+        // beyond its own check.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::per_client,
+        ))
         // Above the cap an API request is refused at once rather than queued; health checks
         // and metrics (merged after) stay outside it, so probes still answer under overload.
         // One semaphore for all these routes: axum applies a layer to each route on its own.

@@ -1,17 +1,20 @@
 //! Liveness, readiness, metrics and the fallbacks: the routes every process serves, the API
-//! and the stage workers alike ([`router`]).
+//! and the stage workers alike ([`router`]); and `/openapi.json`, which only the API serves.
 
+use crate::openapi::Unavailable;
 use crate::{AppState, Problem};
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_pipeline::Log;
 use orderflow_stores::StockLedger;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the operational routes look at: the log, the stock ledger and the metrics.
 #[derive(Clone)]
@@ -110,31 +113,94 @@ where
     S: Clone + Send + Sync + 'static,
     OpsState: FromRef<S>,
 {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    documented_routes().into()
+}
+
+/// [`routes`] with their OpenAPI descriptions.
+pub(crate) fn documented_routes<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    OpsState: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// The answer of `GET /readyz` when ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: String,
+    /// Each dependency checked, with `ok`.
+    pub checks: ReadyChecks,
+}
+
+/// The dependencies `/readyz` checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ReadyChecks {
+    /// The log takes appends.
+    pub log: String,
+    /// The stock ledger answers.
+    pub ledger: String,
 }
 
 /// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness: the process is up",
+    responses((status = 200, description = "Up", body = Health)),
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// `GET /readyz`: the log can take orders and the stock ledger can serve.
-pub async fn readyz(State(state): State<OpsState>) -> Result<Json<Value>, Problem> {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness: the log takes appends and the stock ledger answers",
+    responses((status = 200, description = "Ready", body = Readiness), Unavailable),
+)]
+pub async fn readyz(State(state): State<OpsState>) -> Result<Json<Readiness>, Problem> {
     if let Err(e) = state.log.ready().await {
         return Err(Problem::unavailable(format!("log not ready: {e}")));
     }
     if let Err(e) = state.ledger.ready().await {
         return Err(Problem::unavailable(format!("stock ledger not ready: {e}")));
     }
-    Ok(Json(
-        json!({ "status": "ready", "checks": { "log": "ok", "ledger": "ok" } }),
-    ))
+    let ok = || String::from("ok");
+    Ok(Json(Readiness {
+        status: "ready".into(),
+        checks: ReadyChecks {
+            log: ok(),
+            ledger: ok(),
+        },
+    }))
 }
 
 /// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics (`orderflow_*`)",
+    responses((status = 200, description = "Text exposition format 0.0.4", body = String,
+        content_type = "text/plain")),
+)]
 pub async fn metrics(State(state): State<OpsState>) -> Response {
     let text = state
         .metrics
@@ -149,12 +215,17 @@ pub async fn metrics(State(state): State<OpsState>) -> Response {
     response
 }
 
-/// The OpenAPI 3.1 description of this API, checked against the router by the tests.
-pub const OPENAPI: &str = include_str!("../api/openapi.json");
-
-/// `GET /openapi.json`.
+/// `GET /openapi.json`: the document generated from the code ([`crate::openapi`]).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    summary = "This document (OpenAPI 3.1)",
+    responses((status = 200, description = "The OpenAPI document", body = Object,
+        content_type = "application/json")),
+)]
 pub async fn openapi() -> Response {
-    let mut response = OPENAPI.into_response();
+    let mut response = crate::openapi::json().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -1,24 +1,111 @@
 //! `GET /v1/orders/{id}`: the order view, to its owner or an admin; `GET /v1/orders`: the
 //! caller's orders, newest first, a page at a time.
 
+use crate::openapi::{BadRequest, Edge, Forbidden, NotFound, Unauthorized};
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
+use orderflow_domain::{
+    LineItem, OrderId, OrderStatus, OrderView, PriceBreakdown, RejectionCode, Shipment,
+    TimelineEntry,
+};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 /// Orders per page unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 20;
 /// The largest page.
 const MAX_PAGE: usize = 100;
 
+/// An order as the API shows it (DESIGN.md's contract).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Order)]
+pub struct OrderBody {
+    /// The order's id.
+    pub order_id: OrderId,
+    /// Its latest status.
+    pub status: OrderStatus,
+    /// The lines as checked out.
+    pub lines: Vec<LineItem>,
+    /// The totals, once priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub totals: Option<PriceBreakdown>,
+    /// The shipment, once shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub shipment: Option<Shipment>,
+    /// Why it was refused, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub rejection: Option<RejectionBody>,
+    /// The coupon codes it carries (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coupon_codes: Vec<String>,
+    /// Every status reached, in lifecycle order, each once.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// Why an order was refused, as customers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = Rejection)]
+pub struct RejectionBody {
+    /// Stable machine-readable code.
+    pub code: RejectionCode,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+/// One page of the caller's orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[schema(as = OrderPage)]
+pub struct PageBody {
+    /// Newest first.
+    pub orders: Vec<OrderBody>,
+    /// Pass it as `cursor` for the next page; null on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<OrderId>,
+}
+
+/// The query of `GET /v1/orders` (read by hand in [`list_orders`], so that every bad parameter
+/// gets a problem naming it; this type describes it).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Orders per page.
+    #[param(minimum = 1, maximum = 100, default = 20, nullable = false)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(value_type = Option<OrderId>, nullable = false)]
+    pub cursor: Option<String>,
+    /// Another customer's id; scope `admin` only.
+    #[param(min_length = 1, nullable = false)]
+    pub customer: Option<String>,
+}
+
 /// Lists the caller's orders (an admin may name another `customer`), newest first:
 /// `?limit=1..100&cursor=NEXT_CURSOR`.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    operation_id = "listOrders",
+    summary = "The caller's orders, newest first",
+    description = "A page at a time: pass the answer's `next_cursor` as `cursor` for the next \
+        page. Scope `admin` may name another `customer`. Any valid token may list its own.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of orders", body = PageBody),
+        BadRequest, Unauthorized, Forbidden, Edge,
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn list_orders(
     State(state): State<AppState>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<PageBody>, Problem> {
     let claims = state.auth.verify(&headers)?;
     // Parsed by hand so that every bad parameter gets a problem+json answer naming it.
     let mut params: HashMap<String, String> = HashMap::new();
@@ -50,11 +137,18 @@ pub async fn list_orders(
                 Problem::malformed(format!("limit must be 1 to {MAX_PAGE}, not {raw:?}"))
             })?,
     };
+    // Only the hyphenated form this API gives out (the document's `format: uuid`), not every
+    // form the UUID parser would take.
     let after: Option<OrderId> = match params.get("cursor") {
         None => None,
-        Some(raw) => Some(raw.parse().map_err(|_| {
-            Problem::malformed(format!("cursor {raw:?} is not one this API gave out"))
-        })?),
+        Some(raw) => Some(
+            raw.parse()
+                .ok()
+                .filter(|_| raw.len() == 36)
+                .ok_or_else(|| {
+                    Problem::malformed(format!("cursor {raw:?} is not one this API gave out"))
+                })?,
+        ),
     };
     let customer = match params.get("customer") {
         Some(empty) if empty.is_empty() => {
@@ -78,10 +172,10 @@ pub async fn list_orders(
             tracing::warn!(error = %e, "Order store unavailable");
             Problem::unavailable("cannot read orders now; retry")
         })?;
-    Ok(Json(json!({
-        "orders": page.orders.iter().map(render).collect::<Vec<_>>(),
-        "next_cursor": page.next.map(|id| id.to_string()),
-    })))
+    Ok(Json(PageBody {
+        orders: page.orders.iter().map(render).collect(),
+        next_cursor: page.next,
+    }))
 }
 
 /// Decodes `%XX` escapes and `+` (a space in a query string).
@@ -111,15 +205,26 @@ fn percent_decode(raw: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
-use orderflow_domain::{OrderId, OrderView};
-use serde_json::{Value, json};
-
 /// Returns one order with its timeline.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    operation_id = "getOrder",
+    summary = "One order with its timeline",
+    description = "Its owner, or scope `admin`. Someone else's order is 404, as is one not \
+        projected yet (retry in a moment).",
+    params(("id" = OrderId, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderBody),
+        BadRequest, Unauthorized, NotFound, Edge,
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn get_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<OrderBody>, Problem> {
     let claims = state.auth.verify(&headers)?;
     let id: OrderId = id
         .parse()
@@ -140,24 +245,18 @@ pub async fn get_order(
 }
 
 /// The API shape of a view (DESIGN.md's contract).
-pub fn render(view: &OrderView) -> Value {
-    let mut body = json!({
-        "order_id": view.order_id,
-        "status": view.status,
-        "lines": view.lines,
-        "timeline": view.timeline,
-    });
-    if let Some(totals) = &view.totals {
-        body["totals"] = json!(totals);
+pub fn render(view: &OrderView) -> OrderBody {
+    OrderBody {
+        order_id: view.order_id,
+        status: view.status,
+        lines: view.lines.clone(),
+        totals: view.totals.clone(),
+        shipment: view.shipment.clone(),
+        rejection: view.rejection.as_ref().map(|r| RejectionBody {
+            code: r.code,
+            detail: r.detail.clone(),
+        }),
+        coupon_codes: view.coupon_codes.clone(),
+        timeline: view.timeline.clone(),
     }
-    if let Some(shipment) = &view.shipment {
-        body["shipment"] = json!(shipment);
-    }
-    if let Some(rejection) = &view.rejection {
-        body["rejection"] = json!({ "code": rejection.code, "detail": rejection.detail });
-    }
-    if !view.coupon_codes.is_empty() {
-        body["coupon_codes"] = json!(view.coupon_codes);
-    }
-    body
 }

@@ -2,7 +2,35 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every problem answer (RFC 9457), as `application/problem+json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Problem)]
+#[schema(example = json!({"type": "/problems/invalid-request", "title": "Invalid request",
+    "status": 422, "detail": "the checkout has 1 problem(s)",
+    "errors": ["lines: at least one line is required"]}))]
+pub struct ProblemBody {
+    /// `/problems/{slug}`, stable per kind of error: `malformed-request`, `unauthorized`,
+    /// `forbidden`, `not-found`, `method-not-allowed`, `idempotency-key-in-progress`,
+    /// `payload-too-large`, `unsupported-media-type`, `invalid-request`,
+    /// `idempotency-key-reused`, `rate-limited`, `unavailable`, `overloaded`, `internal`.
+    #[serde(rename = "type")]
+    #[schema(pattern = "^/problems/[a-z-]+$")]
+    pub kind: String,
+    /// Short summary of the kind of problem.
+    pub title: String,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What exactly went wrong with this request.
+    pub detail: String,
+    /// One entry per invalid field, when there are any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
 
 /// An API error as `application/problem+json`, with a stable `type` per kind of error.
 #[derive(Debug, Clone)]
@@ -147,6 +175,29 @@ impl Problem {
         p
     }
 
+    /// 429: one client address sends requests faster than its budget.
+    pub fn client_rate_limited(wait: std::time::Duration) -> Self {
+        let mut p = Self::rate_limited(wait);
+        p.title = "Too many requests";
+        p.detail = format!(
+            "this client address sends requests faster than allowed; retry in {} s",
+            p.retry_after.unwrap_or(1)
+        );
+        p
+    }
+
+    /// 503: the pipeline is too far behind to take more checkouts now; they would only wait.
+    pub fn overloaded(backlog: u64) -> Self {
+        let mut p = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "Overloaded",
+            format!("{backlog} checkouts are waiting to be processed; retry in a few seconds"),
+        );
+        p.retry_after = Some(2);
+        p
+    }
+
     /// 503: a backend cannot take the request now.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         let mut p = Self::new(
@@ -172,17 +223,17 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut body = json!({
-            "type": format!("/problems/{}", self.slug),
-            "title": self.title,
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-        });
-        if !self.errors.is_empty() {
-            body["errors"] = json!(self.errors);
-        }
+        let body = ProblemBody {
+            kind: format!("/problems/{}", self.slug),
+            title: self.title.to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            errors: self.errors,
+        };
+        // Strings and numbers only: serializing cannot fail.
+        let body = serde_json::to_string(&body).unwrap_or_default();
         metrics::counter!("orderflow_http_problems_total", "type" => self.slug).increment(1);
-        let mut response = (self.status, body.to_string()).into_response();
+        let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -5,6 +5,7 @@
 use crate::Problem;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::header;
 use axum::response::IntoResponse;
 use hyper::body::Incoming;
@@ -54,8 +55,8 @@ pub async fn serve(
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors, mostly: wait a little rather than spin.
                 tracing::warn!(error = %e, "Cannot accept a connection");
@@ -69,9 +70,14 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // The peer's address rides on each request, for the limits per client address.
         let service = router
             .clone()
-            .map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
+            .map_request(move |request: hyper::Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();

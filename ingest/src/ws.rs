@@ -39,6 +39,35 @@ pub struct WsQuery {
 }
 
 /// Upgrades to a WebSocket that follows one order.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}/ws",
+    operation_id = "followOrder",
+    summary = "Follow an order over WebSocket",
+    description = "A WebSocket upgrade (RFC 6455), not a plain GET: without the upgrade \
+        headers the answer is 400. After `101 Switching Protocols` the server sends one text \
+        message per status, `{\"order_id\",\"status\",\"at\",\"order\"}` with `order` \
+        the order view, in lifecycle order and each once; it closes with 1000 after the \
+        terminal status, with 4404 when the order is not the caller's or does not appear \
+        within 10 s, with 1001 after 15 minutes (follow again) and with 1011 when the status \
+        feed fails. Any valid token may follow its own orders; browsers, which cannot set \
+        headers on a WebSocket, send the token as `access_token`.",
+    params(
+        ("id" = OrderId, Path, description = "The order's id"),
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "The client's nonce (RFC 6455)"),
+    ),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open",
+            headers(("Sec-WebSocket-Accept" = String, description = "The server's answer to the key"))),
+        crate::openapi::BadRequest,
+        crate::openapi::Unauthorized,
+        crate::openapi::Edge,
+    ),
+    security(("bearer" = []), ("access_token" = [])),
+)]
 pub async fn follow(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event};
+use orderflow_ingest::limits::Backlog;
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
@@ -29,13 +30,15 @@ struct Harness {
     log: Arc<dyn Log>,
     orders: Arc<dyn OrderStore>,
     auth: Arc<Auth>,
+    backlog: Arc<Backlog>,
 }
 
 async fn harness() -> Harness {
-    harness_with(None).await
+    harness_with(|_| {}).await
 }
 
-async fn harness_with(rate_limit: Option<Rate>) -> Harness {
+/// A harness whose settings `adjust` changed from the tests' defaults (no limits).
+async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = Engine::open(dir.path()).expect("engine");
     let embedded_log = SegmentLog::open(&dir.path().join("log"), 2).expect("log");
@@ -60,6 +63,19 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
     let catalog =
         Catalog::new(Currency::parse("USD").expect("valid"), vec![item]).expect("catalog");
     let auth = Arc::new(Auth::new(b"test-secret"));
+    let mut settings = ApiSettings {
+        max_body_bytes: LIMIT,
+        accepted_topic: TOPIC.into(),
+        idempotency_ttl: Duration::from_secs(86_400),
+        customer_limit: None,
+        ip_limit: None,
+        client_ip_header: None,
+        max_backlog: None,
+        cors_origins: vec!["https://shop.example".into()],
+        max_in_flight: 64,
+    };
+    adjust(&mut settings);
+    let backlog = Arc::new(Backlog::default());
     let state = AppState {
         log: log.clone(),
         ledger,
@@ -70,14 +86,8 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
         catalog: Arc::new(catalog),
         auth: auth.clone(),
         metrics: None,
-        settings: Arc::new(ApiSettings {
-            max_body_bytes: LIMIT,
-            accepted_topic: TOPIC.into(),
-            idempotency_ttl: Duration::from_secs(86_400),
-            rate_limit,
-            cors_origins: vec!["https://shop.example".into()],
-            max_in_flight: 64,
-        }),
+        backlog: backlog.clone(),
+        settings: Arc::new(settings),
     };
     Harness {
         _dir: dir,
@@ -86,6 +96,7 @@ async fn harness_with(rate_limit: Option<Rate>) -> Harness {
         log,
         orders,
         auth,
+        backlog,
     }
 }
 
@@ -496,6 +507,9 @@ async fn a_log_that_cannot_append_gets_503_with_retry_after_never_202() {
     assert!(h.appended().await.is_empty());
 }
 
+/// The document is generated from the handlers (`orderflow_ingest::openapi`); this checks it
+/// against the router: every route `app` serves is documented and every documented route is
+/// served, and what each answers without a token is among its documented answers.
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let h = harness().await;
@@ -542,6 +556,13 @@ async fn the_openapi_document_describes_every_route() {
             body["detail"], "no such route",
             "{method} {path} is documented but not routed"
         );
+        let documented = paths[path][method]["responses"]
+            .as_object()
+            .expect("responses");
+        assert!(
+            documented.contains_key(status.as_str()),
+            "{method} {path} answers {status} without a token, which it does not document"
+        );
         assert_ne!(
             status,
             StatusCode::METHOD_NOT_ALLOWED,
@@ -566,12 +587,44 @@ async fn the_openapi_document_describes_every_route() {
     );
 }
 
+/// The 202 body is written by hand for speed; it must still be the documented `Accepted`, and
+/// an order's view the documented `Order`.
+#[tokio::test]
+async fn answers_have_the_documented_shapes() {
+    let h = harness().await;
+    let token = h.token("alice", "checkout orders:read");
+    let (status, _, body) = h
+        .post(
+            Some(&token),
+            "application/json",
+            checkout_body().to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let accepted: orderflow_ingest::openapi::AcceptedBody =
+        serde_json::from_value(body.clone()).expect("the documented Accepted shape");
+    assert_eq!(
+        accepted.status_url,
+        format!("/v1/orders/{}", accepted.order_id)
+    );
+    assert_eq!(accepted.events_url, format!("{}/ws", accepted.status_url));
+    let (status, _, problem) = h
+        .post(None, "application/json", checkout_body().to_string(), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let _: orderflow_ingest::problem::ProblemBody =
+        serde_json::from_value(problem).expect("the documented Problem shape");
+}
+
 #[tokio::test]
 async fn a_customer_over_its_budget_gets_429_with_retry_after_and_nothing_is_appended() {
-    let h = harness_with(Some(Rate {
-        per_second: 1,
-        burst: 2,
-    }))
+    let h = harness_with(|s| {
+        s.customer_limit = Some(Rate {
+            per_second: 1,
+            burst: 2,
+        })
+    })
     .await;
     let alice = h.token("alice", "checkout");
     let body = checkout_body().to_string();
@@ -847,4 +900,142 @@ async fn storefront_origins_get_cors_and_every_answer_carries_a_request_id_and_s
         Some("nosniff")
     );
     assert!(!hd.contains_key(header::CACHE_CONTROL));
+}
+
+/// A checkout from `peer` (the address the server puts on each request), with `forwarded` as
+/// `x-forwarded-for` if given.
+fn from_peer(token: &str, peer: &str, forwarded: Option<&str>) -> Request<Body> {
+    let mut request = Request::post("/v1/checkouts")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(forwarded) = forwarded {
+        request = request.header("x-forwarded-for", forwarded);
+    }
+    let mut request = request
+        .body(Body::from(checkout_body().to_string()))
+        .expect("request");
+    request.extensions_mut().insert(axum::extract::ConnectInfo(
+        peer.parse::<std::net::SocketAddr>().expect("addr"),
+    ));
+    request
+}
+
+#[tokio::test]
+async fn a_client_address_over_its_budget_gets_429_whoever_the_customer() {
+    let h = harness_with(|s| {
+        s.ip_limit = Some(Rate {
+            per_second: 1,
+            burst: 3,
+        })
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        // A new customer each time: the budget is the address's, not the customer's.
+        let token = h.token(&format!("cust-{i}"), "checkout");
+        let (status, headers, body) = h.send(from_peer(&token, "198.51.100.7:4000", None)).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_problem(status, &headers, &body, 429, "rate-limited");
+            assert!(headers.contains_key(header::RETRY_AFTER));
+        }
+        statuses.push(status);
+    }
+    let accepted = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::ACCEPTED)
+        .count();
+    assert!((3..=4).contains(&accepted), "{statuses:?}");
+    assert_eq!(h.appended().await.len(), accepted);
+    // Another address has its own budget; reads from the first address are refused too.
+    let token = h.token("cust-x", "checkout orders:read");
+    let (status, _, _) = h.send(from_peer(&token, "198.51.100.8:4000", None)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let mut read = Request::get("/v1/orders")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .expect("request");
+    read.extensions_mut().insert(axum::extract::ConnectInfo(
+        "198.51.100.7:4001"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr"),
+    ));
+    let (status, _, _) = h.send(read).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Health checks are never limited.
+    let (status, _, _) = h
+        .send(
+            Request::get("/healthz")
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
+    let h = harness_with(|s| {
+        s.ip_limit = Some(Rate {
+            per_second: 1,
+            burst: 1,
+        });
+        s.client_ip_header = Some(header::HeaderName::from_static("x-forwarded-for"));
+    })
+    .await;
+    let token = h.token("alice", "checkout");
+    // Every request comes through one proxy address; the clients behind it differ.
+    let proxy = "10.0.0.2:80";
+    let (a, _, _) = h.send(from_peer(&token, proxy, Some("203.0.113.1"))).await;
+    let (b, _, _) = h
+        .send(from_peer(&token, proxy, Some("spoofed, 203.0.113.2")))
+        .await;
+    let (again, _, _) = h.send(from_peer(&token, proxy, Some("203.0.113.1"))).await;
+    assert_eq!(
+        (a, b, again),
+        (
+            StatusCode::ACCEPTED,
+            StatusCode::ACCEPTED,
+            StatusCode::TOO_MANY_REQUESTS
+        )
+    );
+}
+
+#[tokio::test]
+async fn over_the_backlog_bound_checkouts_get_503_and_reads_still_work() {
+    let h = harness_with(|s| s.max_backlog = Some(100)).await;
+    let token = h.token("alice", "checkout orders:read");
+    let body = checkout_body().to_string();
+    h.backlog.set(100);
+    let (status, _, _) = h
+        .post(Some(&token), "application/json", body.clone(), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "at the bound is fine");
+    h.backlog.set(101);
+    let (status, headers, problem) = h
+        .post(Some(&token), "application/json", body.clone(), None)
+        .await;
+    assert_problem(status, &headers, &problem, 503, "overloaded");
+    assert_eq!(
+        headers
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+        Some("2")
+    );
+    assert_eq!(
+        h.appended().await.len(),
+        1,
+        "the refused one never reached the log"
+    );
+    let (status, _, _) = h
+        .send(
+            Request::get("/v1/orders")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    h.backlog.set(0);
+    let (status, _, _) = h.post(Some(&token), "application/json", body, None).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
 }

@@ -8,6 +8,10 @@
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. (os.getenv("TOKEN") or "")
+-- ORIGIN (optional): send it as a browser storefront would, so CORS answers every request.
+if os.getenv("ORIGIN") and os.getenv("ORIGIN") ~= "" then
+  wrk.headers["Origin"] = os.getenv("ORIGIN")
+end
 
 local address = '"shipping_address":{"name":"Load Test","line1":"1 Main St","city":"San Francisco",' ..
   '"region":"CA","postal_code":"94107","country":"US"}'

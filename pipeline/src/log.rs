@@ -117,6 +117,11 @@ pub trait Log: Send + Sync + 'static {
 
     /// Whether the log can take appends now.
     async fn ready(&self) -> Result<(), LogError>;
+
+    /// Records of `topic` that consumer group `group` has not committed yet, summed over the
+    /// partitions: how far a stage is behind. The ingest refuses checkouts while the first
+    /// stage's backlog is over its bound.
+    async fn backlog(&self, group: &str, topic: &str) -> Result<u64, LogError>;
 }
 
 /// One member of a consumer group.

@@ -3,7 +3,7 @@
 
 use crate::log::{Consumer, Log, LogError, Message, Offsets, Position, Record};
 use async_trait::async_trait;
-use orderflow_storage::segment::{SegmentConsumer, SegmentError, SegmentLog};
+use orderflow_storage::segment::{GroupPartition, SegmentConsumer, SegmentError, SegmentLog};
 use std::time::Duration;
 
 impl From<SegmentError> for LogError {
@@ -42,6 +42,23 @@ impl Log for SegmentLog {
 
     async fn ready(&self) -> Result<(), LogError> {
         Ok(SegmentLog::ready(self).await?)
+    }
+
+    async fn backlog(&self, group: &str, topic: &str) -> Result<u64, LogError> {
+        let lag = SegmentLog::lag(self)?;
+        // A partition the group never committed on is behind by everything it keeps.
+        Ok(self
+            .kept_records()
+            .into_iter()
+            .filter(|(at, _)| at.topic == topic)
+            .map(|(partition, kept)| {
+                let at = GroupPartition {
+                    group: group.to_owned(),
+                    partition,
+                };
+                lag.get(&at).copied().unwrap_or(kept)
+            })
+            .sum())
     }
 }
 

@@ -51,6 +51,11 @@ fn common_args<'a>(cmd: &'a mut Command, data: &Path, catalog: &Path) -> &'a mut
         .env("ORDERFLOW_CONFIG", "/dev/null")
         .env("ORDERFLOW_RETRY_BASE_MS", "5")
         .env("ORDERFLOW_RETRY_MAX_MS", "200")
+        // The tests drive the pipeline harder than one customer or one address would; the
+        // limits have their own tests, which set them back.
+        .env("ORDERFLOW_LIMITS_CUSTOMER_PER_SECOND", "0")
+        .env("ORDERFLOW_LIMITS_IP_PER_SECOND", "0")
+        .env("ORDERFLOW_LIMITS_MAX_BACKLOG", "0")
 }
 
 /// Spawns `orderflow ARGS…` with stdout piped (for its banner) and stderr appended to

@@ -43,6 +43,10 @@ pub struct Flags {
     /// HS256 secret for tokens [jwt.secret].
     #[arg(long, global = true)]
     pub jwt_secret: Option<String>,
+    /// `off` switches every limit off (per customer, per client address, in flight, backlog),
+    /// for benchmarks and load tests [limits.switch].
+    #[arg(long, global = true, value_name = "off|on")]
+    pub limits: Option<String>,
     /// Refuse to start with settings only fit for development: the built-in JWT secret, CORS
     /// open to any origin [env = "production"].
     #[arg(long, global = true)]
@@ -66,6 +70,7 @@ impl Flags {
             ("jwt.secret", &self.jwt_secret),
             ("catalog.file", &self.catalog),
             ("promotions.file", &self.promotions),
+            ("limits.switch", &self.limits),
         ];
         for (key, value) in strings {
             if let Some(value) = value {

@@ -2,16 +2,20 @@
 //! environment variables, then command-line flags — layered by figment in one extraction, and
 //! checked at start with errors that name the bad key.
 //!
-//! - [`sections`]: one struct per component (`[api]`, `[log]`, `[redis]`, …) with its defaults.
+//! - [`sections`]: one struct per component (`[api]`, `[log]`, `[redis]`, …) with its defaults;
+//!   [`limits`] holds `[limits]`, [`jwt`] `[jwt]` (token keys and their rotation).
 //! - [`url`]: backend URLs, parsed once into [`LogUrl`], [`StoreUrl`] and [`RedisUrl`].
 //! - [`flags`]: the command line's [`Flags`], the last layer.
 //!
 //! Environment variables name a section and a key: `ORDERFLOW_<SECTION>_<KEY>`, e.g.
 //! `ORDERFLOW_RETRY_BASE_MS=5` sets `[retry] base_ms`. A section's name alone sets its main key:
 //! `ORDERFLOW_LOG`, `ORDERFLOW_STORE` and `ORDERFLOW_REDIS` its `url`, `ORDERFLOW_CATALOG` and
-//! `ORDERFLOW_PROMOTIONS` its `file`. `ORDERFLOW_CONFIG` names the file itself.
+//! `ORDERFLOW_PROMOTIONS` its `file`, `ORDERFLOW_LIMITS` its `switch`. `ORDERFLOW_CONFIG` names
+//! the file itself.
 
 pub mod flags;
+pub mod jwt;
+pub mod limits;
 pub mod sections;
 pub mod url;
 
@@ -22,10 +26,12 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub use flags::Flags;
+pub use jwt::{DEV_SECRET, JwtConfig};
+pub use limits::LimitsConfig;
 pub use sections::{
-    ApiConfig, DEV_SECRET, Deployment, JwtConfig, KafkaSection, LogConfig, LogFormat,
-    LoggingConfig, MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection,
-    StagesConfig, StoreConfig, TableConfig,
+    ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
+    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
+    TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
@@ -37,8 +43,9 @@ pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 14] = [
+const SECTIONS: [(&str, Option<&str>); 15] = [
     ("api", None),
+    ("limits", Some("switch")),
     ("jwt", None),
     ("log", Some("url")),
     ("kafka", None),
@@ -63,6 +70,9 @@ pub struct Config {
     pub env: Deployment,
     /// `[api]`: listener and API limits.
     pub api: ApiConfig,
+    /// `[limits]`: rate limits and the backlog bound (or `limits = "off"`).
+    #[serde(deserialize_with = "limits::section_or_switch")]
+    pub limits: LimitsConfig,
     /// `[jwt]`: token signing.
     pub jwt: JwtConfig,
     /// `[log]`: the order log.
@@ -134,6 +144,17 @@ pub enum ConfigError {
     /// The named config file does not exist.
     #[error("cannot read config file {}: no such file", .0.display())]
     MissingFile(PathBuf),
+    /// A JWT key file (`jwt.jwks_file`, `jwt.public_key_file`) cannot be used.
+    #[error("invalid {key} ({}): {source}", path.display())]
+    KeyFile {
+        /// The key naming the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: orderflow_ingest::auth::KeyError,
+    },
 }
 
 /// Values given on the command line, by key path (`log.url`), on top of every other layer.
@@ -207,6 +228,7 @@ impl Config {
             self.validate_for_production()?;
         }
         self.api.validate()?;
+        self.limits.validate()?;
         self.jwt.validate()?;
         self.log.validate()?;
         self.kafka.validate(&self.log.url)?;
@@ -230,14 +252,7 @@ impl Config {
 
     /// What production refuses. Tokens without an expiry are refused everywhere already.
     fn validate_for_production(&self) -> Result<(), ConfigError> {
-        if self.uses_dev_secret() {
-            return Err(ConfigError::Invalid(Invalid {
-                key: "jwt.secret",
-                why: "the built-in development secret is refused with env = \"production\"; set \
-                      ORDERFLOW_JWT_SECRET"
-                    .into(),
-            }));
-        }
+        self.jwt.validate_for_production()?;
         if self.api.cors_origins.iter().any(|o| o == "*") {
             return Err(ConfigError::Invalid(Invalid {
                 key: "api.cors_origins",
@@ -249,9 +264,9 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the development signing secret is in use.
+    /// Whether tokens are verified with the development signing secret.
     pub fn uses_dev_secret(&self) -> bool {
-        self.jwt.secret == DEV_SECRET
+        self.jwt.uses_dev_secret()
     }
 }
 

@@ -9,9 +9,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The signing secret used when none is configured: fine on a laptop, warned about.
-pub const DEV_SECRET: &str = "orderflow-dev-secret-change-me";
-
 /// `[api]`: the HTTP listener every process has, and the API's limits.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -23,10 +20,6 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` is remembered, in seconds.
     pub idempotency_ttl_secs: u64,
-    /// Checkouts per second one customer may post (0: no limit).
-    pub rate_limit_per_second: u32,
-    /// Checkouts a customer may post at once (the bucket's size).
-    pub rate_limit_burst: u32,
     /// Storefront origins (`https://shop.example`) whose pages may call the API from a browser;
     /// `*` alone allows any origin; empty (the default) allows none.
     #[serde(deserialize_with = "list")]
@@ -46,8 +39,6 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 64 * 1024,
             idempotency_ttl_secs: 86_400,
-            rate_limit_per_second: 0,
-            rate_limit_burst: 20,
             cors_origins: Vec::new(),
             header_read_timeout_ms: 10_000,
             max_connections: 4_096,
@@ -65,28 +56,6 @@ pub enum Deployment {
     Development,
     /// A real deployment: the development secret and CORS for any origin are refused.
     Production,
-}
-
-/// `[jwt]`: how customer tokens are signed and checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JwtConfig {
-    /// HS256 secret, at least 16 bytes; set it in production.
-    pub secret: String,
-    /// The `iss` every token must carry (an identity provider's URL); unset: not checked.
-    pub issuer: Option<String>,
-    /// The `aud` every token must carry; unset: not checked.
-    pub audience: Option<String>,
-}
-
-impl Default for JwtConfig {
-    fn default() -> Self {
-        Self {
-            secret: DEV_SECRET.into(),
-            issuer: None,
-            audience: None,
-        }
-    }
 }
 
 /// `[log]`: the order log.
@@ -317,7 +286,12 @@ pub struct LoggingConfig {
     pub format: LogFormat,
 }
 
-fn check(ok: bool, key: &'static str, why: impl Into<String>) -> Result<(), ConfigError> {
+/// `Ok` if `ok`, else the error naming `key` and `why`.
+pub(super) fn check(
+    ok: bool,
+    key: &'static str,
+    why: impl Into<String>,
+) -> Result<(), ConfigError> {
     if ok {
         Ok(())
     } else {
@@ -339,16 +313,6 @@ impl ApiConfig {
             (1..=30 * 86_400).contains(&self.idempotency_ttl_secs),
             "api.idempotency_ttl_secs",
             "must be 1 to 2592000 (30 days)",
-        )?;
-        check(
-            self.rate_limit_per_second <= 1_000_000,
-            "api.rate_limit_per_second",
-            "must be at most 1000000 (0 turns it off)",
-        )?;
-        check(
-            self.rate_limit_per_second == 0 || self.rate_limit_burst > 0,
-            "api.rate_limit_burst",
-            "must be at least 1 while a rate limit is set",
         )?;
         let any = self.cors_origins.iter().any(|o| o == "*");
         check(
@@ -392,34 +356,6 @@ impl ApiConfig {
     /// How long an `Idempotency-Key` is remembered.
     pub fn idempotency_ttl(&self) -> Duration {
         Duration::from_secs(self.idempotency_ttl_secs)
-    }
-}
-
-impl JwtConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            self.secret.len() >= 16,
-            "jwt.secret",
-            "must be at least 16 bytes",
-        )?;
-        check(
-            self.issuer.as_deref().is_none_or(|i| !i.trim().is_empty()),
-            "jwt.issuer",
-            "must not be empty (leave it unset to not check issuers)",
-        )?;
-        check(
-            self.audience
-                .as_deref()
-                .is_none_or(|a| !a.trim().is_empty()),
-            "jwt.audience",
-            "must not be empty (leave it unset to not check audiences)",
-        )
-    }
-
-    /// Token checks and minting as configured.
-    pub fn auth(&self) -> orderflow_ingest::Auth {
-        orderflow_ingest::Auth::new(self.secret.as_bytes())
-            .expecting(self.issuer.as_deref(), self.audience.as_deref())
     }
 }
 

@@ -10,6 +10,7 @@
 //!   input offsets of a batch commit in one transaction (`send_offsets_to_transaction`), and
 //!   consumers read committed records only.
 
+mod backlog;
 mod consumer;
 
 use crate::log::{
@@ -171,6 +172,8 @@ pub struct KafkaLog {
     config: Arc<KafkaConfig>,
     producer: Arc<SharedProducer>,
     admin: Arc<AdminClient<DefaultClientContext>>,
+    /// Offset readers by consumer group, for [`Log::backlog`] (made on first use, kept).
+    backlog_readers: backlog::Readers,
 }
 
 impl KafkaLog {
@@ -192,6 +195,7 @@ impl KafkaLog {
             }),
             config,
             admin: Arc::new(admin),
+            backlog_readers: backlog::Readers::default(),
         })
     }
 
@@ -453,6 +457,10 @@ impl Log for KafkaLog {
         })
         .await
         .map_err(|e| LogError::backend("readiness task failed", e))?
+    }
+
+    async fn backlog(&self, group: &str, topic: &str) -> Result<u64, LogError> {
+        self.group_backlog(group, topic).await
     }
 }
 
