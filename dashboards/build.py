@@ -383,11 +383,12 @@ def overview() -> dm.Dashboard:
             "Consumer lag",
             "The orderflow_stage_consumer_lag gauge summed over topics and partitions: records each "
             "consumer group has not committed yet (refreshed every 5 s); and the backlog the API "
-            "reads for validate (orderflow_ingest_backlog, every limits.backlog_check_ms): above "
-            "limits.max_backlog new checkouts are refused 503 (outcome shed).",
+            "reads (orderflow_ingest_backlog: the order stages' lag summed, every "
+            "limits.backlog_check_ms): above limits.max_backlog new checkouts are refused 503 "
+            "(outcome shed).",
             [
                 q(f"sum by (stage) (orderflow_stage_consumer_lag{{{ROLE}}})", "{{stage}}"),
-                q(f"max(orderflow_ingest_backlog{{{ROLE}}})", "API's backlog reading (validate)"),
+                q(f"max(orderflow_ingest_backlog{{{ROLE}}})", "API's backlog reading (all order stages)"),
             ],
             "short",
         ),

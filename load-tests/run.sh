@@ -4,7 +4,7 @@
 # load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
 #
 #   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N[,N…]] [--duration D] [--customers N]
-#                     [--limits off|on] [--max-backlog N]
+#                     [--limits off|on|none] [--max-backlog N]
 #
 # Scenarios:
 #   peak     the ingest tier: wrk at full speed against `orderflow ingest` (the API and the log,
@@ -61,11 +61,12 @@ esac
 ORIGIN=""
 case "$LIMITS" in
   off) LIMIT_ENV=(ORDERFLOW_LIMITS=off) ;;
+  none) LIMIT_ENV=() ;; # builds from before [limits], which refuse ORDERFLOW_LIMITS (A/B runs)
   on) LIMIT_ENV=(ORDERFLOW_LIMITS_CUSTOMER_PER_SECOND=1000000 ORDERFLOW_LIMITS_CUSTOMER_BURST=1000000
         ORDERFLOW_LIMITS_IP_PER_SECOND=1000000 ORDERFLOW_LIMITS_IP_BURST=1000000
         ORDERFLOW_LIMITS_MAX_BACKLOG=1000000000 ORDERFLOW_API_CORS_ORIGINS=https://shop.example)
       ORIGIN=https://shop.example ;;
-  *) echo "unknown --limits $LIMITS (off, on)" >&2; exit 2 ;;
+  *) echo "unknown --limits $LIMITS (off, on, none)" >&2; exit 2 ;;
 esac
 if [ -n "$MAX_BACKLOG" ]; then
   # Only the backlog bound: budgets too large to refuse anything (wrk is one customer).
@@ -168,7 +169,7 @@ start_orderflow() { # MODE (serve or ingest): a fresh data directory and a sampl
     echo "port $PORT is taken by another server; set PORT" >&2
     exit 1
   fi
-  env "${LIMIT_ENV[@]}" RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN "$mode" \
+  env ${LIMIT_ENV[@]+"${LIMIT_ENV[@]}"} RUST_LOG=warn ORDERFLOW_CONFIG=/dev/null ORDERFLOW_LOG_RETENTION_SECS=$RETENTION $BIN "$mode" \
     --listen "127.0.0.1:$PORT" --data-dir "$data" --catalog "$RUN/catalog.json" ${EXTRA[@]+"${EXTRA[@]}"} \
     > "$RUN/orderflow-$RUNS.out" 2> "$RUN/orderflow-$RUNS.err" &
   OF_PID=$!

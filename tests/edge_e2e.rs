@@ -257,8 +257,8 @@ async fn one_client_address_over_its_budget_gets_429_whoever_it_claims_to_be() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn checkouts_are_refused_503_while_the_first_stage_is_too_far_behind() {
-    // The API alone: nothing reads orders.accepted, so every checkout adds to the backlog.
+async fn checkouts_are_refused_503_while_the_pipeline_is_too_far_behind() {
+    // The API alone: no stage runs, so every checkout adds to the backlog.
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog = write_catalog(dir.path(), &[("SKU-A", 500, 10_000)]);
     let app = App::start_command(

@@ -580,7 +580,7 @@ async fn split_workers_serve_metrics_and_readiness() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_refuses_checkouts_while_validate_lags_on_kafka_and_takes_them_once_it_catches_up()
+async fn the_api_refuses_checkouts_while_the_stages_lag_on_kafka_and_takes_them_once_they_catch_up()
 {
     let broker = KafkaBroker::start();
     let redis = RedisServer::start();
@@ -600,7 +600,7 @@ async fn the_api_refuses_checkouts_while_validate_lags_on_kafka_and_takes_them_o
         &with_log(&url, &["ingest"]),
     );
     let customer = token("cust-lag", "checkout orders:read");
-    // Nothing reads orders.accepted yet: the group's backlog is every checkout accepted.
+    // No stage runs yet: every checkout accepted waits for validate.
     let mut statuses = Vec::new();
     for _ in 0..10 {
         let (status, body) = ingest
@@ -616,8 +616,15 @@ async fn the_api_refuses_checkouts_while_validate_lags_on_kafka_and_takes_them_o
     assert_eq!(statuses[..4], [202, 202, 202, 202], "{statuses:?}");
     assert!(statuses[4..].iter().all(|s| *s == 503), "{statuses:?}");
 
-    // The first stage starts and commits: the bound is met again and checkouts are taken.
-    let _validate = worker(d, "validate", &catalog, &env, &url, &["validate"]);
+    // The order stages start and commit: the bound is met again and checkouts are taken.
+    let _stages = worker(
+        d,
+        "stages",
+        &catalog,
+        &env,
+        &url,
+        &["validate", "reserve", "price", "charge", "ship", "notify"],
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _) = ingest

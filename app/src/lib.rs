@@ -6,6 +6,7 @@
 //! - [`backends`]: [`Backends::connect`] turns the configured URLs into trait objects, with the
 //!   periodic chores their adapters need.
 //! - [`supervisor`]: the one [`Supervisor`] every background task runs under.
+//! - [`backlog`]: the chore that reads the pipeline's backlog for the API's load shedding.
 //! - [`keys`]: the chore that reloads the JWT key file when it changes (key rotation).
 //! - [`process`]: [`App::build`] and [`App::run_until_stopped`] for a [`Role`] (`serve`,
 //!   `ingest`, stage workers); every process serves `/metrics`, `/healthz` and `/readyz`.
@@ -16,6 +17,7 @@
 //! - [`error`]: the [`AppError`] type.
 
 pub mod backends;
+pub mod backlog;
 pub mod commands;
 pub mod config;
 pub mod error;

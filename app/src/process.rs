@@ -207,7 +207,7 @@ impl App {
                      and load tests only"
                 );
             } else if self.config.limits.max_backlog > 0 {
-                supervisor.every(backlog_reader(
+                supervisor.every(crate::backlog::reader(
                     &self.config,
                     &self.backends,
                     backlog.clone(),
@@ -289,28 +289,6 @@ fn check_role(config: &Config, role: &Role) -> Result<(), AppError> {
 /// A limit of `per_second` with `burst`, or none for 0.
 fn rate(per_second: u32, burst: u32) -> Option<Rate> {
     (per_second > 0).then_some(Rate { per_second, burst })
-}
-
-/// Keeps `backlog` at the first stage's backlog on `orders.accepted`, read every
-/// `limits.backlog_check_ms`, and publishes it as `orderflow_ingest_backlog`. A reading that
-/// fails leaves the last one in place: appends fail on their own when the log is away.
-fn backlog_reader(config: &Config, b: &Backends, backlog: Arc<Backlog>) -> Chore {
-    let log = b.log.clone();
-    let group = STAGES[0].name;
-    let every = Duration::from_millis(config.limits.backlog_check_ms);
-    Chore::new("backlog-reader", every, move || {
-        let (log, backlog) = (log.clone(), backlog.clone());
-        async move {
-            match log.backlog(group, topology::ACCEPTED).await {
-                Ok(records) => {
-                    backlog.set(records);
-                    metrics::gauge!("orderflow_ingest_backlog").set(records as f64);
-                }
-                Err(e) => tracing::warn!(error = %e, "Cannot read the first stage's backlog"),
-            }
-            Ok(())
-        }
-    })
 }
 
 /// The API's state from the backends and the `[api]` and `[limits]` settings.

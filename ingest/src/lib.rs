@@ -65,7 +65,7 @@ pub struct ApiSettings {
     pub ip_limit: Option<Rate>,
     /// The header a trusted proxy writes the client's address in; `None`: the peer address.
     pub client_ip_header: Option<axum::http::HeaderName>,
-    /// First-stage backlog over which checkouts are refused 503; `None`: no bound.
+    /// Pipeline backlog over which checkouts are refused 503; `None`: no bound.
     pub max_backlog: Option<u64>,
     /// Storefront origins browsers may call from (`*`: any); empty: none.
     pub cors_origins: Vec<String>,
@@ -86,7 +86,7 @@ pub struct AppState {
     pub orders: Arc<dyn OrderStore>,
     /// Budgets per customer and per client address (used when the settings limit them).
     pub limiter: Arc<dyn RateLimiter>,
-    /// The first stage's backlog, as last read.
+    /// The pipeline's backlog, as last read.
     pub backlog: Arc<limits::Backlog>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,

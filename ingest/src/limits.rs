@@ -16,8 +16,8 @@ use std::time::Duration;
 /// How long the rate limiter may take before a request goes through without it.
 const LIMITER_PATIENCE: Duration = Duration::from_millis(50);
 
-/// The first stage's backlog as last read (records of `orders.accepted` not yet committed by
-/// `validate`), kept current by a chore of the process.
+/// The pipeline's backlog as last read (records waiting for an order stage, summed over the
+/// stages), kept current by a chore of the process.
 #[derive(Debug, Default)]
 pub struct Backlog(AtomicU64);
 

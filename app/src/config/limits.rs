@@ -29,8 +29,9 @@ pub struct LimitsConfig {
     /// (`x-forwarded-for`: the last address of the last such header is used); empty: the
     /// connection's peer address. Set it only behind a proxy that overwrites or appends it.
     pub client_ip_header: String,
-    /// Checkouts the first stage (`validate`) may have left to read on `orders.accepted`
-    /// before the API answers new ones `503` with `Retry-After`; 0: no bound.
+    /// Checkouts accepted and still waiting for an order stage (the six stages' consumer lag
+    /// on their inputs, summed) over which the API answers new ones `503` with `Retry-After`;
+    /// 0: no bound.
     pub max_backlog: u64,
     /// How often the backlog is read, in milliseconds.
     pub backlog_check_ms: u64,

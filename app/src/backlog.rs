@@ -1,0 +1,47 @@
+//! The pipeline's backlog as the API sees it: checkouts accepted that the order stages have not
+//! all processed yet, read from the log's consumer positions every `limits.backlog_check_ms`.
+//! Over `limits.max_backlog` new checkouts are refused 503 (`ingest::limits`).
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::supervisor::Chore;
+use orderflow_ingest::limits::Backlog;
+use orderflow_pipeline::{Log, LogError};
+use orderflow_stages::topology::{PROJECTOR, STAGES};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Keeps `backlog` at [`pipeline_backlog`] and publishes it as `orderflow_ingest_backlog`. A
+/// reading that fails leaves the last one in place: appends fail on their own when the log is
+/// away.
+pub fn reader(config: &Config, b: &Backends, backlog: Arc<Backlog>) -> Chore {
+    let log = b.log.clone();
+    let every = Duration::from_millis(config.limits.backlog_check_ms);
+    Chore::new("backlog-reader", every, move || {
+        let (log, backlog) = (log.clone(), backlog.clone());
+        async move {
+            match pipeline_backlog(log.as_ref()).await {
+                Ok(records) => {
+                    backlog.set(records);
+                    metrics::gauge!("orderflow_ingest_backlog").set(records as f64);
+                }
+                Err(e) => tracing::warn!(error = %e, "Cannot read the pipeline's backlog"),
+            }
+            Ok(())
+        }
+    })
+}
+
+/// Records waiting for an order stage, summed over the six stages and their input topics. An
+/// order waits in one stage's input at a time, so this counts the orders between the API and
+/// the last stage. The first stage alone is not enough: it is the cheapest, and a slower stage
+/// behind it lets orders pile up where its lag never shows them.
+pub async fn pipeline_backlog(log: &dyn Log) -> Result<u64, LogError> {
+    let mut total = 0;
+    for spec in STAGES.iter().filter(|s| s.name != PROJECTOR) {
+        for topic in spec.input_topics() {
+            total += log.backlog(spec.name, &topic).await?;
+        }
+    }
+    Ok(total)
+}
