@@ -67,14 +67,14 @@ pub fn token(
         }
     };
     let token = auth.mint(sub, scope, ttl).map_err(AppError::Mint)?;
-    if let Some((key, _)) = verifier {
-        auth.verify_token(&token).map_err(|refused| {
-            AppError::Usage(format!(
-                "the token would be refused by the keys of {key}: {}",
-                refused.detail
-            ))
-        })?;
-    }
+    // Whatever signed it, a token the configured keys (or secret) refuse is of no use.
+    let against = verifier.map_or("jwt.secret", |(key, _)| key);
+    auth.verify_token(&token).map_err(|refused| {
+        AppError::Usage(format!(
+            "the token would be refused by {against}: {}",
+            refused.detail
+        ))
+    })?;
     println!("{token}");
     Ok(())
 }

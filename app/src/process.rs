@@ -199,7 +199,11 @@ impl App {
             if let (Some(file), Some(every)) = (self.key_file, self.config.jwt.reload_every()) {
                 supervisor.every(crate::keys::reloader(self.auth.clone(), file, every));
             }
-            let backlog = Arc::new(Backlog::default());
+            // A reading missed a few times over is ignored rather than trusted.
+            let backlog = Arc::new(Backlog::new(
+                Duration::from_millis(self.config.limits.backlog_check_ms * 5)
+                    .max(Duration::from_secs(2)),
+            ));
             if !self.config.limits.on() {
                 tracing::warn!(
                     "Limits are off (limits.switch = off): no budgets per customer or client \

@@ -41,7 +41,24 @@ pub struct Claims {
     pub iss: Option<String>,
     /// Audience; checked when `jwt.audience` is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// A token's audience: one value or a list. RFC 7519 allows both, and identity providers send
+/// either, so reading only one would refuse their tokens before any check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "orderflow"`.
+    One(String),
+    /// `"aud": ["orderflow", "another-api"]`.
+    Many(Vec<String>),
+}
+
+impl From<&str> for Audience {
+    fn from(audience: &str) -> Self {
+        Self::One(audience.to_owned())
+    }
 }
 
 impl Claims {
@@ -191,7 +208,7 @@ impl Auth {
             iat: now,
             nbf: None,
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
         };
         let signer = self.signer.as_ref().ok_or(MintError::NoSigningKey)?;
         encode(&signer.header, &claims, &signer.key).map_err(MintError::Encode)

@@ -89,8 +89,12 @@ async fn accept(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(OrderId, bool), Problem> {
     let claims = state.auth.require(headers, "checkout")?;
-    limits::check_backlog(state)?;
     let key = idempotency_key(headers)?;
+    if key.is_none() {
+        // No retry to honour: refuse before reading the body, as cheaply as possible, since
+        // under overload most requests end here.
+        limits::check_backlog(state)?;
+    }
     let (request, _raw): (CheckoutRequest, _) =
         parse_json(headers, body, state.settings.max_body_bytes)?;
     let problems = request.structural_problems();
@@ -134,14 +138,19 @@ async fn accept(
         }
     }
 
-    // After the key check: a retry of an accepted checkout gets its 202 again, never a 429.
-    if let Some(wait) = limits::customer_over_budget(state, &claims.sub).await {
+    // After the key check: a retry of an accepted checkout gets its 202 again, never a 429
+    // for its customer's budget nor a 503 for the backlog.
+    let refusal = match limits::customer_over_budget(state, &claims.sub).await {
+        Some(wait) => Some(Problem::rate_limited(wait)),
+        None => limits::check_backlog(state).err(),
+    };
+    if let Some(refusal) = refusal {
         if let Some(scoped) = &scoped_key
             && let Err(e) = state.idempotency.abandon(scoped, order_id).await
         {
             tracing::warn!(error = %e, %order_id, "Cannot abandon an idempotency claim");
         }
-        return Err(Problem::rate_limited(wait));
+        return Err(refusal);
     }
 
     let now = Utc::now();

@@ -11,25 +11,60 @@ use axum::response::{IntoResponse, Response};
 use orderflow_stores::Rate;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long the rate limiter may take before a request goes through without it.
 const LIMITER_PATIENCE: Duration = Duration::from_millis(50);
 
 /// The pipeline's backlog as last read (records waiting for an order stage, summed over the
 /// stages), kept current by a chore of the process.
-#[derive(Debug, Default)]
-pub struct Backlog(AtomicU64);
+#[derive(Debug)]
+pub struct Backlog {
+    records: AtomicU64,
+    /// When the reading was taken, in ms since `epoch`.
+    read_at_ms: AtomicU64,
+    epoch: Instant,
+    /// How old a reading may be and still count.
+    stale_after: Duration,
+}
+
+impl Default for Backlog {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(10))
+    }
+}
 
 impl Backlog {
-    /// Records the latest reading.
-    pub fn set(&self, records: u64) {
-        self.0.store(records, Ordering::Relaxed);
+    /// No reading yet; readings older than `stale_after` are ignored.
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            records: AtomicU64::new(0),
+            read_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stale_after,
+        }
     }
 
-    /// The latest reading.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+    /// Records the latest reading.
+    pub fn set(&self, records: u64) {
+        self.records.store(records, Ordering::Relaxed);
+        self.read_at_ms
+            .store(self.elapsed_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// The latest reading, if there is one younger than `stale_after`. A reader that keeps
+    /// failing must not keep refusing checkouts on an old figure; the appends themselves fail
+    /// when the log is away.
+    pub fn get(&self) -> Option<u64> {
+        let at = self.read_at_ms.load(Ordering::Relaxed);
+        let fresh = at > 0
+            && self.elapsed_ms().saturating_sub(at)
+                <= u64::try_from(self.stale_after.as_millis()).unwrap_or(u64::MAX);
+        fresh.then(|| self.records.load(Ordering::Relaxed))
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -39,11 +74,10 @@ pub fn check_backlog(state: &AppState) -> Result<(), Problem> {
     let Some(bound) = state.settings.max_backlog else {
         return Ok(());
     };
-    let backlog = state.backlog.get();
-    if backlog > bound {
-        return Err(Problem::overloaded(backlog));
+    match state.backlog.get() {
+        Some(backlog) if backlog > bound => Err(Problem::overloaded()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `Some(wait)` if `customer` is over the checkout budget.
@@ -91,8 +125,13 @@ pub fn client_ip<B>(
     let forwarded = header
         .and_then(|name| request.headers().get_all(name).iter().next_back())
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.rsplit(',').next())
+        .and_then(|value| value.rsplit(',').map(str::trim).find(|a| !a.is_empty()))
         .and_then(parse_ip);
+    if header.is_some() && forwarded.is_none() {
+        // Behind the proxy every request should carry it: each one without it shares the
+        // proxy's own budget, which an operator must be able to see.
+        metrics::counter!("orderflow_http_client_address_fallbacks_total").increment(1);
+    }
     forwarded.or_else(|| {
         request
             .extensions()
@@ -172,6 +211,16 @@ mod tests {
             client_ip(&request(&v6, at), Some(&xff)),
             Some("2001:db8::1".parse().expect("ip"))
         );
+    }
+
+    #[test]
+    fn a_backlog_reading_counts_only_while_fresh() {
+        let backlog = Backlog::new(Duration::from_millis(50));
+        assert_eq!(backlog.get(), None, "no reading yet");
+        backlog.set(10);
+        assert_eq!(backlog.get(), Some(10));
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(backlog.get(), None, "a stale reading is ignored");
     }
 
     #[test]

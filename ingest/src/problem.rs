@@ -187,12 +187,12 @@ impl Problem {
     }
 
     /// 503: the pipeline is too far behind to take more checkouts now; they would only wait.
-    pub fn overloaded(backlog: u64) -> Self {
+    pub fn overloaded() -> Self {
         let mut p = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "Overloaded",
-            format!("{backlog} checkouts are waiting to be processed; retry in a few seconds"),
+            "too many checkouts are waiting to be processed; retry in a few seconds",
         );
         p.retry_after = Some(2);
         p

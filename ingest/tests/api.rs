@@ -961,14 +961,16 @@ async fn a_client_address_over_its_budget_gets_429_whoever_the_customer() {
     ));
     let (status, _, _) = h.send(read).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
-    // Health checks are never limited.
-    let (status, _, _) = h
-        .send(
-            Request::get("/healthz")
-                .body(Body::empty())
-                .expect("request"),
-        )
-        .await;
+    // Health checks are never limited, even from the address over its budget.
+    let mut health = Request::get("/healthz")
+        .body(Body::empty())
+        .expect("request");
+    health.extensions_mut().insert(axum::extract::ConnectInfo(
+        "198.51.100.7:4002"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr"),
+    ));
+    let (status, _, _) = h.send(health).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -1006,8 +1008,8 @@ async fn over_the_backlog_bound_checkouts_get_503_and_reads_still_work() {
     let token = h.token("alice", "checkout orders:read");
     let body = checkout_body().to_string();
     h.backlog.set(100);
-    let (status, _, _) = h
-        .post(Some(&token), "application/json", body.clone(), None)
+    let (status, _, first) = h
+        .post(Some(&token), "application/json", body.clone(), Some("k-1"))
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "at the bound is fine");
     h.backlog.set(101);
@@ -1026,6 +1028,12 @@ async fn over_the_backlog_bound_checkouts_get_503_and_reads_still_work() {
         1,
         "the refused one never reached the log"
     );
+    // A retry of the accepted checkout still gets its 202 and its order id.
+    let (status, _, again) = h
+        .post(Some(&token), "application/json", body.clone(), Some("k-1"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(again["order_id"], first["order_id"]);
     let (status, _, _) = h
         .send(
             Request::get("/v1/orders")

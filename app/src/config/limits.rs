@@ -6,6 +6,8 @@
 use super::ConfigError;
 use super::sections::check;
 use axum::http::HeaderName;
+use figment::value::{Dict, Map, Value};
+use figment::{Metadata, Profile, Provider};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -49,6 +51,28 @@ impl Default for LimitsConfig {
             max_backlog: 50_000,
             backlog_check_ms: 500,
         }
+    }
+}
+
+/// A config file with `limits = "off"` read as `[limits] switch = "off"`: figment lets a later
+/// layer's table replace an earlier plain value, so an `ORDERFLOW_LIMITS_*` variable would
+/// otherwise undo the file's switch instead of adding to it.
+pub(super) struct Shorthand<P>(pub P);
+
+impl<P: Provider> Provider for Shorthand<P> {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            if let Some(Value::String(tag, switch)) = dict.get("limits").cloned() {
+                let section = Dict::from([("switch".to_owned(), Value::String(tag, switch))]);
+                dict.insert("limits".to_owned(), Value::Dict(tag, section));
+            }
+        }
+        Ok(data)
     }
 }
 
@@ -114,6 +138,12 @@ impl LimitsConfig {
                 || HeaderName::from_bytes(self.client_ip_header.as_bytes()).is_ok(),
             "limits.client_ip_header",
             format!("{:?} is not a header name", self.client_ip_header),
+        )?;
+        check(
+            !self.client_ip_header.eq_ignore_ascii_case("forwarded"),
+            "limits.client_ip_header",
+            "RFC 7239 `forwarded` (for=…) is not read; name the header that holds bare \
+             addresses, e.g. x-forwarded-for or x-real-ip",
         )?;
         check(
             (50..=60_000).contains(&self.backlog_check_ms),
@@ -194,6 +224,15 @@ mod switch_tests {
                 c.limits.ip_per_second, 100,
                 "the other keys keep their defaults"
             );
+            jail.set_env("ORDERFLOW_LIMITS_IP_BURST", "9");
+            let c =
+                Config::load(Some(Path::new("alone.toml")), &Overrides::default()).expect("valid");
+            assert!(
+                !c.limits.on(),
+                "a variable adds to the file's switch, not undo it"
+            );
+            assert_eq!(c.limits.ip_burst, 9);
+            jail.clear_env();
             jail.create_file("section.toml", "[limits]\nswitch = \"OFF\"\nip_burst = 7\n")?;
             let c = Config::load(Some(Path::new("section.toml")), &Overrides::default())
                 .expect("valid");

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 pub use flags::Flags;
 pub use jwt::{DEV_SECRET, JwtConfig};
 pub use limits::LimitsConfig;
+use limits::Shorthand;
 pub use sections::{
     ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
     PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
@@ -203,9 +204,9 @@ impl Config {
         let mut figment = Figment::new();
         match file {
             Some(path) if !path.exists() => return Err(ConfigError::MissingFile(path.into())),
-            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            Some(path) => figment = figment.merge(Shorthand(Toml::file_exact(path))),
             None if Path::new(DEFAULT_FILE).exists() => {
-                figment = figment.merge(Toml::file_exact(DEFAULT_FILE));
+                figment = figment.merge(Shorthand(Toml::file_exact(DEFAULT_FILE)));
             }
             None => {}
         }
@@ -300,6 +301,10 @@ fn key_path(var: &str) -> Option<String> {
     let key = var.to_ascii_lowercase();
     if key == "env" {
         return Some(key);
+    }
+    // The storefront teams' name for it, beside `ORDERFLOW_API_CORS_ORIGINS`.
+    if key == "cors_origins" {
+        return Some("api.cors_origins".to_owned());
     }
     SECTIONS.iter().find_map(|(section, main)| {
         if key == *section {
@@ -563,6 +568,13 @@ mod tests {
             jail.set_env("ORDERFLOW_ENV", "development");
             jail.set_env("ORDERFLOW_API_CORS_ORIGINS", "*");
             Config::load(None, &Overrides::default()).expect("valid in development");
+            jail.clear_env();
+            jail.set_env(
+                "ORDERFLOW_CORS_ORIGINS",
+                "https://a.example,https://b.example",
+            );
+            let c = Config::load(None, &Overrides::default()).expect("the short name too");
+            assert_eq!(c.api.cors_origins.len(), 2);
             Ok(())
         });
     }

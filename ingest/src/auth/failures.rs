@@ -248,7 +248,28 @@ fn a_wrong_or_missing_audience_is_401() {
             "audience (aud)",
         );
         case.refuses(&case.sign(&with("aud", json!(null))), "no aud claim");
+        case.refuses(
+            &case.sign(&with("aud", json!(["someone-else", "another"]))),
+            "audience (aud)",
+        );
     }
+}
+
+#[test]
+fn an_audience_list_naming_this_api_verifies() {
+    for case in cases() {
+        let token = case.sign(&with("aud", json!(["another-api", AUDIENCE])));
+        assert_eq!(case.answer(&bearer(&token)), None, "{}", case.name);
+    }
+    // Without `jwt.audience` a list is read and not checked.
+    let auth = Auth::new(SECRET);
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &with("aud", json!(["a", "b"])),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .expect("signs");
+    assert!(auth.verify(&bearer(&token)).is_ok());
 }
 
 #[test]

@@ -48,7 +48,10 @@ impl RateLimiter for LocalRateLimiter {
         let allowance = interval.saturating_mul(u64::from(rate.burst));
         // Keys whose budget is full again carry no information: forget them so memory follows
         // the active callers.
-        if self.calls.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == 0
+        if self
+            .calls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SWEEP_EVERY)
             && self.next.len() > MAX_KEYS
         {
             self.next.retain(|_, tat| *tat > now);
