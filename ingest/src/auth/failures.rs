@@ -438,6 +438,22 @@ fn key_sets_that_cannot_verify_are_refused_by_name() {
     let mut es = rsa_a.clone();
     es["alg"] = json!("ES256");
     assert!(refused(&json!({"keys": [es]}).to_string()).contains("not an RSA signature"));
+    // Encryption keys of a provider's set are left out, never taken to check signatures.
+    let mut for_encryption = rsa_a.clone();
+    for_encryption["use"] = json!("enc");
+    assert!(refused(&json!({"keys": [for_encryption.clone()]}).to_string()).contains("no keys"));
+    let mut sign_only = rsa_a.clone();
+    sign_only["key_ops"] = json!(["sign"]);
+    assert!(refused(&json!({"keys": [sign_only]}).to_string()).contains("no keys"));
+    let b_key =
+        serde_json::from_slice::<serde_json::Value>(JWKS_B).expect("json")["keys"][0].clone();
+    let mixed = KeySet::from_jwks(
+        json!({"keys": [for_encryption, b_key]})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("the signing key is kept");
+    assert_eq!(mixed.len(), 1);
     // A point that is not on the curve: found at load, not on every token.
     let b: serde_json::Value = serde_json::from_slice(JWKS_B).expect("json");
     let mut off_curve = b["keys"][0].clone();

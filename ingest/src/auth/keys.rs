@@ -2,7 +2,9 @@
 //! file, or a JSON Web Key Set whose keys are picked by the token's `kid`. A [`KeyFile`] reads
 //! a PEM or JWKS file and tells when it has changed, so a running process can swap its keys.
 
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::jwk::{
+    AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, KeyOperations, PublicKeyUse,
+};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,8 +34,8 @@ pub enum KeyError {
     /// The JWKS is not a JSON Web Key Set.
     #[error("not a JSON Web Key Set ({{\"keys\": [...]}}): {0}")]
     Json(#[source] serde_json::Error),
-    /// The JWKS holds no key.
-    #[error("the key set holds no keys")]
+    /// The JWKS holds no key that verifies signatures.
+    #[error("the key set holds no keys that verify signatures")]
     Empty,
     /// A key of the JWKS has no `kid`, so no token could name it.
     #[error("key {index} of the key set has no \"kid\"")]
@@ -141,6 +143,11 @@ impl KeySet {
         }
         let mut keys = HashMap::with_capacity(set.keys.len());
         for (index, jwk) in set.keys.iter().enumerate() {
+            if !verifies_signatures(jwk) {
+                // An identity provider's set may also publish encryption keys: not ours to use,
+                // and never to be taken for a signing key.
+                continue;
+            }
             let kid = jwk
                 .common
                 .key_id
@@ -151,6 +158,9 @@ impl KeySet {
             if keys.insert(kid.clone(), key).is_some() {
                 return Err(KeyError::DuplicateKeyId(kid));
             }
+        }
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
         }
         Ok(Self {
             lookup: Lookup::ByKid(keys),
@@ -210,6 +220,18 @@ impl KeySet {
                 .ok_or_else(|| NoKey::UnknownKeyId(kid.chars().take(64).collect())),
         }
     }
+}
+
+/// Whether a JWK may check signatures: not one marked for encryption (`use: "enc"`), nor one
+/// whose `key_ops` leave out `verify`.
+fn verifies_signatures(jwk: &Jwk) -> bool {
+    let for_encryption = matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption));
+    let verify_allowed = jwk
+        .common
+        .key_operations
+        .as_ref()
+        .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+    !for_encryption && verify_allowed
 }
 
 /// The verifying key and algorithm of one JWK.
