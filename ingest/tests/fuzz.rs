@@ -1,14 +1,17 @@
 //! Fuzzing the two parsers every request from the internet reaches before anything else: the
 //! checkout body decoder and the `Authorization` header. A proptest of 100,000 cases each (set
-//! `FUZZ_CASES` to run more): no input panics, a body over the limit is refused before it is
-//! decoded, and decoding allocates memory bounded by the body limit, never by what the body
-//! claims (deep nesting, huge numbers, long arrays).
+//! `FUZZ_CASES` to run more; the header against a JWKS verifier a twentieth of that): no input
+//! panics, only the real token passes, a body over the limit is refused before it is decoded,
+//! and decoding allocates memory bounded by the body limit, never by what the body claims
+//! (deep nesting, huge numbers, long arrays).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, header};
 use cap::Cap;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use orderflow_domain::CheckoutRequest;
 use orderflow_ingest::Auth;
+use orderflow_ingest::auth::KeySet;
 use orderflow_ingest::body::parse_json;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -178,12 +181,29 @@ fn a_body_over_the_limit_is_refused_before_it_is_read() {
 }
 
 /// `Authorization` values: random bytes, schemes, JWT-shaped strings of random parts, `alg:
-/// none`, and a real token with one character changed or cut.
+/// none`, the real token's claims and signature under another header (any `alg`, any `kid`),
+/// and the real token with one character changed or cut.
 fn authorization(real: String) -> impl Strategy<Value = Vec<u8>> {
     let b64 = "[A-Za-z0-9_-]{0,80}";
     let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
     let real2 = real.clone();
+    let real3 = real.clone();
+    let algs = vec![
+        "HS256", "RS256", "ES256", "PS256", "ES384", "EdDSA", "none", "xx",
+    ];
+    let kids = prop_oneof![
+        Just(None),
+        prop::sample::select(vec!["ec-b", "rsa-a", "", "EC-B"]).prop_map(|k| Some(k.to_owned())),
+        ".{0,200}".prop_map(Some),
+    ];
     prop_oneof![
+        2 => (prop::sample::select(algs), kids).prop_map(move |(alg, kid)| {
+            use base64::Engine as _;
+            let header = serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid}).to_string();
+            let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+            let rest = real3.split_once('.').map_or("", |(_, rest)| rest);
+            format!("Bearer {header}.{rest}").into_bytes()
+        }),
         2 => prop::collection::vec(any::<u8>(), 0..256),
         2 => (prop::sample::select(vec!["Bearer ", "bearer ", "Basic ", "", "Bearer  "]), b64, b64, b64)
             .prop_map(|(scheme, a, b, c)| format!("{scheme}{a}.{b}.{c}").into_bytes()),
@@ -209,11 +229,30 @@ fn authorization(real: String) -> impl Strategy<Value = Vec<u8>> {
 fn the_authorization_header_never_panics_and_only_the_real_token_passes() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let auth = Auth::new(b"fuzz-secret-0123456789");
+    fuzz_header(&auth, cases());
+}
+
+#[test]
+fn with_a_jwks_the_authorization_header_never_panics_and_only_the_real_token_passes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let keys = KeySet::from_jwks(include_bytes!("../../tests/fixtures/jwt/jwks-ab.json"))
+        .expect("fixture key set");
+    let signing = EncodingKey::from_ec_pem(include_bytes!("../../tests/fixtures/jwt/ec-b.pem"))
+        .expect("fixture key");
+    let auth = Auth::with_keys(keys).signing_with(signing, Algorithm::ES256, Some("ec-b".into()));
+    // Public-key checks are slow in an unoptimised build: a twentieth of the cases, which still
+    // reach the `kid` lookup and the algorithm check thousands of times.
+    fuzz_header(&auth, (cases() / 20).max(1));
+}
+
+/// Runs `cases` generated `Authorization` headers against `auth`: none panics, and only its own
+/// minted token passes.
+fn fuzz_header(auth: &Auth, cases: u32) {
     let real = auth
         .mint("cust-fuzz", "checkout", Duration::from_secs(3600))
         .expect("mints");
     let mut runner = TestRunner::new(Config {
-        cases: cases(),
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
