@@ -144,15 +144,7 @@ async fn a_thousand_concurrent_checkouts_settle_exactly() {
     // Trimming ran during the test (its counter is exported) and took nothing still needed.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
+        let metrics = app.metrics().await;
         let trimmed: f64 = metrics
             .lines()
             // `orderflow_log_trimmed_total{role="serve"} N`

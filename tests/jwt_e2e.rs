@@ -50,15 +50,7 @@ async fn orders(app: &App, token: &str) -> (u16, Value) {
 
 /// The value of the counter `orderflow_jwt_key_reloads_total` with `outcome` (0 if absent).
 async fn reloads(app: &App, outcome: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = app.metrics().await;
     let label = format!("outcome=\"{outcome}\"");
     text.lines()
         .filter(|l| l.starts_with("orderflow_jwt_key_reloads_total{") && l.contains(&label))

@@ -142,7 +142,9 @@ async fn accept(
     // for its customer's budget nor a 503 for the backlog.
     let refusal = match limits::customer_over_budget(state, &claims.sub).await {
         Some(wait) => Some(Problem::rate_limited(wait)),
-        None => limits::check_backlog(state).err(),
+        // Without a key the backlog was checked before the body was read.
+        None if scoped_key.is_some() => limits::check_backlog(state).err(),
+        None => None,
     };
     if let Some(refusal) = refusal {
         if let Some(scoped) = &scoped_key

@@ -155,6 +155,38 @@ impl App {
         format!("{}{path}", self.base)
     }
 
+    /// The process's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Posts `count` checkouts of one `SKU-A` one at a time, `pause` apart (so a chore reading the
+    /// backlog sees each); returns each answer's status and body.
+    pub async fn checkouts_spaced(
+        &self,
+        token: &str,
+        count: usize,
+        pause: Duration,
+    ) -> Vec<(u16, Value)> {
+        let mut answers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let answer = self
+                .checkout(token, &checkout(&[("SKU-A", 1)], "tok_visa"))
+                .await
+                .expect("answers");
+            answers.push(answer);
+            tokio::time::sleep(pause).await;
+        }
+        answers
+    }
+
     /// Posts a checkout; returns the status and body.
     pub async fn checkout(
         &self,
@@ -527,4 +559,17 @@ pub fn assert_one_terminal(view: &Value) {
         .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
         .count();
     assert_eq!(terminal, 1, "exactly one terminal state: {view}");
+}
+
+/// Asserts that the first `accepted` answers are 202 and every later one 503 `overloaded`.
+pub fn assert_shed_after(answers: &[(u16, Value)], accepted: usize) {
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    assert!(
+        statuses[..accepted].iter().all(|s| *s == 202),
+        "{statuses:?}"
+    );
+    for (status, body) in &answers[accepted..] {
+        assert_eq!(*status, 503, "{statuses:?}");
+        assert_eq!(body["type"], "/problems/overloaded", "{body}");
+    }
 }

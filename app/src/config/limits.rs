@@ -8,9 +8,7 @@ use super::sections::check;
 use axum::http::HeaderName;
 use figment::value::{Dict, Map, Value};
 use figment::{Metadata, Profile, Provider};
-use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use std::fmt;
+use serde::Deserialize;
 
 /// `[limits]`: token buckets per customer and per client address, and the backlog bound.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,31 +72,6 @@ impl<P: Provider> Provider for Shorthand<P> {
         }
         Ok(data)
     }
-}
-
-/// Reads `limits` as its section, or as the switch alone (`limits = "off"`), for
-/// `Config::limits`. A section is read as any other, so a bad key is still named.
-pub(super) fn section_or_switch<'de, D: Deserializer<'de>>(d: D) -> Result<LimitsConfig, D::Error> {
-    struct SectionOrSwitch;
-    impl<'de> Visitor<'de> for SectionOrSwitch {
-        type Value = LimitsConfig;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("the [limits] section, or \"off\"")
-        }
-
-        fn visit_str<E: de::Error>(self, switch: &str) -> Result<LimitsConfig, E> {
-            Ok(LimitsConfig {
-                switch: switch.to_owned(),
-                ..LimitsConfig::default()
-            })
-        }
-
-        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<LimitsConfig, A::Error> {
-            LimitsConfig::deserialize(de::value::MapAccessDeserializer::new(map))
-        }
-    }
-    d.deserialize_any(SectionOrSwitch)
 }
 
 impl LimitsConfig {

@@ -71,8 +71,8 @@ pub struct Config {
     pub env: Deployment,
     /// `[api]`: listener and API limits.
     pub api: ApiConfig,
-    /// `[limits]`: rate limits and the backlog bound (or `limits = "off"`).
-    #[serde(deserialize_with = "limits::section_or_switch")]
+    /// `[limits]`: rate limits and the backlog bound (`limits = "off"` in the file is read as
+    /// its `switch`, by `limits::Shorthand`).
     pub limits: LimitsConfig,
     /// `[jwt]`: token signing.
     pub jwt: JwtConfig,
