@@ -64,6 +64,19 @@ enum Command {
     },
     /// Check initial = available + reserved + committed for every SKU; exit 1 on a breach.
     Audit,
+    /// Price a cart with the configured tables and print the breakdown; exit 1 when a coupon
+    /// would reject the order.
+    Price {
+        /// The cart: a checkout body (JSON); its payment is ignored.
+        #[arg(long, value_name = "FILE")]
+        cart: std::path::PathBuf,
+        /// The customer whose promotion uses count (read from Redis when redis.url is set).
+        #[arg(long, value_name = "ID")]
+        customer: Option<String>,
+        /// Price as at this RFC 3339 time instead of now (promotion windows).
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
     /// Exit 0 if the process on --listen (or --url) is ready (GET /readyz), else 1: for
     /// container health checks.
     Healthcheck {
@@ -161,6 +174,14 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             return Ok(commands::token(&config, &sub, &scope, ttl, signing).map(|()| ok)?);
         }
         Command::Audit => return Ok(exit(commands::audit(&config).await?)),
+        Command::Price { cart, customer, at } => {
+            let request = orderflow_app::quote::Request {
+                cart: &cart,
+                customer: customer.as_deref(),
+                at: at.as_deref(),
+            };
+            return Ok(exit(orderflow_app::quote::price(&config, request).await?));
+        }
         Command::Healthcheck { url } => {
             return Ok(exit(commands::healthcheck(&config, url.as_deref()).await?));
         }

@@ -5,7 +5,7 @@ use crate::config::{Config, LogUrl, RedisUrl, StoreUrl};
 use crate::error::AppError;
 use crate::supervisor::Chore;
 use crate::tables;
-use orderflow_domain::{Catalog, Promotions};
+use orderflow_domain::{Catalog, SharedPriceBook};
 use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, SegmentLog, SegmentLogOptions};
 use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
 use orderflow_stages::expiry::ExpirySweeper;
@@ -53,8 +53,10 @@ pub struct Backends {
     pub provider: Arc<dyn PaymentProvider>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
-    /// Promotion codes.
-    pub promotions: Arc<Promotions>,
+    /// The pricing tables in force (the API's quotes and the price stage share them).
+    pub prices: SharedPriceBook,
+    /// Where the pricing tables are read from again on reload.
+    pub tables: tables::PriceTables,
 }
 
 /// Opens each embedded directory once, so everything in one directory shares one engine (and
@@ -91,12 +93,27 @@ impl Backends {
     /// Connects every backend the configuration names; returns them with the chores their
     /// adapters need (for the supervisor to run).
     pub async fn connect(config: &Config) -> Result<(Self, Vec<Chore>), AppError> {
-        let (catalog, from) = tables::catalog(&config.catalog)?;
-        warn_if_demo(config, &from, "catalog");
-        tracing::info!(source = %from, skus = catalog.items().len(), "Catalog loaded");
-        let (promotions, from) = tables::promotions(&config.promotions)?;
-        warn_if_demo(config, &from, "promotions");
-        tracing::info!(source = %from, "Promotion codes loaded");
+        let tables = tables::PriceTables::new(config);
+        let (book, from) = tables.load()?;
+        for (table, source) in [
+            ("catalog", &from.catalog),
+            ("promotions", &from.promotions),
+            ("tax", &from.tax),
+            ("shipping", &from.shipping),
+        ] {
+            warn_if_demo(config, source, table);
+        }
+        tracing::info!(
+            catalog = %from.catalog,
+            skus = book.catalog.items().len(),
+            promotions = %from.promotions,
+            tax = %from.tax,
+            shipping = %from.shipping,
+            version = %book.version,
+            "Pricing tables loaded"
+        );
+        let catalog = book.catalog.clone();
+        let prices = book.shared();
         let store_dir = config.store_dir();
         let mut engines = Engines::new(config);
         let mut chores = Vec::new();
@@ -139,8 +156,6 @@ impl Backends {
                 StoreUrl::Embedded(_) => Arc::new(EmbeddedOrderStore::new(engine.clone())),
             };
         let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
-        let catalog = Arc::new(catalog);
-        let promotions = Arc::new(promotions);
         let backends = match connect_redis(config).await? {
             Some(hot) => Self {
                 log,
@@ -166,7 +181,8 @@ impl Backends {
                 },
                 outbox,
                 catalog,
-                promotions,
+                prices,
+                tables,
             },
             None => {
                 let idempotency = EmbeddedIdempotency::new(engine.clone());
@@ -186,7 +202,8 @@ impl Backends {
                     feed: Arc::new(EmbeddedStatusFeed::new(4096)),
                     outbox,
                     catalog,
-                    promotions,
+                    prices,
+                    tables,
                 }
             }
         };
@@ -197,7 +214,7 @@ impl Backends {
     pub fn stage_deps(&self, config: &Config) -> StageDeps {
         StageDeps {
             catalog: self.catalog.clone(),
-            promotions: self.promotions.clone(),
+            prices: self.prices.clone(),
             ledger: self.ledger.clone(),
             coupons: self.coupons.clone(),
             provider: self.provider.clone(),
@@ -207,8 +224,6 @@ impl Backends {
             currencies: config.stages.currencies.clone(),
             countries: config.stages.countries.clone(),
             reservation_ttl: config.stages.reservation_ttl(),
-            tax_rate_bps: config.pricing.tax_rate_bps,
-            shipping_fee_minor: config.pricing.shipping_fee_minor,
         }
     }
 
@@ -220,7 +235,7 @@ impl Backends {
             self.log.clone(),
             500,
         )
-        .with_coupons(self.promotions.clone(), self.coupons.clone())
+        .with_coupons(self.coupons.clone())
     }
 
     /// Creates the topics and seeds the catalog's stock for SKUs that have none yet; returns
@@ -263,7 +278,7 @@ fn warn_if_demo(config: &Config, from: &tables::Source, table: &str) {
         tracing::warn!(
             table,
             "Using the built-in demo table with shared backends; give every process the same \
-             file ({table}.file, --{table})"
+             file ({table}.file)"
         );
     }
 }
@@ -427,6 +442,14 @@ async fn connect_redis(config: &Config) -> Result<Option<RedisHot>, AppError> {
         .map_err(|e| AppError::backend(format!("Redis at {url}"), "redis.url", e))?;
     tracing::info!(%url, warehouse = %config.redis.warehouse, "Hot path on Redis");
     Ok(Some(hot))
+}
+
+/// Only the promotion-use counters, for `orderflow price --customer`: on Redis, read beside
+/// running processes; `None` without Redis (the embedded ones are the server's to open).
+pub async fn connect_coupons(config: &Config) -> Result<Option<Arc<dyn CouponLedger>>, AppError> {
+    Ok(connect_redis(config)
+        .await?
+        .map(|hot| Arc::new(RedisCoupons::new(hot)) as Arc<dyn CouponLedger>))
 }
 
 /// Only the stock ledger, for `orderflow audit`: on Redis it needs nothing else, so it runs

@@ -16,9 +16,9 @@ pub enum AppError {
     /// The catalog cannot be read.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    /// The promotion codes cannot be read.
+    /// A pricing table (catalog, promotions, tax, shipping) cannot be used.
     #[error(transparent)]
-    Promotions(#[from] orderflow_domain::PromotionsError),
+    Pricing(#[from] orderflow_domain::TableError),
     /// A token cannot be signed.
     #[error("cannot sign a token")]
     Mint(#[source] orderflow_ingest::auth::MintError),

@@ -24,6 +24,7 @@ pub mod error;
 pub mod gauges;
 pub mod keys;
 pub mod process;
+pub mod quote;
 pub mod supervisor;
 pub mod tables;
 pub mod telemetry;

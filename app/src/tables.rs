@@ -1,16 +1,20 @@
-//! The catalog and the promotion codes: from the configured file, else from `./config/` when
-//! the process runs in a checkout of the repository, else the demo tables built into the binary
-//! — so `orderflow serve` works from any directory.
+//! The pricing tables (catalog, promotions, tax, shipping): each from its configured file,
+//! else from `./config/` when the process runs in a checkout of the repository, else the demo
+//! table built into the binary — so `orderflow serve` works from any directory.
 
-use crate::config::TableConfig;
-use crate::error::AppError;
-use orderflow_domain::{Catalog, Promotions};
+use crate::config::{Config, TableConfig};
+use orderflow_domain::pricing::{Source as Text, Sources};
+use orderflow_domain::{PriceBook, TableError};
 use std::path::{Path, PathBuf};
 
 /// The demo catalog (`config/catalog.json`), compiled in.
 pub const DEMO_CATALOG: &str = include_str!("../../config/catalog.json");
-/// The demo promotion codes (`config/promotions.json`), compiled in.
+/// The demo promotions (`config/promotions.json`), compiled in.
 pub const DEMO_PROMOTIONS: &str = include_str!("../../config/promotions.json");
+/// The demo tax table (`config/tax.json`), compiled in.
+pub const DEMO_TAX: &str = include_str!("../../config/tax.json");
+/// The demo shipping table (`config/shipping.json`), compiled in.
+pub const DEMO_SHIPPING: &str = include_str!("../../config/shipping.json");
 
 /// Where a table came from, for the start-up log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,25 +43,110 @@ fn locate(table: &TableConfig, default_name: &str) -> Option<PathBuf> {
     })
 }
 
-/// The catalog and where it came from.
-pub fn catalog(table: &TableConfig) -> Result<(Catalog, Source), AppError> {
-    match locate(table, "catalog.json") {
-        Some(path) => Ok((Catalog::load(&path)?, Source::File(path))),
-        None => Ok((
-            Catalog::parse(DEMO_CATALOG, "the built-in demo catalog")?,
-            Source::BuiltIn,
-        )),
+/// One table's text, where it came from, and the name errors give it.
+struct Loaded {
+    text: String,
+    source: Source,
+    origin: String,
+}
+
+fn read(table: &TableConfig, name: &str, demo: &str) -> Result<Loaded, TableError> {
+    match locate(table, &format!("{name}.json")) {
+        Some(path) => {
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|source| TableError::Io {
+                origin: origin.clone(),
+                source,
+            })?;
+            Ok(Loaded {
+                text,
+                source: Source::File(path),
+                origin,
+            })
+        }
+        None => Ok(Loaded {
+            text: demo.to_owned(),
+            source: Source::BuiltIn,
+            origin: format!("the built-in demo {name}"),
+        }),
     }
 }
 
-/// The promotion codes and where they came from.
-pub fn promotions(table: &TableConfig) -> Result<(Promotions, Source), AppError> {
-    match locate(table, "promotions.json") {
-        Some(path) => Ok((Promotions::load(&path)?, Source::File(path))),
-        None => Ok((
-            Promotions::parse_from(DEMO_PROMOTIONS, "the built-in demo promotions")?,
-            Source::BuiltIn,
-        )),
+/// Where the four pricing tables are read from; read again on every reload.
+#[derive(Debug, Clone)]
+pub struct PriceTables {
+    catalog: TableConfig,
+    promotions: TableConfig,
+    tax: TableConfig,
+    shipping: TableConfig,
+}
+
+/// Where each table of a [`PriceBook`] came from, for the log.
+#[derive(Debug, Clone)]
+pub struct Origins {
+    /// `[catalog]`.
+    pub catalog: Source,
+    /// `[promotions]`.
+    pub promotions: Source,
+    /// `[tax]`.
+    pub tax: Source,
+    /// `[shipping]`.
+    pub shipping: Source,
+}
+
+impl Origins {
+    /// Whether any table is a built-in demo.
+    pub fn any_demo(&self) -> bool {
+        [&self.catalog, &self.promotions, &self.tax, &self.shipping]
+            .iter()
+            .any(|s| **s == Source::BuiltIn)
+    }
+}
+
+impl PriceTables {
+    /// The tables `config` names.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            catalog: config.catalog.clone(),
+            promotions: config.promotions.clone(),
+            tax: config.tax.clone(),
+            shipping: config.shipping.clone(),
+        }
+    }
+
+    /// Reads and checks the four tables; the error names the file and the entry.
+    pub fn load(&self) -> Result<(PriceBook, Origins), TableError> {
+        let catalog = read(&self.catalog, "catalog", DEMO_CATALOG)?;
+        let promotions = read(&self.promotions, "promotions", DEMO_PROMOTIONS)?;
+        let tax = read(&self.tax, "tax", DEMO_TAX)?;
+        let shipping = read(&self.shipping, "shipping", DEMO_SHIPPING)?;
+        fn text(l: &Loaded) -> Text<'_> {
+            Text {
+                text: &l.text,
+                origin: &l.origin,
+            }
+        }
+        let book = PriceBook::parse(&Sources {
+            catalog: text(&catalog),
+            promotions: text(&promotions),
+            tax: text(&tax),
+            shipping: text(&shipping),
+        })?;
+        Ok((
+            book,
+            Origins {
+                catalog: catalog.source,
+                promotions: promotions.source,
+                tax: tax.source,
+                shipping: shipping.source,
+            },
+        ))
+    }
+}
+
+impl orderflow_ingest::pricing::Reload for PriceTables {
+    fn load(&self) -> Result<PriceBook, TableError> {
+        PriceTables::load(self).map(|(book, _)| book)
     }
 }
 
@@ -67,17 +156,21 @@ mod tests {
 
     #[test]
     fn the_built_in_tables_parse() {
-        let catalog = Catalog::parse(DEMO_CATALOG, "demo").expect("demo catalog");
-        assert!(!catalog.items().is_empty());
-        Promotions::parse(DEMO_PROMOTIONS).expect("demo promotions");
+        let (book, origins) = PriceTables::new(&Config::default())
+            .load()
+            .expect("demo tables");
+        assert!(!book.catalog.items().is_empty());
+        assert!(!book.promotions.is_empty() && !book.tax.is_empty() && !book.shipping.is_empty());
+        assert_eq!(book.version.len(), 12);
+        // The tests run in the crate's directory, which has no config/.
+        assert!(origins.any_demo());
     }
 
     #[test]
     fn a_configured_file_that_is_missing_is_an_error() {
-        let table = TableConfig {
-            file: Some("/no/such/catalog.json".into()),
-        };
-        let e = catalog(&table).expect_err("missing").to_string();
-        assert!(e.contains("/no/such/catalog.json"), "{e}");
+        let mut config = Config::default();
+        config.tax.file = Some("/no/such/tax.json".into());
+        let e = PriceTables::new(&config).load().expect_err("missing").to_string();
+        assert!(e.contains("/no/such/tax.json"), "{e}");
     }
 }

@@ -11,7 +11,7 @@ pub mod ids;
 pub mod money;
 pub mod number;
 pub mod order;
-pub mod promotions;
+pub mod pricing;
 pub mod schema;
 pub mod status;
 pub mod timestamp;
@@ -23,8 +23,11 @@ pub use ids::OrderId;
 pub use money::{Currency, Money, MoneyError};
 pub use order::{
     Address, CheckoutRequest, LineItem, Notification, Order, OrderEvent, Payment, PaymentRequest,
-    PriceBreakdown, PricedLine, Rejection, RejectionCode, Reservation, Shipment,
+    Rejection, RejectionCode, Reservation, Shipment,
 };
-pub use promotions::{Discount, Promotion, Promotions, PromotionsError};
+pub use pricing::{
+    AppliedPromotion, Cart, CouponReason, LineDiscount, PriceBook, PriceBreakdown, PriceError,
+    PricedLine, Promotion, Promotions, Quote, RejectedCoupon, SharedPriceBook, TableError, TaxLine,
+};
 pub use status::OrderStatus;
 pub use view::{OrderView, TimelineEntry};

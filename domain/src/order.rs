@@ -1,6 +1,6 @@
 //! The order as it travels the pipeline: what the customer asked for, then each stage's part.
 
-use crate::{Currency, Money, OrderId, OrderStatus};
+use crate::{Currency, Money, OrderId, OrderStatus, PriceBreakdown};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -165,36 +165,6 @@ pub struct Reservation {
     /// When the hold lapses unless the order ships.
     #[serde(with = "crate::timestamp")]
     pub expires_at: DateTime<Utc>,
-}
-
-/// One priced line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PricedLine {
-    /// SKU of the line.
-    pub sku: String,
-    /// Units.
-    pub quantity: u32,
-    /// Catalog price of one unit.
-    pub unit_price: Money,
-    /// `unit_price × quantity`.
-    pub line_total: Money,
-}
-
-/// The totals computed by the price stage.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct PriceBreakdown {
-    /// Each line with its price.
-    pub lines: Vec<PricedLine>,
-    /// Sum of the line totals.
-    pub subtotal: Money,
-    /// Discount from promotions (zero until the promotion engine lands).
-    pub discount: Money,
-    /// Tax on the discounted subtotal.
-    pub tax: Money,
-    /// Shipping fee.
-    pub shipping: Money,
-    /// What the customer pays.
-    pub total: Money,
 }
 
 /// The result of a successful charge.

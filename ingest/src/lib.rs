@@ -11,8 +11,10 @@
 //! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
 //! | `GET /v1/orders` | [`orders`]: the caller's orders, newest first, cursor-paged |
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
+//! | `POST /v1/quotes` | [`pricing`]: the cart's breakdown now, nothing reserved or counted |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
+//! | `GET /v1/admin/pricing`, `POST /v1/admin/pricing/reload` | [`pricing`]: the tables' version, reading them again, scope `admin` |
 //! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] (the document: [`openapi`]) |
 //!
 //! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are JWTs checked by
@@ -30,6 +32,7 @@ pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod pricing;
 pub mod problem;
 pub mod server;
 pub mod ws;
@@ -92,6 +95,8 @@ pub struct AppState {
     pub feed: Arc<dyn StatusFeed>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
+    /// Quotes and the pricing tables.
+    pub pricing: pricing::Pricing,
     /// Token verification.
     pub auth: Arc<Auth>,
     /// Prometheus exposition of the process's metrics.

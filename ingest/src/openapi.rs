@@ -7,7 +7,7 @@
 //! ([`BadRequest`] … [`Unavailable`]), listed by each handler for the errors it can give.
 
 use crate::problem::ProblemBody;
-use crate::{AppState, admin, catalog, checkout, ops, orders, ws};
+use crate::{AppState, admin, catalog, checkout, ops, orders, pricing, ws};
 use orderflow_domain::OrderId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,12 +31,15 @@ pub const ACCESS_TOKEN: &str = "access_token";
 pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(checkout::create))
+        .routes(routes!(pricing::quote))
         .routes(routes!(orders::list_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(ws::follow))
         .routes(routes!(catalog::list))
         .routes(routes!(admin::get_stock, admin::put_stock))
         .routes(routes!(admin::audit))
+        .routes(routes!(pricing::current))
+        .routes(routes!(pricing::reload))
 }
 
 /// The whole document: the API's routes, the operational ones and `/openapi.json` itself.

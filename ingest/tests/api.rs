@@ -5,16 +5,22 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use orderflow_domain::{Catalog, CatalogItem, Currency, OrderEvent, decode_event};
+use orderflow_domain::pricing::{ShippingTable, TaxTable};
+use orderflow_domain::{
+    Catalog, CatalogItem, Currency, OrderEvent, OrderId, PriceBook, Promotions, TableError,
+    decode_event,
+};
+use orderflow_ingest::pricing::{Pricing, Reload};
 use orderflow_ingest::limits::Backlog;
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
 use orderflow_stores::SkuStock;
 use orderflow_stores::embedded::{
-    EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed, LocalRateLimiter,
+    EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed,
+    LocalRateLimiter,
 };
-use orderflow_stores::{OrderStore, Rate, StockLedger};
+use orderflow_stores::{CouponLedger, OrderStore, Rate, StockLedger, UseLimits};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +37,38 @@ struct Harness {
     orders: Arc<dyn OrderStore>,
     auth: Arc<Auth>,
     backlog: Arc<Backlog>,
+    coupons: Arc<dyn CouponLedger>,
+    promotions: Arc<parking_lot::Mutex<String>>,
+}
+
+/// The harness's promotions: a code good once per customer, and 10 % off automatically from
+/// 50.00.
+const PROMOTIONS: &str = r#"{"promotions":[
+    {"code":"ONCE","amount_off_minor":300,"max_uses_per_customer":1},
+    {"id":"ten-from-50","percent_off_bps":1000,"min_subtotal_minor":5000}]}"#;
+const TAX: &str = r#"{"jurisdictions":[
+    {"id":"US-CA","country":"US","region":"CA","rate_bps":725},
+    {"id":"DE","country":"DE","rate_bps":1900,"prices_include_tax":true}]}"#;
+const SHIPPING: &str = r#"{"zones":[{"id":"all","countries":["*"],
+    "bands":[{"up_to_grams":1000,"fee_minor":500},{"fee_minor":900}]}]}"#;
+
+/// Tables read "again" from the promotions text the test holds, like a file edited in place.
+struct Tables {
+    catalog: Arc<Catalog>,
+    promotions: Arc<parking_lot::Mutex<String>>,
+}
+
+impl Reload for Tables {
+    fn load(&self) -> Result<PriceBook, TableError> {
+        let text = self.promotions.lock().clone();
+        Ok(PriceBook::new(
+            self.catalog.clone(),
+            Promotions::parse(&text, "promotions.json")?,
+            TaxTable::parse(TAX, "tax.json")?,
+            ShippingTable::parse(SHIPPING, "shipping.json")?,
+            &format!("v{}", text.len()),
+        ))
+    }
 }
 
 async fn harness() -> Harness {
@@ -76,6 +114,20 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
     };
     adjust(&mut settings);
     let backlog = Arc::new(Backlog::default());
+    let catalog = Arc::new(catalog);
+    let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine.clone()));
+    let promotions = Arc::new(parking_lot::Mutex::new(PROMOTIONS.to_owned()));
+    let tables = Tables {
+        catalog: catalog.clone(),
+        promotions: promotions.clone(),
+    };
+    let pricing = Pricing {
+        book: tables.load().expect("tables").shared(),
+        coupons: coupons.clone(),
+        tables: Some(Arc::new(tables)),
+        currencies: vec!["USD".into()],
+        countries: vec!["US".into(), "DE".into()],
+    };
     let state = AppState {
         log: log.clone(),
         ledger,
@@ -83,7 +135,8 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         orders: orders.clone(),
         limiter: Arc::new(LocalRateLimiter::new()),
         feed: Arc::new(EmbeddedStatusFeed::new(64)),
-        catalog: Arc::new(catalog),
+        catalog,
+        pricing,
         auth: auth.clone(),
         metrics: None,
         backlog: backlog.clone(),
@@ -97,6 +150,8 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         orders,
         auth,
         backlog,
+        coupons,
+        promotions,
     }
 }
 
@@ -525,6 +580,7 @@ async fn the_openapi_document_describes_every_route() {
     let paths = doc["paths"].as_object().expect("paths");
     let routes = [
         ("/v1/checkouts", "post"),
+        ("/v1/quotes", "post"),
         ("/v1/orders", "get"),
         ("/v1/orders/{id}", "get"),
         ("/v1/orders/{id}/ws", "get"),
@@ -532,6 +588,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/admin/stock/{sku}", "get"),
         ("/v1/admin/stock/{sku}", "put"),
         ("/v1/admin/audit", "get"),
+        ("/v1/admin/pricing", "get"),
+        ("/v1/admin/pricing/reload", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
@@ -1046,4 +1104,147 @@ async fn over_the_backlog_bound_checkouts_get_503_and_reads_still_work() {
     h.backlog.set(0);
     let (status, _, _) = h.post(Some(&token), "application/json", body, None).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+impl Harness {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json");
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.send(request.body(body).expect("request")).await
+    }
+}
+
+fn cart(quantity: u32, codes: &[&str], country: &str) -> Value {
+    let mut body = checkout_body();
+    body["lines"][0]["quantity"] = json!(quantity);
+    body["coupon_codes"] = json!(codes);
+    body["shipping_address"]["country"] = json!(country);
+    body.as_object_mut().expect("object").remove("payment");
+    body
+}
+
+#[tokio::test]
+async fn a_quote_prices_the_cart_and_reserves_and_counts_nothing() {
+    let h = harness().await;
+    let ann = h.token("ann", "checkout");
+
+    // 4 mugs at 12.99 = 51.96, over 50.00. Same priority, so by id: ONCE takes 3.00 (48.96
+    // left), then 10 % of 48.96 = 4.896 → 4.90: 44.06 left. CA tax 7.25 % of 44.06 = 3.194
+    // → 3.19. 1,600 g: 9.00 shipping. 44.06 + 3.19 + 9.00 = 56.25.
+    let (s, _, q) = h
+        .call("POST", "/v1/quotes", &ann, Some(cart(4, &["once"], "US")))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{q}");
+    assert_eq!(q["subtotal"]["minor"], 5196);
+    assert_eq!(q["discount"]["minor"], 790);
+    assert_eq!(q["tax"]["minor"], 319);
+    assert_eq!(q["shipping"]["minor"], 900);
+    assert_eq!(q["total"]["minor"], 5625);
+    assert_eq!(q["promotions"][0]["id"], "ONCE");
+    assert_eq!(q["promotions"][1]["id"], "ten-from-50");
+    assert_eq!(q["tax_lines"][0]["jurisdiction"], "US-CA");
+    assert_eq!(q["lines"][0]["total"]["minor"], 4406 + 319);
+    assert_eq!(q["rejected_coupons"], json!([]));
+    assert_eq!(q["version"], format!("v{}", PROMOTIONS.len()));
+    // Nothing reached the log, nothing was counted.
+    assert!(h.appended().await.is_empty());
+    assert_eq!(h.coupons.uses("ONCE").await.expect("uses"), 0);
+
+    // Once ann has used ONCE, her quote says so; bob's does not.
+    let limits = UseLimits {
+        total: None,
+        per_customer: Some(1),
+    };
+    h.coupons
+        .redeem("ONCE", OrderId::new(), "ann", limits)
+        .await
+        .expect("redeem");
+    let (_, _, q) = h
+        .call("POST", "/v1/quotes", &ann, Some(cart(1, &["ONCE", "NOPE"], "US")))
+        .await;
+    assert_eq!(
+        q["rejected_coupons"],
+        json!([{"code": "NOPE", "reason": "unknown"}, {"code": "ONCE", "reason": "used_up"}])
+    );
+    assert_eq!(q["discount"]["minor"], 0);
+    let bob = h.token("bob", "checkout");
+    let (_, _, q) = h
+        .call("POST", "/v1/quotes", &bob, Some(cart(1, &["ONCE"], "US")))
+        .await;
+    assert_eq!(q["rejected_coupons"], json!([]));
+    assert_eq!(q["discount"]["minor"], 300);
+
+    // Germany: prices include 19 % VAT. 12.99: tax 12.99 × 19/119 = 2.074 → 2.07, and the
+    // total is the price plus shipping (no tax on top).
+    let (_, _, q) = h
+        .call("POST", "/v1/quotes", &bob, Some(cart(1, &[], "DE")))
+        .await;
+    assert_eq!(q["prices_include_tax"], true);
+    assert_eq!(q["tax"]["minor"], 207);
+    assert_eq!(q["total"]["minor"], 1299 + 500);
+
+    // Bad carts are 422 naming the field; the scope is checkout.
+    let mut unknown = cart(1, &[], "US");
+    unknown["lines"][0]["sku"] = json!("SKU-404");
+    let (s, hd, b) = h.call("POST", "/v1/quotes", &bob, Some(unknown)).await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    assert!(b["errors"][0].as_str().expect("error").contains("SKU-404"));
+    let (s, hd, b) = h
+        .call("POST", "/v1/quotes", &bob, Some(cart(1, &[], "FR")))
+        .await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    assert!(b["errors"][0].as_str().expect("error").contains("country"));
+    let (s, hd, b) = h
+        .call("POST", "/v1/quotes", &bob, Some(cart(0, &[], "US")))
+        .await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    let reader = h.token("bob", "orders:read");
+    let (s, hd, b) = h
+        .call("POST", "/v1/quotes", &reader, Some(cart(1, &[], "US")))
+        .await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+}
+
+#[tokio::test]
+async fn the_pricing_tables_reload_whole_or_not_at_all() {
+    let h = harness().await;
+    let admin = h.token("ops", "admin");
+    let shopper = h.token("ann", "checkout");
+    let (s, _, before) = h.call("GET", "/v1/admin/pricing", &admin, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(before["promotions"], 2);
+    assert_eq!(before["jurisdictions"], 2);
+    let (s, hd, b) = h.call("POST", "/v1/admin/pricing/reload", &shopper, None).await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+
+    // A broken table is refused naming the entry; the old tables stay in force.
+    *h.promotions.lock() = r#"{"promotions":[{"id":"half","percent_off_bps":20000}]}"#.into();
+    let (s, hd, b) = h.call("POST", "/v1/admin/pricing/reload", &admin, None).await;
+    assert_problem(s, &hd, &b, 422, "invalid-request");
+    let why = b["errors"][0].as_str().expect("error");
+    assert!(why.contains("promotion half") && why.contains("percent_off_bps"), "{why}");
+    let (_, _, now) = h.call("GET", "/v1/admin/pricing", &admin, None).await;
+    assert_eq!(now["version"], before["version"]);
+
+    // A good one is swapped in: the next quote uses it and records its version.
+    *h.promotions.lock() = r#"{"promotions":[{"id":"half","percent_off_bps":5000}]}"#.into();
+    let (s, _, after) = h.call("POST", "/v1/admin/pricing/reload", &admin, None).await;
+    assert_eq!(s, StatusCode::OK, "{after}");
+    assert_eq!(after["promotions"], 1);
+    assert_ne!(after["version"], before["version"]);
+    let (_, _, q) = h
+        .call("POST", "/v1/quotes", &shopper, Some(cart(2, &[], "US")))
+        .await;
+    assert_eq!(q["discount"]["minor"], 1299);
+    assert_eq!(q["version"], after["version"]);
 }

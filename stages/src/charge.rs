@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use dashmap::DashMap;
 use orderflow_domain::{
-    Currency, Money, OrderEvent, OrderStatus, Payment, Promotions, RejectionCode,
+    Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode,
 };
 use orderflow_pipeline::StageError;
 use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger, StoreError};
@@ -149,7 +149,7 @@ impl PaymentProvider for SimulatedProvider {
 pub struct Charge {
     provider: Arc<dyn PaymentProvider>,
     ledger: Arc<dyn StockLedger>,
-    coupons: Option<(Arc<Promotions>, Arc<dyn CouponLedger>)>,
+    coupons: Option<Arc<dyn CouponLedger>>,
 }
 
 impl Charge {
@@ -165,20 +165,14 @@ impl Charge {
     /// Gives the coupon uses of an order that is not charged back (idempotent per code).
     async fn restore_coupons(&self, event: &OrderEvent) -> Result<(), StageError> {
         match &self.coupons {
-            Some((promotions, coupons)) => {
-                crate::price::restore_coupons(coupons.as_ref(), promotions, event).await
-            }
+            Some(coupons) => crate::price::restore_coupons(coupons.as_ref(), event).await,
             None => Ok(()),
         }
     }
 
     /// Gives the coupon uses of orders that are not charged (declined, lapsed) back in `coupons`.
-    pub fn with_coupons(
-        mut self,
-        promotions: Arc<Promotions>,
-        coupons: Arc<dyn CouponLedger>,
-    ) -> Self {
-        self.coupons = Some((promotions, coupons));
+    pub fn with_coupons(mut self, coupons: Arc<dyn CouponLedger>) -> Self {
+        self.coupons = Some(coupons);
         self
     }
 }

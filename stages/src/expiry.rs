@@ -13,7 +13,7 @@
 use crate::topology;
 use chrono::Utc;
 use orderflow_domain::{
-    Address, Order, OrderEvent, OrderStatus, OrderView, Promotions, RejectionCode, encode_event,
+    Address, Order, OrderEvent, OrderStatus, OrderView, RejectionCode, encode_event,
 };
 use orderflow_pipeline::{Decoded, Log, Message, header};
 use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
@@ -26,7 +26,7 @@ pub struct ExpirySweeper {
     orders: Arc<dyn OrderStore>,
     log: Arc<dyn Log>,
     batch: usize,
-    coupons: Option<(Arc<Promotions>, Arc<dyn CouponLedger>)>,
+    coupons: Option<Arc<dyn CouponLedger>>,
 }
 
 /// Why a sweep stopped early.
@@ -76,12 +76,8 @@ impl ExpirySweeper {
     }
 
     /// Gives the coupon uses of expired orders back in `coupons`.
-    pub fn with_coupons(
-        mut self,
-        promotions: Arc<Promotions>,
-        coupons: Arc<dyn CouponLedger>,
-    ) -> Self {
-        self.coupons = Some((promotions, coupons));
+    pub fn with_coupons(mut self, coupons: Arc<dyn CouponLedger>) -> Self {
+        self.coupons = Some(coupons);
         self
     }
 
@@ -99,8 +95,8 @@ impl ExpirySweeper {
                 }
                 Some(view) => {
                     let event = rejection(&view);
-                    if let Some((promotions, coupons)) = &self.coupons {
-                        crate::price::restore_coupons(coupons.as_ref(), promotions, &event)
+                    if let Some(coupons) = &self.coupons {
+                        crate::price::restore_coupons(coupons.as_ref(), &event)
                             .await
                             .map_err(|e| SweepError::Coupons(e.to_string()))?;
                     }

@@ -1,156 +1,157 @@
-//! price: list price × quantity, promotion codes, a flat tax rate on the discounted subtotal and
-//! a flat shipping fee. Each coupon use is counted once per order in the [`CouponLedger`].
+//! price: the pricing engine ([`orderflow_domain::pricing`]) over the order's lines, codes and
+//! destination at the time it was accepted, with the tables in force. Each limited
+//! promotion's use is counted once per order in the [`CouponLedger`].
 
 use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use orderflow_domain::{
-    Catalog, Money, MoneyError, OrderEvent, OrderStatus, PriceBreakdown, PricedLine, Promotion,
-    Promotions, RejectionCode,
+    CouponReason, OrderEvent, OrderStatus, PriceBook, PriceBreakdown, PriceError, RejectionCode,
+    SharedPriceBook,
 };
 use orderflow_pipeline::StageError;
-use orderflow_stores::{CouponLedger, Redemption, StockLedger};
+use orderflow_stores::{CouponLedger, Redemption, StockLedger, UseLimits};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// Computes the order's totals and redeems its coupons.
+/// Computes the order's totals and redeems its limited promotions.
 pub struct Price {
-    catalog: Arc<Catalog>,
+    book: SharedPriceBook,
     ledger: Arc<dyn StockLedger>,
-    tax_rate_bps: u32,
-    shipping_minor: i64,
-    promotions: Arc<Promotions>,
     coupons: Option<Arc<dyn CouponLedger>>,
 }
 
+/// The limits of a promotion as the ledger takes them.
+fn limits(p: &orderflow_domain::Promotion) -> UseLimits {
+    UseLimits {
+        total: p.max_uses,
+        per_customer: p.max_uses_per_customer,
+    }
+}
+
 impl Price {
-    /// Prices from `catalog` with tax at `tax_rate_bps` / 10,000 and a flat shipping fee; the
-    /// ledger releases the stock of an order that cannot be priced. No promotions until
-    /// [`with_promotions`](Self::with_promotions).
-    pub fn new(
-        catalog: Arc<Catalog>,
-        ledger: Arc<dyn StockLedger>,
-        tax_rate_bps: u32,
-        shipping_minor: i64,
-    ) -> Self {
+    /// Prices with the tables of `book`; the ledger releases the stock of an order that
+    /// cannot be priced. Uses are not counted until [`with_coupons`](Self::with_coupons).
+    pub fn new(book: SharedPriceBook, ledger: Arc<dyn StockLedger>) -> Self {
         Self {
-            catalog,
+            book,
             ledger,
-            tax_rate_bps,
-            shipping_minor,
-            promotions: Arc::new(Promotions::default()),
             coupons: None,
         }
     }
 
-    /// Applies `promotions`, counting their uses in `coupons`.
-    pub fn with_promotions(
-        mut self,
-        promotions: Arc<Promotions>,
-        coupons: Arc<dyn CouponLedger>,
-    ) -> Self {
-        self.promotions = promotions;
+    /// Counts the uses of limited promotions in `coupons`.
+    pub fn with_coupons(mut self, coupons: Arc<dyn CouponLedger>) -> Self {
         self.coupons = Some(coupons);
         self
     }
 
-    /// The order's promotions, each once (validate has refused unknown codes already).
-    fn promotions_of(&self, event: &OrderEvent) -> Result<Vec<&Promotion>, String> {
-        let mut found: Vec<&Promotion> = Vec::new();
-        for code in &event.order.coupon_codes {
-            let Some(promotion) = self.promotions.get(code) else {
-                return Err(format!("unknown coupon code {code}"));
-            };
-            if !found.iter().any(|p| p.code == promotion.code) {
-                found.push(promotion);
-            }
-        }
-        Ok(found)
-    }
-
-    fn breakdown(
+    /// Prices the order; an automatic promotion found used up while redeeming is left out
+    /// and the order priced again, a code used up rejects it.
+    async fn price(
         &self,
+        book: &PriceBook,
         event: &OrderEvent,
-        promotions: &[&Promotion],
-    ) -> Result<Result<PriceBreakdown, String>, MoneyError> {
-        let currency = self.catalog.currency();
-        let mut lines = Vec::with_capacity(event.order.lines.len());
-        let mut subtotal = Money::zero(currency);
-        for line in &event.order.lines {
-            let Some(unit_price) = self.catalog.price(&line.sku) else {
-                return Ok(Err(format!("{} is no longer in the catalog", line.sku)));
-            };
-            let line_total = unit_price.checked_mul(i64::from(line.quantity))?;
-            subtotal = subtotal.checked_add(line_total)?;
-            lines.push(PricedLine {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-                unit_price,
-                line_total,
-            });
-        }
-        // Codes stack; together they never take off more than the subtotal.
-        let mut discount = Money::zero(currency);
-        for promotion in promotions {
-            discount = discount.checked_add(promotion.discount_on(subtotal)?)?;
-        }
-        if discount.minor > subtotal.minor {
-            discount = subtotal;
-        }
-        let taxable = subtotal.checked_sub(discount)?;
-        let tax = taxable.percent_bps(self.tax_rate_bps)?;
-        let shipping = Money::new(self.shipping_minor, currency);
-        let total = taxable.checked_add(tax)?.checked_add(shipping)?;
-        Ok(Ok(PriceBreakdown {
-            lines,
-            subtotal,
-            discount,
-            tax,
-            shipping,
-            total,
-        }))
-    }
-
-    /// Redeems every code for this order; on the first exhausted one, gives back the others.
-    async fn redeem(
-        &self,
-        event: &OrderEvent,
-        promotions: &[&Promotion],
-    ) -> Result<Option<String>, StageError> {
-        let Some(coupons) = &self.coupons else {
-            return Ok(None);
+    ) -> Result<Result<PriceBreakdown, (RejectionCode, String)>, StageError> {
+        let order = &event.order;
+        let cart = orderflow_domain::Cart {
+            lines: &order.lines,
+            country: &order.shipping_address.country,
+            region: &order.shipping_address.region,
+            coupon_codes: &order.coupon_codes,
         };
-        let id = event.order.id;
-        for (i, promotion) in promotions.iter().enumerate() {
-            let redemption = coupons
-                .redeem(&promotion.code, id, promotion.max_uses)
-                .await
-                .map_err(crate::order_stage::store_error)?;
-            if redemption == Redemption::Exhausted {
-                for earlier in &promotions[..i] {
-                    coupons
-                        .restore(&earlier.code, id)
-                        .await
-                        .map_err(crate::order_stage::store_error)?;
+        let mut used_up = BTreeSet::new();
+        loop {
+            let quote = match book.price(&cart, order.accepted_at, &used_up) {
+                Ok(quote) => quote,
+                Err(e @ PriceError::UnknownSku(_)) => {
+                    return Ok(Err((RejectionCode::UnknownSku, e.to_string())));
                 }
-                return Ok(Some(promotion.code.clone()));
+                Err(e) => return Ok(Err((RejectionCode::Invalid, e.to_string()))),
+            };
+            if let Some(refused) = quote.refusing_coupon() {
+                let code = if refused.reason == CouponReason::UsedUp {
+                    RejectionCode::CouponExhausted
+                } else {
+                    RejectionCode::Invalid
+                };
+                return Ok(Err((
+                    code,
+                    format!("coupon {} {}", refused.code, refused.reason.describe()),
+                )));
+            }
+            let Some(coupons) = &self.coupons else {
+                return Ok(Ok(quote.breakdown));
+            };
+            let counted: Vec<_> = quote
+                .breakdown
+                .promotions
+                .iter()
+                .filter(|p| p.counted)
+                .filter_map(|p| book.promotions.by_id(&p.id))
+                .collect();
+            let mut exhausted = None;
+            for (i, p) in counted.iter().enumerate() {
+                let answer = coupons
+                    .redeem(&p.id, order.id, &order.customer_id, limits(p))
+                    .await
+                    .map_err(crate::order_stage::store_error)?;
+                if answer == Redemption::Exhausted {
+                    for earlier in &counted[..i] {
+                        coupons
+                            .restore(&earlier.id, order.id, &order.customer_id)
+                            .await
+                            .map_err(crate::order_stage::store_error)?;
+                    }
+                    exhausted = Some(*p);
+                    break;
+                }
+            }
+            match exhausted {
+                None => return Ok(Ok(quote.breakdown)),
+                Some(p) if p.code.is_some() => {
+                    let code = p.code.clone().unwrap_or_default();
+                    return Ok(Err((
+                        RejectionCode::CouponExhausted,
+                        format!("coupon {code} has been used up"),
+                    )));
+                }
+                // Used up between the quote and now: priced again without it.
+                Some(p) => {
+                    used_up.insert(p.id.clone());
+                }
             }
         }
-        Ok(None)
     }
 }
 
-/// Gives back every coupon use of an order rejected after pricing (a decline, a failure).
+/// Gives back every promotion use of an order rejected after pricing (a decline, a lapse).
 pub async fn restore_coupons(
     coupons: &dyn CouponLedger,
-    promotions: &Promotions,
     event: &OrderEvent,
 ) -> Result<(), StageError> {
-    for code in &event.order.coupon_codes {
-        if let Some(promotion) = promotions.get(code) {
-            coupons
-                .restore(&promotion.code, event.order.id)
-                .await
-                .map_err(crate::order_stage::store_error)?;
-        }
+    let order = &event.order;
+    let Some(pricing) = &order.pricing else {
+        return Ok(());
+    };
+    let mut ids: Vec<String> = pricing
+        .promotions
+        .iter()
+        .filter(|p| p.counted)
+        .map(|p| p.id.clone())
+        .collect();
+    if pricing.version.is_empty() {
+        // Priced before the pricing engine: each code counted under its own name.
+        ids = order
+            .coupon_codes
+            .iter()
+            .map(|c| orderflow_domain::pricing::normalize_code(c))
+            .collect();
+    }
+    for id in ids {
+        coupons
+            .restore(&id, order.id, &order.customer_id)
+            .await
+            .map_err(crate::order_stage::store_error)?;
     }
     Ok(())
 }
@@ -158,31 +159,19 @@ pub async fn restore_coupons(
 #[async_trait]
 impl OrderStage for Price {
     async fn handle(&self, mut event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
-        let refusal = match self.promotions_of(&event) {
-            Err(detail) => (RejectionCode::Invalid, detail),
-            Ok(promotions) => match self.breakdown(&event, &promotions) {
-                Ok(Ok(pricing)) => match self.redeem(&event, &promotions).await? {
-                    None => {
-                        event.order.pricing = Some(pricing);
-                        return Ok(Step::Advance(event.advance(OrderStatus::Priced)));
-                    }
-                    Some(code) => (
-                        RejectionCode::CouponExhausted,
-                        format!("coupon {code} has been used up"),
-                    ),
-                },
-                Ok(Err(detail)) => (RejectionCode::UnknownSku, detail),
-                Err(e) => (
-                    RejectionCode::Invalid,
-                    format!("cannot price the order: {e}"),
-                ),
-            },
+        let book = self.book.load_full();
+        let (code, detail) = match self.price(&book, &event).await? {
+            Ok(pricing) => {
+                event.order.pricing = Some(pricing);
+                return Ok(Step::Advance(event.advance(OrderStatus::Priced)));
+            }
+            Err(refusal) => refusal,
         };
         // Compensate before rejecting: the stock held for this order goes back on the shelf.
         self.ledger
             .release(event.order.id)
             .await
             .map_err(crate::order_stage::store_error)?;
-        Ok(Step::Reject(event.reject("price", refusal.0, refusal.1)))
+        Ok(Step::Reject(event.reject("price", code, detail)))
     }
 }

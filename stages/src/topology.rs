@@ -9,7 +9,7 @@ use crate::project::Project;
 use crate::reserve::Reserve;
 use crate::ship::Ship;
 use crate::validate::Validate;
-use orderflow_domain::{Catalog, Promotions};
+use orderflow_domain::{Catalog, SharedPriceBook};
 use orderflow_pipeline::Stage;
 use orderflow_stores::{CouponLedger, OrderStore, Outbox, StatusFeed, StockLedger};
 use std::sync::Arc;
@@ -57,8 +57,8 @@ pub const PROJECTOR_INPUTS: [&str; 8] = [
 pub struct StageDeps {
     /// The catalog.
     pub catalog: Arc<Catalog>,
-    /// Promotion codes.
-    pub promotions: Arc<Promotions>,
+    /// The pricing tables in force (promotions, tax, shipping), swapped on reload.
+    pub prices: SharedPriceBook,
     /// Stock levels and holds.
     pub ledger: Arc<dyn StockLedger>,
     /// Coupon-use counters.
@@ -77,10 +77,6 @@ pub struct StageDeps {
     pub countries: Vec<String>,
     /// How long stock is held before the order must be charged.
     pub reservation_ttl: Duration,
-    /// Flat tax rate in basis points.
-    pub tax_rate_bps: u32,
-    /// Flat shipping fee in minor units.
-    pub shipping_fee_minor: i64,
 }
 
 /// One entry of the stage table: a name, its topics and how it is built.
@@ -132,7 +128,7 @@ pub const STAGES: [StageSpec; 7] = [
             Arc::new(OnOrders::new(
                 route,
                 Validate::new(d.catalog.clone(), &d.currencies, &d.countries)
-                    .with_promotions(d.promotions.clone()),
+                    .with_promotions(d.prices.clone()),
             ))
         },
     },
@@ -154,13 +150,7 @@ pub const STAGES: [StageSpec; 7] = [
         build: |route, d| {
             Arc::new(OnOrders::new(
                 route,
-                Price::new(
-                    d.catalog.clone(),
-                    d.ledger.clone(),
-                    d.tax_rate_bps,
-                    d.shipping_fee_minor,
-                )
-                .with_promotions(d.promotions.clone(), d.coupons.clone()),
+                Price::new(d.prices.clone(), d.ledger.clone()).with_coupons(d.coupons.clone()),
             ))
         },
     },
@@ -172,7 +162,7 @@ pub const STAGES: [StageSpec; 7] = [
             Arc::new(OnOrders::new(
                 route,
                 Charge::new(d.provider.clone(), d.ledger.clone())
-                    .with_coupons(d.promotions.clone(), d.coupons.clone()),
+                    .with_coupons(d.coupons.clone()),
             ))
         },
     },

@@ -3,7 +3,7 @@
 use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use orderflow_domain::order::{MAX_LINES, MAX_QUANTITY};
-use orderflow_domain::{Catalog, OrderEvent, OrderStatus, Promotions, RejectionCode};
+use orderflow_domain::{Catalog, OrderEvent, OrderStatus, RejectionCode, SharedPriceBook};
 use orderflow_pipeline::StageError;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ pub struct Validate {
     catalog: Arc<Catalog>,
     currencies: HashSet<String>,
     countries: HashSet<String>,
-    promotions: Arc<Promotions>,
+    promotions: Option<SharedPriceBook>,
 }
 
 impl Validate {
@@ -23,13 +23,14 @@ impl Validate {
             catalog,
             currencies: currencies.iter().cloned().collect(),
             countries: countries.iter().cloned().collect(),
-            promotions: Arc::new(Promotions::default()),
+            promotions: None,
         }
     }
 
-    /// Accepts the coupon codes of `promotions` (without it every code is unknown).
-    pub fn with_promotions(mut self, promotions: Arc<Promotions>) -> Self {
-        self.promotions = promotions;
+    /// Accepts the coupon codes of the promotions in `book` (without it every code is
+    /// unknown).
+    pub fn with_promotions(mut self, book: SharedPriceBook) -> Self {
+        self.promotions = Some(book);
         self
     }
 
@@ -80,10 +81,11 @@ impl Validate {
                 format!("unknown SKU: {}", unknown.join(", ")),
             ));
         }
+        let book = self.promotions.as_ref().map(|b| b.load());
         let codes: Vec<&str> = order
             .coupon_codes
             .iter()
-            .filter(|c| self.promotions.get(c).is_none())
+            .filter(|c| book.as_ref().is_none_or(|b| b.promotions.by_code(c).is_none()))
             .map(String::as_str)
             .collect();
         if !codes.is_empty() {

@@ -37,6 +37,32 @@ fn catalog() -> Arc<Catalog> {
     )
 }
 
+/// The tables of the tests: `promotions`, a US-wide tax of `tax_bps` and one shipping fee.
+fn book(promotions: &str, tax_bps: u32, shipping_minor: i64) -> orderflow_domain::SharedPriceBook {
+    use orderflow_domain::pricing::{ShippingTable, TaxTable};
+    orderflow_domain::PriceBook::new(
+        catalog(),
+        orderflow_domain::Promotions::parse(promotions, "promotions").expect("promotions"),
+        TaxTable::parse(
+            &format!(r#"{{"jurisdictions":[{{"id":"US","country":"US","rate_bps":{tax_bps}}}]}}"#),
+            "tax",
+        )
+        .expect("tax"),
+        ShippingTable::parse(
+            &format!(
+                r#"{{"zones":[{{"id":"all","countries":["*"],"bands":[{{"fee_minor":{shipping_minor}}}]}}]}}"#
+            ),
+            "shipping",
+        )
+        .expect("shipping"),
+        "test",
+    )
+    .shared()
+}
+
+/// No promotions.
+const NO_PROMOTIONS: &str = r#"{"promotions":[]}"#;
+
 fn event(lines: &[(&str, u32)], token: &str) -> OrderEvent {
     // Built the way the ingest builds it, from a checkout request.
     let request = CheckoutRequest {
@@ -127,7 +153,7 @@ async fn validate_applies_the_catalog_and_the_store_rules() {
 #[tokio::test]
 async fn price_multiplies_adds_shipping_and_rounds_tax() {
     let (_dir, ledger, _engine) = ledger().await;
-    let p = Price::new(catalog(), ledger, 825, 500);
+    let p = Price::new(book(NO_PROMOTIONS, 825, 500), ledger);
     let Ok(Step::Advance(priced)) = p.handle(event(&[("A", 2), ("B", 3)], "tok_visa"), 1).await
     else {
         panic!("priced")
@@ -143,7 +169,7 @@ async fn price_multiplies_adds_shipping_and_rounds_tax() {
 async fn a_declined_charge_gives_the_stock_back_and_a_repeat_changes_nothing() {
     let (_dir, ledger, engine) = ledger().await;
     let reserve = Reserve::new(ledger.clone(), Duration::from_secs(60));
-    let price = Price::new(catalog(), ledger.clone(), 0, 0);
+    let price = Price::new(book(NO_PROMOTIONS, 0, 0), ledger.clone());
     let charge = Charge::new(
         Arc::new(SimulatedProvider::new(Arc::new(
             EmbeddedPaymentJournal::new(engine),
@@ -291,7 +317,7 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
     let journal = Arc::new(EmbeddedPaymentJournal::new(engine));
     let provider = Arc::new(SimulatedProvider::new(journal));
     let lapsing = Reserve::new(ledger.clone(), Duration::from_millis(1));
-    let price = Price::new(catalog(), ledger.clone(), 0, 0);
+    let price = Price::new(book(NO_PROMOTIONS, 0, 0), ledger.clone());
     let charge = Charge::new(provider.clone(), ledger.clone());
 
     // Three orders hold 2 units of A each, with holds that lapse at once. `stuck` is projected
@@ -385,31 +411,28 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
 
 #[tokio::test]
 async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_decline() {
-    use orderflow_domain::Promotions;
     use orderflow_stores::CouponLedger;
     use orderflow_stores::embedded::EmbeddedCoupons;
 
     let (_dir, ledger, engine) = ledger().await;
-    let promotions = Arc::new(
-        Promotions::parse(
-            r#"{"promotions":[{"code":"WELCOME10","percent_off_bps":1000,"max_uses":100},
-                {"code":"ONCE","amount_off_minor":1000,"max_uses":1}]}"#,
-        )
-        .expect("promotions"),
+    let promotions = book(
+        r#"{"promotions":[{"code":"WELCOME10","percent_off_bps":1000,"max_uses":100},
+            {"code":"ONCE","amount_off_minor":1000,"max_uses":1}]}"#,
+        1000,
+        0,
     );
     let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine.clone()));
     let validate = Validate::new(catalog(), &["USD".into()], &["US".into()])
         .with_promotions(promotions.clone());
     let reserve = Reserve::new(ledger.clone(), Duration::from_secs(60));
-    let price = Price::new(catalog(), ledger.clone(), 1000, 0)
-        .with_promotions(promotions.clone(), coupons.clone());
+    let price = Price::new(promotions.clone(), ledger.clone()).with_coupons(coupons.clone());
     let charge = Charge::new(
         Arc::new(SimulatedProvider::new(Arc::new(
             EmbeddedPaymentJournal::new(engine),
         ))),
         ledger.clone(),
     )
-    .with_coupons(promotions.clone(), coupons.clone());
+    .with_coupons(coupons.clone());
     let with_codes = |codes: &[&str], token: &str| {
         let mut e = event(&[("A", 1)], token);
         e.order.coupon_codes = codes.iter().map(|c| (*c).to_owned()).collect();
@@ -425,7 +448,8 @@ async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_declin
         price.handle(r, 1).await.expect("ok")
     };
 
-    // 10 % (3.50) and 10.00 off 34.99 leave 21.49; the 10 % tax on that is 2.15.
+    // By id, ONCE takes 10.00 off 34.99 first, then WELCOME10 10 % of 24.99 (2.499 → 2.50):
+    // 22.49 left; the 10 % tax on that is 2.249 → 2.25; 22.49 + 2.25 = 24.74.
     let Step::Advance(first) = priced(with_codes(&["welcome10", "ONCE"], "tok_visa")).await else {
         panic!("priced")
     };
@@ -437,7 +461,7 @@ async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_declin
             totals.tax.minor,
             totals.total.minor
         ),
-        (3499, 1350, 215, 2364)
+        (3499, 1250, 225, 2474)
     );
     assert_eq!(coupons.uses("ONCE").await.expect("uses"), 1);
     // A repeat of the same order counts nothing more.
@@ -487,7 +511,6 @@ async fn coupons_discount_count_once_per_order_run_out_and_come_back_on_a_declin
 
 #[tokio::test]
 async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
-    use orderflow_domain::Promotions;
     use orderflow_pipeline::{Log, SegmentLog};
     use orderflow_stages::expiry::ExpirySweeper;
     use orderflow_stores::embedded::{EmbeddedCoupons, EmbeddedOrderStore};
@@ -500,21 +523,21 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
         .expect("topics");
     let log: Arc<dyn Log> = Arc::new(log);
     let orders: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
-    let promotions = Arc::new(
-        Promotions::parse(r#"{"promotions":[{"code":"VIP","percent_off_bps":2500,"max_uses":5}]}"#)
-            .expect("promotions"),
+    let promotions = book(
+        r#"{"promotions":[{"code":"VIP","percent_off_bps":2500,"max_uses":5}]}"#,
+        0,
+        0,
     );
     let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine.clone()));
     let lapsing = Reserve::new(ledger.clone(), Duration::from_millis(1));
-    let price = Price::new(catalog(), ledger.clone(), 0, 0)
-        .with_promotions(promotions.clone(), coupons.clone());
+    let price = Price::new(promotions.clone(), ledger.clone()).with_coupons(coupons.clone());
     let charge = Charge::new(
         Arc::new(SimulatedProvider::new(Arc::new(
             EmbeddedPaymentJournal::new(engine),
         ))),
         ledger.clone(),
     )
-    .with_coupons(promotions.clone(), coupons.clone());
+    .with_coupons(coupons.clone());
 
     let mut accepted = event(&[("A", 1)], "tok_visa");
     accepted.order.coupon_codes = vec!["VIP".into()];
@@ -532,7 +555,7 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 
     let sweeper = ExpirySweeper::new(ledger.clone(), orders, log.clone(), 100)
-        .with_coupons(promotions, coupons.clone());
+        .with_coupons(coupons.clone());
     assert_eq!(sweeper.sweep().await.expect("sweep").rejected, 1);
     assert_eq!(
         coupons.uses("VIP").await.expect("uses"),

@@ -1,4 +1,5 @@
-//! The [`CouponLedger`] trait: how often each promotion code has been used, once per order.
+//! The [`CouponLedger`] trait: how often each limited promotion has been used, in all and per
+//! customer, counted once per order.
 
 use crate::StoreError;
 use async_trait::async_trait;
@@ -7,29 +8,67 @@ use orderflow_domain::OrderId;
 /// The answer to a redemption, the same on every repeat for one order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Redemption {
-    /// The order uses the coupon; one use is counted.
+    /// The order uses the promotion; one use is counted, in all and for the customer.
     Redeemed,
-    /// The coupon's uses ran out before this order.
+    /// The promotion's uses, in all or the customer's, ran out before this order.
     Exhausted,
 }
 
-/// Coupon-use counters, idempotent per order.
+/// A promotion's use limits (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UseLimits {
+    /// Orders that may use it in all.
+    pub total: Option<u64>,
+    /// Orders of one customer that may use it.
+    pub per_customer: Option<u64>,
+}
+
+/// Uses counted so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// By every customer.
+    pub total: u64,
+    /// By the customer asked about.
+    pub customer: u64,
+}
+
+impl Usage {
+    /// Whether one more use would break `limits`.
+    pub fn exhausts(&self, limits: UseLimits) -> bool {
+        limits.total.is_some_and(|l| self.total >= l)
+            || limits.per_customer.is_some_and(|l| self.customer >= l)
+    }
+}
+
+/// Promotion-use counters, idempotent per order.
 #[async_trait]
 pub trait CouponLedger: Send + Sync + 'static {
-    /// Counts one use of `code` by `order` if fewer than `limit` are counted. A repeat for the
-    /// same order returns the first answer and counts nothing; after a
+    /// Counts one use of `promotion` by `order` of `customer` if that stays within `limits`.
+    /// A repeat for the same order returns the first answer and counts nothing; after a
     /// [`restore`](Self::restore) the order may redeem again, if there is room.
     async fn redeem(
         &self,
-        code: &str,
+        promotion: &str,
         order: OrderId,
-        limit: u64,
+        customer: &str,
+        limits: UseLimits,
     ) -> Result<Redemption, StoreError>;
 
-    /// Gives `order`'s use of `code` back (the order was rejected after pricing). True if a
-    /// use was given back by this call; a repeat gives nothing back twice.
-    async fn restore(&self, code: &str, order: OrderId) -> Result<bool, StoreError>;
+    /// Gives `order`'s use of `promotion` back (the order was rejected after pricing), in all
+    /// and for `customer`. True if a use was given back by this call; a repeat gives nothing
+    /// back twice.
+    async fn restore(
+        &self,
+        promotion: &str,
+        order: OrderId,
+        customer: &str,
+    ) -> Result<bool, StoreError>;
 
-    /// How many uses of `code` are counted.
-    async fn uses(&self, code: &str) -> Result<u64, StoreError>;
+    /// How many uses of `promotion` are counted, in all and by `customer`.
+    async fn usage(&self, promotion: &str, customer: &str) -> Result<Usage, StoreError>;
+
+    /// How many uses of `promotion` are counted in all.
+    async fn uses(&self, promotion: &str) -> Result<u64, StoreError> {
+        Ok(self.usage(promotion, "").await?.total)
+    }
 }

@@ -18,7 +18,7 @@ use orderflow_stores::redis::{
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
-    Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
+    Claim, CouponLedger, IdempotencyStore, Usage, UseLimits, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
     RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger,
 };
 use orderflow_stores::{SkuQuantity, SkuStock};
@@ -963,48 +963,114 @@ async fn status_feed_conformance(feed: Arc<dyn StatusFeed>) {
     assert_eq!((got.order_id, got.status), (mine, OrderStatus::Validated));
 }
 
-/// The behaviour every [`CouponLedger`] must have: within the limit, once per order.
+/// The behaviour every [`CouponLedger`] must have: within the limits, in all and per customer,
+/// once per order.
 async fn coupon_conformance(coupons: Arc<dyn CouponLedger>) {
+    let two = UseLimits {
+        total: Some(2),
+        per_customer: None,
+    };
     let (a, b, c) = (OrderId::new(), OrderId::new(), OrderId::new());
     assert_eq!(
-        coupons.redeem("SAVE", a, 2).await.expect("redeem"),
+        coupons.redeem("SAVE", a, "ann", two).await.expect("redeem"),
         Redemption::Redeemed
     );
     assert_eq!(
-        coupons.redeem("SAVE", a, 2).await.expect("redeem"),
+        coupons.redeem("SAVE", a, "ann", two).await.expect("redeem"),
         Redemption::Redeemed,
         "a repeat counts nothing"
     );
     assert_eq!(
-        coupons.redeem("SAVE", b, 2).await.expect("redeem"),
+        coupons.redeem("SAVE", b, "bob", two).await.expect("redeem"),
         Redemption::Redeemed
     );
     assert_eq!(
-        coupons.redeem("SAVE", c, 2).await.expect("redeem"),
+        coupons.redeem("SAVE", c, "cat", two).await.expect("redeem"),
         Redemption::Exhausted
     );
     assert_eq!(coupons.uses("SAVE").await.expect("uses"), 2);
-    assert!(coupons.restore("SAVE", a).await.expect("restore"));
+    assert_eq!(
+        coupons.usage("SAVE", "ann").await.expect("usage"),
+        Usage {
+            total: 2,
+            customer: 1
+        }
+    );
+    assert!(coupons.restore("SAVE", a, "ann").await.expect("restore"));
     assert!(
-        !coupons.restore("SAVE", a).await.expect("restore"),
+        !coupons.restore("SAVE", a, "ann").await.expect("restore"),
         "once only"
     );
     assert!(
-        !coupons.restore("SAVE", c).await.expect("restore"),
+        !coupons.restore("SAVE", c, "cat").await.expect("restore"),
         "c never used it"
     );
-    assert_eq!(coupons.uses("SAVE").await.expect("uses"), 1);
     assert_eq!(
-        coupons.redeem("SAVE", c, 2).await.expect("redeem"),
+        coupons.usage("SAVE", "ann").await.expect("usage"),
+        Usage {
+            total: 1,
+            customer: 0
+        },
+        "given back in all and for the customer"
+    );
+    assert_eq!(
+        coupons.redeem("SAVE", c, "cat", two).await.expect("redeem"),
         Redemption::Exhausted,
         "c's first answer stands"
     );
     assert_eq!(coupons.uses("OTHER").await.expect("uses"), 0);
 
-    // Concurrent redemptions never pass the limit.
-    let tries = (0..100).map(|_| {
+    // Per customer: one each, however many orders; no total limit.
+    let once_each = UseLimits {
+        total: None,
+        per_customer: Some(1),
+    };
+    let (d, e, f) = (OrderId::new(), OrderId::new(), OrderId::new());
+    assert_eq!(
+        coupons.redeem("FIRST", d, "dan", once_each).await.expect("redeem"),
+        Redemption::Redeemed
+    );
+    assert_eq!(
+        coupons.redeem("FIRST", e, "dan", once_each).await.expect("redeem"),
+        Redemption::Exhausted,
+        "dan's second order"
+    );
+    assert_eq!(
+        coupons.redeem("FIRST", f, "eve", once_each).await.expect("redeem"),
+        Redemption::Redeemed,
+        "eve's first"
+    );
+    // dan's first order is rejected later: his use comes back, and a new order may take it.
+    assert!(coupons.restore("FIRST", d, "dan").await.expect("restore"));
+    assert_eq!(
+        coupons
+            .redeem("FIRST", OrderId::new(), "dan", once_each)
+            .await
+            .expect("redeem"),
+        Redemption::Redeemed
+    );
+    assert_eq!(
+        coupons.usage("FIRST", "dan").await.expect("usage"),
+        Usage {
+            total: 2,
+            customer: 1
+        }
+    );
+
+    // Concurrent redemptions never pass the limits.
+    let limits = UseLimits {
+        total: Some(25),
+        per_customer: Some(10),
+    };
+    let tries = (0..100).map(|i| {
         let coupons = Arc::clone(&coupons);
-        tokio::spawn(async move { coupons.redeem("RUSH", OrderId::new(), 25).await })
+        let customer = if i % 2 == 0 { "many" } else { "others" };
+        let customer = if i % 2 == 1 { format!("c{i}") } else { customer.to_owned() };
+        tokio::spawn(async move {
+            coupons
+                .redeem("RUSH", OrderId::new(), &customer, limits)
+                .await
+        })
     });
     let mut redeemed = 0;
     for t in tries {
@@ -1014,6 +1080,7 @@ async fn coupon_conformance(coupons: Arc<dyn CouponLedger>) {
     }
     assert_eq!(redeemed, 25);
     assert_eq!(coupons.uses("RUSH").await.expect("uses"), 25);
+    assert!(coupons.usage("RUSH", "many").await.expect("usage").customer <= 10);
 }
 
 /// The behaviour every [`RateLimiter`] must have: the burst passes, then the steady rate.

@@ -31,7 +31,7 @@ pub use limits::LimitsConfig;
 use limits::Shorthand;
 pub use sections::{
     ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
-    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
+    RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
     TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
@@ -44,7 +44,7 @@ pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 15] = [
+const SECTIONS: [(&str, Option<&str>); 16] = [
     ("api", None),
     ("limits", Some("switch")),
     ("jwt", None),
@@ -55,9 +55,10 @@ const SECTIONS: [(&str, Option<&str>); 15] = [
     ("redis", Some("url")),
     ("retry", None),
     ("stages", None),
-    ("pricing", None),
     ("catalog", Some("file")),
     ("promotions", Some("file")),
+    ("tax", Some("file")),
+    ("shipping", Some("file")),
     ("logging", None),
     ("metrics", None),
 ];
@@ -90,12 +91,14 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[stages]`: the order stages.
     pub stages: StagesConfig,
-    /// `[pricing]`: tax and shipping.
-    pub pricing: PricingConfig,
     /// `[catalog]`: SKUs, prices and the stock seeded on first start.
     pub catalog: TableConfig,
-    /// `[promotions]`: coupon codes.
+    /// `[promotions]`: automatic promotions and coupon codes.
     pub promotions: TableConfig,
+    /// `[tax]`: tax rates by destination and category.
+    pub tax: TableConfig,
+    /// `[shipping]`: shipping fees by zone and weight.
+    pub shipping: TableConfig,
     /// `[logging]`: log line format.
     pub logging: LoggingConfig,
     /// `[metrics]`: extra gauges.
@@ -238,7 +241,6 @@ impl Config {
         self.redis.validate()?;
         self.retry.validate()?;
         self.stages.validate()?;
-        self.pricing.validate()?;
         Ok(())
     }
 
@@ -390,7 +392,7 @@ mod tests {
         Jail::expect_with(|jail| {
             jail.create_file(
                 "orderflow.toml",
-                "[log]\npartitions = 2\n[pricing]\ntax_rate_bps = 100\n[api]\nlisten = \"127.0.0.1:1\"",
+                "[log]\npartitions = 2\n[stages]\nreservation_ttl_secs = 100\n[api]\nlisten = \"127.0.0.1:1\"",
             )?;
             jail.set_env("ORDERFLOW_LOG_PARTITIONS", "3");
             jail.set_env("ORDERFLOW_STAGES_COUNTRIES", "US, DE");
@@ -408,7 +410,7 @@ mod tests {
             assert_eq!(
                 (
                     c.log.partitions,
-                    c.pricing.tax_rate_bps,
+                    c.stages.reservation_ttl_secs,
                     c.api.listen.port()
                 ),
                 (5, 100, 1)
@@ -453,11 +455,6 @@ mod tests {
                 "kafka.replication_factor",
             ),
             ("ORDERFLOW_JWT_SECRET", "short", "jwt.secret"),
-            (
-                "ORDERFLOW_PRICING_TAX_RATE_BPS",
-                "10001",
-                "pricing.tax_rate_bps",
-            ),
             (
                 "ORDERFLOW_LOGGING_FORMAT",
                 "xml",

@@ -217,31 +217,13 @@ impl Default for StagesConfig {
             reservation_ttl_secs: 900,
             reservation_sweep_ms: 1_000,
             currencies: vec!["USD".into()],
-            countries: vec!["US".into(), "CA".into()],
+            countries: vec!["US".into(), "CA".into(), "DE".into()],
         }
     }
 }
 
-/// `[pricing]`: tax and shipping of the price stage.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PricingConfig {
-    /// Flat tax rate in basis points (825 = 8.25 %).
-    pub tax_rate_bps: u32,
-    /// Flat shipping fee in minor units.
-    pub shipping_fee_minor: i64,
-}
-
-impl Default for PricingConfig {
-    fn default() -> Self {
-        Self {
-            tax_rate_bps: 825,
-            shipping_fee_minor: 500,
-        }
-    }
-}
-
-/// `[catalog]` and `[promotions]`: a data table read at start.
+/// `[catalog]`, `[promotions]`, `[tax]` and `[shipping]`: a data table read at start (the
+/// last three again on `POST /v1/admin/pricing/reload`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TableConfig {
@@ -519,17 +501,3 @@ impl StagesConfig {
     }
 }
 
-impl PricingConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        check(
-            self.tax_rate_bps <= 10_000,
-            "pricing.tax_rate_bps",
-            format!("{}: must be 0 to 10000", self.tax_rate_bps),
-        )?;
-        check(
-            self.shipping_fee_minor >= 0,
-            "pricing.shipping_fee_minor",
-            format!("{}: must not be negative", self.shipping_fee_minor),
-        )
-    }
-}

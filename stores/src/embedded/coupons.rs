@@ -1,18 +1,20 @@
 //! The embedded [`CouponLedger`]: counters and per-order answers in the engine.
 
 use super::open_read;
-use crate::{CouponLedger, Redemption, StoreError};
+use crate::{CouponLedger, Redemption, StoreError, Usage, UseLimits};
 use async_trait::async_trait;
 use orderflow_domain::OrderId;
 use orderflow_storage::kv::Engine;
 use orderflow_storage::kv::redb::{ReadableTable, TableDefinition};
 
-/// Code → uses counted.
+/// Promotion id → uses counted.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("coupon_uses");
-/// `CODE|ORDER` → `redeemed`, `exhausted` or `restored`.
+/// `PROMOTION|CUSTOMER` → uses counted for the customer.
+const CUSTOMER_USES: TableDefinition<&str, u64> = TableDefinition::new("coupon_customer_uses");
+/// `PROMOTION|ORDER` → `redeemed`, `exhausted` or `restored`.
 const ANSWERS: TableDefinition<&str, &str> = TableDefinition::new("coupon_answers");
 
-/// Coupon-use counters on the embedded engine; the writer thread makes each check-and-count
+/// Promotion-use counters on the embedded engine; the writer thread makes each check-and-count
 /// atomic.
 #[derive(Clone)]
 pub struct EmbeddedCoupons {
@@ -30,12 +32,14 @@ impl EmbeddedCoupons {
 impl CouponLedger for EmbeddedCoupons {
     async fn redeem(
         &self,
-        code: &str,
+        promotion: &str,
         order: OrderId,
-        limit: u64,
+        customer: &str,
+        limits: UseLimits,
     ) -> Result<Redemption, StoreError> {
-        let code = code.to_owned();
-        let answer_key = format!("{code}|{order}");
+        let id = promotion.to_owned();
+        let answer_key = format!("{promotion}|{order}");
+        let customer_key = format!("{promotion}|{customer}");
         let redeemed = self
             .engine
             .submit(move |txn| {
@@ -49,10 +53,17 @@ impl CouponLedger for EmbeddedCoupons {
                     _ => {}
                 }
                 let mut uses = txn.open_table(USES)?;
-                let used = uses.get(code.as_str())?.map_or(0, |v| v.value());
-                let ok = used < limit;
+                let mut by_customer = txn.open_table(CUSTOMER_USES)?;
+                let usage = Usage {
+                    total: uses.get(id.as_str())?.map_or(0, |v| v.value()),
+                    customer: by_customer
+                        .get(customer_key.as_str())?
+                        .map_or(0, |v| v.value()),
+                };
+                let ok = !usage.exhausts(limits);
                 if ok {
-                    uses.insert(code.as_str(), used + 1)?;
+                    uses.insert(id.as_str(), usage.total + 1)?;
+                    by_customer.insert(customer_key.as_str(), usage.customer + 1)?;
                 }
                 answers.insert(
                     answer_key.as_str(),
@@ -68,9 +79,15 @@ impl CouponLedger for EmbeddedCoupons {
         })
     }
 
-    async fn restore(&self, code: &str, order: OrderId) -> Result<bool, StoreError> {
-        let code = code.to_owned();
-        let answer_key = format!("{code}|{order}");
+    async fn restore(
+        &self,
+        promotion: &str,
+        order: OrderId,
+        customer: &str,
+    ) -> Result<bool, StoreError> {
+        let id = promotion.to_owned();
+        let answer_key = format!("{promotion}|{order}");
+        let customer_key = format!("{promotion}|{customer}");
         Ok(self
             .engine
             .submit(move |txn| {
@@ -85,20 +102,31 @@ impl CouponLedger for EmbeddedCoupons {
                 }
                 answers.insert(answer_key.as_str(), "restored")?;
                 let mut uses = txn.open_table(USES)?;
-                let used = uses.get(code.as_str())?.map_or(0, |v| v.value());
-                uses.insert(code.as_str(), used.saturating_sub(1))?;
+                let used = uses.get(id.as_str())?.map_or(0, |v| v.value());
+                uses.insert(id.as_str(), used.saturating_sub(1))?;
+                let mut by_customer = txn.open_table(CUSTOMER_USES)?;
+                let used = by_customer
+                    .get(customer_key.as_str())?
+                    .map_or(0, |v| v.value());
+                by_customer.insert(customer_key.as_str(), used.saturating_sub(1))?;
                 Ok(true)
             })
             .await?)
     }
 
-    async fn uses(&self, code: &str) -> Result<u64, StoreError> {
-        let code = code.to_owned();
+    async fn usage(&self, promotion: &str, customer: &str) -> Result<Usage, StoreError> {
+        let id = promotion.to_owned();
+        let customer_key = format!("{promotion}|{customer}");
         Ok(self.engine.read(move |txn| {
-            Ok(match open_read(txn, USES)? {
-                Some(t) => t.get(code.as_str())?.map_or(0, |v| v.value()),
+            let total = match open_read(txn, USES)? {
+                Some(t) => t.get(id.as_str())?.map_or(0, |v| v.value()),
                 None => 0,
-            })
+            };
+            let customer = match open_read(txn, CUSTOMER_USES)? {
+                Some(t) => t.get(customer_key.as_str())?.map_or(0, |v| v.value()),
+                None => 0,
+            };
+            Ok(Usage { total, customer })
         })?)
     }
 }

@@ -1,16 +1,30 @@
-//! The Redis [`CouponLedger`]: one counter per code, one remembered answer per order and code.
+//! The Redis [`CouponLedger`]: one counter per promotion and per promotion and customer, one
+//! remembered answer per order and promotion.
 
 use super::batch::ScriptName;
 use super::{RedisHot, ms, redis_error};
-use crate::{CouponLedger, Redemption, StoreError};
+use crate::{CouponLedger, Redemption, StoreError, Usage, UseLimits};
 use async_trait::async_trait;
 use fred::prelude::*;
 use orderflow_domain::OrderId;
 
-/// Coupon-use counters in Redis. A code's keys share the hash tag `{coupon:CODE}`.
+/// Promotion-use counters in Redis. A promotion's keys share the hash tag `{coupon:ID}`, so a
+/// cluster keeps them on one slot for the scripts.
 #[derive(Clone)]
 pub struct RedisCoupons {
     hot: RedisHot,
+}
+
+fn uses_key(promotion: &str) -> String {
+    format!("{{coupon:{promotion}}}:uses")
+}
+
+fn customer_key(promotion: &str, customer: &str) -> String {
+    format!("{{coupon:{promotion}}}:customer:{customer}")
+}
+
+fn limit(value: Option<u64>) -> String {
+    value.map(|v| v.to_string()).unwrap_or_default()
 }
 
 impl RedisCoupons {
@@ -19,10 +33,11 @@ impl RedisCoupons {
         Self { hot }
     }
 
-    fn keys(&self, code: &str, order: OrderId) -> Vec<String> {
+    fn keys(&self, promotion: &str, order: OrderId, customer: &str) -> Vec<String> {
         vec![
-            format!("{{coupon:{code}}}:uses"),
-            format!("{{coupon:{code}}}:order:{order}"),
+            uses_key(promotion),
+            format!("{{coupon:{promotion}}}:order:{order}"),
+            customer_key(promotion, customer),
         ]
     }
 
@@ -35,17 +50,22 @@ impl RedisCoupons {
 impl CouponLedger for RedisCoupons {
     async fn redeem(
         &self,
-        code: &str,
+        promotion: &str,
         order: OrderId,
-        limit: u64,
+        customer: &str,
+        limits: UseLimits,
     ) -> Result<Redemption, StoreError> {
         let answer: String = self
             .hot
             .scripts()
             .call(
                 ScriptName::CouponRedeem,
-                self.keys(code, order),
-                vec![limit.to_string(), self.retention()],
+                self.keys(promotion, order, customer),
+                vec![
+                    limit(limits.total),
+                    self.retention(),
+                    limit(limits.per_customer),
+                ],
             )
             .await?;
         match answer.as_str() {
@@ -57,26 +77,35 @@ impl CouponLedger for RedisCoupons {
         }
     }
 
-    async fn restore(&self, code: &str, order: OrderId) -> Result<bool, StoreError> {
+    async fn restore(
+        &self,
+        promotion: &str,
+        order: OrderId,
+        customer: &str,
+    ) -> Result<bool, StoreError> {
         let restored: i64 = self
             .hot
             .scripts()
             .call(
                 ScriptName::CouponRestore,
-                self.keys(code, order),
+                self.keys(promotion, order, customer),
                 vec![self.retention()],
             )
             .await?;
         Ok(restored == 1)
     }
 
-    async fn uses(&self, code: &str) -> Result<u64, StoreError> {
-        let uses: Option<u64> = self
+    async fn usage(&self, promotion: &str, customer: &str) -> Result<Usage, StoreError> {
+        // One slot: MGET works on a cluster too.
+        let values: Vec<Option<u64>> = self
             .hot
             .client()
-            .get(format!("{{coupon:{code}}}:uses"))
+            .mget(vec![uses_key(promotion), customer_key(promotion, customer)])
             .await
             .map_err(redis_error)?;
-        Ok(uses.unwrap_or(0))
+        Ok(Usage {
+            total: values.first().copied().flatten().unwrap_or(0),
+            customer: values.get(1).copied().flatten().unwrap_or(0),
+        })
     }
 }

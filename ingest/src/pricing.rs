@@ -1,0 +1,276 @@
+//! `POST /v1/quotes`: what a cart would cost now, priced by the same engine and tables as the
+//! price stage, with nothing reserved or counted; `GET /v1/admin/pricing` and
+//! `POST /v1/admin/pricing/reload`: the tables in force, and reading them again.
+
+use crate::body::parse_json;
+use crate::openapi::{
+    BadRequest, Edge, Forbidden, PayloadTooLarge, Unauthorized, Unprocessable,
+    UnsupportedMediaType,
+};
+use crate::{AppState, Problem};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use chrono::Utc;
+use orderflow_domain::{
+    Address, Cart, CheckoutRequest, LineItem, PaymentRequest, PriceBook, PriceBreakdown,
+    PriceError, RejectedCoupon, SharedPriceBook, TableError,
+};
+use orderflow_stores::{CouponLedger, UseLimits};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Reads the pricing tables again (the binary knows where they live).
+pub trait Reload: Send + Sync + 'static {
+    /// The tables as they are now; an error names the file and the entry.
+    fn load(&self) -> Result<PriceBook, TableError>;
+}
+
+/// What quotes and reloads need.
+#[derive(Clone)]
+pub struct Pricing {
+    /// The tables in force, shared with the price stage when it runs in this process.
+    pub book: SharedPriceBook,
+    /// Promotion uses, read (never counted) to leave out used-up promotions.
+    pub coupons: Arc<dyn CouponLedger>,
+    /// Where the tables are read again; `None`: reloading is not offered.
+    pub tables: Option<Arc<dyn Reload>>,
+    /// Currencies the store sells in, as the validate stage checks them.
+    pub currencies: Vec<String>,
+    /// Countries the store ships to, as the validate stage checks them.
+    pub countries: Vec<String>,
+}
+
+/// Body of `POST /v1/quotes`: a checkout without its payment.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct QuoteRequest {
+    /// ISO 4217 currency of the order.
+    #[schema(schema_with = orderflow_domain::schema::currency)]
+    pub currency: String,
+    /// What to buy.
+    #[schema(min_items = 1, max_items = 100)]
+    pub lines: Vec<LineItem>,
+    /// Where to ship.
+    pub shipping_address: Address,
+    /// Promotion codes to apply.
+    #[serde(default)]
+    #[schema(schema_with = orderflow_domain::schema::coupon_codes)]
+    pub coupon_codes: Vec<String>,
+    /// Ignored: a quote charges nothing.
+    #[serde(default)]
+    #[schema(ignore)]
+    pub payment: Option<serde_json::Value>,
+}
+
+/// A quote: exactly the `totals` the price stage would record now, and the codes that take
+/// nothing off.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuoteBody {
+    /// The breakdown.
+    #[serde(flatten)]
+    pub totals: PriceBreakdown,
+    /// Codes given that take nothing off, and why. An order with a code that is `unknown`,
+    /// `expired`, `not_yet_valid` or `used_up` is rejected; the others are just not applied.
+    pub rejected_coupons: Vec<RejectedCoupon>,
+}
+
+/// Prices a cart now without reserving or counting anything.
+#[utoipa::path(
+    post,
+    path = "/v1/quotes",
+    operation_id = "createQuote",
+    summary = "Price a cart without placing the order",
+    description = "Scope `checkout`. The checkout body without `payment`. The answer is what the \
+        price stage would record now for the same cart and customer; nothing is reserved and no \
+        promotion use is counted.",
+    request_body(content = QuoteRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The breakdown", body = QuoteBody),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, UnsupportedMediaType, Unprocessable,
+        Edge,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn quote(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<QuoteBody>, Problem> {
+    let claims = state.auth.require(&headers, "checkout")?;
+    let (request, _): (QuoteRequest, _) =
+        parse_json(&headers, body, state.settings.max_body_bytes)?;
+    // The checkout's own shape rules, with a payment that passes them.
+    let problems = CheckoutRequest {
+        currency: request.currency.clone(),
+        lines: request.lines.clone(),
+        shipping_address: request.shipping_address.clone(),
+        coupon_codes: request.coupon_codes.clone(),
+        payment: PaymentRequest {
+            token: "quote".into(),
+        },
+    }
+    .structural_problems();
+    if !problems.is_empty() {
+        return Err(Problem::invalid(
+            format!("the cart has {} problem(s)", problems.len()),
+            problems,
+        ));
+    }
+    let pricing = &state.pricing;
+    let book = pricing.book.load_full();
+    let country = &request.shipping_address.country;
+    if !pricing.currencies.contains(&request.currency)
+        || request.currency != book.catalog.currency().as_str()
+    {
+        return Err(refused(format!(
+            "currency: {} is not supported",
+            request.currency
+        )));
+    }
+    if !pricing.countries.contains(country) {
+        return Err(refused(format!(
+            "shipping_address.country: shipping to {country} is not supported"
+        )));
+    }
+    let cart = Cart {
+        lines: &request.lines,
+        country,
+        region: &request.shipping_address.region,
+        coupon_codes: &request.coupon_codes,
+    };
+    let mut used_up = BTreeSet::new();
+    for p in book.limited_candidates(&cart) {
+        let usage = pricing
+            .coupons
+            .usage(&p.id, &claims.sub)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "Promotion uses unavailable");
+                Problem::unavailable("cannot read promotion uses now; retry")
+            })?;
+        let limits = UseLimits {
+            total: p.max_uses,
+            per_customer: p.max_uses_per_customer,
+        };
+        if usage.exhausts(limits) {
+            used_up.insert(p.id.clone());
+        }
+    }
+    let quote = book.price(&cart, Utc::now(), &used_up).map_err(|e| match e {
+        PriceError::UnknownSku(sku) => refused(format!("lines: {sku} is not in the catalog")),
+        PriceError::Shipping(e) => refused(format!("shipping_address: {e}")),
+        PriceError::Money(e) => refused(format!("lines: {e}")),
+    })?;
+    metrics::counter!("orderflow_quotes_total").increment(1);
+    Ok(Json(QuoteBody {
+        totals: quote.breakdown,
+        rejected_coupons: quote.rejected_coupons,
+    }))
+}
+
+fn refused(error: String) -> Problem {
+    Problem::invalid("the cart cannot be priced", vec![error])
+}
+
+/// The pricing tables in force.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PricingBody {
+    /// The version priced orders record (`totals.version`).
+    pub version: String,
+    /// SKUs in the catalog.
+    pub skus: usize,
+    /// Promotions, automatic and by code.
+    pub promotions: usize,
+    /// Tax jurisdictions.
+    pub jurisdictions: usize,
+    /// Shipping zones.
+    pub zones: usize,
+}
+
+impl From<&PriceBook> for PricingBody {
+    fn from(b: &PriceBook) -> Self {
+        Self {
+            version: b.version.clone(),
+            skus: b.catalog.items().len(),
+            promotions: b.promotions.len(),
+            jurisdictions: b.tax.len(),
+            zones: b.shipping.len(),
+        }
+    }
+}
+
+/// The version and size of the pricing tables in force.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/pricing",
+    operation_id = "getPricing",
+    summary = "The pricing tables in force",
+    description = "Scope `admin`.",
+    responses(
+        (status = 200, description = "The tables' version and sizes", body = PricingBody),
+        Unauthorized, Forbidden, Edge,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn current(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<PricingBody>, Problem> {
+    state.auth.require(&headers, "admin")?;
+    Ok(Json(PricingBody::from(state.pricing.book.load_full().as_ref())))
+}
+
+/// Reads the promotion, tax, shipping and catalog tables again and swaps them in whole.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/pricing/reload",
+    operation_id = "reloadPricing",
+    summary = "Read the pricing tables again",
+    description = "Scope `admin`. Checks all four tables and swaps them in at once; on any \
+        error the tables in force stay and the answer is 422 naming the file and entry. Orders \
+        priced from then on record the new version. The catalog's new prices, categories and \
+        weights apply to pricing only: new SKUs need a restart. Each process reads its own \
+        files: call it on every process that prices (the API and the price workers).",
+    responses(
+        (status = 200, description = "The tables now in force", body = PricingBody),
+        Unauthorized, Forbidden, Unprocessable, Edge,
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn reload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<PricingBody>, Problem> {
+    state.auth.require(&headers, "admin")?;
+    let Some(tables) = state.pricing.tables.clone() else {
+        return Err(Problem::invalid(
+            "this process has no pricing tables to read again",
+            vec![],
+        ));
+    };
+    let loaded = tokio::task::spawn_blocking(move || tables.load())
+        .await
+        .map_err(|_| Problem::internal())?;
+    match loaded {
+        Ok(book) => {
+            let body = PricingBody::from(&book);
+            let before = state.pricing.book.swap(Arc::new(book));
+            tracing::info!(from = %before.version, to = %body.version, "Pricing tables reloaded");
+            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "ok").increment(1);
+            Ok(Json(body))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Pricing tables not reloaded; the ones in force stay");
+            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "invalid")
+                .increment(1);
+            Err(Problem::invalid(
+                "the pricing tables were not reloaded",
+                vec![e.to_string()],
+            ))
+        }
+    }
+}
