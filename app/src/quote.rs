@@ -38,11 +38,13 @@ pub struct Request<'a> {
 /// coupon (unknown, expired, not yet valid, used up).
 pub async fn price(config: &Config, request: Request<'_>) -> Result<bool, AppError> {
     let (book, _) = PriceTables::new(config).load()?;
-    let text = std::fs::read_to_string(request.cart).map_err(|e| {
-        AppError::Usage(format!("cannot read {}: {e}", request.cart.display()))
-    })?;
+    let text = std::fs::read_to_string(request.cart)
+        .map_err(|e| AppError::Usage(format!("cannot read {}: {e}", request.cart.display())))?;
     let cart: CartFile = serde_json::from_str(&text).map_err(|e| {
-        AppError::Usage(format!("{} is not a checkout body: {e}", request.cart.display()))
+        AppError::Usage(format!(
+            "{} is not a checkout body: {e}",
+            request.cart.display()
+        ))
     })?;
     let now = match request.at {
         None => Utc::now(),
@@ -109,7 +111,14 @@ pub fn render(quote: &Quote) -> String {
     let b = &quote.breakdown;
     let mut lines = Table::new();
     lines.load_preset(presets::ASCII_MARKDOWN).set_header(vec![
-        "sku", "qty", "unit", "line", "discount", "tax", "total", "promotions",
+        "sku",
+        "qty",
+        "unit",
+        "line",
+        "discount",
+        "tax",
+        "total",
+        "promotions",
     ]);
     for l in &b.lines {
         let promotions: Vec<String> = l

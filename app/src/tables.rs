@@ -170,7 +170,10 @@ mod tests {
     fn a_configured_file_that_is_missing_is_an_error() {
         let mut config = Config::default();
         config.tax.file = Some("/no/such/tax.json".into());
-        let e = PriceTables::new(&config).load().expect_err("missing").to_string();
+        let e = PriceTables::new(&config)
+            .load()
+            .expect_err("missing")
+            .to_string();
         assert!(e.contains("/no/such/tax.json"), "{e}");
     }
 }

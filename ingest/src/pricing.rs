@@ -4,8 +4,7 @@
 
 use crate::body::parse_json;
 use crate::openapi::{
-    BadRequest, Edge, Forbidden, PayloadTooLarge, Unauthorized, Unprocessable,
-    UnsupportedMediaType,
+    BadRequest, Edge, Forbidden, PayloadTooLarge, Unauthorized, Unprocessable, UnsupportedMediaType,
 };
 use crate::{AppState, Problem};
 use axum::Json;
@@ -160,11 +159,13 @@ pub async fn quote(
             used_up.insert(p.id.clone());
         }
     }
-    let quote = book.price(&cart, Utc::now(), &used_up).map_err(|e| match e {
-        PriceError::UnknownSku(sku) => refused(format!("lines: {sku} is not in the catalog")),
-        PriceError::Shipping(e) => refused(format!("shipping_address: {e}")),
-        PriceError::Money(e) => refused(format!("lines: {e}")),
-    })?;
+    let quote = book
+        .price(&cart, Utc::now(), &used_up)
+        .map_err(|e| match e {
+            PriceError::UnknownSku(sku) => refused(format!("lines: {sku} is not in the catalog")),
+            PriceError::Shipping(e) => refused(format!("shipping_address: {e}")),
+            PriceError::Money(e) => refused(format!("lines: {e}")),
+        })?;
     metrics::counter!("orderflow_quotes_total").increment(1);
     Ok(Json(QuoteBody {
         totals: quote.breakdown,
@@ -221,7 +222,9 @@ pub async fn current(
     headers: HeaderMap,
 ) -> Result<Json<PricingBody>, Problem> {
     state.auth.require(&headers, "admin")?;
-    Ok(Json(PricingBody::from(state.pricing.book.load_full().as_ref())))
+    Ok(Json(PricingBody::from(
+        state.pricing.book.load_full().as_ref(),
+    )))
 }
 
 /// Reads the promotion, tax, shipping and catalog tables again and swaps them in whole.

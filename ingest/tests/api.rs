@@ -10,8 +10,8 @@ use orderflow_domain::{
     Catalog, CatalogItem, Currency, OrderEvent, OrderId, PriceBook, Promotions, TableError,
     decode_event,
 };
-use orderflow_ingest::pricing::{Pricing, Reload};
 use orderflow_ingest::limits::Backlog;
+use orderflow_ingest::pricing::{Pricing, Reload};
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
@@ -1170,7 +1170,12 @@ async fn a_quote_prices_the_cart_and_reserves_and_counts_nothing() {
         .await
         .expect("redeem");
     let (_, _, q) = h
-        .call("POST", "/v1/quotes", &ann, Some(cart(1, &["ONCE", "NOPE"], "US")))
+        .call(
+            "POST",
+            "/v1/quotes",
+            &ann,
+            Some(cart(1, &["ONCE", "NOPE"], "US")),
+        )
         .await;
     assert_eq!(
         q["rejected_coupons"],
@@ -1224,21 +1229,30 @@ async fn the_pricing_tables_reload_whole_or_not_at_all() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(before["promotions"], 2);
     assert_eq!(before["jurisdictions"], 2);
-    let (s, hd, b) = h.call("POST", "/v1/admin/pricing/reload", &shopper, None).await;
+    let (s, hd, b) = h
+        .call("POST", "/v1/admin/pricing/reload", &shopper, None)
+        .await;
     assert_problem(s, &hd, &b, 403, "forbidden");
 
     // A broken table is refused naming the entry; the old tables stay in force.
     *h.promotions.lock() = r#"{"promotions":[{"id":"half","percent_off_bps":20000}]}"#.into();
-    let (s, hd, b) = h.call("POST", "/v1/admin/pricing/reload", &admin, None).await;
+    let (s, hd, b) = h
+        .call("POST", "/v1/admin/pricing/reload", &admin, None)
+        .await;
     assert_problem(s, &hd, &b, 422, "invalid-request");
     let why = b["errors"][0].as_str().expect("error");
-    assert!(why.contains("promotion half") && why.contains("percent_off_bps"), "{why}");
+    assert!(
+        why.contains("promotion half") && why.contains("percent_off_bps"),
+        "{why}"
+    );
     let (_, _, now) = h.call("GET", "/v1/admin/pricing", &admin, None).await;
     assert_eq!(now["version"], before["version"]);
 
     // A good one is swapped in: the next quote uses it and records its version.
     *h.promotions.lock() = r#"{"promotions":[{"id":"half","percent_off_bps":5000}]}"#.into();
-    let (s, _, after) = h.call("POST", "/v1/admin/pricing/reload", &admin, None).await;
+    let (s, _, after) = h
+        .call("POST", "/v1/admin/pricing/reload", &admin, None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{after}");
     assert_eq!(after["promotions"], 1);
     assert_ne!(after["version"], before["version"]);

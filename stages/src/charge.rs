@@ -5,9 +5,7 @@ use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
 use dashmap::DashMap;
-use orderflow_domain::{
-    Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode,
-};
+use orderflow_domain::{Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode};
 use orderflow_pipeline::StageError;
 use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger, StoreError};
 use std::sync::Arc;

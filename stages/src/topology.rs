@@ -161,8 +161,7 @@ pub const STAGES: [StageSpec; 7] = [
         build: |route, d| {
             Arc::new(OnOrders::new(
                 route,
-                Charge::new(d.provider.clone(), d.ledger.clone())
-                    .with_coupons(d.coupons.clone()),
+                Charge::new(d.provider.clone(), d.ledger.clone()).with_coupons(d.coupons.clone()),
             ))
         },
     },

@@ -85,7 +85,10 @@ impl Validate {
         let codes: Vec<&str> = order
             .coupon_codes
             .iter()
-            .filter(|c| book.as_ref().is_none_or(|b| b.promotions.by_code(c).is_none()))
+            .filter(|c| {
+                book.as_ref()
+                    .is_none_or(|b| b.promotions.by_code(c).is_none())
+            })
             .map(String::as_str)
             .collect();
         if !codes.is_empty() {

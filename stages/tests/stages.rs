@@ -554,8 +554,8 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
         .expect("project");
     tokio::time::sleep(Duration::from_millis(10)).await;
 
-    let sweeper = ExpirySweeper::new(ledger.clone(), orders, log.clone(), 100)
-        .with_coupons(coupons.clone());
+    let sweeper =
+        ExpirySweeper::new(ledger.clone(), orders, log.clone(), 100).with_coupons(coupons.clone());
     assert_eq!(sweeper.sweep().await.expect("sweep").rejected, 1);
     assert_eq!(
         coupons.uses("VIP").await.expect("uses"),

@@ -18,8 +18,8 @@ use orderflow_stores::redis::{
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
-    Claim, CouponLedger, IdempotencyStore, Usage, UseLimits, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
-    RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger,
+    Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
+    RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger, Usage, UseLimits,
 };
 use orderflow_stores::{SkuQuantity, SkuStock};
 use orderflow_testkit::RedisServer;
@@ -1027,16 +1027,25 @@ async fn coupon_conformance(coupons: Arc<dyn CouponLedger>) {
     };
     let (d, e, f) = (OrderId::new(), OrderId::new(), OrderId::new());
     assert_eq!(
-        coupons.redeem("FIRST", d, "dan", once_each).await.expect("redeem"),
+        coupons
+            .redeem("FIRST", d, "dan", once_each)
+            .await
+            .expect("redeem"),
         Redemption::Redeemed
     );
     assert_eq!(
-        coupons.redeem("FIRST", e, "dan", once_each).await.expect("redeem"),
+        coupons
+            .redeem("FIRST", e, "dan", once_each)
+            .await
+            .expect("redeem"),
         Redemption::Exhausted,
         "dan's second order"
     );
     assert_eq!(
-        coupons.redeem("FIRST", f, "eve", once_each).await.expect("redeem"),
+        coupons
+            .redeem("FIRST", f, "eve", once_each)
+            .await
+            .expect("redeem"),
         Redemption::Redeemed,
         "eve's first"
     );
@@ -1065,7 +1074,11 @@ async fn coupon_conformance(coupons: Arc<dyn CouponLedger>) {
     let tries = (0..100).map(|i| {
         let coupons = Arc::clone(&coupons);
         let customer = if i % 2 == 0 { "many" } else { "others" };
-        let customer = if i % 2 == 1 { format!("c{i}") } else { customer.to_owned() };
+        let customer = if i % 2 == 1 {
+            format!("c{i}")
+        } else {
+            customer.to_owned()
+        };
         tokio::spawn(async move {
             coupons
                 .redeem("RUSH", OrderId::new(), &customer, limits)

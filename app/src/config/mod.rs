@@ -31,8 +31,7 @@ pub use limits::LimitsConfig;
 use limits::Shorthand;
 pub use sections::{
     ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
-    RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
-    TableConfig,
+    RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig, TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 

@@ -500,4 +500,3 @@ impl StagesConfig {
         Duration::from_millis(self.reservation_sweep_ms)
     }
 }
-

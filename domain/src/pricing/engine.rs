@@ -72,10 +72,15 @@ impl PriceBook {
         &'a self,
         cart: &Cart<'_>,
     ) -> impl Iterator<Item = &'a Promotion> + 'a {
-        let codes: BTreeSet<String> = cart.coupon_codes.iter().map(|c| normalize_code(c)).collect();
-        self.promotions.all().iter().filter(move |p| {
-            p.is_limited() && p.code.as_ref().is_none_or(|c| codes.contains(c))
-        })
+        let codes: BTreeSet<String> = cart
+            .coupon_codes
+            .iter()
+            .map(|c| normalize_code(c))
+            .collect();
+        self.promotions
+            .all()
+            .iter()
+            .filter(move |p| p.is_limited() && p.code.as_ref().is_none_or(|c| codes.contains(c)))
     }
 
     /// Prices `cart` at `now`. Promotions whose id is in `used_up` are skipped (a code among
@@ -214,7 +219,10 @@ impl PriceBook {
             applied.push(applied_promotion(p, money(taken), false));
         }
 
-        let jurisdictions: Vec<_> = self.tax.for_destination(cart.country, cart.region).collect();
+        let jurisdictions: Vec<_> = self
+            .tax
+            .for_destination(cart.country, cart.region)
+            .collect();
         let inclusive = self.tax.prices_include_tax(cart.country);
         let mut tax_by_j = vec![0i64; jurisdictions.len()];
         let j_rank: Vec<usize> = (0..jurisdictions.len()).collect();
@@ -231,7 +239,11 @@ impl PriceBook {
                     i128::from(line.left) * i128::from(r),
                     10_000 + i128::from(r),
                 );
-                allocate(i64::try_from(included).map_err(|_| MoneyError::Overflow)?, &rates, &j_rank)
+                allocate(
+                    i64::try_from(included).map_err(|_| MoneyError::Overflow)?,
+                    &rates,
+                    &j_rank,
+                )
             } else {
                 rates
                     .iter()
@@ -243,7 +255,11 @@ impl PriceBook {
                 *sum += t;
             }
             let line_discount = line.gross - line.left;
-            let line_total = if inclusive { line.left } else { line.left + line_tax };
+            let line_total = if inclusive {
+                line.left
+            } else {
+                line.left + line_tax
+            };
             discount += line_discount;
             tax += line_tax;
             total = total.checked_add(line_total).ok_or(MoneyError::Overflow)?;
@@ -348,7 +364,9 @@ fn shares_of(
                 let line = &lines[in_scope[k]];
                 let n = free.min(u64::from(line.quantity));
                 free -= n;
-                let worth = line.unit.saturating_mul(i64::try_from(n).unwrap_or(i64::MAX));
+                let worth = line
+                    .unit
+                    .saturating_mul(i64::try_from(n).unwrap_or(i64::MAX));
                 shares[k] = bps_of(worth, *percent_bps).min(left[k]);
             }
             shares

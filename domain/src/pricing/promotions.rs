@@ -209,9 +209,11 @@ fn benefit(e: &Entry) -> Result<Benefit, String> {
         e.free_shipping,
     ];
     if given.iter().filter(|g| **g).count() != 1 {
-        return Err("give exactly one of percent_off_bps, amount_off_minor, buy_x_get_y, \
+        return Err(
+            "give exactly one of percent_off_bps, amount_off_minor, buy_x_get_y, \
                     spend_tiers and free_shipping"
-            .into());
+                .into(),
+        );
     }
     if let Some(bps) = e.percent_off_bps {
         return Ok(Benefit::PercentOff(percent(bps, "percent_off_bps")?));
@@ -313,7 +315,11 @@ fn promotion(e: Entry) -> Result<Promotion, String> {
         positive(max, "max_discount_minor")?;
     }
     Ok(Promotion {
-        name: if e.name.is_empty() { id.clone() } else { e.name },
+        name: if e.name.is_empty() {
+            id.clone()
+        } else {
+            e.name
+        },
         id,
         code,
         benefit,
@@ -344,7 +350,8 @@ impl Promotions {
                 .clone()
                 .or_else(|| entry.code.clone())
                 .map_or_else(|| format!("promotions[{i}]"), |n| format!("promotion {n}"));
-            let p = promotion(entry).map_err(|reason| TableError::invalid(origin, &label, reason))?;
+            let p =
+                promotion(entry).map_err(|reason| TableError::invalid(origin, &label, reason))?;
             all.push(p);
         }
         // Priority descending, then id: the order the engine applies them in.

@@ -16,10 +16,7 @@ pub fn div_half_even(numerator: i128, denominator: i128) -> i128 {
 
 /// `amount × bps / 10,000`, half to even.
 pub fn bps_of(amount: i64, bps: u32) -> i64 {
-    clamp(div_half_even(
-        i128::from(amount) * i128::from(bps),
-        10_000,
-    ))
+    clamp(div_half_even(i128::from(amount) * i128::from(bps), 10_000))
 }
 
 /// Splits `total` (≥ 0) over `weights` (each ≥ 0) in proportion: each share is rounded down,

@@ -132,7 +132,11 @@ impl ShippingTable {
             .zones
             .iter()
             .find(|z| z.countries.iter().any(|c| c == country))
-            .or_else(|| self.zones.iter().find(|z| z.countries.iter().any(|c| c == "*")))
+            .or_else(|| {
+                self.zones
+                    .iter()
+                    .find(|z| z.countries.iter().any(|c| c == "*"))
+            })
             .ok_or_else(|| ShippingError::NoZone(country.to_owned()))?;
         let band = zone
             .bands

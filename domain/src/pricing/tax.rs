@@ -94,13 +94,11 @@ impl TaxTable {
             if e.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
                 return Err(bad("region: leave it out for the whole country".into()));
             }
-            for (what, rate) in
-                std::iter::once(("rate_bps".to_owned(), e.rate_bps)).chain(
-                    e.categories
-                        .iter()
-                        .map(|(c, r)| (format!("categories.{c}"), *r)),
-                )
-            {
+            for (what, rate) in std::iter::once(("rate_bps".to_owned(), e.rate_bps)).chain(
+                e.categories
+                    .iter()
+                    .map(|(c, r)| (format!("categories.{c}"), *r)),
+            ) {
                 if rate > 10_000 {
                     return Err(bad(format!("{what}: must be 0 to 10000")));
                 }
