@@ -169,3 +169,46 @@ async fn quotes_and_orders_agree_and_tables_reload_without_a_restart() {
     assert!(out.contains("21.09"), "{out}");
     assert!(out.contains("quarter"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_worker_reloads_its_own_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let catalog = write_catalog(dir.path(), &[("SKU-A", 2000, 100)]);
+    let env = tables(dir.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let worker = support::Worker::start(
+        &dir.path().join("data"),
+        &catalog,
+        &env,
+        &["stage", "price"],
+    );
+    let admin = token("ops", "admin");
+    let client = reqwest::Client::new();
+    let get = |token: Option<String>| {
+        let mut request = client.get(format!("{}/v1/admin/pricing", worker.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(get(None).await.expect("get").status(), 401);
+    let before: Value = get(Some(admin.clone()))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(before["promotions"], 3);
+
+    std::fs::write(dir.path().join("promotions.json"), r#"{"promotions":[]}"#).expect("write");
+    let reloaded = client
+        .post(format!("{}/v1/admin/pricing/reload", worker.base))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("reload");
+    assert_eq!(reloaded.status(), 200);
+    let after: Value = reloaded.json().await.expect("json");
+    assert_eq!(after["promotions"], 0);
+    assert_ne!(after["version"], before["version"]);
+}

@@ -54,7 +54,9 @@ fn schemathesis_finds_no_mismatch_between_the_document_and_the_api() {
     let output = dir.path().join("schemathesis.out");
     let log = std::fs::File::create(&output).expect("output file");
     let mut run = Command::new(st);
-    run.arg("run")
+    run.arg("--config-file")
+        .arg(Path::new(HOOKS_DIR).join("schemathesis.toml"))
+        .arg("run")
         .arg(app.url("/openapi.json"))
         .args(["--checks", "all"])
         .args(["--header", &format!("Authorization: Bearer {bearer}")])

@@ -230,6 +230,13 @@ impl App {
                 ledger: self.backends.ledger.clone(),
                 metrics: Some(self.metrics),
             })
+            .merge(orderflow_ingest::pricing::admin_router(
+                orderflow_ingest::pricing::PricingAdmin {
+                    auth: self.auth,
+                    book: self.backends.prices.clone(),
+                    tables: Some(Arc::new(self.backends.tables.clone())),
+                },
+            ))
         };
         let token = supervisor.token();
         let limits = orderflow_ingest::server::ServerLimits {

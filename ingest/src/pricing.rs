@@ -9,8 +9,8 @@ use crate::openapi::{
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRef, State};
 use axum::http::HeaderMap;
 use chrono::Utc;
 use orderflow_domain::{
@@ -42,6 +42,36 @@ pub struct Pricing {
     pub currencies: Vec<String>,
     /// Countries the store ships to, as the validate stage checks them.
     pub countries: Vec<String>,
+}
+
+/// What the pricing admin routes need; a stage worker serves them too, beside `/metrics`.
+#[derive(Clone)]
+pub struct PricingAdmin {
+    /// Token verification (scope `admin`).
+    pub auth: Arc<crate::Auth>,
+    /// The tables in force.
+    pub book: SharedPriceBook,
+    /// Where the tables are read again; `None`: reloading is not offered.
+    pub tables: Option<Arc<dyn Reload>>,
+}
+
+impl FromRef<AppState> for PricingAdmin {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            auth: state.auth.clone(),
+            book: state.pricing.book.clone(),
+            tables: state.pricing.tables.clone(),
+        }
+    }
+}
+
+/// `GET /v1/admin/pricing` and `POST /v1/admin/pricing/reload` alone, for a stage worker
+/// (each process prices with its own copy of the tables).
+pub fn admin_router(state: PricingAdmin) -> axum::Router {
+    axum::Router::<PricingAdmin>::new()
+        .route("/v1/admin/pricing", axum::routing::get(current))
+        .route("/v1/admin/pricing/reload", axum::routing::post(reload))
+        .with_state(state)
 }
 
 /// Body of `POST /v1/quotes`: a checkout without its payment.
@@ -218,13 +248,11 @@ impl From<&PriceBook> for PricingBody {
     security(("bearer" = [])),
 )]
 pub async fn current(
-    State(state): State<AppState>,
+    State(state): State<PricingAdmin>,
     headers: HeaderMap,
 ) -> Result<Json<PricingBody>, Problem> {
     state.auth.require(&headers, "admin")?;
-    Ok(Json(PricingBody::from(
-        state.pricing.book.load_full().as_ref(),
-    )))
+    Ok(Json(PricingBody::from(state.book.load_full().as_ref())))
 }
 
 /// Reads the promotion, tax, shipping and catalog tables again and swaps them in whole.
@@ -237,7 +265,8 @@ pub async fn current(
         error the tables in force stay and the answer is 422 naming the file and entry. Orders \
         priced from then on record the new version. The catalog's new prices, categories and \
         weights apply to pricing only: new SKUs need a restart. Each process reads its own \
-        files: call it on every process that prices (the API and the price workers).",
+        files: call it on every process that prices (the API, and each `price` worker on its \
+        own `--listen`).",
     responses(
         (status = 200, description = "The tables now in force", body = PricingBody),
         Unauthorized, Forbidden, Unprocessable, Edge,
@@ -245,11 +274,11 @@ pub async fn current(
     security(("bearer" = [])),
 )]
 pub async fn reload(
-    State(state): State<AppState>,
+    State(state): State<PricingAdmin>,
     headers: HeaderMap,
 ) -> Result<Json<PricingBody>, Problem> {
     state.auth.require(&headers, "admin")?;
-    let Some(tables) = state.pricing.tables.clone() else {
+    let Some(tables) = state.tables.clone() else {
         return Err(Problem::invalid(
             "this process has no pricing tables to read again",
             vec![],
@@ -261,7 +290,7 @@ pub async fn reload(
     match loaded {
         Ok(book) => {
             let body = PricingBody::from(&book);
-            let before = state.pricing.book.swap(Arc::new(book));
+            let before = state.book.swap(Arc::new(book));
             tracing::info!(from = %before.version, to = %body.version, "Pricing tables reloaded");
             metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "ok").increment(1);
             Ok(Json(body))
