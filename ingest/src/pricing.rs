@@ -76,6 +76,14 @@ pub fn admin_router(state: PricingAdmin) -> axum::Router {
 
 /// Body of `POST /v1/quotes`: a checkout without its payment.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "currency": "USD",
+    "lines": [{"sku": "SKU-0001", "quantity": 2}],
+    "shipping_address": {"name": "Alice", "line1": "1 Main St", "city": "San Francisco",
+                         "region": "CA", "postal_code": "94107", "country": "US"},
+    "coupon_codes": ["WELCOME10"]
+}))]
 pub struct QuoteRequest {
     /// ISO 4217 currency of the order.
     #[schema(schema_with = orderflow_domain::schema::currency)]
@@ -89,10 +97,10 @@ pub struct QuoteRequest {
     #[serde(default)]
     #[schema(schema_with = orderflow_domain::schema::coupon_codes)]
     pub coupon_codes: Vec<String>,
-    /// Ignored: a quote charges nothing.
+    /// Not used: a quote charges nothing. Allowed (and checked as a checkout's) so a checkout
+    /// body can be quoted as it is.
     #[serde(default)]
-    #[schema(ignore)]
-    pub payment: Option<serde_json::Value>,
+    pub payment: Option<PaymentRequest>,
 }
 
 /// A quote: exactly the `totals` the price stage would record now, and the codes that take
@@ -132,15 +140,15 @@ pub async fn quote(
     let claims = state.auth.require(&headers, "checkout")?;
     let (request, _): (QuoteRequest, _) =
         parse_json(&headers, body, state.settings.max_body_bytes)?;
-    // The checkout's own shape rules, with a payment that passes them.
+    // The checkout's own shape rules; a payment, if given, is checked like a checkout's.
     let problems = CheckoutRequest {
         currency: request.currency.clone(),
         lines: request.lines.clone(),
         shipping_address: request.shipping_address.clone(),
         coupon_codes: request.coupon_codes.clone(),
-        payment: PaymentRequest {
+        payment: request.payment.clone().unwrap_or(PaymentRequest {
             token: "quote".into(),
-        },
+        }),
     }
     .structural_problems();
     if !problems.is_empty() {
