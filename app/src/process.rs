@@ -321,13 +321,13 @@ fn api_state(
         backlog,
         feed: b.feed.clone(),
         catalog: b.catalog.clone(),
-        pricing: orderflow_ingest::pricing::Pricing {
+        pricing: Arc::new(orderflow_ingest::pricing::Pricing {
             book: b.prices.clone(),
             coupons: b.coupons.clone(),
             tables: Some(Arc::new(b.tables.clone())),
             currencies: config.stages.currencies.clone(),
             countries: config.stages.countries.clone(),
-        },
+        }),
         auth,
         metrics: Some(metrics),
         settings: Arc::new(ApiSettings {

@@ -95,8 +95,8 @@ pub struct AppState {
     pub feed: Arc<dyn StatusFeed>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
-    /// Quotes and the pricing tables.
-    pub pricing: pricing::Pricing,
+    /// Quotes and the pricing tables (behind an `Arc`: the state is cloned for every request).
+    pub pricing: Arc<pricing::Pricing>,
     /// Token verification.
     pub auth: Arc<Auth>,
     /// Prometheus exposition of the process's metrics.

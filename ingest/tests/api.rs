@@ -121,13 +121,13 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         catalog: catalog.clone(),
         promotions: promotions.clone(),
     };
-    let pricing = Pricing {
+    let pricing = Arc::new(Pricing {
         book: tables.load().expect("tables").shared(),
         coupons: coupons.clone(),
         tables: Some(Arc::new(tables)),
         currencies: vec!["USD".into()],
         countries: vec!["US".into(), "DE".into()],
-    };
+    });
     let state = AppState {
         log: log.clone(),
         ledger,

@@ -26,7 +26,8 @@ pub struct PricedLine {
     pub unit_price: Money,
     /// `unit_price × quantity`.
     pub line_total: Money,
-    /// Each promotion's share of the line, in the order they were applied.
+    /// Each promotion's share of the line, in the order they were applied (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub discounts: Vec<LineDiscount>,
     /// The discounts summed.
     pub discount: Money,
@@ -120,11 +121,11 @@ pub struct PriceBreakdown {
     /// Whether the destination's prices include tax (VAT style).
     #[serde(default)]
     pub prices_include_tax: bool,
-    /// Tax per jurisdiction; they sum to `tax`.
-    #[serde(default)]
+    /// Tax per jurisdiction; they sum to `tax` (absent: the destination is not taxed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tax_lines: Vec<TaxLine>,
-    /// The promotions applied, in the order they were applied.
-    #[serde(default)]
+    /// The promotions applied, in the order they were applied (absent: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<AppliedPromotion>,
     /// The version of the pricing tables that priced the order.
     #[serde(default)]
