@@ -301,6 +301,17 @@ fn cases() -> Vec<Case> {
             rejected: &[("ONCE", "used_up")],
             ..case("code used up")
         },
+        // Used up, but it would not apply anyway (below its minimum): that is what is reported,
+        // as the stage, counting only what applies, would let the order through.
+        Case {
+            promotions: r#"{"code":"BIG","percent_off_bps":1000,"min_subtotal_minor":10000,"max_uses":1}"#,
+            codes: &["BIG"],
+            used_up: &["BIG"],
+            lines: &[("MUG", 1)],
+            totals: [1299, 0, 500, 0, 1799],
+            rejected: &[("BIG", "minimum_not_met")],
+            ..case("used up but not applicable")
+        },
         // An automatic promotion used up is left out without a word.
         Case {
             promotions: r#"{"id":"auto10","percent_off_bps":1000,"max_uses":5}"#,

@@ -53,8 +53,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<CatalogBody>, Pr
         .iter()
         .map(|l| (l.sku.as_str(), l.available))
         .collect();
-    let currency = state.catalog.currency();
-    let items = state
+    // The prices in force: the pricing tables' catalog, swapped on reload.
+    let book = state.pricing.book.load_full();
+    let currency = book.catalog.currency();
+    let items = book
         .catalog
         .items()
         .iter()

@@ -292,9 +292,21 @@ pub async fn reload(
             vec![],
         ));
     };
-    let loaded = tokio::task::spawn_blocking(move || tables.load())
+    let loaded = tokio::task::spawn_blocking(move || tables.load().map_err(|e| e.to_string()))
         .await
         .map_err(|_| Problem::internal())?;
+    let in_force = state.book.load().catalog.currency();
+    let loaded = loaded.and_then(|book| {
+        if book.catalog.currency() == in_force {
+            Ok(book)
+        } else {
+            Err(format!(
+                "catalog: currency {} differs from {in_force}, which orders were validated in; \
+                 a new currency needs a restart",
+                book.catalog.currency()
+            ))
+        }
+    });
     match loaded {
         Ok(book) => {
             let body = PricingBody::from(&book);
@@ -309,7 +321,7 @@ pub async fn reload(
                 .increment(1);
             Err(Problem::invalid(
                 "the pricing tables were not reloaded",
-                vec![e.to_string()],
+                vec![e],
             ))
         }
     }

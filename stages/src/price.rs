@@ -139,21 +139,58 @@ pub async fn restore_coupons(
         .filter(|p| p.counted)
         .map(|p| p.id.clone())
         .collect();
-    if pricing.version.is_empty() {
-        // Priced before the pricing engine: each code counted under its own name.
+    // Priced before the pricing engine: each code counted under its own name, and never for
+    // the customer, so no customer's counter is touched (the empty customer's stays at zero).
+    let customer = if pricing.version.is_empty() {
         ids = order
             .coupon_codes
             .iter()
             .map(|c| orderflow_domain::pricing::normalize_code(c))
             .collect();
-    }
+        ""
+    } else {
+        order.customer_id.as_str()
+    };
     for id in ids {
         coupons
-            .restore(&id, order.id, &order.customer_id)
+            .restore(&id, order.id, customer)
             .await
             .map_err(crate::order_stage::store_error)?;
     }
     Ok(())
+}
+
+impl Price {
+    /// Gives back the uses of the cart's limited promotions that `kept` does not count. An
+    /// earlier attempt at this order, priced with other tables (a reload, another worker), may
+    /// have counted one this pricing leaves out; a restore where nothing was counted is a no-op.
+    /// (A promotion since deleted from the tables cannot be named here: its use stays counted.)
+    async fn give_back_others(
+        &self,
+        book: &PriceBook,
+        event: &OrderEvent,
+        kept: &BTreeSet<&str>,
+    ) -> Result<(), StageError> {
+        let Some(coupons) = &self.coupons else {
+            return Ok(());
+        };
+        let order = &event.order;
+        let cart = orderflow_domain::Cart {
+            lines: &order.lines,
+            country: &order.shipping_address.country,
+            region: &order.shipping_address.region,
+            coupon_codes: &order.coupon_codes,
+        };
+        for p in book.limited_candidates(&cart) {
+            if !kept.contains(p.id.as_str()) {
+                coupons
+                    .restore(&p.id, order.id, &order.customer_id)
+                    .await
+                    .map_err(crate::order_stage::store_error)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -162,11 +199,20 @@ impl OrderStage for Price {
         let book = self.book.load_full();
         let (code, detail) = match self.price(&book, &event).await? {
             Ok(pricing) => {
+                let kept: BTreeSet<&str> = pricing
+                    .promotions
+                    .iter()
+                    .filter(|p| p.counted)
+                    .map(|p| p.id.as_str())
+                    .collect();
+                self.give_back_others(&book, &event, &kept).await?;
                 event.order.pricing = Some(pricing);
                 return Ok(Step::Advance(event.advance(OrderStatus::Priced)));
             }
             Err(refusal) => refusal,
         };
+        self.give_back_others(&book, &event, &BTreeSet::new())
+            .await?;
         // Compensate before rejecting: the stock held for this order goes back on the shelf.
         self.ledger
             .release(event.order.id)

@@ -653,3 +653,47 @@ async fn the_projector_gives_the_same_views_whatever_the_order_and_repeats() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_retry_priced_with_reloaded_tables_gives_back_a_use_it_no_longer_counts() {
+    use orderflow_stores::CouponLedger;
+    use orderflow_stores::embedded::EmbeddedCoupons;
+
+    let (_dir, ledger, engine) = ledger().await;
+    let coupons: Arc<dyn CouponLedger> = Arc::new(EmbeddedCoupons::new(engine));
+    let prices = book(
+        r#"{"promotions":[{"code":"ONCE","amount_off_minor":100,"max_uses_per_customer":1}]}"#,
+        0,
+        0,
+    );
+    let price = Price::new(prices.clone(), ledger.clone()).with_coupons(coupons.clone());
+    let mut order = event(&[("A", 1)], "tok_visa");
+    order.order.coupon_codes = vec!["ONCE".into()];
+    let Ok(Step::Advance(first)) = price.handle(order.clone(), 1).await else {
+        panic!("priced")
+    };
+    assert_eq!(first.order.pricing.expect("pricing").discount.minor, 100);
+    assert_eq!(coupons.uses("ONCE").await.expect("uses"), 1);
+
+    // The first attempt's output was lost; before the retry the tables were reloaded and ONCE
+    // now needs 100.00: the retry prices without it, and its use comes back.
+    let reloaded = book(
+        r#"{"promotions":[{"code":"ONCE","amount_off_minor":100,"max_uses_per_customer":1,
+            "min_subtotal_minor":10000}]}"#,
+        0,
+        0,
+    );
+    prices.store(reloaded.load_full());
+    let Ok(Step::Advance(retried)) = price.handle(order, 2).await else {
+        panic!("priced again")
+    };
+    assert_eq!(retried.order.pricing.expect("pricing").discount.minor, 0);
+    assert_eq!(
+        coupons.usage("ONCE", "c1").await.expect("usage"),
+        orderflow_stores::Usage {
+            total: 0,
+            customer: 0
+        },
+        "the use counted by the first attempt is given back"
+    );
+}

@@ -222,8 +222,8 @@ impl Default for StagesConfig {
     }
 }
 
-/// `[catalog]`, `[promotions]`, `[tax]` and `[shipping]`: a data table read at start (the
-/// last three again on `POST /v1/admin/pricing/reload`).
+/// `[catalog]`, `[promotions]`, `[tax]` and `[shipping]`: a data table read at start, and
+/// again, all four, on `POST /v1/admin/pricing/reload`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TableConfig {

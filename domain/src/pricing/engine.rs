@@ -163,10 +163,6 @@ impl PriceBook {
                 refuse(&p.code, reason);
                 continue;
             }
-            if used_up.contains(&p.id) {
-                refuse(&p.code, CouponReason::UsedUp);
-                continue;
-            }
             if exclusive_applied || (p.exclusive && !applied.is_empty()) {
                 refuse(&p.code, CouponReason::NotCombinable);
                 continue;
@@ -190,6 +186,11 @@ impl PriceBook {
                         refuse(&p.code, CouponReason::NotApplicable);
                         continue;
                     }
+                    // Used up matters only for what would apply: the stage counts nothing else.
+                    if used_up.contains(&p.id) {
+                        refuse(&p.code, CouponReason::UsedUp);
+                        continue;
+                    }
                     waived += amount;
                     exclusive_applied = p.exclusive;
                     applied.push(applied_promotion(p, money(amount), true));
@@ -203,6 +204,10 @@ impl PriceBook {
             let taken: i64 = shares.iter().sum();
             if taken <= 0 {
                 refuse(&p.code, CouponReason::NotApplicable);
+                continue;
+            }
+            if used_up.contains(&p.id) {
+                refuse(&p.code, CouponReason::UsedUp);
                 continue;
             }
             for (i, share) in in_scope.iter().zip(&shares) {
@@ -250,18 +255,20 @@ impl PriceBook {
                     .map(|r| bps_of(line.left, u32::try_from(*r).unwrap_or(u32::MAX)))
                     .collect()
             };
-            let line_tax: i64 = taxes.iter().sum();
+            let add = |a: i64, b: i64| a.checked_add(b).ok_or(MoneyError::Overflow);
+            let mut line_tax = 0i64;
             for (sum, t) in tax_by_j.iter_mut().zip(&taxes) {
-                *sum += t;
+                *sum = add(*sum, *t)?;
+                line_tax = add(line_tax, *t)?;
             }
             let line_discount = line.gross - line.left;
             let line_total = if inclusive {
                 line.left
             } else {
-                line.left + line_tax
+                add(line.left, line_tax)?
             };
-            discount += line_discount;
-            tax += line_tax;
+            discount = add(discount, line_discount)?;
+            tax = add(tax, line_tax)?;
             total = total.checked_add(line_total).ok_or(MoneyError::Overflow)?;
             priced.push(PricedLine {
                 sku: line.sku.to_owned(),
