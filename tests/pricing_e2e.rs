@@ -171,7 +171,7 @@ async fn quotes_and_orders_agree_and_tables_reload_without_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_price_worker_reloads_its_own_tables() {
+async fn a_price_worker_follows_its_table_files_and_reloads_on_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let catalog = write_catalog(dir.path(), &[("SKU-A", 2000, 100)]);
     let env = tables(dir.path());
@@ -200,7 +200,26 @@ async fn a_price_worker_reloads_its_own_tables() {
         .expect("json");
     assert_eq!(before["promotions"], 3);
 
+    // The files change: the worker's own `pricing-reload` chore swaps them in, unasked.
     std::fs::write(dir.path().join("promotions.json"), r#"{"promotions":[]}"#).expect("write");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: Value = get(Some(admin.clone()))
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        if now["promotions"] == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the chore did not pick the change up: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And the route still answers with the tables in force.
     let reloaded = client
         .post(format!("{}/v1/admin/pricing/reload", worker.base))
         .bearer_auth(&admin)

@@ -23,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod gauges;
 pub mod keys;
+pub mod price_reload;
 pub mod process;
 pub mod quote;
 pub mod supervisor;

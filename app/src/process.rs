@@ -164,6 +164,13 @@ impl App {
         for chore in crate::gauges::chores(&self.config, &self.backends, self.role.serves_api()) {
             supervisor.every(chore);
         }
+        if let Some(every) = self.config.pricing.reload_every() {
+            supervisor.every(crate::price_reload::reloader(
+                self.backends.prices.clone(),
+                self.backends.tables.clone(),
+                every,
+            ));
+        }
         let upkeep = self.metrics.clone();
         supervisor.every(Chore::new(
             "metrics-upkeep",

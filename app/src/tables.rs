@@ -116,31 +116,54 @@ impl PriceTables {
 
     /// Reads and checks the four tables; the error names the file and the entry.
     pub fn load(&self) -> Result<(PriceBook, Origins), TableError> {
-        let catalog = read(&self.catalog, "catalog", DEMO_CATALOG)?;
-        let promotions = read(&self.promotions, "promotions", DEMO_PROMOTIONS)?;
-        let tax = read(&self.tax, "tax", DEMO_TAX)?;
-        let shipping = read(&self.shipping, "shipping", DEMO_SHIPPING)?;
+        let texts = self.read()?;
+        let book = PriceBook::parse(&texts.sources())?;
+        Ok((book, texts.origins()))
+    }
+
+    /// Reads the four texts, without checking them.
+    pub fn read(&self) -> Result<Texts, TableError> {
+        Ok(Texts {
+            catalog: read(&self.catalog, "catalog", DEMO_CATALOG)?,
+            promotions: read(&self.promotions, "promotions", DEMO_PROMOTIONS)?,
+            tax: read(&self.tax, "tax", DEMO_TAX)?,
+            shipping: read(&self.shipping, "shipping", DEMO_SHIPPING)?,
+        })
+    }
+}
+
+/// The four tables as read, not yet checked.
+pub struct Texts {
+    catalog: Loaded,
+    promotions: Loaded,
+    tax: Loaded,
+    shipping: Loaded,
+}
+
+impl Texts {
+    /// The texts for [`PriceBook::parse`] (and their version, `sources().version()`).
+    pub fn sources(&self) -> Sources<'_> {
         fn text(l: &Loaded) -> Text<'_> {
             Text {
                 text: &l.text,
                 origin: &l.origin,
             }
         }
-        let book = PriceBook::parse(&Sources {
-            catalog: text(&catalog),
-            promotions: text(&promotions),
-            tax: text(&tax),
-            shipping: text(&shipping),
-        })?;
-        Ok((
-            book,
-            Origins {
-                catalog: catalog.source,
-                promotions: promotions.source,
-                tax: tax.source,
-                shipping: shipping.source,
-            },
-        ))
+        Sources {
+            catalog: text(&self.catalog),
+            promotions: text(&self.promotions),
+            tax: text(&self.tax),
+            shipping: text(&self.shipping),
+        }
+    }
+
+    fn origins(self) -> Origins {
+        Origins {
+            catalog: self.catalog.source,
+            promotions: self.promotions.source,
+            tax: self.tax.source,
+            shipping: self.shipping.source,
+        }
     }
 }
 

@@ -272,9 +272,9 @@ pub async fn current(
     description = "Scope `admin`. Checks all four tables and swaps them in at once; on any \
         error the tables in force stay and the answer is 422 naming the file and entry. Orders \
         priced from then on record the new version. The catalog's new prices, categories and \
-        weights apply to pricing only: new SKUs need a restart. Each process reads its own \
-        files: call it on every process that prices (the API, and each `price` worker on its \
-        own `--listen`).",
+        weights apply to pricing only: new SKUs need a restart. It reloads the process it is \
+        sent to (the API, or a `price` worker on its own `--listen`); every process also looks \
+        at its files every `pricing.reload_secs` and swaps changed tables in by itself.",
     responses(
         (status = 200, description = "The tables now in force", body = PricingBody),
         Unauthorized, Forbidden, Unprocessable, Edge,

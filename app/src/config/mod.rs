@@ -31,7 +31,8 @@ pub use limits::LimitsConfig;
 use limits::Shorthand;
 pub use sections::{
     ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
-    RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig, TableConfig,
+    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
+    TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
@@ -43,7 +44,7 @@ pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 16] = [
+const SECTIONS: [(&str, Option<&str>); 17] = [
     ("api", None),
     ("limits", Some("switch")),
     ("jwt", None),
@@ -54,6 +55,7 @@ const SECTIONS: [(&str, Option<&str>); 16] = [
     ("redis", Some("url")),
     ("retry", None),
     ("stages", None),
+    ("pricing", None),
     ("catalog", Some("file")),
     ("promotions", Some("file")),
     ("tax", Some("file")),
@@ -90,6 +92,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// `[stages]`: the order stages.
     pub stages: StagesConfig,
+    /// `[pricing]`: how often the pricing tables are looked at for changes.
+    pub pricing: PricingConfig,
     /// `[catalog]`: SKUs, prices and the stock seeded on first start.
     pub catalog: TableConfig,
     /// `[promotions]`: automatic promotions and coupon codes.

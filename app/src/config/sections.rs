@@ -222,6 +222,28 @@ impl Default for StagesConfig {
     }
 }
 
+/// `[pricing]`: the pricing tables' upkeep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Seconds between looks at the four table files; a changed text is checked and swapped in
+    /// whole (0: only `POST /v1/admin/pricing/reload` reloads).
+    pub reload_secs: u64,
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        Self { reload_secs: 5 }
+    }
+}
+
+impl PricingConfig {
+    /// How often to look, if at all.
+    pub fn reload_every(&self) -> Option<std::time::Duration> {
+        (self.reload_secs > 0).then(|| std::time::Duration::from_secs(self.reload_secs))
+    }
+}
+
 /// `[catalog]`, `[promotions]`, `[tax]` and `[shipping]`: a data table read at start, and
 /// again, all four, on `POST /v1/admin/pricing/reload`.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -120,6 +120,24 @@ pub struct Sources<'a> {
     pub shipping: Source<'a>,
 }
 
+impl Sources<'_> {
+    /// The version a book of these texts gets: the first 12 hex digits of the SHA-256 of the
+    /// four texts (so a file rewritten with the same text keeps its version).
+    pub fn version(&self) -> String {
+        let mut digest = Sha256::new();
+        for s in [self.catalog, self.promotions, self.tax, self.shipping] {
+            digest.update((s.text.len() as u64).to_be_bytes());
+            digest.update(s.text.as_bytes());
+        }
+        digest
+            .finalize()
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
 /// The price book in force, shared by the API and the price stage and swapped whole when the
 /// tables are reloaded.
 pub type SharedPriceBook = Arc<arc_swap::ArcSwap<PriceBook>>;
@@ -165,22 +183,7 @@ impl PriceBook {
     /// Parses and checks the four tables; the error names the table and the entry.
     pub fn parse(sources: &Sources<'_>) -> Result<Self, TableError> {
         let catalog = Catalog::parse(sources.catalog.text, sources.catalog.origin)?;
-        let mut digest = Sha256::new();
-        for s in [
-            sources.catalog,
-            sources.promotions,
-            sources.tax,
-            sources.shipping,
-        ] {
-            digest.update((s.text.len() as u64).to_be_bytes());
-            digest.update(s.text.as_bytes());
-        }
-        let version = digest
-            .finalize()
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = sources.version();
         Ok(Self {
             catalog: Arc::new(catalog),
             promotions: Promotions::parse(sources.promotions.text, sources.promotions.origin)?,
