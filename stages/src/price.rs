@@ -53,12 +53,7 @@ impl Price {
         event: &OrderEvent,
     ) -> Result<Result<PriceBreakdown, (RejectionCode, String)>, StageError> {
         let order = &event.order;
-        let cart = orderflow_domain::Cart {
-            lines: &order.lines,
-            country: &order.shipping_address.country,
-            region: &order.shipping_address.region,
-            coupon_codes: &order.coupon_codes,
-        };
+        let cart = orderflow_domain::Cart::of(order);
         let mut used_up = BTreeSet::new();
         loop {
             let quote = match book.price(&cart, order.accepted_at, &used_up) {
@@ -175,12 +170,7 @@ impl Price {
             return Ok(());
         };
         let order = &event.order;
-        let cart = orderflow_domain::Cart {
-            lines: &order.lines,
-            country: &order.shipping_address.country,
-            region: &order.shipping_address.region,
-            coupon_codes: &order.coupon_codes,
-        };
+        let cart = orderflow_domain::Cart::of(order);
         for p in book.limited_candidates(&cart) {
             if !kept.contains(p.id.as_str()) {
                 coupons

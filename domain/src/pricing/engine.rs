@@ -22,6 +22,18 @@ pub struct Cart<'a> {
     pub coupon_codes: &'a [String],
 }
 
+impl<'a> Cart<'a> {
+    /// The cart of an order: its lines, shipping destination and codes.
+    pub fn of(order: &'a crate::Order) -> Self {
+        Self {
+            lines: &order.lines,
+            country: &order.shipping_address.country,
+            region: &order.shipping_address.region,
+            coupon_codes: &order.coupon_codes,
+        }
+    }
+}
+
 /// A priced cart, with the codes that took nothing off.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Quote {
