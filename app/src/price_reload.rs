@@ -64,6 +64,7 @@ pub fn reload_if_changed(
     match checked {
         Ok(new) => {
             tracing::info!(from = %current.version, to = %new.version, "Pricing tables reloaded: the files changed");
+            orderflow_ingest::pricing::record_version(Some(&current.version), &new.version);
             book.store(Arc::new(new));
             metrics::counter!(RELOADS, "outcome" => "ok").increment(1);
             *refused = None;

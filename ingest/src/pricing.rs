@@ -23,6 +23,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+/// The tables' version in force: `orderflow_pricing_tables{version} 1` (the one it replaced
+/// set to 0), so a dashboard and an alert see processes that price with different tables.
+pub fn record_version(replaced: Option<&str>, version: &str) {
+    if let Some(old) = replaced.filter(|old| *old != version) {
+        metrics::gauge!("orderflow_pricing_tables", "version" => old.to_owned()).set(0.0);
+    }
+    metrics::gauge!("orderflow_pricing_tables", "version" => version.to_owned()).set(1.0);
+}
+
 /// Reads the pricing tables again (the binary knows where they live).
 pub trait Reload: Send + Sync + 'static {
     /// The tables as they are now; an error names the file and the entry.
@@ -311,6 +320,7 @@ pub async fn reload(
         Ok(book) => {
             let body = PricingBody::from(&book);
             let before = state.book.swap(Arc::new(book));
+            record_version(Some(&before.version), &body.version);
             tracing::info!(from = %before.version, to = %body.version, "Pricing tables reloaded");
             metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "ok").increment(1);
             Ok(Json(body))
