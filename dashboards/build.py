@@ -515,16 +515,46 @@ def overview() -> dm.Dashboard:
             width=12,
         ),
     ]
+    pricing = [
+        series(
+            "Processes by pricing tables version",
+            "count by version of orderflow_pricing_tables == 1: how many processes price with each "
+            "version of the tables (orders record theirs in totals.version). More than one line "
+            "for minutes: processes have different table files (an alert fires).",
+            [q(f"count by (version) (orderflow_pricing_tables{{{ROLE}}} == 1)", "{{version}}")],
+            "short",
+        ),
+        series(
+            "Pricing table reloads by outcome",
+            "increase(orderflow_pricing_reloads_total[5m]) by outcome: tables swapped in (ok) or "
+            "refused (invalid: the log names the file and entry), by the route or the "
+            "pricing-reload chore.",
+            [
+                q(
+                    f"sum by (outcome) (increase(orderflow_pricing_reloads_total{{{ROLE}}}[5m]))",
+                    "{{outcome}}",
+                )
+            ],
+            "short",
+        ),
+        series(
+            "Quotes/s",
+            "rate(orderflow_quotes_total[1m]): carts priced by POST /v1/quotes.",
+            [q(f"sum(rate(orderflow_quotes_total{{{ROLE}}}[{RATE}]))", "quotes")],
+            "reqps",
+        ),
+    ]
     return dashboard(
         "orderflow / Overview",
         "orderflow-overview",
         "Checkouts in, orders out: accepted, completed and rejected rates, end-to-end latency, "
-        "dead letters, the stages and the HTTP API.",
+        "dead letters, the stages, the HTTP API and the pricing tables.",
         [
             ("Checkouts and orders", checkouts),
             ("Dead letters", dlq),
             ("Stages", stages),
             ("HTTP API", http),
+            ("Pricing", pricing),
         ],
     )
 

@@ -164,6 +164,7 @@ impl App {
         for chore in crate::gauges::chores(&self.config, &self.backends, self.role.serves_api()) {
             supervisor.every(chore);
         }
+        orderflow_ingest::pricing::register_metrics();
         orderflow_ingest::pricing::record_version(None, &self.backends.prices.load().version);
         if let Some(every) = self.config.pricing.reload_every() {
             supervisor.every(crate::price_reload::reloader(

@@ -23,6 +23,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
+/// Exports the pricing series from the start, at zero, so dashboards and alerts see them
+/// before the first quote or reload: `orderflow_quotes_total`,
+/// `orderflow_pricing_reloads_total{outcome="ok"|"invalid"}`.
+pub fn register_metrics() {
+    metrics::counter!("orderflow_quotes_total").increment(0);
+    for outcome in ["ok", "invalid"] {
+        metrics::counter!("orderflow_pricing_reloads_total", "outcome" => outcome).increment(0);
+    }
+}
+
 /// The tables' version in force: `orderflow_pricing_tables{version} 1` (the one it replaced
 /// set to 0), so a dashboard and an alert see processes that price with different tables.
 pub fn record_version(replaced: Option<&str>, version: &str) {
