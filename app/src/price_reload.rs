@@ -7,11 +7,7 @@
 use crate::supervisor::Chore;
 use crate::tables::PriceTables;
 use orderflow_domain::{PriceBook, SharedPriceBook};
-use std::sync::Arc;
 use std::time::Duration;
-
-/// Reloads to count (shared with the admin route): `orderflow_pricing_reloads_total{outcome}`.
-const RELOADS: &str = "orderflow_pricing_reloads_total";
 
 /// The chore that swaps `book` when the files of `tables` change, checked `every` period.
 pub fn reloader(book: SharedPriceBook, tables: PriceTables, every: Duration) -> Chore {
@@ -34,8 +30,7 @@ pub fn reload_if_changed(
         Err(e) => {
             let why = e.to_string();
             if refused.as_deref() != Some(why.as_str()) {
-                metrics::counter!(RELOADS, "outcome" => "invalid").increment(1);
-                tracing::error!(error = %why, "Keeping the pricing tables in force: a table cannot be read");
+                let _ = orderflow_ingest::pricing::install(book, Err(why.clone()));
                 *refused = Some(why);
             }
             return false;
@@ -47,32 +42,14 @@ pub fn reload_if_changed(
     if version == current.version || refused.as_deref() == Some(version.as_str()) {
         return false;
     }
-    let checked = PriceBook::parse(&sources)
-        .map_err(|e| e.to_string())
-        .and_then(|new| {
-            if new.catalog.currency() == current.catalog.currency() {
-                Ok(new)
-            } else {
-                Err(format!(
-                    "catalog: currency {} differs from {}, which orders were validated in; a new \
-                     currency needs a restart",
-                    new.catalog.currency(),
-                    current.catalog.currency()
-                ))
-            }
-        });
-    match checked {
-        Ok(new) => {
-            tracing::info!(from = %current.version, to = %new.version, "Pricing tables reloaded: the files changed");
-            orderflow_ingest::pricing::record_version(Some(&current.version), &new.version);
-            book.store(Arc::new(new));
-            metrics::counter!(RELOADS, "outcome" => "ok").increment(1);
+    let loaded = PriceBook::parse(&sources).map_err(|e| e.to_string());
+    match orderflow_ingest::pricing::install(book, loaded) {
+        Ok(_) => {
             *refused = None;
             true
         }
-        Err(e) => {
-            metrics::counter!(RELOADS, "outcome" => "invalid").increment(1);
-            tracing::error!(error = %e, "Keeping the pricing tables in force: the changed tables cannot be used");
+        Err(_) => {
+            // Reported by `install`; not again until the text changes.
             *refused = Some(version);
             false
         }

@@ -9,7 +9,6 @@ use crate::tables::PriceTables;
 use chrono::{DateTime, Utc};
 use comfy_table::{Cell, CellAlignment, Table, presets};
 use orderflow_domain::{Cart, Money, PriceError, Quote};
-use orderflow_stores::UseLimits;
 use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -64,16 +63,7 @@ pub async fn price(config: &Config, request: Request<'_>) -> Result<bool, AppErr
         && let Some(coupons) = backends::connect_coupons(config).await?
     {
         uses_note = "promotion uses as counted in Redis";
-        for p in book.limited_candidates(&priced) {
-            let usage = coupons.usage(&p.id, customer).await?;
-            let limits = UseLimits {
-                total: p.max_uses,
-                per_customer: p.max_uses_per_customer,
-            };
-            if usage.exhausts(limits) {
-                used_up.insert(p.id.clone());
-            }
-        }
+        used_up = orderflow_stores::used_up(coupons.as_ref(), &book, &priced, customer).await?;
     }
     let quote = book.price(&priced, now, &used_up).map_err(|e| match e {
         PriceError::UnknownSku(_) | PriceError::Shipping(_) | PriceError::Money(_) => {

@@ -17,11 +17,49 @@ use orderflow_domain::{
     Address, Cart, CheckoutRequest, LineItem, PaymentRequest, PriceBook, PriceBreakdown,
     PriceError, RejectedCoupon, SharedPriceBook, TableError,
 };
-use orderflow_stores::{CouponLedger, UseLimits};
+use orderflow_stores::CouponLedger;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use utoipa::ToSchema;
+
+/// Swaps tables read again into `book`, the one way both the reload route and the app's
+/// file-watching chore do it: refused if they could not be read (`loaded` is their error) or
+/// change the catalog's currency (orders were validated in it); counted in
+/// `orderflow_pricing_reloads_total{outcome}`, logged, and the new version recorded. Returns
+/// the tables replaced.
+pub fn install(
+    book: &SharedPriceBook,
+    loaded: Result<PriceBook, String>,
+) -> Result<Arc<PriceBook>, String> {
+    let in_force = book.load().catalog.currency();
+    let checked = loaded.and_then(|new| {
+        if new.catalog.currency() == in_force {
+            Ok(new)
+        } else {
+            Err(format!(
+                "catalog: currency {} differs from {in_force}, which orders were validated in; \
+                 a new currency needs a restart",
+                new.catalog.currency()
+            ))
+        }
+    });
+    match checked {
+        Ok(new) => {
+            let version = new.version.clone();
+            let before = book.swap(Arc::new(new));
+            record_version(Some(&before.version), &version);
+            tracing::info!(from = %before.version, to = %version, "Pricing tables reloaded");
+            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "ok").increment(1);
+            Ok(before)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Pricing tables not reloaded; the ones in force stay");
+            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "invalid")
+                .increment(1);
+            Err(e)
+        }
+    }
+}
 
 /// Exports the pricing series from the start, at zero, so dashboards and alerts see them
 /// before the first quote or reload: `orderflow_quotes_total`,
@@ -198,24 +236,12 @@ pub async fn quote(
         region: &request.shipping_address.region,
         coupon_codes: &request.coupon_codes,
     };
-    let mut used_up = BTreeSet::new();
-    for p in book.limited_candidates(&cart) {
-        let usage = pricing
-            .coupons
-            .usage(&p.id, &claims.sub)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %e, "Promotion uses unavailable");
-                Problem::unavailable("cannot read promotion uses now; retry")
-            })?;
-        let limits = UseLimits {
-            total: p.max_uses,
-            per_customer: p.max_uses_per_customer,
-        };
-        if usage.exhausts(limits) {
-            used_up.insert(p.id.clone());
-        }
-    }
+    let used_up = orderflow_stores::used_up(pricing.coupons.as_ref(), &book, &cart, &claims.sub)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "Promotion uses unavailable");
+            Problem::unavailable("cannot read promotion uses now; retry")
+        })?;
     let quote = book
         .price(&cart, Utc::now(), &used_up)
         .map_err(|e| match e {
@@ -314,35 +340,11 @@ pub async fn reload(
     let loaded = tokio::task::spawn_blocking(move || tables.load().map_err(|e| e.to_string()))
         .await
         .map_err(|_| Problem::internal())?;
-    let in_force = state.book.load().catalog.currency();
-    let loaded = loaded.and_then(|book| {
-        if book.catalog.currency() == in_force {
-            Ok(book)
-        } else {
-            Err(format!(
-                "catalog: currency {} differs from {in_force}, which orders were validated in; \
-                 a new currency needs a restart",
-                book.catalog.currency()
-            ))
-        }
-    });
-    match loaded {
-        Ok(book) => {
-            let body = PricingBody::from(&book);
-            let before = state.book.swap(Arc::new(book));
-            record_version(Some(&before.version), &body.version);
-            tracing::info!(from = %before.version, to = %body.version, "Pricing tables reloaded");
-            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "ok").increment(1);
-            Ok(Json(body))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Pricing tables not reloaded; the ones in force stay");
-            metrics::counter!("orderflow_pricing_reloads_total", "outcome" => "invalid")
-                .increment(1);
-            Err(Problem::invalid(
-                "the pricing tables were not reloaded",
-                vec![e],
-            ))
-        }
+    match install(&state.book, loaded) {
+        Ok(_) => Ok(Json(PricingBody::from(state.book.load_full().as_ref()))),
+        Err(e) => Err(Problem::invalid(
+            "the pricing tables were not reloaded",
+            vec![e],
+        )),
     }
 }

@@ -20,14 +20,6 @@ pub struct Price {
     coupons: Option<Arc<dyn CouponLedger>>,
 }
 
-/// The limits of a promotion as the ledger takes them.
-fn limits(p: &orderflow_domain::Promotion) -> UseLimits {
-    UseLimits {
-        total: p.max_uses,
-        per_customer: p.max_uses_per_customer,
-    }
-}
-
 impl Price {
     /// Prices with the tables of `book`; the ledger releases the stock of an order that
     /// cannot be priced. Uses are not counted until [`with_coupons`](Self::with_coupons).
@@ -87,7 +79,7 @@ impl Price {
             let mut exhausted = None;
             for (i, p) in counted.iter().enumerate() {
                 let answer = coupons
-                    .redeem(&p.id, order.id, &order.customer_id, limits(p))
+                    .redeem(&p.id, order.id, &order.customer_id, UseLimits::of(p))
                     .await
                     .map_err(crate::order_stage::store_error)?;
                 if answer == Redemption::Exhausted {

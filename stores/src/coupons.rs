@@ -3,7 +3,8 @@
 
 use crate::StoreError;
 use async_trait::async_trait;
-use orderflow_domain::OrderId;
+use orderflow_domain::{Cart, OrderId, PriceBook, Promotion};
+use std::collections::BTreeSet;
 
 /// The answer to a redemption, the same on every repeat for one order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +22,16 @@ pub struct UseLimits {
     pub total: Option<u64>,
     /// Orders of one customer that may use it.
     pub per_customer: Option<u64>,
+}
+
+impl UseLimits {
+    /// The limits a promotion's table entry sets.
+    pub fn of(promotion: &Promotion) -> Self {
+        Self {
+            total: promotion.max_uses,
+            per_customer: promotion.max_uses_per_customer,
+        }
+    }
 }
 
 /// Uses counted so far.
@@ -71,4 +82,25 @@ pub trait CouponLedger: Send + Sync + 'static {
     async fn uses(&self, promotion: &str) -> Result<u64, StoreError> {
         Ok(self.usage(promotion, "").await?.total)
     }
+}
+
+/// The limited promotions `cart` might use whose uses, in all or by `customer`, have run out
+/// now: what [`PriceBook::price`] is told to leave out for a quote. Reads, never counts.
+pub async fn used_up(
+    coupons: &dyn CouponLedger,
+    book: &PriceBook,
+    cart: &Cart<'_>,
+    customer: &str,
+) -> Result<BTreeSet<String>, StoreError> {
+    let mut out = BTreeSet::new();
+    for p in book.limited_candidates(cart) {
+        if coupons
+            .usage(&p.id, customer)
+            .await?
+            .exhausts(UseLimits::of(p))
+        {
+            out.insert(p.id.clone());
+        }
+    }
+    Ok(out)
 }

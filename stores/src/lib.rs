@@ -27,7 +27,7 @@ pub mod rate_limit;
 pub mod redis;
 pub mod scylla;
 
-pub use coupons::{CouponLedger, Redemption, Usage, UseLimits};
+pub use coupons::{CouponLedger, Redemption, Usage, UseLimits, used_up};
 pub use error::StoreError;
 pub use feed::{StatusChange, StatusFeed};
 pub use idempotency::{Claim, IdempotencyStore};

@@ -246,26 +246,25 @@ impl PriceBook {
         let mut priced = Vec::with_capacity(lines.len());
         let (mut discount, mut tax, mut total) = (0i64, 0i64, 0i64);
         for line in lines {
-            let rates: Vec<i64> = jurisdictions
+            let rates: Vec<u32> = jurisdictions
                 .iter()
-                .map(|j| i64::from(j.rate_for(line.category)))
+                .map(|j| j.rate_for(line.category))
                 .collect();
             let taxes: Vec<i64> = if inclusive {
-                let r: i64 = rates.iter().sum();
+                // The tax inside the amount, split between the jurisdictions by rate.
+                let weights: Vec<i64> = rates.iter().map(|r| i64::from(*r)).collect();
+                let r: i64 = weights.iter().sum();
                 let included = div_half_even(
                     i128::from(line.left) * i128::from(r),
                     10_000 + i128::from(r),
                 );
                 allocate(
                     i64::try_from(included).map_err(|_| MoneyError::Overflow)?,
-                    &rates,
+                    &weights,
                     &j_rank,
                 )
             } else {
-                rates
-                    .iter()
-                    .map(|r| bps_of(line.left, u32::try_from(*r).unwrap_or(u32::MAX)))
-                    .collect()
+                rates.iter().map(|r| bps_of(line.left, *r)).collect()
             };
             let add = |a: i64, b: i64| a.checked_add(b).ok_or(MoneyError::Overflow);
             let mut line_tax = 0i64;
