@@ -8,6 +8,7 @@ use crate::tables;
 use orderflow_domain::{Catalog, SharedPriceBook};
 use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, SegmentLog, SegmentLogOptions};
 use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
+use orderflow_stages::deliver::Endpoints;
 use orderflow_stages::expiry::ExpirySweeper;
 use orderflow_stages::topology::{self, StageDeps};
 use orderflow_storage::kv::{DB_FILE, Engine};
@@ -47,8 +48,10 @@ pub struct Backends {
     pub coupons: Arc<dyn CouponLedger>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
-    /// Notifications to send.
+    /// Messages to deliver (emails, webhooks).
     pub outbox: Arc<dyn Outbox>,
+    /// The webhook endpoints (`[webhook]`).
+    pub webhooks: Endpoints,
     /// The payment provider.
     pub provider: Arc<dyn PaymentProvider>,
     /// The catalog.
@@ -156,6 +159,7 @@ impl Backends {
                 StoreUrl::Embedded(_) => Arc::new(EmbeddedOrderStore::new(engine.clone())),
             };
         let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
+        let webhooks = config.webhook.endpoints()?;
         let backends = match connect_redis(config).await? {
             Some(hot) => Self {
                 log,
@@ -180,6 +184,7 @@ impl Backends {
                     Arc::new(feed)
                 },
                 outbox,
+                webhooks,
                 catalog,
                 prices,
                 tables,
@@ -201,6 +206,7 @@ impl Backends {
                     coupons: Arc::new(EmbeddedCoupons::new(engine)),
                     feed: Arc::new(EmbeddedStatusFeed::new(4096)),
                     outbox,
+                    webhooks,
                     catalog,
                     prices,
                     tables,
@@ -219,6 +225,7 @@ impl Backends {
             coupons: self.coupons.clone(),
             provider: self.provider.clone(),
             outbox: self.outbox.clone(),
+            webhooks: self.webhooks.clone(),
             orders: self.orders.clone(),
             feed: self.feed.clone(),
             currencies: config.stages.currencies.clone(),

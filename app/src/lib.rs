@@ -7,6 +7,7 @@
 //!   periodic chores their adapters need.
 //! - [`supervisor`]: the one [`Supervisor`] every background task runs under.
 //! - [`backlog`]: the chore that reads the pipeline's backlog for the API's load shedding.
+//! - [`dispatch`]: the outbox's chores: deliver webhooks and emails, remove delivered ones.
 //! - [`keys`]: the chore that reloads the JWT key file when it changes (key rotation).
 //! - [`process`]: [`App::build`] and [`App::run_until_stopped`] for a [`Role`] (`serve`,
 //!   `ingest`, stage workers); every process serves `/metrics`, `/healthz` and `/readyz`.
@@ -20,6 +21,7 @@ pub mod backends;
 pub mod backlog;
 pub mod commands;
 pub mod config;
+pub mod dispatch;
 pub mod error;
 pub mod gauges;
 pub mod keys;

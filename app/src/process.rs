@@ -161,10 +161,23 @@ impl App {
         for chore in self.chores {
             supervisor.every(chore);
         }
+        // Where the outbox is written (notify's emails, the projector's webhooks), it is sent.
+        if stages
+            .iter()
+            .any(|s| s.name == "notify" || s.name == PROJECTOR)
+        {
+            for chore in crate::dispatch::chores(&self.config, &self.backends)? {
+                supervisor.every(chore);
+            }
+        }
         for chore in crate::gauges::chores(&self.config, &self.backends, self.role.serves_api()) {
             supervisor.every(chore);
         }
         orderflow_ingest::pricing::register_metrics();
+        if self.role.serves_api() {
+            orderflow_ingest::poll::register_metrics();
+            orderflow_ingest::ws::register_metrics();
+        }
         orderflow_ingest::pricing::record_version(None, &self.backends.prices.load().version);
         if let Some(every) = self.config.pricing.reload_every() {
             supervisor.every(crate::price_reload::reloader(
@@ -239,6 +252,12 @@ impl App {
                 ledger: self.backends.ledger.clone(),
                 metrics: Some(self.metrics),
             })
+            .merge(orderflow_ingest::webhooks::admin_router(
+                orderflow_ingest::webhooks::DeliveriesAdmin {
+                    auth: self.auth.clone(),
+                    outbox: self.backends.outbox.clone(),
+                },
+            ))
             .merge(orderflow_ingest::pricing::admin_router(
                 orderflow_ingest::pricing::PricingAdmin {
                     auth: self.auth,
@@ -329,6 +348,10 @@ fn api_state(
         limiter: b.limiter.clone(),
         backlog,
         feed: b.feed.clone(),
+        polls: Arc::new(orderflow_ingest::poll::HeldPolls::new(
+            config.api.max_long_polls,
+        )),
+        outbox: b.outbox.clone(),
         catalog: b.catalog.clone(),
         pricing: Arc::new(orderflow_ingest::pricing::Pricing {
             book: b.prices.clone(),

@@ -20,6 +20,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The scope a token needs to read orders (the routes under `/v1/orders`, the WebSocket).
+pub const READ_SCOPE: &str = "orders:read";
+
 /// The claims orderflow reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -62,6 +65,18 @@ impl From<&str> for Audience {
 }
 
 impl Claims {
+    /// Ok if the token may read orders: scope `orders:read`, or `admin`; 403 otherwise.
+    pub fn may_read(&self) -> Result<(), Problem> {
+        if self.has_scope(READ_SCOPE) || self.has_scope("admin") {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "reading orders needs scope {READ_SCOPE:?} (or admin); this token has {:?}",
+                self.scope
+            )))
+        }
+    }
+
     /// Whether the token carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scope.split_whitespace().any(|s| s == scope)
@@ -276,6 +291,14 @@ impl Auth {
         }
         verified.insert(token.into(), data.claims.clone());
         Ok(data.claims)
+    }
+
+    /// Verified claims of a token that may read orders (scope `orders:read` or `admin`); 403
+    /// otherwise.
+    pub fn reader(&self, headers: &HeaderMap) -> Result<Claims, Problem> {
+        let claims = self.verify(headers)?;
+        claims.may_read()?;
+        Ok(claims)
     }
 
     /// Verified claims that carry `scope`; 403 otherwise.

@@ -3,12 +3,14 @@
 //! misusing order data; and the cap on API requests in flight.
 
 use crate::problem::Problem;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tracing::Instrument;
 
@@ -97,10 +99,41 @@ pub async fn headers(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// The answer to an API request over the cap on requests in flight (`api.max_in_flight`):
-/// `503` with `Retry-After` at once, instead of a wait in a queue that only grows under
-/// overload.
-pub async fn shed(_: tower::BoxError) -> Problem {
-    metrics::counter!("orderflow_http_requests_shed_total").increment(1);
-    Problem::unavailable("too many requests in flight; retry shortly")
+/// The cap on API requests in flight (`api.max_in_flight`), shared by every route.
+#[derive(Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl InFlight {
+    /// Room for `max` requests at once.
+    pub fn new(max: usize) -> Self {
+        Self(Arc::new(Semaphore::new(
+            max.clamp(1, Semaphore::MAX_PERMITS),
+        )))
+    }
+}
+
+/// Middleware: an API request over the cap on requests in flight is answered `503` with
+/// `Retry-After` at once, instead of waiting in a queue that only grows under overload.
+/// Long-polls (`GET /v1/orders/{id}?wait=…`) are bounded by `api.max_long_polls` instead.
+pub async fn in_flight(State(cap): State<InFlight>, request: Request, next: Next) -> Response {
+    if is_long_poll(&request) {
+        return next.run(request).await;
+    }
+    match cap.0.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            metrics::counter!("orderflow_http_requests_shed_total").increment(1);
+            Problem::unavailable("too many requests in flight; retry shortly").into_response()
+        }
+    }
+}
+
+/// Whether a request may be held as a long-poll of one order.
+fn is_long_poll(request: &Request) -> bool {
+    request.method() == Method::GET
+        && request.uri().path().starts_with("/v1/orders/")
+        && request
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("wait=")))
 }

@@ -8,13 +8,14 @@
 //! | route | module |
 //! |---|---|
 //! | `POST /v1/checkouts` | [`checkout`]: authenticate, validate, append durably, answer 202 |
-//! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline |
+//! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline, `ETag`/304 and `?wait=` long-polls ([`poll`]) |
 //! | `GET /v1/orders` | [`orders`]: the caller's orders, newest first, cursor-paged |
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
 //! | `POST /v1/quotes` | [`pricing`]: the cart's breakdown now, nothing reserved or counted |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
 //! | `GET /v1/admin/pricing`, `POST /v1/admin/pricing/reload` | [`pricing`]: the tables' version, reading them again, scope `admin` |
+//! | `GET /v1/admin/webhooks/deliveries`, `POST …/{id}/retry` | [`webhooks`]: the outbox's messages and their tries, sending one again, scope `admin` |
 //! | `/healthz`, `/readyz`, `/metrics`, `/openapi.json` | [`ops`] (the document: [`openapi`]) |
 //!
 //! Every error is RFC 9457 `application/problem+json` ([`problem`]); tokens are JWTs checked by
@@ -32,22 +33,24 @@ pub mod limits;
 pub mod openapi;
 pub mod ops;
 pub mod orders;
+pub mod poll;
 pub mod pricing;
 pub mod problem;
 pub mod server;
+pub mod webhooks;
 pub mod ws;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_domain::Catalog;
 use orderflow_pipeline::Log;
-use orderflow_stores::{IdempotencyStore, OrderStore, Rate, RateLimiter, StatusFeed, StockLedger};
+use orderflow_stores::{
+    IdempotencyStore, OrderStore, Outbox, Rate, RateLimiter, StatusFeed, StockLedger,
+};
 use std::sync::Arc;
 use std::time::Duration;
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 pub use auth::{Auth, Claims};
 pub use ops::OpsState;
@@ -93,6 +96,10 @@ pub struct AppState {
     pub backlog: Arc<limits::Backlog>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
+    /// Messages to deliver (listed and retried by the admin routes).
+    pub outbox: Arc<dyn Outbox>,
+    /// The bound on long-polls held open.
+    pub polls: Arc<poll::HeldPolls>,
     /// The catalog.
     pub catalog: Arc<Catalog>,
     /// Quotes and the pricing tables (behind an `Arc`: the state is cloned for every request).
@@ -120,13 +127,12 @@ pub fn app(state: AppState) -> Router {
         ))
         // Above the cap an API request is refused at once rather than queued; health checks
         // and metrics (merged after) stay outside it, so probes still answer under overload.
-        // One semaphore for all these routes: axum applies a layer to each route on its own.
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(edge::shed))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::new(in_flight.max(1))),
-        )
+        // Long-polls have a bound of their own (`poll::HeldPolls`): held for up to 30 s, they
+        // would otherwise take the places of requests answered in milliseconds.
+        .layer(axum::middleware::from_fn_with_state(
+            edge::InFlight::new(in_flight),
+            edge::in_flight,
+        ))
         .merge(ops::routes())
         .route("/openapi.json", get(ops::openapi))
         .fallback(ops::not_found)

@@ -7,7 +7,7 @@
 //! ([`BadRequest`] … [`Unavailable`]), listed by each handler for the errors it can give.
 
 use crate::problem::ProblemBody;
-use crate::{AppState, admin, catalog, checkout, ops, orders, pricing, ws};
+use crate::{AppState, admin, catalog, checkout, ops, orders, pricing, webhooks, ws};
 use orderflow_domain::OrderId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +40,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit))
         .routes(routes!(pricing::current))
         .routes(routes!(pricing::reload))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::retry_delivery))
 }
 
 /// The whole document: the API's routes, the operational ones and `/openapi.json` itself.
@@ -203,7 +205,7 @@ problem_answers! {
 
 /// The answers the edge may give on every API route, whatever the handler: the client
 /// address's rate limit (429, [`crate::limits::per_client`]) and the in-flight cap (503,
-/// [`crate::edge::shed`]).
+/// [`crate::edge::in_flight`]).
 pub struct Edge;
 
 impl IntoResponses for Edge {

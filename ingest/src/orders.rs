@@ -2,10 +2,13 @@
 //! caller's orders, newest first, a page at a time.
 
 use crate::openapi::{BadRequest, Edge, Forbidden, NotFound, Unauthorized};
+use crate::poll::{self, IfNoneMatch};
 use crate::{AppState, Problem};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use orderflow_domain::{
     LineItem, OrderId, OrderStatus, OrderView, PriceBreakdown, RejectionCode, Shipment,
     TimelineEntry,
@@ -93,7 +96,7 @@ pub struct ListQuery {
     operation_id = "listOrders",
     summary = "The caller's orders, newest first",
     description = "A page at a time: pass the answer's `next_cursor` as `cursor` for the next \
-        page. Scope `admin` may name another `customer`. Any valid token may list its own.",
+        page. Scope `admin` may name another `customer`. Scope `orders:read` (or `admin`) is needed.",
     params(ListQuery),
     responses(
         (status = 200, description = "One page of orders", body = PageBody),
@@ -106,7 +109,7 @@ pub async fn list_orders(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Json<PageBody>, Problem> {
-    let claims = state.auth.verify(&headers)?;
+    let claims = state.auth.reader(&headers)?;
     // Parsed by hand so that every bad parameter gets a problem+json answer naming it.
     let mut params: HashMap<String, String> = HashMap::new();
     for pair in query
@@ -205,18 +208,39 @@ fn percent_decode(raw: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
-/// Returns one order with its timeline.
+/// The query and headers of `GET /v1/orders/{id}` (read by hand in [`get_order`]; this type
+/// describes them).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// With `If-None-Match`: hold the request up to this many seconds until the order changes.
+    #[param(minimum = 1, maximum = 30, nullable = false)]
+    pub wait: Option<u32>,
+}
+
+/// Returns one order with its timeline; conditional on `If-None-Match`, long-polled with `?wait=`.
 #[utoipa::path(
     get,
     path = "/v1/orders/{id}",
     operation_id = "getOrder",
     summary = "One order with its timeline",
-    description = "Its owner, or scope `admin`. Someone else's order is 404, as is one not \
-        projected yet (retry in a moment).",
-    params(("id" = OrderId, Path, description = "The order's id")),
+    description = "Its owner (scope `orders:read`), or scope `admin`. Someone else's order is \
+        404, as is one not projected yet (retry in a moment). Every answer carries a strong \
+        `ETag`; sent back in `If-None-Match`, an unchanged order answers 304. With \
+        `?wait=1..30` as well, the request is held until the order changes (200 with the new \
+        view) or the time is up (304): a long-poll, woken by the status feed. Past the \
+        process's bound on held requests, 503 with `Retry-After`.",
+    params(
+        ("id" = OrderId, Path, description = "The order's id"),
+        GetQuery,
+        ("If-None-Match" = Option<String>, Header, description = "The `ETag` of the view the client has"),
+    ),
     responses(
-        (status = 200, description = "The order", body = OrderBody),
-        BadRequest, Unauthorized, NotFound, Edge,
+        (status = 200, description = "The order", body = OrderBody,
+            headers(("ETag" = String, description = "The view's strong entity tag"))),
+        (status = 304, description = "Not modified: the order is still the one `If-None-Match` names",
+            headers(("ETag" = String, description = "The view's strong entity tag"))),
+        BadRequest, Unauthorized, Forbidden, NotFound, Edge,
     ),
     security(("bearer" = [])),
 )]
@@ -224,24 +248,81 @@ pub async fn get_order(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<OrderBody>, Problem> {
-    let claims = state.auth.verify(&headers)?;
+    RawQuery(query): RawQuery,
+) -> Result<Response, Problem> {
+    let claims = state.auth.reader(&headers)?;
     let id: OrderId = id
         .parse()
         .map_err(|_| Problem::malformed(format!("{id:?} is not an order id")))?;
-    let view = state.orders.get(id).await.map_err(|e| {
-        tracing::warn!(error = %e, "Order store unavailable");
-        Problem::unavailable("cannot read orders now; retry")
-    })?;
-    // Someone else's order is reported as missing, so ids cannot be probed.
-    match view {
-        Some(view) if view.customer_id == claims.sub || claims.has_scope("admin") => {
-            Ok(Json(render(&view)))
+    let wait = poll::wait_of(query.as_deref())?;
+    let known = IfNoneMatch::of(&headers)?;
+    // A long-poll subscribes before its first read, so no change between the two is missed;
+    // it holds a place among the process's held requests until it answers.
+    let (mut updates, _held) = match (wait, &known) {
+        (Some(_), Some(_)) => {
+            let held = state.polls.hold()?;
+            let updates = state.feed.subscribe(id).await.map_err(|e| {
+                tracing::warn!(error = %e, "Status feed unavailable for a long-poll");
+                Problem::unavailable("cannot follow orders now; retry")
+            })?;
+            (Some(updates), Some(held))
         }
-        _ => Err(Problem::not_found(format!(
-            "no order {id} (it may still be on its way: retry in a moment)"
-        ))),
+        _ => (None, None),
+    };
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    loop {
+        let view = state.orders.get(id).await.map_err(|e| {
+            tracing::warn!(error = %e, "Order store unavailable");
+            Problem::unavailable("cannot read orders now; retry")
+        })?;
+        // Someone else's order is reported as missing, so ids cannot be probed.
+        let view = match view {
+            Some(view) if view.customer_id == claims.sub || claims.has_scope("admin") => view,
+            _ => {
+                return Err(Problem::not_found(format!(
+                    "no order {id} (it may still be on its way: retry in a moment)"
+                )));
+            }
+        };
+        // Plain data: serialising cannot fail.
+        let body = serde_json::to_vec(&render(&view)).map_err(|_| Problem::internal())?;
+        let etag = poll::etag_of(&body);
+        let unchanged = known.as_ref().is_some_and(|k| k.matches(&etag));
+        if !unchanged {
+            if updates.is_some() {
+                poll::outcome("changed");
+            }
+            return Ok(answer(StatusCode::OK, &etag, body));
+        }
+        let (Some(feed), Some(deadline)) = (updates.as_mut(), deadline) else {
+            return Ok(answer(StatusCode::NOT_MODIFIED, &etag, Vec::new()));
+        };
+        // Wait for the feed to announce a change of this order, then read it again; a feed
+        // that ends or a time that is up answers what the client has.
+        match tokio::time::timeout_at(deadline, feed.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                poll::outcome("timeout");
+                return Ok(answer(StatusCode::NOT_MODIFIED, &etag, Vec::new()));
+            }
+        }
     }
+}
+
+/// A 200 with the view's JSON, or a bodiless 304, both with the `ETag`.
+fn answer(status: StatusCode, etag: &str, body: Vec<u8>) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        headers.insert(header::ETAG, value);
+    }
+    if status == StatusCode::OK {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    response
 }
 
 /// The API shape of a view (DESIGN.md's contract).

@@ -26,8 +26,17 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 const MAX_LIFETIME: Duration = Duration::from_secs(15 * 60);
 /// How often the server pings a follower.
 const PING_EVERY: Duration = Duration::from_secs(30);
-/// Longest a single send may take before the follower is dropped.
-const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// Longest a single send may take before the follower counts as slow and is dropped (1013):
+/// its messages would otherwise pile up in this process for a client that does not read.
+const SEND_WITHIN: Duration = Duration::from_secs(5);
+/// Close code for a follower that does not keep up ("try again later", RFC 6455 registry).
+const CLOSE_SLOW: u16 = 1013;
+/// Most bytes of unsent messages kept for one follower; past it a send fails and the follower
+/// is dropped. A follower gets a handful of small messages, so only a client that stopped
+/// reading reaches it.
+const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Largest message a follower may send (it has nothing to say beyond pings and close).
+const MAX_INCOMING: usize = 4 * 1024;
 /// Close code for an order that does not exist or is not the caller's.
 const CLOSE_NOT_FOUND: u16 = 4404;
 
@@ -49,9 +58,10 @@ pub struct WsQuery {
         message per status, `{\"order_id\",\"status\",\"at\",\"order\"}` with `order` \
         the order view, in lifecycle order and each once; it closes with 1000 after the \
         terminal status, with 4404 when the order is not the caller's or does not appear \
-        within 10 s, with 1001 after 15 minutes (follow again) and with 1011 when the status \
-        feed fails. Any valid token may follow its own orders; browsers, which cannot set \
-        headers on a WebSocket, send the token as `access_token`.",
+        within 10 s, with 1001 after 15 minutes (follow again), with 1013 when the client does \
+        not read its messages fast enough (follow again) and with 1011 when the status feed \
+        fails. Scope `orders:read` (or `admin`) is needed; browsers, which cannot set headers \
+        on a WebSocket, send the token as `access_token`.",
     params(
         ("id" = OrderId, Path, description = "The order's id"),
         ("Connection" = String, Header, description = "`Upgrade`"),
@@ -64,6 +74,7 @@ pub struct WsQuery {
             headers(("Sec-WebSocket-Accept" = String, description = "The server's answer to the key"))),
         crate::openapi::BadRequest,
         crate::openapi::Unauthorized,
+        crate::openapi::Forbidden,
         crate::openapi::Edge,
     ),
     security(("bearer" = []), ("access_token" = [])),
@@ -82,11 +93,16 @@ pub async fn follow(
         }
         _ => state.auth.verify(&headers)?,
     };
+    claims.may_read()?;
     let id: OrderId = id
         .parse()
         .map_err(|_| Problem::malformed(format!("{id:?} is not an order id")))?;
     let upgrade = upgrade
         .map_err(|e| Problem::malformed(format!("this route needs a WebSocket upgrade: {e}")))?;
+    let upgrade = upgrade
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let _open = OpenSocket::new();
         if let Err(e) = stream_order(state, claims, id, socket).await {
@@ -210,11 +226,40 @@ fn sendable(view: &OrderView) -> Vec<&TimelineEntry> {
     ready
 }
 
+/// Sends one message; a follower that does not take it within [`SEND_WITHIN`] (or whose buffer
+/// is full) is told 1013 and dropped, so it never holds messages or a task for long.
 async fn send(socket: &mut WebSocket, message: Message) -> Result<(), axum::Error> {
+    let counted = matches!(message, Message::Text(_));
     match tokio::time::timeout(SEND_WITHIN, socket.send(message)).await {
-        Ok(result) => result,
-        Err(_) => Err(axum::Error::new("the follower stopped reading")),
+        Ok(Ok(())) => {
+            if counted {
+                metrics::counter!("orderflow_websocket_messages_total").increment(1);
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            metrics::counter!("orderflow_websocket_slow_dropped_total").increment(1);
+            let frame = CloseFrame {
+                code: CLOSE_SLOW,
+                reason: Utf8Bytes::from_static("too slow to read; follow again"),
+            };
+            // Best effort: a client this slow may not take the close either.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.send(Message::Close(Some(frame))),
+            )
+            .await;
+            Err(axum::Error::new("the follower stopped reading"))
+        }
     }
+}
+
+/// Registers the WebSocket series at zero, so dashboards see them from the start.
+pub fn register_metrics() {
+    metrics::gauge!("orderflow_websockets_open").set(0.0);
+    metrics::counter!("orderflow_websocket_messages_total").absolute(0);
+    metrics::counter!("orderflow_websocket_slow_dropped_total").absolute(0);
 }
 
 async fn close(mut socket: WebSocket, code: u16, reason: &str) -> Result<(), axum::Error> {

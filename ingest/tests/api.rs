@@ -11,14 +11,15 @@ use orderflow_domain::{
     decode_event,
 };
 use orderflow_ingest::limits::Backlog;
+use orderflow_ingest::poll::HeldPolls;
 use orderflow_ingest::pricing::{Pricing, Reload};
 use orderflow_ingest::{ApiSettings, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
 use orderflow_stores::SkuStock;
 use orderflow_stores::embedded::{
-    EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedStatusFeed,
-    LocalRateLimiter,
+    EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
+    EmbeddedStatusFeed, LocalRateLimiter,
 };
 use orderflow_stores::{CouponLedger, OrderStore, Rate, StockLedger, UseLimits};
 use serde_json::{Value, json};
@@ -39,6 +40,7 @@ struct Harness {
     backlog: Arc<Backlog>,
     coupons: Arc<dyn CouponLedger>,
     promotions: Arc<parking_lot::Mutex<String>>,
+    feed: Arc<EmbeddedStatusFeed>,
 }
 
 /// The harness's promotions: a code good once per customer, and 10 % off automatically from
@@ -128,13 +130,16 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         currencies: vec!["USD".into()],
         countries: vec!["US".into(), "DE".into()],
     });
+    let feed = Arc::new(EmbeddedStatusFeed::new(64));
     let state = AppState {
         log: log.clone(),
         ledger,
         idempotency: Arc::new(EmbeddedIdempotency::new(engine.clone())),
         orders: orders.clone(),
         limiter: Arc::new(LocalRateLimiter::new()),
-        feed: Arc::new(EmbeddedStatusFeed::new(64)),
+        feed: feed.clone(),
+        polls: Arc::new(HeldPolls::new(2)),
+        outbox: Arc::new(EmbeddedOutbox::new(engine.clone())),
         catalog,
         pricing,
         auth: auth.clone(),
@@ -152,6 +157,7 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         backlog,
         coupons,
         promotions,
+        feed,
     }
 }
 
@@ -415,21 +421,32 @@ async fn orders_are_visible_to_their_owner_and_admins_only() {
             .expect("request")
     };
 
-    let (s, hd, b) = h.send(get(h.token("cust-1", ""), id.clone())).await;
+    let (s, hd, b) = h
+        .send(get(h.token("cust-1", "orders:read"), id.clone()))
+        .await;
     assert_problem(s, &hd, &b, 404, "not-found");
 
     h.orders.apply(h.appended().await).await.expect("projects");
-    let (s, _, b) = h.send(get(h.token("cust-1", ""), id.clone())).await;
+    let (s, _, b) = h
+        .send(get(h.token("cust-1", "orders:read"), id.clone()))
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "accepted");
     assert_eq!(b["timeline"][0]["status"], "accepted");
     assert_eq!(b["lines"][0]["sku"], "SKU-0001");
 
-    let (s, hd, b) = h.send(get(h.token("cust-2", ""), id.clone())).await;
+    let (s, hd, b) = h
+        .send(get(h.token("cust-2", "orders:read"), id.clone()))
+        .await;
     assert_problem(s, &hd, &b, 404, "not-found");
     let (s, _, _) = h.send(get(h.token("ops", "admin"), id.clone())).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, hd, b) = h.send(get(h.token("cust-1", ""), "not-an-id".into())).await;
+    // Reading needs scope orders:read (or admin), even for the owner.
+    let (s, hd, b) = h.send(get(h.token("cust-1", "checkout"), id.clone())).await;
+    assert_problem(s, &hd, &b, 403, "forbidden");
+    let (s, hd, b) = h
+        .send(get(h.token("cust-1", "orders:read"), "not-an-id".into()))
+        .await;
     assert_problem(s, &hd, &b, 400, "malformed-request");
     let unauthenticated = Request::get(format!("/v1/orders/{id}"))
         .body(Body::empty())
@@ -804,7 +821,7 @@ async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
     assert_eq!(seen, alice, "newest first, every order once, none of bob's");
 
     // The default page is 20; bob sees his own only.
-    let (_, _, page) = get(h.token("bob", "checkout"), String::new()).await;
+    let (_, _, page) = get(h.token("bob", "checkout orders:read"), String::new()).await;
     let orders = page["orders"].as_array().expect("orders");
     assert_eq!(orders.len(), 20);
     assert!(
@@ -813,9 +830,13 @@ async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
             .all(|o| !alice.contains(&o["order_id"].as_str().unwrap_or_default().to_owned()))
     );
 
+    // A token without orders:read (or admin) lists nothing.
+    let (status, headers, problem) = get(h.token("bob", "checkout"), String::new()).await;
+    assert_problem(status, &headers, &problem, 403, "forbidden");
+
     // Another customer's history: admins only.
     let (status, headers, problem) =
-        get(h.token("bob", "checkout"), "?customer=alice".into()).await;
+        get(h.token("bob", "orders:read"), "?customer=alice".into()).await;
     assert_problem(status, &headers, &problem, 403, "forbidden");
     let (status, _, page) = get(h.token("ops", "admin"), "?customer=alice&limit=5".into()).await;
     assert_eq!(status, StatusCode::OK);
@@ -1261,4 +1282,213 @@ async fn the_pricing_tables_reload_whole_or_not_at_all() {
         .await;
     assert_eq!(q["discount"]["minor"], 1299);
     assert_eq!(q["version"], after["version"]);
+}
+
+/// A GET of one order, with `If-None-Match` when `etag` is given.
+fn get_order(token: &str, id: &str, query: &str, etag: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(format!("/v1/orders/{id}{query}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(etag) = etag {
+        request = request.header(header::IF_NONE_MATCH, etag);
+    }
+    request.body(Body::empty()).expect("request")
+}
+
+/// Checks out one order and projects its acceptance; its id.
+async fn accepted_order(h: &Harness, customer: &str) -> String {
+    let (s, _, b) = h
+        .post(
+            Some(&h.token(customer, "checkout")),
+            "application/json",
+            checkout_body().to_string(),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    h.orders.apply(h.appended().await).await.expect("projects");
+    b["order_id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn an_unchanged_order_answers_304_and_a_changed_one_200_with_a_new_etag() {
+    let h = harness().await;
+    let id = accepted_order(&h, "ann").await;
+    let reader = h.token("ann", "orders:read");
+    let (s, hd, body) = h.send(get_order(&reader, &id, "", None)).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let etag = hd
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .expect("an ETag")
+        .to_owned();
+    assert!(
+        etag.starts_with('"') && etag.ends_with('"'),
+        "strong: {etag}"
+    );
+    // The same view, read again: the same tag; sent back, 304 with no body.
+    let (s, hd, _) = h.send(get_order(&reader, &id, "", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(hd[header::ETAG], etag.as_str());
+    let (s, hd, body) = h.send(get_order(&reader, &id, "", Some(&etag))).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert_eq!(body, Value::Null);
+    assert_eq!(hd[header::ETAG], etag.as_str());
+    // A list holding it, a weak form of it and `*` match too; another tag does not.
+    for header_value in [format!("\"x\", {etag}"), format!("W/{etag}"), "*".into()] {
+        let (s, _, _) = h
+            .send(get_order(&reader, &id, "", Some(&header_value)))
+            .await;
+        assert_eq!(s, StatusCode::NOT_MODIFIED, "{header_value}");
+    }
+    let (s, _, _) = h.send(get_order(&reader, &id, "", Some("\"other\""))).await;
+    assert_eq!(s, StatusCode::OK);
+    // A malformed header is a 400 naming it.
+    let (s, hd, b) = h.send(get_order(&reader, &id, "", Some("no-quotes"))).await;
+    assert_problem(s, &hd, &b, 400, "malformed-request");
+    assert!(
+        b["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("If-None-Match")
+    );
+
+    // The order moves on: the old tag no longer matches.
+    let mut events = h.appended().await;
+    let validated = events
+        .remove(0)
+        .advance(orderflow_domain::OrderStatus::Validated);
+    h.orders.apply(vec![validated]).await.expect("projects");
+    let (s, hd, body) = h.send(get_order(&reader, &id, "", Some(&etag))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["status"], "validated");
+    assert_ne!(hd[header::ETAG], etag.as_str());
+
+    // Bad waits and unknown parameters are 400s naming them.
+    for (query, word) in [
+        ("?wait=0", "wait"),
+        ("?wait=31", "wait"),
+        ("?wait=soon", "wait"),
+        ("?since=1", "since"),
+    ] {
+        let (s, hd, b) = h.send(get_order(&reader, &id, query, None)).await;
+        assert_problem(s, &hd, &b, 400, "malformed-request");
+        assert!(
+            b["detail"].as_str().unwrap_or_default().contains(word),
+            "{query}: {b}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_within_100_ms_of_the_change_or_304_when_the_time_is_up() {
+    let h = harness().await;
+    let id = accepted_order(&h, "ann").await;
+    let reader = h.token("ann", "orders:read");
+    let (_, hd, _) = h.send(get_order(&reader, &id, "", None)).await;
+    let etag = hd[header::ETAG].to_str().expect("ascii").to_owned();
+
+    // Nothing changes: a 304 after the wait, not before.
+    let started = std::time::Instant::now();
+    let (s, hd, _) = h
+        .send(get_order(&reader, &id, "?wait=1", Some(&etag)))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert_eq!(hd[header::ETAG], etag.as_str());
+    assert!(took >= Duration::from_millis(990), "held {took:?}");
+    assert!(took < Duration::from_secs(3), "held {took:?}");
+
+    // A wait with a tag that is not current answers at once.
+    let started = std::time::Instant::now();
+    let (s, _, _) = h
+        .send(get_order(&reader, &id, "?wait=30", Some("\"old\"")))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The order changes 300 ms into a 10 s wait: the answer comes within 100 ms of it.
+    let router = h.router.clone();
+    let request = get_order(&reader, &id, "?wait=10", Some(&etag));
+    let poll = tokio::spawn(async move {
+        let response = router.oneshot(request).await.expect("responds");
+        (response.status(), std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut events = h.appended().await;
+    let validated = events
+        .remove(0)
+        .advance(orderflow_domain::OrderStatus::Validated);
+    let changed = h.orders.apply(vec![validated]).await.expect("projects");
+    let announced = std::time::Instant::now();
+    use orderflow_stores::StatusFeed;
+    for view in &changed {
+        h.feed.publish(view).await.expect("publishes");
+    }
+    let (status, answered) = poll.await.expect("joins");
+    assert_eq!(status, StatusCode::OK);
+    let lag = answered.saturating_duration_since(announced);
+    assert!(
+        lag < Duration::from_millis(100),
+        "answered {lag:?} after the change"
+    );
+}
+
+#[tokio::test]
+async fn held_long_polls_are_bounded_and_reads_need_orders_read() {
+    // The harness holds two long-polls at most.
+    let h = harness().await;
+    let id = accepted_order(&h, "ann").await;
+    let reader = h.token("ann", "orders:read");
+    let (_, hd, _) = h.send(get_order(&reader, &id, "", None)).await;
+    let etag = hd[header::ETAG].to_str().expect("ascii").to_owned();
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            let router = h.router.clone();
+            let request = get_order(&reader, &id, "?wait=2", Some(&etag));
+            tokio::spawn(async move { router.oneshot(request).await.expect("responds").status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (s, hd, b) = h
+        .send(get_order(&reader, &id, "?wait=2", Some(&etag)))
+        .await;
+    assert_problem(s, &hd, &b, 503, "unavailable");
+    assert!(hd.contains_key(header::RETRY_AFTER));
+    // A plain read is not held, so it still answers.
+    let (s, _, _) = h.send(get_order(&reader, &id, "", None)).await;
+    assert_eq!(s, StatusCode::OK);
+    for poll in held {
+        assert_eq!(poll.await.expect("joins"), StatusCode::NOT_MODIFIED);
+    }
+    // Room again once they answered.
+    let (s, _, _) = h
+        .send(get_order(&reader, &id, "?wait=1", Some(&etag)))
+        .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+
+    // Every read route refuses a token without orders:read or admin; admin may read.
+    let shopper = h.token("ann", "checkout");
+    for uri in [
+        format!("/v1/orders/{id}"),
+        "/v1/orders".to_owned(),
+        format!("/v1/orders/{id}/ws"),
+    ] {
+        let request = Request::get(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {shopper}"))
+            .body(Body::empty())
+            .expect("request");
+        let (s, hd, b) = h.send(request).await;
+        assert_problem(s, &hd, &b, 403, "forbidden");
+        assert!(
+            b["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("orders:read"),
+            "{uri}: {b}"
+        );
+    }
+    let (s, _, _) = h
+        .send(get_order(&h.token("ops", "admin"), &id, "", None))
+        .await;
+    assert_eq!(s, StatusCode::OK);
 }

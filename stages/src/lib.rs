@@ -3,12 +3,14 @@
 //! [`topology`] says which stage reads and writes which topic. Each stage is one file with one
 //! struct built from its dependencies: [`validate`], [`reserve`], [`price`], [`charge`] (with the
 //! [`charge::PaymentProvider`] trait and its simulated provider), [`ship`], [`notify`], and the
-//! projector [`project`]; [`expiry`] is the sweeper that ends lapsed stock holds. The order
+//! projector [`project`]; [`expiry`] is the sweeper that ends lapsed stock holds; [`deliver`]
+//! sends what the outbox holds (webhooks, emails). The order
 //! stages implement [`OrderStage`]; [`OnOrders`] adapts one to the pipeline's
 //! [`Stage`](orderflow_pipeline::Stage): it decodes the event, routes the result to the stage's
 //! output or to `orders.rejected`, and stamps the headers.
 
 pub mod charge;
+pub mod deliver;
 pub mod expiry;
 pub mod notify;
 pub mod order_stage;

@@ -1,11 +1,14 @@
-//! notify: queue the customer's confirmation in the outbox, once per order.
+//! notify: render the customer's shipping confirmation into the outbox, once per order (the
+//! dispatcher in [`crate::deliver`] hands it to the mail sink).
 
+use crate::deliver::mail::CONFIRMATION;
+use crate::deliver::render_confirmation;
 use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
 use orderflow_domain::{Notification, OrderEvent, OrderStatus};
 use orderflow_pipeline::StageError;
-use orderflow_stores::Outbox;
+use orderflow_stores::{MAIL, NewMessage, Outbox};
 use std::sync::Arc;
 
 /// Writes the confirmation to the outbox and completes the order.
@@ -24,17 +27,15 @@ impl Notify {
 impl OrderStage for Notify {
     async fn handle(&self, mut event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
         let order = &event.order;
-        let payload = serde_json::json!({
-            "template": "order_shipped",
-            "order_id": order.id,
-            "customer_id": order.customer_id,
-            "total": order.pricing.as_ref().map(|p| p.total),
-            "tracking_number": order.shipment.as_ref().map(|s| s.tracking_number.clone()),
-        });
-        let bytes =
-            serde_json::to_vec(&payload).map_err(|e| StageError::permanent(e.to_string()))?;
+        let email = NewMessage {
+            key: format!("{}:{CONFIRMATION}:{MAIL}", order.id),
+            order_id: order.id,
+            event: CONFIRMATION.to_owned(),
+            destination: MAIL.to_owned(),
+            payload: render_confirmation(order, Utc::now()),
+        };
         self.outbox
-            .enqueue(order.id, "order_shipped", bytes)
+            .enqueue(vec![email])
             .await
             .map_err(crate::order_stage::store_error)?;
         event.order.notification = Some(Notification {

@@ -1,9 +1,10 @@
 //! project: fold every status event into the order view.
 
+use crate::deliver::Endpoints;
 use async_trait::async_trait;
 use orderflow_domain::{OrderId, OrderView};
 use orderflow_pipeline::{Outcome, Record, Stage, StageError};
-use orderflow_stores::{OrderStore, StatusFeed};
+use orderflow_stores::{NewMessage, OrderStore, Outbox, StatusFeed};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,10 @@ pub struct Project {
     feed: Arc<dyn StatusFeed>,
     /// Changed views to announce after the next flush, newest per order.
     unannounced: parking_lot::Mutex<HashMap<OrderId, OrderView>>,
+    /// Where terminal statuses are announced to webhook endpoints, if any are configured.
+    webhooks: Option<(Arc<dyn Outbox>, Endpoints)>,
+    /// Webhook messages to write at the next flush, before the offsets are committed.
+    unsent: parking_lot::Mutex<Vec<NewMessage>>,
 }
 
 impl Project {
@@ -31,7 +36,16 @@ impl Project {
             store,
             feed,
             unannounced: parking_lot::Mutex::new(HashMap::new()),
+            webhooks: None,
+            unsent: parking_lot::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Also writes a webhook message into `outbox` for each endpoint subscribed to an order's
+    /// terminal status (nothing when `endpoints` is empty).
+    pub fn with_webhooks(mut self, outbox: Arc<dyn Outbox>, endpoints: Endpoints) -> Self {
+        self.webhooks = (!endpoints.is_empty()).then_some((outbox, endpoints));
+        self
     }
 
     async fn announce(&self, view: &OrderView) {
@@ -76,6 +90,15 @@ impl Stage for Project {
                 self.announce(view).await;
             }
         }
+        if let Some((_, endpoints)) = &self.webhooks
+            && status.is_terminal()
+        {
+            let messages: Vec<NewMessage> = changed
+                .iter()
+                .flat_map(|v| endpoints.messages_for(v))
+                .collect();
+            self.unsent.lock().extend(messages);
+        }
         if !changed.is_empty() {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
                 .increment(1);
@@ -98,6 +121,16 @@ impl Stage for Project {
             .flush()
             .await
             .map_err(crate::order_stage::store_error)?;
+        if let Some((outbox, _)) = &self.webhooks {
+            let messages = std::mem::take(&mut *self.unsent.lock());
+            if !messages.is_empty()
+                && let Err(e) = outbox.enqueue(messages.clone()).await
+            {
+                // Kept for the commit's retry: the offsets are not committed without them.
+                self.unsent.lock().extend(messages);
+                return Err(crate::order_stage::store_error(e));
+            }
+        }
         let views: Vec<OrderView> = self.unannounced.lock().drain().map(|(_, v)| v).collect();
         futures::future::join_all(views.iter().map(|view| self.announce(view))).await;
         Ok(())

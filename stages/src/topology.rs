@@ -65,8 +65,10 @@ pub struct StageDeps {
     pub coupons: Arc<dyn CouponLedger>,
     /// The payment provider.
     pub provider: Arc<dyn PaymentProvider>,
-    /// Notifications to send.
+    /// Messages to deliver (notify's emails, the projector's webhooks).
     pub outbox: Arc<dyn Outbox>,
+    /// The webhook endpoints the projector writes messages for (may be empty).
+    pub webhooks: crate::deliver::Endpoints,
     /// Order views (the projector writes them).
     pub orders: Arc<dyn OrderStore>,
     /// Live status changes (the projector publishes them).
@@ -181,7 +183,12 @@ pub const STAGES: [StageSpec; 7] = [
         name: PROJECTOR,
         inputs: &PROJECTOR_INPUTS,
         output: None,
-        build: |_, d| Arc::new(Project::new(d.orders.clone(), d.feed.clone())),
+        build: |_, d| {
+            Arc::new(
+                Project::new(d.orders.clone(), d.feed.clone())
+                    .with_webhooks(d.outbox.clone(), d.webhooks.clone()),
+            )
+        },
     },
 ];
 

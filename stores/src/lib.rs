@@ -4,7 +4,8 @@
 //!   and the `initial = available + reserved + committed` invariant.
 //! - [`IdempotencyStore`]: `Idempotency-Key` claims of the checkout API.
 //! - [`OrderStore`]: the projected [`OrderView`](orderflow_domain::OrderView) of every order.
-//! - [`Outbox`]: customer notifications waiting to be sent, one per order and kind.
+//! - [`Outbox`]: messages to deliver (customer emails, merchant webhooks), one per order, event
+//!   and destination, with their delivery records.
 //! - [`StatusFeed`]: live status changes for WebSocket followers.
 //! - [`PaymentJournal`]: the simulated payment provider's durable memory, one outcome per key.
 //!
@@ -35,6 +36,8 @@ pub use ledger::{
     PinOutcome, ReserveOutcome, Shortage, SkuQuantity, SkuStock, StockLedger, StockLevel,
 };
 pub use orders::{OrderStore, Page};
-pub use outbox::Outbox;
+pub use outbox::{
+    Attempt, Delivery, DeliveryState, Listing, MAIL, NewMessage, Next, Outbox, message_id,
+};
 pub use payments::PaymentJournal;
 pub use rate_limit::{Rate, RateLimiter};

@@ -886,28 +886,189 @@ async fn page_through(store: &dyn OrderStore, mine: &[OrderId]) {
     assert_eq!((exact.orders.len(), exact.next), (250, None));
 }
 
-/// The behaviour every [`Outbox`] must have: one notification per order and kind.
+/// The behaviour every [`Outbox`] must have: one message per key, due at once, retried when
+/// told, delivered ones purged after their time, listed newest first.
 async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
-    let id = OrderId::new();
+    use chrono::{Duration as Span, Utc};
+    use orderflow_stores::{Attempt, DeliveryState, Listing, NewMessage, Next};
+    let (a, b) = (OrderId::new(), OrderId::new());
+    let message = |order: OrderId, event: &str, to: &str| NewMessage {
+        key: format!("{order}:{event}:{to}"),
+        order_id: order,
+        event: event.into(),
+        destination: to.into(),
+        payload: format!("{{\"order\":\"{order}\"}}"),
+    };
+    let written = outbox
+        .enqueue(vec![
+            message(a, "order.completed", "shop"),
+            message(a, "order.completed", "shop"),
+            message(a, "order_shipped", "mail"),
+        ])
+        .await
+        .expect("enqueue");
+    assert_eq!(written, 2, "one message per key, within a batch too");
+    assert_eq!(
+        outbox
+            .enqueue(vec![
+                message(a, "order.completed", "shop"),
+                message(b, "order.rejected", "shop")
+            ])
+            .await
+            .expect("enqueue"),
+        1,
+        "and across batches"
+    );
+    assert_eq!(outbox.count().await.expect("count"), 3);
+
+    let now = Utc::now();
+    let due = outbox.due(now + Span::seconds(1), 10).await.expect("due");
+    assert_eq!(due.len(), 3);
+    assert!(
+        due.iter()
+            .all(|d| d.state == DeliveryState::Pending && d.id.starts_with("msg_"))
+    );
+    assert_eq!(
+        outbox
+            .due(now + Span::seconds(1), 2)
+            .await
+            .expect("due")
+            .len(),
+        2
+    );
+    let first = due
+        .iter()
+        .find(|d| d.order_id == a && d.destination == "shop")
+        .expect("a's webhook");
+
+    // A failed try moves it later; a delivery takes it off the due list for good.
+    let attempt = |status: Option<u16>| Attempt {
+        at: now,
+        status,
+        error: None,
+        millis: 3,
+    };
     assert!(
         outbox
-            .enqueue(id, "order_shipped", b"{}".to_vec())
+            .record(
+                &first.id,
+                attempt(Some(500)),
+                Next::RetryAt(now + Span::minutes(5))
+            )
             .await
-            .expect("enqueue")
+            .expect("record")
+    );
+    let soon = outbox.due(now + Span::seconds(1), 10).await.expect("due");
+    assert!(
+        soon.iter().all(|d| d.id != first.id),
+        "not due before its retry"
+    );
+    let later = outbox.due(now + Span::minutes(6), 10).await.expect("due");
+    assert!(later.iter().any(|d| d.id == first.id));
+    outbox
+        .record(&first.id, attempt(Some(204)), Next::Delivered)
+        .await
+        .expect("record");
+    let got = outbox.get(&first.id).await.expect("get").expect("kept");
+    assert_eq!(got.state, DeliveryState::Delivered);
+    assert_eq!(got.attempts.len(), 2);
+    assert_eq!(got.attempts[0].status, Some(500));
+    assert_eq!(got.delivered_at, Some(now));
+    assert!(
+        outbox
+            .due(now + Span::days(1), 10)
+            .await
+            .expect("due")
+            .iter()
+            .all(|d| d.id != first.id)
     );
     assert!(
         !outbox
-            .enqueue(id, "order_shipped", b"{}".to_vec())
+            .record("msg_none", attempt(None), Next::GiveUp)
             .await
-            .expect("enqueue")
+            .expect("record")
     );
+
+    // Given up: listed as failed; a retry makes it pending and due again.
+    let other = due.iter().find(|d| d.order_id == b).expect("b's webhook");
+    outbox
+        .record(&other.id, attempt(None), Next::GiveUp)
+        .await
+        .expect("record");
+    let failed = outbox
+        .list(&Listing {
+            state: Some(DeliveryState::Failed),
+            limit: 10,
+            ..Listing::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        failed.iter().map(|d| &d.id).collect::<Vec<_>>(),
+        [&other.id]
+    );
+    let retried = outbox
+        .retry(&other.id, now)
+        .await
+        .expect("retry")
+        .expect("found");
+    assert_eq!(retried.state, DeliveryState::Pending);
     assert!(
         outbox
-            .enqueue(id, "order_delayed", b"{}".to_vec())
+            .due(now, 10)
             .await
-            .expect("enqueue")
+            .expect("due")
+            .iter()
+            .any(|d| d.id == other.id)
+    );
+    assert_eq!(outbox.retry("msg_none", now).await.expect("retry"), None);
+
+    // Newest first, a page at a time, by order.
+    let all = outbox
+        .list(&Listing {
+            limit: 10,
+            ..Listing::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let page = outbox
+        .list(&Listing {
+            limit: 10,
+            before: Some(all[0].id.clone()),
+            ..Listing::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(page, all[1..]);
+    let of_b = outbox
+        .list(&Listing {
+            order_id: Some(b),
+            limit: 10,
+            ..Listing::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(of_b.len(), 1);
+
+    // Delivered messages go after their retention, keys with them; the rest stay.
+    assert_eq!(
+        outbox
+            .purge_delivered(now - Span::seconds(1))
+            .await
+            .expect("purge"),
+        0
+    );
+    assert_eq!(
+        outbox
+            .purge_delivered(now + Span::seconds(1))
+            .await
+            .expect("purge"),
+        1
     );
     assert_eq!(outbox.count().await.expect("count"), 2);
+    assert_eq!(outbox.get(&first.id).await.expect("get"), None);
 }
 
 /// The behaviour every [`PaymentJournal`] must have: the first outcome per key stands.

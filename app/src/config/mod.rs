@@ -13,6 +13,7 @@
 //! `ORDERFLOW_PROMOTIONS` its `file`, `ORDERFLOW_LIMITS` its `switch`. `ORDERFLOW_CONFIG` names
 //! the file itself.
 
+pub mod delivery;
 pub mod flags;
 pub mod jwt;
 pub mod limits;
@@ -25,6 +26,7 @@ use figment::value::{Dict, Value};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+pub use delivery::{OutboxConfig, WebhookConfig};
 pub use flags::Flags;
 pub use jwt::{DEV_SECRET, JwtConfig};
 pub use limits::LimitsConfig;
@@ -44,7 +46,7 @@ pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
 
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 17] = [
+const SECTIONS: [(&str, Option<&str>); 19] = [
     ("api", None),
     ("limits", Some("switch")),
     ("jwt", None),
@@ -62,6 +64,8 @@ const SECTIONS: [(&str, Option<&str>); 17] = [
     ("shipping", Some("file")),
     ("logging", None),
     ("metrics", None),
+    ("webhook", Some("url")),
+    ("outbox", None),
 ];
 
 /// Every setting of a process, resolved and checked.
@@ -106,6 +110,10 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// `[metrics]`: extra gauges.
     pub metrics: MetricsConfig,
+    /// `[webhook]`: where order events are posted.
+    pub webhook: WebhookConfig,
+    /// `[outbox]`: delivering and keeping emails and webhooks.
+    pub outbox: OutboxConfig,
 }
 
 /// A setting that failed its check: the key and why.
@@ -244,6 +252,8 @@ impl Config {
         self.redis.validate()?;
         self.retry.validate()?;
         self.stages.validate()?;
+        self.webhook.validate()?;
+        self.outbox.validate()?;
         Ok(())
     }
 

@@ -31,6 +31,9 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// API requests handled at once; one more is answered 503 with `Retry-After`.
     pub max_in_flight: usize,
+    /// Long-polls (`GET /v1/orders/{id}?wait=`) held open at once; one more is answered 503
+    /// with `Retry-After`.
+    pub max_long_polls: usize,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +46,7 @@ impl Default for ApiConfig {
             header_read_timeout_ms: 10_000,
             max_connections: 4_096,
             max_in_flight: 1_024,
+            max_long_polls: 2_048,
         }
     }
 }
@@ -340,6 +344,11 @@ impl ApiConfig {
         check(
             (1..=1_000_000).contains(&self.max_in_flight),
             "api.max_in_flight",
+            "must be 1 to 1000000",
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.max_long_polls),
+            "api.max_long_polls",
             "must be 1 to 1000000",
         )?;
         let bad = self

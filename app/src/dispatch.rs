@@ -1,0 +1,59 @@
+//! The outbox's chores: `outbox-dispatcher` sends what is due (webhooks to their endpoints,
+//! emails to the mail sink) every `outbox.poll_ms`; `outbox-purge` removes delivered messages
+//! older than `outbox.retention_hours`. They run where the outbox is written: a process running
+//! notify (emails) or the projector (webhooks).
+
+use crate::backends::Backends;
+use crate::config::Config;
+use crate::error::AppError;
+use crate::supervisor::Chore;
+use orderflow_stages::deliver::{Dispatcher, MailSink};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often delivered messages past their retention are looked for.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// The dispatcher and the purge over `backends`' outbox.
+pub fn chores(config: &Config, backends: &Backends) -> Result<Vec<Chore>, AppError> {
+    let mail = MailSink::new(config.outbox.mail_dir(&config.store_dir()));
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            backends.outbox.clone(),
+            backends.webhooks.clone(),
+            Some(mail),
+            config.webhook.policy(),
+            config.webhook.timeout(),
+        )
+        .map_err(|e| AppError::Usage(format!("cannot deliver webhooks: {e}")))?,
+    );
+    orderflow_stages::deliver::register_metrics();
+    let sender = dispatcher.clone();
+    let dispatch = Chore::new(
+        "outbox-dispatcher",
+        Duration::from_millis(config.outbox.poll_ms),
+        move || {
+            let sender = sender.clone();
+            async move {
+                // A store hiccup delays deliveries; it does not stop the process.
+                if let Err(e) = sender.deliver_due().await {
+                    tracing::warn!(error = %e, "Cannot read or update the outbox; retrying");
+                }
+                Ok(())
+            }
+        },
+    );
+    let retention = config.outbox.retention();
+    let purge = Chore::new("outbox-purge", PURGE_EVERY, move || {
+        let dispatcher = dispatcher.clone();
+        async move {
+            match dispatcher.purge(retention).await {
+                Ok(0) => {}
+                Ok(gone) => tracing::info!(messages = gone, "Removed delivered outbox messages"),
+                Err(e) => tracing::warn!(error = %e, "Cannot purge the outbox; retrying"),
+            }
+            Ok(())
+        }
+    });
+    Ok(vec![dispatch, purge])
+}

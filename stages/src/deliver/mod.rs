@@ -1,0 +1,300 @@
+//! Delivery from the outbox: merchant webhooks (Standard Webhooks, signed, retried with
+//! exponential backoff for hours) and customer emails (rendered by notify, written to a mail
+//! sink). The pipeline only writes the outbox; the [`Dispatcher`] sends from it on its own
+//! schedule, so a dead endpoint never slows an order.
+
+pub mod mail;
+mod webhook;
+
+pub use mail::{MailSink, render_confirmation};
+pub use webhook::{Endpoint, EndpointError};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use orderflow_domain::{OrderStatus, OrderView};
+use orderflow_stores::{Attempt, Delivery, MAIL, NewMessage, Next, Outbox, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The webhook event types orderflow sends.
+pub const EVENTS: [&str; 2] = ["order.completed", "order.rejected"];
+
+/// The event type a terminal status is announced as, if any.
+pub fn event_of(status: OrderStatus) -> Option<&'static str> {
+    match status {
+        OrderStatus::Completed => Some("order.completed"),
+        OrderStatus::Rejected => Some("order.rejected"),
+        _ => None,
+    }
+}
+
+/// The configured webhook endpoints.
+#[derive(Clone, Default)]
+pub struct Endpoints(Vec<Arc<Endpoint>>);
+
+impl Endpoints {
+    /// The endpoints, in the configuration's order (names are unique).
+    pub fn new(endpoints: Vec<Endpoint>) -> Self {
+        Self(endpoints.into_iter().map(Arc::new).collect())
+    }
+
+    /// Whether any endpoint is configured.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The endpoint called `name`.
+    pub fn named(&self, name: &str) -> Option<&Arc<Endpoint>> {
+        self.0.iter().find(|e| e.name == name)
+    }
+
+    /// The messages announcing `view`'s terminal status to every endpoint subscribed to it: one
+    /// per order, event and endpoint (the key), the body
+    /// `{"type","timestamp","data":{…the order view…}}` with the status's own time, so writing
+    /// it again gives the same bytes.
+    pub fn messages_for(&self, view: &OrderView) -> Vec<NewMessage> {
+        let Some(event) = event_of(view.status) else {
+            return Vec::new();
+        };
+        let subscribed: Vec<&Arc<Endpoint>> = self.0.iter().filter(|e| e.wants(event)).collect();
+        if subscribed.is_empty() {
+            return Vec::new();
+        }
+        let at = view
+            .timeline
+            .iter()
+            .rev()
+            .find(|e| e.status == view.status)
+            .map_or_else(Utc::now, |e| e.at);
+        let body = serde_json::json!({
+            "type": event,
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "data": view,
+        })
+        .to_string();
+        subscribed
+            .into_iter()
+            .map(|endpoint| NewMessage {
+                key: format!("{}:{event}:{}", view.order_id, endpoint.name),
+                order_id: view.order_id,
+                event: event.to_owned(),
+                destination: endpoint.name.clone(),
+                payload: body.clone(),
+            })
+            .collect()
+    }
+}
+
+/// How the dispatcher paces and retries.
+#[derive(Debug, Clone)]
+pub struct DispatchPolicy {
+    /// The wait after the first failed try; doubles with each failure.
+    pub backoff_base: Duration,
+    /// The longest wait between two tries.
+    pub backoff_max: Duration,
+    /// How long after it was written a message is tried before it is given up (`failed`).
+    pub give_up_after: Duration,
+    /// Messages sent at once.
+    pub concurrency: usize,
+    /// Most messages taken per round.
+    pub batch: usize,
+}
+
+impl Default for DispatchPolicy {
+    fn default() -> Self {
+        Self {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            concurrency: 16,
+            batch: 256,
+        }
+    }
+}
+
+impl DispatchPolicy {
+    /// When to try again after `failures` failed tries of a message written at `created`, or
+    /// `None` to give up: `base × 2^(failures−1)`, capped, ±20 % jitter.
+    pub fn next_try(
+        &self,
+        failures: usize,
+        created: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let shift = u32::try_from(failures.saturating_sub(1).min(20)).unwrap_or(20);
+        let wait = self
+            .backoff_base
+            .saturating_mul(1u32 << shift)
+            .min(self.backoff_max)
+            .mul_f64(0.8 + 0.4 * fastrand::f64());
+        let at = now + chrono::Duration::from_std(wait).ok()?;
+        let deadline = created + chrono::Duration::from_std(self.give_up_after).ok()?;
+        (at <= deadline).then_some(at)
+    }
+}
+
+/// Sends what the outbox holds: webhooks to their endpoints, emails to the mail sink.
+pub struct Dispatcher {
+    outbox: Arc<dyn Outbox>,
+    endpoints: Endpoints,
+    mail: Option<MailSink>,
+    client: reqwest::Client,
+    policy: DispatchPolicy,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `outbox`; requests time out after `timeout`.
+    pub fn new(
+        outbox: Arc<dyn Outbox>,
+        endpoints: Endpoints,
+        mail: Option<MailSink>,
+        policy: DispatchPolicy,
+        timeout: Duration,
+    ) -> Result<Self, EndpointError> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // A receiver answers where it was configured; a redirect is a failed try.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("orderflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(EndpointError::Client)?;
+        Ok(Self {
+            outbox,
+            endpoints,
+            mail,
+            client,
+            policy,
+        })
+    }
+
+    /// One round: every message due now, sent (a few at once) and its outcome recorded;
+    /// returns how many were tried.
+    pub async fn deliver_due(&self) -> Result<usize, StoreError> {
+        let due = self.outbox.due(Utc::now(), self.policy.batch).await?;
+        let tried = due.len();
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(due)
+            .map(|message| self.deliver(message))
+            .buffer_unordered(self.policy.concurrency.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(tried)
+    }
+
+    /// Removes messages delivered more than `retention` ago; how many went.
+    pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
+        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+        self.outbox.purge_delivered(before).await
+    }
+
+    async fn deliver(&self, message: Delivery) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let at = Utc::now();
+        let channel = if message.destination == MAIL {
+            "mail"
+        } else {
+            "webhook"
+        };
+        let result = if channel == "mail" {
+            match &self.mail {
+                Some(sink) => sink.write(&message).await.map(|()| None),
+                None => Err((None, "no mail sink is configured".to_owned())),
+            }
+        } else {
+            match self.endpoints.named(&message.destination) {
+                Some(endpoint) => endpoint.send(&self.client, &message, at).await.map(Some),
+                None => Err((
+                    None,
+                    format!("no endpoint {:?} is configured", message.destination),
+                )),
+            }
+        };
+        let elapsed = started.elapsed();
+        let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        let (attempt, next, outcome) = match result {
+            Ok(status) => (
+                Attempt {
+                    at,
+                    status,
+                    error: None,
+                    millis,
+                },
+                Next::Delivered,
+                "delivered",
+            ),
+            Err((status, error)) => {
+                let failures = message.attempts.len() + 1;
+                let next = self
+                    .policy
+                    .next_try(failures, message.created_at, at)
+                    .map_or(Next::GiveUp, Next::RetryAt);
+                tracing::debug!(id = %message.id, destination = %message.destination, %error, failures, "Delivery failed");
+                if next == Next::GiveUp {
+                    tracing::warn!(id = %message.id, destination = %message.destination, %error, failures, "Giving up a delivery");
+                }
+                (
+                    Attempt {
+                        at,
+                        status,
+                        error: Some(error),
+                        millis,
+                    },
+                    next,
+                    if next == Next::GiveUp {
+                        "given_up"
+                    } else {
+                        "failed"
+                    },
+                )
+            }
+        };
+        metrics::counter!("orderflow_outbox_deliveries_total", "channel" => channel, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("orderflow_outbox_delivery_seconds", "channel" => channel)
+            .record(elapsed);
+        self.outbox.record(&message.id, attempt, next).await?;
+        Ok(())
+    }
+}
+
+/// Exports the delivery series at zero, so dashboards see them before the first message.
+pub fn register_metrics() {
+    for channel in ["webhook", "mail"] {
+        for outcome in ["delivered", "failed", "given_up"] {
+            metrics::counter!("orderflow_outbox_deliveries_total", "channel" => channel, "outcome" => outcome)
+                .absolute(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_and_give_up_after_their_time() {
+        let policy = DispatchPolicy {
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            ..DispatchPolicy::default()
+        };
+        let created = Utc::now();
+        let wait = |failures| {
+            (policy
+                .next_try(failures, created, created)
+                .expect("retried")
+                - created)
+                .num_milliseconds()
+        };
+        assert!((4_000..=6_000).contains(&wait(1)));
+        assert!((8_000..=12_000).contains(&wait(2)));
+        assert!(
+            (2_880_000..=4_320_000).contains(&wait(30)),
+            "capped at an hour"
+        );
+        let late = created + chrono::Duration::hours(24);
+        assert_eq!(policy.next_try(3, created, late), None);
+    }
+}
