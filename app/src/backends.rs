@@ -204,7 +204,7 @@ impl Backends {
                     orders: durable_orders,
                     limiter: Arc::new(LocalRateLimiter::new()),
                     coupons: Arc::new(EmbeddedCoupons::new(engine)),
-                    feed: Arc::new(EmbeddedStatusFeed::new(4096)),
+                    feed: Arc::new(EmbeddedStatusFeed::new(64)),
                     outbox,
                     webhooks,
                     catalog,

@@ -35,6 +35,8 @@ const CLOSE_SLOW: u16 = 1013;
 /// is dropped. A follower gets a handful of small messages, so only a client that stopped
 /// reading reaches it.
 const MAX_WRITE_BUFFER: usize = 256 * 1024;
+/// Bytes read or gathered for writing at a time per follower.
+const IO_BUFFER: usize = 8 * 1024;
 /// Largest message a follower may send (it has nothing to say beyond pings and close).
 const MAX_INCOMING: usize = 4 * 1024;
 /// Close code for an order that does not exist or is not the caller's.
@@ -99,7 +101,11 @@ pub async fn follow(
         .map_err(|_| Problem::malformed(format!("{id:?} is not an order id")))?;
     let upgrade = upgrade
         .map_err(|e| Problem::malformed(format!("this route needs a WebSocket upgrade: {e}")))?;
+    // Small buffers: a follower receives a handful of small messages, and tungstenite's
+    // defaults (128 KiB each way) would cost a thousand followers a quarter of a gigabyte.
     let upgrade = upgrade
+        .read_buffer_size(IO_BUFFER)
+        .write_buffer_size(IO_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_INCOMING)
         .max_frame_size(MAX_INCOMING);

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use futures::stream::{self, BoxStream, StreamExt};
 use orderflow_domain::{OrderId, OrderView};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use tokio::sync::broadcast;
 
 /// Subscriptions between two sweeps of channels nobody listens to any more.
@@ -24,12 +24,28 @@ pub struct EmbeddedStatusFeed {
 
 impl EmbeddedStatusFeed {
     /// A feed that buffers up to `capacity` changes per order for a slow follower before it
-    /// skips ahead.
+    /// skips ahead (an order has a handful of statuses: a small number does).
     pub fn new(capacity: usize) -> Self {
         Self {
             followers: Arc::new(DashMap::new()),
             capacity: capacity.max(1),
             subscribed: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+/// One follower's subscription; the last follower of an order to leave removes its channel.
+struct Follow {
+    receiver: Option<broadcast::Receiver<StatusChange>>,
+    order: OrderId,
+    followers: Weak<DashMap<OrderId, broadcast::Sender<StatusChange>>>,
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        drop(self.receiver.take());
+        if let Some(followers) = self.followers.upgrade() {
+            followers.remove_if(&self.order, |_, sender| sender.receiver_count() == 0);
         }
     }
 }
@@ -63,10 +79,16 @@ impl StatusFeed for EmbeddedStatusFeed {
             .entry(order)
             .or_insert_with(|| broadcast::channel(self.capacity).0)
             .subscribe();
-        let updates = stream::unfold(receiver, |mut receiver| async move {
+        let follow = Follow {
+            receiver: Some(receiver),
+            order,
+            followers: Arc::downgrade(&self.followers),
+        };
+        let updates = stream::unfold(follow, |mut follow| async move {
+            let receiver = follow.receiver.as_mut()?;
             loop {
                 match receiver.recv().await {
-                    Ok(change) => return Some((change, receiver)),
+                    Ok(change) => return Some((change, follow)),
                     // Skipped messages are fine: followers re-read the store.
                     Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(broadcast::error::RecvError::Closed) => return None,
