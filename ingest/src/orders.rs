@@ -255,7 +255,7 @@ pub async fn get_order(
         .parse()
         .map_err(|_| Problem::malformed(format!("{id:?} is not an order id")))?;
     let wait = poll::wait_of(query.as_deref())?;
-    let known = IfNoneMatch::of(&headers)?;
+    let known = IfNoneMatch::of(&headers);
     // A long-poll subscribes before its first read, so no change between the two is missed;
     // it holds a place among the process's held requests until it answers.
     let (mut updates, _held) = match (wait, &known) {

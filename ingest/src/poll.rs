@@ -36,27 +36,26 @@ pub enum IfNoneMatch {
 }
 
 impl IfNoneMatch {
-    /// The header's tags; `None` without one. A malformed list is a 400 naming the header.
-    pub fn of(headers: &HeaderMap) -> Result<Option<Self>, Problem> {
+    /// The header's tags; `None` without one (or with none well formed). A malformed tag
+    /// matches nothing (RFC 9110 lets a server ignore what it cannot parse), so the client gets
+    /// the full answer rather than an error it may not know how to handle.
+    pub fn of(headers: &HeaderMap) -> Option<Self> {
         let mut tags = Vec::new();
         for value in headers.get_all(header::IF_NONE_MATCH) {
-            let text = value
-                .to_str()
-                .map_err(|_| Problem::malformed("If-None-Match must be visible ASCII"))?;
+            let Ok(text) = value.to_str() else {
+                continue;
+            };
             for tag in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
                 if tag == "*" {
-                    return Ok(Some(Self::Any));
+                    return Some(Self::Any);
                 }
                 let opaque = tag.strip_prefix("W/").unwrap_or(tag);
-                if opaque.len() < 2 || !opaque.starts_with('"') || !opaque.ends_with('"') {
-                    return Err(Problem::malformed(format!(
-                        "If-None-Match: {tag:?} is not an entity tag (\"…\", W/\"…\" or *)"
-                    )));
+                if opaque.len() >= 2 && opaque.starts_with('"') && opaque.ends_with('"') {
+                    tags.push(opaque.to_owned());
                 }
-                tags.push(opaque.to_owned());
             }
         }
-        Ok((!tags.is_empty()).then_some(Self::Tags(tags)))
+        (!tags.is_empty()).then_some(Self::Tags(tags))
     }
 
     /// Whether `etag` (quoted) is one the client already has.
@@ -182,16 +181,15 @@ mod tests {
 
     #[test]
     fn if_none_match_lists_weak_tags_and_star() {
-        assert_eq!(IfNoneMatch::of(&HeaderMap::new()).expect("ok"), None);
-        let list = IfNoneMatch::of(&headers(r#""a", W/"b""#))
-            .expect("ok")
-            .expect("some");
+        assert_eq!(IfNoneMatch::of(&HeaderMap::new()), None);
+        let list = IfNoneMatch::of(&headers(r#""a", W/"b", junk"#)).expect("some");
         assert!(list.matches("\"a\"") && list.matches("\"b\"") && !list.matches("\"c\""));
+        assert_eq!(IfNoneMatch::of(&headers("*")), Some(IfNoneMatch::Any));
         assert_eq!(
-            IfNoneMatch::of(&headers("*")).expect("ok"),
-            Some(IfNoneMatch::Any)
+            IfNoneMatch::of(&headers("abc")),
+            None,
+            "malformed: matches nothing"
         );
-        assert!(IfNoneMatch::of(&headers("abc")).is_err());
     }
 
     #[test]

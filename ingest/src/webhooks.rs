@@ -154,7 +154,7 @@ pub struct DeliveriesQuery {
     #[param(minimum = 1, maximum = 500, default = 50, nullable = false)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(nullable = false)]
+    #[param(pattern = "^msg_[0-9a-f]{32}$", nullable = false)]
     pub cursor: Option<String>,
 }
 
@@ -206,7 +206,9 @@ fn listing(query: Option<&str>) -> Result<Listing, Problem> {
             "cursor" => {
                 let ok = value.len() == 36
                     && value.starts_with("msg_")
-                    && value[4..].bytes().all(|b| b.is_ascii_hexdigit());
+                    && value[4..]
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                 if !ok {
                     return Err(Problem::malformed(format!(
                         "cursor {value:?} is not one this API gave out"
