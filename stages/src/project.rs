@@ -65,6 +65,7 @@ impl Stage for Project {
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_of(record)?;
         let status = event.status;
+        let order_id = event.order.id;
         // Accept to the moment the terminal status shows in the view a customer reads: the
         // end-to-end latency, including the last append and this projection.
         let lifetime = (chrono::Utc::now() - event.order.accepted_at)
@@ -93,11 +94,20 @@ impl Stage for Project {
         if let Some((_, endpoints)) = &self.webhooks
             && status.is_terminal()
         {
-            let messages: Vec<NewMessage> = changed
-                .iter()
-                .flat_map(|v| endpoints.messages_for(v))
-                .collect();
-            self.unsent.lock().extend(messages);
+            // A terminal status replayed after a crash changes nothing (its view is durable
+            // already) but its messages may not have been written: they are made again from
+            // the stored view, and the outbox keeps one per key.
+            let view = match changed.iter().find(|v| v.order_id == order_id) {
+                Some(view) => Some(view.clone()),
+                None => self
+                    .store
+                    .get(order_id)
+                    .await
+                    .map_err(crate::order_stage::store_error)?,
+            };
+            if let Some(view) = view.filter(|v| v.status.is_terminal()) {
+                self.unsent.lock().extend(endpoints.messages_for(&view));
+            }
         }
         if !changed.is_empty() {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
@@ -117,10 +127,8 @@ impl Stage for Project {
     }
 
     async fn flush(&self) -> Result<(), StageError> {
-        self.store
-            .flush()
-            .await
-            .map_err(crate::order_stage::store_error)?;
+        // The messages first: once the views are written a replay no longer changes them, and
+        // the offsets are committed only after both.
         if let Some((outbox, _)) = &self.webhooks {
             let messages = std::mem::take(&mut *self.unsent.lock());
             if !messages.is_empty()
@@ -131,6 +139,10 @@ impl Stage for Project {
                 return Err(crate::order_stage::store_error(e));
             }
         }
+        self.store
+            .flush()
+            .await
+            .map_err(crate::order_stage::store_error)?;
         let views: Vec<OrderView> = self.unannounced.lock().drain().map(|(_, v)| v).collect();
         futures::future::join_all(views.iter().map(|view| self.announce(view))).await;
         Ok(())

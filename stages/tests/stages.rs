@@ -697,3 +697,101 @@ async fn a_retry_priced_with_reloaded_tables_gives_back_a_use_it_no_longer_count
         "the use counted by the first attempt is given back"
     );
 }
+
+#[tokio::test]
+async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed_after_a_crash() {
+    use orderflow_domain::encode_event;
+    use orderflow_stages::deliver::{Endpoint, Endpoints};
+    use orderflow_stages::project::Project;
+    use orderflow_stores::embedded::{EmbeddedOrderStore, EmbeddedOutbox, EmbeddedStatusFeed};
+    use orderflow_stores::{Listing, OrderStore, Outbox};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let store: Arc<dyn OrderStore> = Arc::new(EmbeddedOrderStore::new(engine.clone()));
+    let outbox: Arc<dyn Outbox> = Arc::new(EmbeddedOutbox::new(engine));
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let endpoints = || {
+        Endpoints::new(vec![
+            Endpoint::new("all", "http://127.0.0.1:9/hooks", secret, &[]).expect("valid"),
+            Endpoint::new(
+                "rejections",
+                "http://127.0.0.1:9/r",
+                secret,
+                &["order.rejected".into()],
+            )
+            .expect("valid"),
+        ])
+    };
+    let record = |e: &OrderEvent, offset: u64| Record {
+        topic: topology::PROJECTOR_INPUTS[0].into(),
+        partition: 0,
+        offset,
+        key: Bytes::from(e.order.id.to_string()),
+        value: Bytes::from(encode_event(e).expect("encodes")),
+        headers: vec![],
+        decoded: None,
+    };
+    let accepted = event(&[("A", 1)], "tok_visa");
+    let completed = accepted.clone().advance(OrderStatus::Completed);
+    let declined = event(&[("A", 1)], "tok_decline");
+    let rejected =
+        declined
+            .clone()
+            .reject("charge", RejectionCode::PaymentDeclined, "card declined");
+
+    // The views reach the store, but the process dies before the messages are written: the
+    // store already has both orders' terminal views when the events come again.
+    store
+        .apply(vec![
+            accepted.clone(),
+            completed.clone(),
+            declined.clone(),
+            rejected.clone(),
+        ])
+        .await
+        .expect("applies");
+    store.flush().await.expect("flushes");
+
+    let project = Project::new(store.clone(), Arc::new(EmbeddedStatusFeed::new(16)))
+        .with_webhooks(outbox.clone(), endpoints());
+    for (offset, e) in [&accepted, &completed, &declined, &rejected, &completed]
+        .into_iter()
+        .enumerate()
+    {
+        project
+            .process(&record(e, offset as u64), 1)
+            .await
+            .expect("projects");
+    }
+    project.flush().await.expect("flushes");
+    let written = outbox
+        .list(&Listing {
+            limit: 10,
+            ..Listing::default()
+        })
+        .await
+        .expect("lists");
+    let mut seen: Vec<(String, String)> = written
+        .iter()
+        .map(|d| (d.event.clone(), d.destination.clone()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("order.completed".to_owned(), "all".to_owned()),
+            ("order.rejected".to_owned(), "all".to_owned()),
+            ("order.rejected".to_owned(), "rejections".to_owned()),
+        ],
+        "one per terminal status and subscribed endpoint, the repeat included once"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(&written[0].payload).expect("the body is JSON");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("order."))
+    );
+    assert!(body["data"]["order_id"].is_string() && body["timestamp"].is_string());
+}
