@@ -37,7 +37,7 @@ pub use ledger::{
 };
 pub use orders::{OrderStore, Page};
 pub use outbox::{
-    Attempt, Delivery, DeliveryState, Listing, MAIL, NewMessage, Next, Outbox, message_id,
+    Attempt, Delivery, DeliveryState, Listing, MAIL, NewMessage, Next, Outbox, Tried, message_id,
 };
 pub use payments::PaymentJournal;
 pub use rate_limit::{Rate, RateLimiter};

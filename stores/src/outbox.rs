@@ -106,6 +106,17 @@ pub enum Next {
     GiveUp,
 }
 
+/// One try of one message and what follows it, as the dispatcher records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    /// The message.
+    pub id: String,
+    /// The try.
+    pub attempt: Attempt,
+    /// What follows.
+    pub next: Next,
+}
+
 /// Which messages a listing shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -134,8 +145,9 @@ pub trait Outbox: Send + Sync + 'static {
     /// Pending messages due at `now`, oldest due first, at most `limit`.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Delivery>, StoreError>;
 
-    /// Records a try of message `id` and what follows it; false if there is no such message.
-    async fn record(&self, id: &str, attempt: Attempt, next: Next) -> Result<bool, StoreError>;
+    /// Records tries (a dispatcher round's, all at once) and what follows each; how many named
+    /// a message that exists.
+    async fn record(&self, tries: Vec<Tried>) -> Result<usize, StoreError>;
 
     /// One message.
     async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError>;

@@ -890,7 +890,7 @@ async fn page_through(store: &dyn OrderStore, mine: &[OrderId]) {
 /// told, delivered ones purged after their time, listed newest first.
 async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     use chrono::{Duration as Span, Utc};
-    use orderflow_stores::{Attempt, DeliveryState, Listing, NewMessage, Next};
+    use orderflow_stores::{Attempt, DeliveryState, Listing, NewMessage, Next, Tried};
     let (a, b) = (OrderId::new(), OrderId::new());
     let message = |order: OrderId, event: &str, to: &str| NewMessage {
         key: format!("{order}:{event}:{to}"),
@@ -948,15 +948,23 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
         error: None,
         millis: 3,
     };
-    assert!(
+    let tried = |id: &str, attempt: Attempt, next: Next| {
+        vec![Tried {
+            id: id.to_owned(),
+            attempt,
+            next,
+        }]
+    };
+    assert_eq!(
         outbox
-            .record(
+            .record(tried(
                 &first.id,
                 attempt(Some(500)),
                 Next::RetryAt(now + Span::minutes(5))
-            )
+            ))
             .await
-            .expect("record")
+            .expect("record"),
+        1
     );
     let soon = outbox.due(now + Span::seconds(1), 10).await.expect("due");
     assert!(
@@ -966,7 +974,7 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     let later = outbox.due(now + Span::minutes(6), 10).await.expect("due");
     assert!(later.iter().any(|d| d.id == first.id));
     outbox
-        .record(&first.id, attempt(Some(204)), Next::Delivered)
+        .record(tried(&first.id, attempt(Some(204)), Next::Delivered))
         .await
         .expect("record");
     let got = outbox.get(&first.id).await.expect("get").expect("kept");
@@ -982,17 +990,18 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
             .iter()
             .all(|d| d.id != first.id)
     );
-    assert!(
-        !outbox
-            .record("msg_none", attempt(None), Next::GiveUp)
+    assert_eq!(
+        outbox
+            .record(tried("msg_none", attempt(None), Next::GiveUp))
             .await
-            .expect("record")
+            .expect("record"),
+        0
     );
 
     // Given up: listed as failed; a retry makes it pending and due again.
     let other = due.iter().find(|d| d.order_id == b).expect("b's webhook");
     outbox
-        .record(&other.id, attempt(None), Next::GiveUp)
+        .record(tried(&other.id, attempt(None), Next::GiveUp))
         .await
         .expect("record");
     let failed = outbox

@@ -5,6 +5,8 @@
 //! - [`sections`]: one struct per component (`[api]`, `[log]`, `[redis]`, …) with its defaults;
 //!   [`limits`] holds `[limits]`, [`jwt`] `[jwt]` (token keys and their rotation).
 //! - [`url`]: backend URLs, parsed once into [`LogUrl`], [`StoreUrl`] and [`RedisUrl`].
+//! - [`delivery`]: `[webhook]` and `[outbox]`.
+//! - `env`: the `ORDERFLOW_*` layer (variables to key paths, unknown ones refused).
 //! - [`flags`]: the command line's [`Flags`], the last layer.
 //!
 //! Environment variables name a section and a key: `ORDERFLOW_<SECTION>_<KEY>`, e.g.
@@ -14,6 +16,7 @@
 //! the file itself.
 
 pub mod delivery;
+mod env;
 pub mod flags;
 pub mod jwt;
 pub mod limits;
@@ -21,7 +24,7 @@ pub mod sections;
 pub mod url;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use figment::value::{Dict, Value};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -41,12 +44,8 @@ pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 /// Where the config file is looked for when none is named, relative to the working directory.
 pub const DEFAULT_FILE: &str = "config/orderflow.toml";
 
-/// `ORDERFLOW_*` variables that are not settings: the config file's path, and the load tests'
-/// choice of binary.
-const NOT_SETTINGS: [&str; 2] = ["CONFIG", "BIN"];
-
 /// The sections, each with the key its bare environment variable (`ORDERFLOW_<SECTION>`) sets.
-const SECTIONS: [(&str, Option<&str>); 19] = [
+pub(super) const SECTIONS: [(&str, Option<&str>); 19] = [
     ("api", None),
     ("limits", Some("switch")),
     ("jwt", None),
@@ -185,7 +184,7 @@ impl Overrides {
 }
 
 /// Puts `value` at `path` (`section.key`) in `dict`, beside what the section holds already.
-fn insert(dict: &mut Dict, path: &str, value: Value) {
+pub(super) fn insert(dict: &mut Dict, path: &str, value: Value) {
     if let Value::Dict(_, nested) = figment::util::nest(path, value) {
         for (section, keys) in nested {
             match (dict.get_mut(&section), keys) {
@@ -224,9 +223,9 @@ impl Config {
             }
             None => {}
         }
-        check_variables(std::env::vars_os())?;
+        env::check_variables(std::env::vars_os())?;
         let config: Config = figment
-            .merge(environment())
+            .merge(env::environment())
             .merge(flags.clone())
             // Environment values arrive as strings; numbers and booleans are read from them where
             // a field wants one, while a string field keeps its value as written (an all-digit
@@ -284,92 +283,6 @@ impl Config {
     pub fn uses_dev_secret(&self) -> bool {
         self.jwt.uses_dev_secret()
     }
-}
-
-/// The environment layer: figment's [`Env`], with errors that name the variable itself
-/// (`ORDERFLOW_LOG_PARTITIONS`) rather than its key path.
-struct Environment(Env);
-
-impl figment::Provider for Environment {
-    fn metadata(&self) -> figment::Metadata {
-        figment::Metadata::named("environment variable")
-            .interpolater(|_, path| format!("ORDERFLOW_{}", path.join("_").to_ascii_uppercase()))
-    }
-
-    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
-        // figment's own `Env` guesses each value's type ("42" becomes a number, quotes are
-        // stripped); a setting is taken as the operator wrote it.
-        let mut dict = Dict::new();
-        for (key, value) in self.0.iter() {
-            insert(&mut dict, key.as_str(), Value::from(value));
-        }
-        Ok(figment::value::Map::from([(
-            figment::Profile::Default,
-            dict,
-        )]))
-    }
-}
-
-/// The section and key an `ORDERFLOW_*` variable sets, as a `section.key` path; `None` for a
-/// variable that names no section.
-fn key_path(var: &str) -> Option<String> {
-    let key = var.to_ascii_lowercase();
-    if key == "env" {
-        return Some(key);
-    }
-    // The storefront teams' name for it, beside `ORDERFLOW_API_CORS_ORIGINS`.
-    if key == "cors_origins" {
-        return Some("api.cors_origins".to_owned());
-    }
-    SECTIONS.iter().find_map(|(section, main)| {
-        if key == *section {
-            main.map(|k| format!("{section}.{k}"))
-        } else {
-            key.strip_prefix(section)
-                .and_then(|rest| rest.strip_prefix('_'))
-                .filter(|rest| !rest.is_empty())
-                .map(|rest| format!("{section}.{rest}"))
-        }
-    })
-}
-
-/// Refuses an `ORDERFLOW_*` variable that names no section, or whose value is not UTF-8:
-/// silently ignoring it would run with a default the operator meant to change.
-fn check_variables(
-    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-) -> Result<(), ConfigError> {
-    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    for (var, value) in vars {
-        let var = var.to_string_lossy();
-        let Some(rest) = var.strip_prefix("ORDERFLOW_") else {
-            continue;
-        };
-        if value.to_str().is_none() {
-            return Err(ConfigError::NotUtf8(var.into_owned()));
-        }
-        if NOT_SETTINGS.contains(&rest) {
-            continue;
-        }
-        let Some(path) = key_path(rest) else {
-            return Err(ConfigError::UnknownVariable(var.into_owned()));
-        };
-        // `ORDERFLOW_LOG` and `ORDERFLOW_LOG_URL` name one key: which would win is not defined.
-        if let Some(other) = seen.insert(path.clone(), var.clone().into_owned()) {
-            return Err(ConfigError::SameKeyTwice {
-                key: path,
-                first: other,
-                second: var.into_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// `ORDERFLOW_<SECTION>_<KEY>` variables as `section.key` paths.
-fn environment() -> Environment {
-    Environment(
-        Env::prefixed("ORDERFLOW_").filter_map(|key| key_path(key.as_str()).map(Into::into)),
-    )
 }
 
 #[cfg(test)]

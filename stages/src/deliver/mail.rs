@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use orderflow_domain::Order;
 use orderflow_stores::Delivery;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The email's template name, and its event in the outbox.
 pub const CONFIRMATION: &str = "order_shipped";
@@ -72,22 +72,57 @@ impl MailSink {
         Self { dir: dir.into() }
     }
 
-    /// Writes one email; an error is the try's failure (status none, the reason).
-    pub async fn write(&self, message: &Delivery) -> Result<(), (Option<u16>, String)> {
+    /// Writes a round's emails: every file first, then each synced (on a journalling file
+    /// system the first sync carries the others' data, so a round costs about one), then
+    /// renamed into place and the directory synced once. One result per message, in order.
+    pub async fn write_all(&self, messages: &[Delivery]) -> Vec<Result<(), String>> {
         let dir = self.dir.clone();
-        let name = format!("{}.eml", header_safe(&message.id));
-        let text = message.payload.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let staged = dir.join(format!(".{name}.tmp"));
-            let mut file = std::fs::File::create(&staged)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            std::fs::rename(&staged, dir.join(&name))?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(|e| (None, format!("the mail writer stopped: {e}")))?
-        .map_err(|e| (None, format!("cannot write to {}: {e}", self.dir.display())))
+        let files: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (format!("{}.eml", header_safe(&m.id)), m.payload.clone()))
+            .collect();
+        let count = files.len();
+        let shown = self.dir.display().to_string();
+        match tokio::task::spawn_blocking(move || write_files(&dir, &files)).await {
+            Ok(results) => results
+                .into_iter()
+                .map(|r| r.map_err(|e| format!("cannot write to {shown}: {e}")))
+                .collect(),
+            Err(e) => vec![Err(format!("the mail writer stopped: {e}")); count],
+        }
     }
+}
+
+/// The blocking part of [`MailSink::write_all`].
+fn write_files(dir: &Path, files: &[(String, String)]) -> Vec<std::io::Result<()>> {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return files
+            .iter()
+            .map(|_| Err(std::io::Error::new(e.kind(), e.to_string())))
+            .collect();
+    }
+    let staged: Vec<std::io::Result<(std::fs::File, PathBuf)>> = files
+        .iter()
+        .map(|(name, text)| {
+            let path = dir.join(format!(".{name}.tmp"));
+            let mut file = std::fs::File::create(&path)?;
+            file.write_all(text.as_bytes())?;
+            Ok((file, path))
+        })
+        .collect();
+    let mut results: Vec<std::io::Result<()>> = staged
+        .into_iter()
+        .zip(files)
+        .map(|(staged, (name, _))| {
+            let (file, path) = staged?;
+            file.sync_all()?;
+            std::fs::rename(&path, dir.join(name))
+        })
+        .collect();
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        for r in results.iter_mut().filter(|r| r.is_ok()) {
+            *r = Err(std::io::Error::new(e.kind(), e.to_string()));
+        }
+    }
+    results
 }

@@ -12,7 +12,7 @@ pub use webhook::{Endpoint, EndpointError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use orderflow_domain::{OrderStatus, OrderView};
-use orderflow_stores::{Attempt, Delivery, MAIL, NewMessage, Next, Outbox, StoreError};
+use orderflow_stores::{Attempt, Delivery, MAIL, NewMessage, Next, Outbox, StoreError, Tried};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -168,18 +168,52 @@ impl Dispatcher {
         })
     }
 
-    /// One round: every message due now, sent (a few at once) and its outcome recorded;
-    /// returns how many were tried.
+    /// One round: every message due now, sent (webhooks a few at once, the round's emails
+    /// in one write) and the outcomes recorded together; returns how many were tried.
     pub async fn deliver_due(&self) -> Result<usize, StoreError> {
         let due = self.outbox.due(Utc::now(), self.policy.batch).await?;
-        let tried = due.len();
-        let results: Vec<Result<(), StoreError>> = futures::stream::iter(due)
-            .map(|message| self.deliver(message))
+        let count = due.len();
+        let (mail, hooks): (Vec<Delivery>, Vec<Delivery>) =
+            due.into_iter().partition(|m| m.destination == MAIL);
+        let at = Utc::now();
+        let mut tried = Vec::with_capacity(count);
+        if !mail.is_empty() {
+            let started = Instant::now();
+            let written = match &self.mail {
+                Some(sink) => sink.write_all(&mail).await,
+                None => vec![Err("no mail sink is configured".to_owned()); mail.len()],
+            };
+            let elapsed = started.elapsed();
+            for (message, result) in mail.iter().zip(written) {
+                tried.push(self.settle(
+                    message,
+                    at,
+                    elapsed,
+                    result.map(|()| None).map_err(|e| (None, e)),
+                ));
+            }
+        }
+        let sent: Vec<Tried> = futures::stream::iter(hooks)
+            .map(|message| self.send_hook(message, at))
             .buffer_unordered(self.policy.concurrency.max(1))
             .collect()
             .await;
-        results.into_iter().collect::<Result<Vec<()>, _>>()?;
-        Ok(tried)
+        tried.extend(sent);
+        self.outbox.record(tried).await?;
+        Ok(count)
+    }
+
+    /// One webhook's try.
+    async fn send_hook(&self, message: Delivery, at: DateTime<Utc>) -> Tried {
+        let started = Instant::now();
+        let result = match self.endpoints.named(&message.destination) {
+            Some(endpoint) => endpoint.send(&self.client, &message, at).await.map(Some),
+            None => Err((
+                None,
+                format!("no endpoint {:?} is configured", message.destination),
+            )),
+        };
+        self.settle(&message, at, started.elapsed(), result)
     }
 
     /// Removes messages delivered more than `retention` ago; how many went.
@@ -188,73 +222,56 @@ impl Dispatcher {
         self.outbox.purge_delivered(before).await
     }
 
-    async fn deliver(&self, message: Delivery) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let at = Utc::now();
+    /// What a try of `message` at `at` led to (the receiver's status, or the status if any and
+    /// what went wrong), counted in the metrics.
+    fn settle(
+        &self,
+        message: &Delivery,
+        at: DateTime<Utc>,
+        elapsed: Duration,
+        result: Result<Option<u16>, (Option<u16>, String)>,
+    ) -> Tried {
         let channel = if message.destination == MAIL {
             "mail"
         } else {
             "webhook"
         };
-        let result = if channel == "mail" {
-            match &self.mail {
-                Some(sink) => sink.write(&message).await.map(|()| None),
-                None => Err((None, "no mail sink is configured".to_owned())),
-            }
-        } else {
-            match self.endpoints.named(&message.destination) {
-                Some(endpoint) => endpoint.send(&self.client, &message, at).await.map(Some),
-                None => Err((
-                    None,
-                    format!("no endpoint {:?} is configured", message.destination),
-                )),
-            }
-        };
-        let elapsed = started.elapsed();
         let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        let (attempt, next, outcome) = match result {
-            Ok(status) => (
-                Attempt {
-                    at,
-                    status,
-                    error: None,
-                    millis,
-                },
-                Next::Delivered,
-                "delivered",
-            ),
+        let (status, error, next) = match result {
+            Ok(status) => (status, None, Next::Delivered),
             Err((status, error)) => {
                 let failures = message.attempts.len() + 1;
                 let next = self
                     .policy
                     .next_try(failures, message.created_at, at)
                     .map_or(Next::GiveUp, Next::RetryAt);
-                tracing::debug!(id = %message.id, destination = %message.destination, %error, failures, "Delivery failed");
                 if next == Next::GiveUp {
                     tracing::warn!(id = %message.id, destination = %message.destination, %error, failures, "Giving up a delivery");
+                } else {
+                    tracing::debug!(id = %message.id, destination = %message.destination, %error, failures, "Delivery failed");
                 }
-                (
-                    Attempt {
-                        at,
-                        status,
-                        error: Some(error),
-                        millis,
-                    },
-                    next,
-                    if next == Next::GiveUp {
-                        "given_up"
-                    } else {
-                        "failed"
-                    },
-                )
+                (status, Some(error), next)
             }
+        };
+        let outcome = match next {
+            Next::Delivered => "delivered",
+            Next::RetryAt(_) => "failed",
+            Next::GiveUp => "given_up",
         };
         metrics::counter!("orderflow_outbox_deliveries_total", "channel" => channel, "outcome" => outcome)
             .increment(1);
         metrics::histogram!("orderflow_outbox_delivery_seconds", "channel" => channel)
             .record(elapsed);
-        self.outbox.record(&message.id, attempt, next).await?;
-        Ok(())
+        Tried {
+            id: message.id.clone(),
+            attempt: Attempt {
+                at,
+                status,
+                error,
+                millis,
+            },
+            next,
+        }
     }
 }
 

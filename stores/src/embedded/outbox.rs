@@ -1,14 +1,16 @@
-//! The embedded [`Outbox`]: messages, their keys and their due times in the engine, written
-//! in the same group commits as the rest of the process's state.
+//! The embedded [`Outbox`]: messages, their keys, the due times of pending ones and the
+//! delivery times of delivered ones in the engine, written in the same group commits as the
+//! rest of the process's state. The two time indexes let the dispatcher and the purge read
+//! only what concerns them.
 
 use super::open_read;
-use crate::outbox::{Attempt, Delivery, DeliveryState, KEPT_ATTEMPTS, Listing, NewMessage, Next};
+use crate::outbox::{Delivery, DeliveryState, KEPT_ATTEMPTS, Listing, NewMessage, Next, Tried};
 use crate::{Outbox, StoreError, message_id};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_storage::kv::Engine;
 use orderflow_storage::kv::redb::{
-    self, ReadableTable, ReadableTableMetadata, Table, TableDefinition,
+    self, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 
 /// Message id → the [`Delivery`] as JSON.
@@ -17,6 +19,8 @@ const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_mess
 const KEYS: TableDefinition<&str, &str> = TableDefinition::new("outbox_keys");
 /// (due, in ms since the epoch; message id) of pending messages.
 const DUE: TableDefinition<(i64, &str), ()> = TableDefinition::new("outbox_due");
+/// (delivered, in ms since the epoch; message id) of delivered messages.
+const DELIVERED: TableDefinition<(i64, &str), ()> = TableDefinition::new("outbox_delivered");
 
 /// The embedded outbox.
 #[derive(Clone)]
@@ -36,24 +40,103 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
         .map_err(|e| redb::Error::Corrupted(format!("outbox message {id}: {e}")))
 }
 
-fn load(t: &Table<&str, &[u8]>, id: &str) -> Result<Option<Delivery>, redb::Error> {
+fn load(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<Delivery>, redb::Error> {
     match t.get(id)? {
         Some(v) => decode(id, v.value()).map(Some),
         None => Ok(None),
     }
 }
 
-fn store(t: &mut Table<&str, &[u8]>, d: &Delivery) -> Result<(), redb::Error> {
-    let bytes = serde_json::to_vec(d)
-        .map_err(|e| redb::Error::Corrupted(format!("outbox message {}: {e}", d.id)))?;
-    t.insert(d.id.as_str(), bytes.as_slice())?;
-    Ok(())
+/// The tables a change of a message touches, open in one write.
+struct Tables<'t> {
+    messages: Table<'t, &'static str, &'static [u8]>,
+    keys: Table<'t, &'static str, &'static str>,
+    due: Table<'t, (i64, &'static str), ()>,
+    delivered: Table<'t, (i64, &'static str), ()>,
 }
 
-fn due_key(d: &Delivery) -> Option<i64> {
-    match d.state {
-        DeliveryState::Pending => d.next_attempt_at.map(|at| at.timestamp_millis()),
-        _ => None,
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, redb::Error> {
+        Ok(Self {
+            messages: txn.open_table(MESSAGES)?,
+            keys: txn.open_table(KEYS)?,
+            due: txn.open_table(DUE)?,
+            delivered: txn.open_table(DELIVERED)?,
+        })
+    }
+
+    /// Writes `new` in place of `old` (none for a new message), moving it between the time
+    /// indexes as its state says.
+    fn put(&mut self, old: Option<&Delivery>, new: &Delivery) -> Result<(), redb::Error> {
+        if let Some(old) = old {
+            self.unindex(old)?;
+        }
+        let id = new.id.as_str();
+        match (new.state, new.next_attempt_at, new.delivered_at) {
+            (DeliveryState::Pending, Some(at), _) => {
+                self.due.insert((at.timestamp_millis(), id), ())?;
+            }
+            (DeliveryState::Delivered, _, Some(at)) => {
+                self.delivered.insert((at.timestamp_millis(), id), ())?;
+            }
+            _ => {}
+        }
+        let bytes = serde_json::to_vec(new)
+            .map_err(|e| redb::Error::Corrupted(format!("outbox message {id}: {e}")))?;
+        self.messages.insert(id, bytes.as_slice())?;
+        Ok(())
+    }
+
+    fn unindex(&mut self, d: &Delivery) -> Result<(), redb::Error> {
+        let id = d.id.as_str();
+        if let Some(at) = d.next_attempt_at {
+            self.due.remove((at.timestamp_millis(), id))?;
+        }
+        if let Some(at) = d.delivered_at {
+            self.delivered.remove((at.timestamp_millis(), id))?;
+        }
+        Ok(())
+    }
+
+    /// Changes message `id` with `change`; the message after, or `None` if there is none.
+    fn change(
+        &mut self,
+        id: &str,
+        change: impl FnOnce(&mut Delivery),
+    ) -> Result<Option<Delivery>, redb::Error> {
+        let Some(old) = load(&self.messages, id)? else {
+            return Ok(None);
+        };
+        let mut new = old.clone();
+        change(&mut new);
+        self.put(Some(&old), &new)?;
+        Ok(Some(new))
+    }
+}
+
+/// `d` after a try and what follows it.
+fn apply_try(d: &mut Delivery, tried: &Tried) {
+    d.attempts.push(tried.attempt.clone());
+    if d.attempts.len() > KEPT_ATTEMPTS {
+        d.attempts.remove(0);
+    }
+    match tried.next {
+        Next::Delivered => {
+            d.state = DeliveryState::Delivered;
+            d.delivered_at = Some(tried.attempt.at);
+            d.next_attempt_at = None;
+        }
+        Next::RetryAt(when) => {
+            d.state = DeliveryState::Pending;
+            d.next_attempt_at = Some(when);
+        }
+        Next::GiveUp => {
+            d.state = DeliveryState::Failed;
+            d.next_attempt_at = None;
+        }
     }
 }
 
@@ -83,17 +166,14 @@ impl Outbox for EmbeddedOutbox {
         let written = self
             .engine
             .submit(move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let mut keys = txn.open_table(KEYS)?;
-                let mut due = txn.open_table(DUE)?;
+                let mut t = Tables::open(txn)?;
                 let mut written = 0;
                 for d in &fresh {
-                    if keys.get(d.key.as_str())?.is_some() {
+                    if t.keys.get(d.key.as_str())?.is_some() {
                         continue;
                     }
-                    keys.insert(d.key.as_str(), d.id.as_str())?;
-                    store(&mut messages, d)?;
-                    due.insert((now.timestamp_millis(), d.id.as_str()), ())?;
+                    t.keys.insert(d.key.as_str(), d.id.as_str())?;
+                    t.put(None, d)?;
                     written += 1;
                 }
                 Ok(written)
@@ -115,63 +195,36 @@ impl Outbox for EmbeddedOutbox {
                     break;
                 }
                 let (key, _) = row?;
-                let (_, id) = key.value();
-                if let Some(v) = messages.get(id)? {
-                    out.push(decode(id, v.value())?);
+                if let Some(d) = load(&messages, key.value().1)? {
+                    out.push(d);
                 }
             }
             Ok(out)
         })?)
     }
 
-    async fn record(&self, id: &str, attempt: Attempt, next: Next) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    async fn record(&self, tries: Vec<Tried>) -> Result<usize, StoreError> {
+        if tries.is_empty() {
+            return Ok(0);
+        }
         Ok(self
             .engine
             .submit(move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let mut due = txn.open_table(DUE)?;
-                let Some(mut d) = load(&messages, &id)? else {
-                    return Ok(false);
-                };
-                if let Some(at) = due_key(&d) {
-                    due.remove((at, id.as_str()))?;
-                }
-                let at = attempt.at;
-                d.attempts.push(attempt.clone());
-                if d.attempts.len() > KEPT_ATTEMPTS {
-                    d.attempts.remove(0);
-                }
-                match next {
-                    Next::Delivered => {
-                        d.state = DeliveryState::Delivered;
-                        d.delivered_at = Some(at);
-                        d.next_attempt_at = None;
-                    }
-                    Next::RetryAt(when) => {
-                        d.state = DeliveryState::Pending;
-                        d.next_attempt_at = Some(when);
-                    }
-                    Next::GiveUp => {
-                        d.state = DeliveryState::Failed;
-                        d.next_attempt_at = None;
+                let mut t = Tables::open(txn)?;
+                let mut found = 0;
+                for tried in &tries {
+                    if t.change(&tried.id, |d| apply_try(d, tried))?.is_some() {
+                        found += 1;
                     }
                 }
-                if let Some(at) = due_key(&d) {
-                    due.insert((at, id.as_str()), ())?;
-                }
-                store(&mut messages, &d)?;
-                Ok(true)
+                Ok(found)
             })
             .await?)
     }
 
     async fn get(&self, id: &str) -> Result<Option<Delivery>, StoreError> {
         Ok(self.engine.read(|txn| match open_read(txn, MESSAGES)? {
-            Some(t) => match t.get(id)? {
-                Some(v) => decode(id, v.value()).map(Some),
-                None => Ok(None),
-            },
+            Some(t) => load(&t, id),
             None => Ok(None),
         })?)
     }
@@ -208,63 +261,34 @@ impl Outbox for EmbeddedOutbox {
         Ok(self
             .engine
             .submit(move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let mut due = txn.open_table(DUE)?;
-                let Some(mut d) = load(&messages, &id)? else {
-                    return Ok(None);
-                };
-                if let Some(at) = due_key(&d) {
-                    due.remove((at, id.as_str()))?;
-                }
-                d.state = DeliveryState::Pending;
-                d.next_attempt_at = Some(now);
-                d.delivered_at = None;
-                due.insert((now.timestamp_millis(), id.as_str()), ())?;
-                store(&mut messages, &d)?;
-                Ok(Some(d))
+                Tables::open(txn)?.change(&id, |d| {
+                    d.state = DeliveryState::Pending;
+                    d.next_attempt_at = Some(now);
+                    d.delivered_at = None;
+                })
             })
             .await?)
     }
 
     async fn purge_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        // Found on a snapshot, removed in one write: a message retried meanwhile is re-checked.
-        let old: Vec<String> = self.engine.read(|txn| {
-            let Some(t) = open_read(txn, MESSAGES)? else {
-                return Ok(Vec::new());
-            };
-            let mut out = Vec::new();
-            for row in t.iter()? {
-                let (k, v) = row?;
-                let d = decode(k.value(), v.value())?;
-                if d.state == DeliveryState::Delivered
-                    && d.delivered_at.is_some_and(|at| at < before)
-                {
-                    out.push(d.id);
-                }
-            }
-            Ok(out)
-        })?;
-        if old.is_empty() {
-            return Ok(0);
-        }
+        let until = before.timestamp_millis();
         Ok(self
             .engine
             .submit(move |txn| {
-                let mut messages = txn.open_table(MESSAGES)?;
-                let mut keys = txn.open_table(KEYS)?;
-                let mut gone = 0;
-                for id in &old {
-                    let Some(d) = load(&messages, id)? else {
-                        continue;
-                    };
-                    if d.state != DeliveryState::Delivered {
-                        continue;
-                    }
-                    messages.remove(id.as_str())?;
-                    keys.remove(d.key.as_str())?;
-                    gone += 1;
+                let mut t = Tables::open(txn)?;
+                let mut old = Vec::new();
+                for row in t.delivered.range((i64::MIN, "")..(until, ""))? {
+                    let (key, _) = row?;
+                    old.push(key.value().1.to_owned());
                 }
-                Ok(gone)
+                for id in &old {
+                    if let Some(d) = load(&t.messages, id)? {
+                        t.unindex(&d)?;
+                        t.keys.remove(d.key.as_str())?;
+                        t.messages.remove(id.as_str())?;
+                    }
+                }
+                Ok(old.len() as u64)
             })
             .await?)
     }
