@@ -118,6 +118,16 @@ impl Catalog {
         self.currency
     }
 
+    /// Whether an order in `currency` can be sold: the store takes it (`accepted`, the
+    /// configuration's list) and the catalog is priced in it.
+    pub fn sells_in<'a>(
+        &self,
+        currency: &str,
+        mut accepted: impl Iterator<Item = &'a String>,
+    ) -> bool {
+        currency == self.currency().as_str() && accepted.any(|c| c == currency)
+    }
+
     /// Looks up a SKU.
     pub fn get(&self, sku: &str) -> Option<&CatalogItem> {
         self.by_sku.get(sku).map(|&i| &self.items[i])

@@ -198,16 +198,16 @@ pub async fn quote(
     let (request, _): (QuoteRequest, _) =
         parse_json(&headers, body, state.settings.max_body_bytes)?;
     // The checkout's own shape rules; a payment, if given, is checked like a checkout's.
-    let problems = CheckoutRequest {
-        currency: request.currency.clone(),
-        lines: request.lines.clone(),
-        shipping_address: request.shipping_address.clone(),
-        coupon_codes: request.coupon_codes.clone(),
-        payment: request.payment.clone().unwrap_or(PaymentRequest {
+    let request = CheckoutRequest {
+        currency: request.currency,
+        lines: request.lines,
+        shipping_address: request.shipping_address,
+        coupon_codes: request.coupon_codes,
+        payment: request.payment.unwrap_or(PaymentRequest {
             token: "quote".into(),
         }),
-    }
-    .structural_problems();
+    };
+    let problems = request.structural_problems();
     if !problems.is_empty() {
         return Err(Problem::invalid(
             format!("the cart has {} problem(s)", problems.len()),
@@ -217,8 +217,9 @@ pub async fn quote(
     let pricing = &state.pricing;
     let book = pricing.book.load_full();
     let country = &request.shipping_address.country;
-    if !pricing.currencies.contains(&request.currency)
-        || request.currency != book.catalog.currency().as_str()
+    if !book
+        .catalog
+        .sells_in(&request.currency, pricing.currencies.iter())
     {
         return Err(refused(format!(
             "currency: {} is not supported",

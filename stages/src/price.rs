@@ -77,35 +77,34 @@ impl Price {
                 .filter_map(|p| book.promotions.by_id(&p.id))
                 .collect();
             let mut exhausted = None;
-            for (i, p) in counted.iter().enumerate() {
+            // The uses counted before a used-up one stay counted: pricing again redeems them
+            // again, which changes nothing (one use per promotion and order), and `handle`
+            // gives back whatever the final pricing does not keep. Giving them back here would
+            // free places another order could take before they are redeemed again.
+            for p in &counted {
                 let answer = coupons
                     .redeem(&p.id, order.id, &order.customer_id, UseLimits::of(p))
                     .await
                     .map_err(crate::order_stage::store_error)?;
                 if answer == Redemption::Exhausted {
-                    for earlier in &counted[..i] {
-                        coupons
-                            .restore(&earlier.id, order.id, &order.customer_id)
-                            .await
-                            .map_err(crate::order_stage::store_error)?;
-                    }
                     exhausted = Some(*p);
                     break;
                 }
             }
             match exhausted {
                 None => return Ok(Ok(quote.breakdown)),
-                Some(p) if p.code.is_some() => {
-                    let code = p.code.clone().unwrap_or_default();
-                    return Ok(Err((
-                        RejectionCode::CouponExhausted,
-                        format!("coupon {code} has been used up"),
-                    )));
-                }
-                // Used up between the quote and now: priced again without it.
-                Some(p) => {
-                    used_up.insert(p.id.clone());
-                }
+                Some(p) => match &p.code {
+                    Some(code) => {
+                        return Ok(Err((
+                            RejectionCode::CouponExhausted,
+                            format!("coupon {code} has been used up"),
+                        )));
+                    }
+                    // Used up between the quote and now: priced again without it.
+                    None => {
+                        used_up.insert(p.id.clone());
+                    }
+                },
             }
         }
     }

@@ -52,8 +52,9 @@ impl Validate {
                 format!("{}: quantity must be 1 to {MAX_QUANTITY}", line.sku),
             ));
         }
-        if !self.currencies.contains(&order.currency)
-            || order.currency != self.catalog.currency().as_str()
+        if !self
+            .catalog
+            .sells_in(&order.currency, self.currencies.iter())
         {
             return Some((
                 RejectionCode::Invalid,
