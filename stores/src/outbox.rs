@@ -88,7 +88,9 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
     /// Every try so far, oldest first (the last 20 kept).
     pub attempts: Vec<Attempt>,
-    /// The body, as sent.
+    /// The body, as sent. Not part of the serialized record: stores keep it beside it as it
+    /// is, so an email's text is not escaped into JSON and back at every try.
+    #[serde(skip)]
     pub payload: String,
 }
 

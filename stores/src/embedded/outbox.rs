@@ -35,9 +35,26 @@ impl EmbeddedOutbox {
     }
 }
 
+/// A row: the record as JSON (no raw newline in it), a newline, then the payload as it is.
 fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| redb::Error::Corrupted(format!("outbox message {id}: {e}")))
+    let corrupt = |why: String| redb::Error::Corrupted(format!("outbox message {id}: {why}"));
+    let split = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| corrupt("no payload".into()))?;
+    let mut d: Delivery =
+        serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt(e.to_string()))?;
+    d.payload =
+        String::from_utf8(bytes[split + 1..].to_vec()).map_err(|e| corrupt(e.to_string()))?;
+    Ok(d)
+}
+
+fn encode(d: &Delivery) -> Result<Vec<u8>, redb::Error> {
+    let mut row = serde_json::to_vec(d)
+        .map_err(|e| redb::Error::Corrupted(format!("outbox message {}: {e}", d.id)))?;
+    row.push(b'\n');
+    row.extend_from_slice(d.payload.as_bytes());
+    Ok(row)
 }
 
 fn load(
@@ -68,9 +85,14 @@ impl<'t> Tables<'t> {
         })
     }
 
-    /// Writes `new` in place of `old` (none for a new message), moving it between the time
-    /// indexes as its state says.
-    fn put(&mut self, old: Option<&Delivery>, new: &Delivery) -> Result<(), redb::Error> {
+    /// Writes `new` (encoded as `bytes`) in place of `old` (none for a new message), moving it
+    /// between the time indexes as its state says.
+    fn put(
+        &mut self,
+        old: Option<&Delivery>,
+        new: &Delivery,
+        bytes: &[u8],
+    ) -> Result<(), redb::Error> {
         if let Some(old) = old {
             self.unindex(old)?;
         }
@@ -84,9 +106,7 @@ impl<'t> Tables<'t> {
             }
             _ => {}
         }
-        let bytes = serde_json::to_vec(new)
-            .map_err(|e| redb::Error::Corrupted(format!("outbox message {id}: {e}")))?;
-        self.messages.insert(id, bytes.as_slice())?;
+        self.messages.insert(id, bytes)?;
         Ok(())
     }
 
@@ -112,7 +132,7 @@ impl<'t> Tables<'t> {
         };
         let mut new = old.clone();
         change(&mut new);
-        self.put(Some(&old), &new)?;
+        self.put(Some(&old), &new, &encode(&new)?)?;
         Ok(Some(new))
     }
 }
@@ -163,17 +183,22 @@ impl Outbox for EmbeddedOutbox {
                 payload: m.payload,
             })
             .collect();
+        // Encoded here, not on the writer thread every store of the process shares.
+        let fresh = fresh
+            .into_iter()
+            .map(|d| encode(&d).map(|bytes| (d, bytes)))
+            .collect::<Result<Vec<_>, _>>()?;
         let written = self
             .engine
             .submit(move |txn| {
                 let mut t = Tables::open(txn)?;
                 let mut written = 0;
-                for d in &fresh {
+                for (d, bytes) in &fresh {
                     if t.keys.get(d.key.as_str())?.is_some() {
                         continue;
                     }
                     t.keys.insert(d.key.as_str(), d.id.as_str())?;
-                    t.put(None, d)?;
+                    t.put(None, d, bytes)?;
                     written += 1;
                 }
                 Ok(written)
@@ -207,13 +232,38 @@ impl Outbox for EmbeddedOutbox {
         if tries.is_empty() {
             return Ok(0);
         }
+        // Read, changed and encoded here, off the writer thread; the write only swaps rows,
+        // and leaves one that changed meanwhile (retried by hand) as it is now.
+        let changes = self.engine.read(|txn| {
+            let Some(messages) = open_read(txn, MESSAGES)? else {
+                return Ok(Vec::new());
+            };
+            let mut changes = Vec::with_capacity(tries.len());
+            for tried in &tries {
+                let Some(stored) = messages.get(tried.id.as_str())? else {
+                    continue;
+                };
+                let before = stored.value().to_vec();
+                let old = decode(&tried.id, &before)?;
+                let mut new = old.clone();
+                apply_try(&mut new, tried);
+                let bytes = encode(&new)?;
+                changes.push((before, old, new, bytes));
+            }
+            Ok(changes)
+        })?;
         Ok(self
             .engine
             .submit(move |txn| {
                 let mut t = Tables::open(txn)?;
                 let mut found = 0;
-                for tried in &tries {
-                    if t.change(&tried.id, |d| apply_try(d, tried))?.is_some() {
+                for (before, old, new, bytes) in &changes {
+                    let current = t
+                        .messages
+                        .get(old.id.as_str())?
+                        .map(|v| v.value() == before.as_slice());
+                    if current == Some(true) {
+                        t.put(Some(old), new, bytes)?;
                         found += 1;
                     }
                 }
