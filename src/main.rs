@@ -173,7 +173,7 @@ async fn run(command: Command, config: Config) -> Result<ExitCode> {
             };
             return Ok(commands::token(&config, &sub, &scope, ttl, signing).map(|()| ok)?);
         }
-        Command::Audit => return Ok(exit(commands::audit(&config).await?)),
+        Command::Audit => return Ok(exit(orderflow_app::audit::audit(&config).await?)),
         Command::Price { cart, customer, at } => {
             let request = orderflow_app::quote::Request {
                 cart: &cart,

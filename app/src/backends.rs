@@ -15,16 +15,16 @@ use orderflow_storage::kv::{DB_FILE, Engine};
 use orderflow_storage::segment::{GroupPartition, legacy};
 use orderflow_stores::embedded::{
     EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
-    EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
+    EmbeddedPaymentJournal, EmbeddedRefundLedger, EmbeddedStatusFeed, LocalRateLimiter,
 };
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
-    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisStatusFeed,
+    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisRefundLedger, RedisStatusFeed,
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
 use orderflow_stores::{
-    CouponLedger, IdempotencyStore, OrderStore, Outbox, RateLimiter, SkuStock, StatusFeed,
-    StockLedger,
+    CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, RateLimiter, RefundLedger,
+    SkuStock, StatusFeed, StockLedger,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,10 @@ pub struct Backends {
     pub limiter: Arc<dyn RateLimiter>,
     /// Coupon-use counters.
     pub coupons: Arc<dyn CouponLedger>,
+    /// Refunds counted against each order's capture.
+    pub refunds: Arc<dyn RefundLedger>,
+    /// The simulated provider's journal of charges and refunds (the money audit reads it).
+    pub payments: Arc<dyn PaymentJournal>,
     /// Live status changes.
     pub feed: Arc<dyn StatusFeed>,
     /// Messages to deliver (emails, webhooks).
@@ -161,44 +165,50 @@ impl Backends {
         let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
         let webhooks = config.webhook.endpoints()?;
         let backends = match connect_redis(config).await? {
-            Some(hot) => Self {
-                log,
+            Some(hot) => {
                 // Shared by every charge worker: a charge redelivered to another process is
                 // answered from here, never captured twice.
-                provider: Arc::new(SimulatedProvider::new(Arc::new(RedisPaymentJournal::new(
-                    hot.clone(),
-                )))),
-                ledger: Arc::new(RedisLedger::new(hot.clone())),
-                idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
-                orders: Arc::new(CachedOrderStore::new(
-                    RedisOrderCache::new(hot.clone()),
-                    durable_orders,
-                )),
-                limiter: Arc::new(RedisRateLimiter::new(hot.clone())),
-                coupons: Arc::new(RedisCoupons::new(hot.clone())),
-                feed: {
-                    let (feed, tasks) = RedisStatusFeed::connect(hot).await.map_err(|e| {
-                        AppError::backend("Redis for status changes", "redis.url", e)
-                    })?;
-                    chores.push(Chore::task("redis-status-feed", tasks));
-                    Arc::new(feed)
-                },
-                outbox,
-                webhooks,
-                catalog,
-                prices,
-                tables,
-            },
+                let payments: Arc<dyn PaymentJournal> =
+                    Arc::new(RedisPaymentJournal::new(hot.clone()));
+                Self {
+                    log,
+                    provider: Arc::new(SimulatedProvider::new(payments.clone())),
+                    payments,
+                    refunds: Arc::new(RedisRefundLedger::new(hot.clone())),
+                    ledger: Arc::new(RedisLedger::new(hot.clone())),
+                    idempotency: Arc::new(RedisIdempotency::new(hot.clone())),
+                    orders: Arc::new(CachedOrderStore::new(
+                        RedisOrderCache::new(hot.clone()),
+                        durable_orders,
+                    )),
+                    limiter: Arc::new(RedisRateLimiter::new(hot.clone())),
+                    coupons: Arc::new(RedisCoupons::new(hot.clone())),
+                    feed: {
+                        let (feed, tasks) = RedisStatusFeed::connect(hot).await.map_err(|e| {
+                            AppError::backend("Redis for status changes", "redis.url", e)
+                        })?;
+                        chores.push(Chore::task("redis-status-feed", tasks));
+                        Arc::new(feed)
+                    },
+                    outbox,
+                    webhooks,
+                    catalog,
+                    prices,
+                    tables,
+                }
+            }
             None => {
                 let idempotency = EmbeddedIdempotency::new(engine.clone());
                 let ledger = EmbeddedLedger::open(engine.clone())?;
                 chores.extend(ledger_chores(&ledger));
                 chores.push(idempotency_chore(idempotency.clone()));
+                let payments: Arc<dyn PaymentJournal> =
+                    Arc::new(EmbeddedPaymentJournal::new(engine.clone()));
                 Self {
                     log,
-                    provider: Arc::new(SimulatedProvider::new(Arc::new(
-                        EmbeddedPaymentJournal::new(engine.clone()),
-                    ))),
+                    provider: Arc::new(SimulatedProvider::new(payments.clone())),
+                    payments,
+                    refunds: Arc::new(EmbeddedRefundLedger::new(engine.clone())),
                     ledger: Arc::new(ledger),
                     idempotency: Arc::new(idempotency),
                     orders: durable_orders,
@@ -223,6 +233,7 @@ impl Backends {
             prices: self.prices.clone(),
             ledger: self.ledger.clone(),
             coupons: self.coupons.clone(),
+            refunds: self.refunds.clone(),
             provider: self.provider.clone(),
             outbox: self.outbox.clone(),
             webhooks: self.webhooks.clone(),
@@ -459,11 +470,25 @@ pub async fn connect_coupons(config: &Config) -> Result<Option<Arc<dyn CouponLed
         .map(|hot| Arc::new(RedisCoupons::new(hot)) as Arc<dyn CouponLedger>))
 }
 
-/// Only the stock ledger, for `orderflow audit`: on Redis it needs nothing else, so it runs
-/// beside a live process; embedded, it opens the store directory.
-pub async fn connect_ledger(config: &Config) -> Result<Arc<dyn StockLedger>, AppError> {
+/// What `orderflow audit` reads: the stock ledger, the refund ledger and the payment journal.
+pub struct Books {
+    /// Stock levels.
+    pub ledger: Arc<dyn StockLedger>,
+    /// Refunds counted per order.
+    pub refunds: Arc<dyn RefundLedger>,
+    /// The provider's charges and refunds.
+    pub payments: Arc<dyn PaymentJournal>,
+}
+
+/// Only the books, for `orderflow audit`: on Redis they need nothing else, so it runs beside a
+/// live process; embedded, it opens the store directory.
+pub async fn connect_books(config: &Config) -> Result<Books, AppError> {
     if let Some(hot) = connect_redis(config).await? {
-        return Ok(Arc::new(RedisLedger::new(hot)));
+        return Ok(Books {
+            ledger: Arc::new(RedisLedger::new(hot.clone())),
+            refunds: Arc::new(RedisRefundLedger::new(hot.clone())),
+            payments: Arc::new(RedisPaymentJournal::new(hot)),
+        });
     }
     if !matches!(
         (&config.store.url, &config.log.url),
@@ -476,7 +501,11 @@ pub async fn connect_ledger(config: &Config) -> Result<Arc<dyn StockLedger>, App
         )));
     }
     let engine = Engines::new(config).get(config.store_dir())?;
-    Ok(Arc::new(EmbeddedLedger::open(engine)?))
+    Ok(Books {
+        ledger: Arc::new(EmbeddedLedger::open(engine.clone())?),
+        refunds: Arc::new(EmbeddedRefundLedger::new(engine.clone())),
+        payments: Arc::new(EmbeddedPaymentJournal::new(engine)),
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::supervisor::Chore;
 use orderflow_ingest::limits::Backlog;
 use orderflow_pipeline::{Log, LogError};
-use orderflow_stages::topology::{PROJECTOR, STAGES};
+use orderflow_stages::topology::{PROJECTOR, REFUND, STAGES};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,11 @@ pub fn reader(config: &Config, b: &Backends, backlog: Arc<Backlog>) -> Chore {
 /// behind it lets orders pile up where its lag never shows them.
 pub async fn pipeline_backlog(log: &dyn Log) -> Result<u64, LogError> {
     let mut total = 0;
-    for spec in STAGES.iter().filter(|s| s.name != PROJECTOR) {
+    // Refunds are not orders on their way: they never hold a checkout back.
+    for spec in STAGES
+        .iter()
+        .filter(|s| s.name != PROJECTOR && s.name != REFUND)
+    {
         for topic in spec.input_topics() {
             total += log.backlog(spec.name, &topic).await?;
         }

@@ -1,7 +1,8 @@
-//! The one-shot commands: `seed`, `token`, `audit` and `dlq list|replay`. Each prints its
+//! The one-shot commands: `seed`, `token` and `dlq list|replay` (`audit` is in
+//! [`crate::audit`]). Each prints its
 //! report to stdout (progress to stderr) and says through its result whether it succeeded.
 
-use crate::backends::{self, Backends};
+use crate::backends::Backends;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::process::warn_dev_secret;
@@ -77,43 +78,6 @@ pub fn token(
     })?;
     println!("{token}");
     Ok(())
-}
-
-/// Checks `initial = available + reserved + committed` for every SKU and prints the table;
-/// `Ok(false)` on a breach.
-pub async fn audit(config: &Config) -> Result<bool, AppError> {
-    let ledger = backends::connect_ledger(config).await?;
-    let levels = ledger.levels().await?;
-    println!(
-        "{:<12} {:>10} {:>10} {:>10} {:>10}  ok",
-        "sku", "initial", "available", "reserved", "committed"
-    );
-    let mut breaches = 0;
-    for l in &levels {
-        let ok = l.balanced();
-        breaches += usize::from(!ok);
-        println!(
-            "{:<12} {:>10} {:>10} {:>10} {:>10}  {}",
-            l.sku,
-            l.initial,
-            l.available,
-            l.reserved,
-            l.committed,
-            if ok { "yes" } else { "BREACH" }
-        );
-    }
-    if breaches > 0 {
-        eprintln!(
-            "orderflow: audit: {breaches} of {} SKUs break initial = available + reserved + committed",
-            levels.len()
-        );
-        return Ok(false);
-    }
-    println!(
-        "{} SKUs checked: initial = available + reserved + committed holds for all",
-        levels.len()
-    );
-    Ok(true)
 }
 
 /// The dead-letter topic named by `topic` (a source topic or its `.dlq`), if it is one of ours.

@@ -17,6 +17,7 @@
 //!   readiness, disk, stock and dead-letter gauges current.
 //! - [`error`]: the [`AppError`] type.
 
+pub mod audit;
 pub mod backends;
 pub mod backlog;
 pub mod commands;

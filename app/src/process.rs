@@ -343,6 +343,7 @@ fn api_state(
     AppState {
         log: b.log.clone(),
         ledger: b.ledger.clone(),
+        refunds: b.refunds.clone(),
         idempotency: b.idempotency.clone(),
         orders: b.orders.clone(),
         limiter: b.limiter.clone(),
@@ -365,6 +366,8 @@ fn api_state(
         settings: Arc::new(ApiSettings {
             max_body_bytes: config.api.max_body_bytes,
             accepted_topic: topology::ACCEPTED.to_owned(),
+            cancel_requested_topic: topology::CANCEL_REQUESTED.to_owned(),
+            refunds_topic: topology::REFUNDS_REQUESTED.to_owned(),
             idempotency_ttl: config.api.idempotency_ttl(),
             customer_limit: rate(limits.customer_per_second, limits.customer_burst).filter(|_| on),
             ip_limit: rate(limits.ip_per_second, limits.ip_burst).filter(|_| on),

@@ -12,6 +12,7 @@ pub mod money;
 pub mod number;
 pub mod order;
 pub mod pricing;
+pub mod refund;
 pub mod schema;
 pub mod status;
 pub mod timestamp;
@@ -28,6 +29,10 @@ pub use order::{
 pub use pricing::{
     AppliedPromotion, Cart, CouponReason, LineDiscount, PriceBook, PriceBreakdown, PriceError,
     PricedLine, Promotion, Promotions, Quote, RejectedCoupon, SharedPriceBook, TableError, TaxLine,
+};
+pub use refund::{
+    Cancellation, PaymentStatus, PaymentSummary, Refund, RefundStatus, cancellation_refund_id,
+    new_refund_id,
 };
 pub use status::OrderStatus;
 pub use view::{OrderView, TimelineEntry};

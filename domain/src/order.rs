@@ -1,6 +1,6 @@
 //! The order as it travels the pipeline: what the customer asked for, then each stage's part.
 
-use crate::{Currency, Money, OrderId, OrderStatus, PriceBreakdown};
+use crate::{Cancellation, Currency, Money, OrderId, OrderStatus, PriceBreakdown, Refund};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -286,6 +286,12 @@ pub struct Order {
     /// Set by whichever stage rejected the order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<Rejection>,
+    /// Set by the stage that cancelled the order at the customer's request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<Cancellation>,
+    /// Refunds of the capture this event knows of (a refund event carries its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
 }
 
 impl Order {
@@ -311,6 +317,8 @@ impl Order {
             shipment: None,
             notification: None,
             rejection: None,
+            cancellation: None,
+            refunds: Vec::new(),
         }
     }
 }
@@ -344,6 +352,15 @@ impl OrderEvent {
             after: self.status,
         });
         self.advance(OrderStatus::Rejected)
+    }
+
+    /// The cancellation of this order by `stage`, which has given back what the order held.
+    pub fn cancel(mut self, stage: &str) -> Self {
+        self.order.cancellation = Some(Cancellation {
+            stage: stage.to_owned(),
+            after: self.status,
+        });
+        self.advance(OrderStatus::Cancelled)
     }
 }
 

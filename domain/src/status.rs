@@ -24,11 +24,20 @@ pub enum OrderStatus {
     Completed,
     /// Refused with a reason; terminal.
     Rejected,
+    /// Cancelled at the customer's request before it shipped; terminal (stock, promotion uses
+    /// and any capture given back).
+    Cancelled,
+    /// A timeline mark, never an order's status: the customer asked to cancel.
+    CancelRequested,
+    /// A timeline mark, never an order's status: a refund was paid back (`refund_id` names it).
+    Refunded,
+    /// A timeline mark, never an order's status: the provider refused a refund for good.
+    RefundFailed,
 }
 
 impl OrderStatus {
-    /// All statuses in pipeline order.
-    pub const ALL: [OrderStatus; 8] = [
+    /// All statuses in pipeline order, then the timeline marks.
+    pub const ALL: [OrderStatus; 12] = [
         Self::Accepted,
         Self::Validated,
         Self::Reserved,
@@ -37,11 +46,23 @@ impl OrderStatus {
         Self::Shipped,
         Self::Completed,
         Self::Rejected,
+        Self::Cancelled,
+        Self::CancelRequested,
+        Self::Refunded,
+        Self::RefundFailed,
     ];
 
-    /// True for `Completed` and `Rejected`: nothing follows them.
+    /// True for `Completed`, `Rejected` and `Cancelled`: no status follows them.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Rejected)
+        matches!(self, Self::Completed | Self::Rejected | Self::Cancelled)
+    }
+
+    /// True for the marks that go on the timeline but never become an order's status.
+    pub fn is_mark(self) -> bool {
+        matches!(
+            self,
+            Self::CancelRequested | Self::Refunded | Self::RefundFailed
+        )
     }
 
     /// Position in the lifecycle; a projection never moves an order to a lower rank.
@@ -53,7 +74,9 @@ impl OrderStatus {
             Self::Priced => 3,
             Self::Charged => 4,
             Self::Shipped => 5,
-            Self::Completed | Self::Rejected => 6,
+            Self::Completed | Self::Rejected | Self::Cancelled => 6,
+            // Marks never become the status, so their rank only orders the timeline's ties.
+            Self::CancelRequested | Self::Refunded | Self::RefundFailed => 7,
         }
     }
 
@@ -68,6 +91,10 @@ impl OrderStatus {
             Self::Shipped => "shipped",
             Self::Completed => "completed",
             Self::Rejected => "rejected",
+            Self::Cancelled => "cancelled",
+            Self::CancelRequested => "cancel_requested",
+            Self::Refunded => "refunded",
+            Self::RefundFailed => "refund_failed",
         }
     }
 }
@@ -83,12 +110,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_completed_and_rejected_are_terminal() {
+    fn only_completed_rejected_and_cancelled_are_terminal() {
         let terminal: Vec<_> = OrderStatus::ALL
             .iter()
             .filter(|s| s.is_terminal())
             .collect();
-        assert_eq!(terminal, [&OrderStatus::Completed, &OrderStatus::Rejected]);
+        assert_eq!(
+            terminal,
+            [
+                &OrderStatus::Completed,
+                &OrderStatus::Rejected,
+                &OrderStatus::Cancelled
+            ]
+        );
+        assert!(
+            OrderStatus::ALL
+                .iter()
+                .all(|s| !(s.is_mark() && s.is_terminal()))
+        );
     }
 
     #[test]

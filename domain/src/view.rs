@@ -1,7 +1,8 @@
 //! The order view that customers read, and how events fold into it.
 
 use crate::{
-    LineItem, Notification, OrderEvent, OrderId, OrderStatus, PriceBreakdown, Rejection, Shipment,
+    Cancellation, LineItem, Notification, OrderEvent, OrderId, OrderStatus, Payment,
+    PriceBreakdown, Refund, Rejection, Shipment,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,21 @@ pub struct TimelineEntry {
     #[serde(with = "crate::timestamp")]
     #[schema(value_type = String, format = DateTime)]
     pub at: DateTime<Utc>,
+    /// The refund a `refunded` or `refund_failed` entry is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub refund_id: Option<String>,
+}
+
+impl TimelineEntry {
+    /// An entry for `status` reached at `at`.
+    pub fn new(status: OrderStatus, at: DateTime<Utc>) -> Self {
+        Self {
+            status,
+            at,
+            refund_id: None,
+        }
+    }
 }
 
 /// The projected state of an order, as `GET /v1/orders/{id}` shows it.
@@ -43,7 +59,17 @@ pub struct OrderView {
     /// Coupon codes the order carries (their uses are given back if it is rejected).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coupon_codes: Vec<String>,
-    /// Every status reached, in lifecycle order, each once.
+    /// The capture, once charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Payment>,
+    /// How it was cancelled, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancellation: Option<Cancellation>,
+    /// Refunds of the capture, oldest first, each at its latest status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
+    /// Every status reached in lifecycle order, each once, with the marks (cancel requested,
+    /// refunds) placed among them by time.
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -61,6 +87,9 @@ impl OrderView {
             notification: None,
             rejection: None,
             coupon_codes: o.coupon_codes.clone(),
+            payment: None,
+            cancellation: None,
+            refunds: Vec::new(),
             timeline: Vec::new(),
         };
         view.apply(event);
@@ -68,23 +97,15 @@ impl OrderView {
     }
 
     /// Folds an event in. Idempotent and insensitive to order: a duplicate changes nothing,
-    /// a late event adds its timeline entry but never moves the status backwards, and the first
-    /// terminal status stays.
+    /// a late event adds its timeline entry but never moves the status backwards, the first
+    /// terminal status stays, marks never become the status, and a refund only moves from
+    /// pending to its final status.
     pub fn apply(&mut self, event: &OrderEvent) -> bool {
-        let mut changed = false;
-        if !self.timeline.iter().any(|t| t.status == event.status) {
-            let terminal_already = self.timeline.iter().any(|t| t.status.is_terminal());
-            if !(event.status.is_terminal() && terminal_already) {
-                self.timeline.push(TimelineEntry {
-                    status: event.status,
-                    at: event.at,
-                });
-                self.timeline
-                    .sort_by(|a, b| a.status.rank().cmp(&b.status.rank()).then(a.at.cmp(&b.at)));
-                changed = true;
-            }
-        }
-        if !self.status.is_terminal() && event.status.rank() > self.status.rank() {
+        let mut changed = self.enter(TimelineEntry::new(event.status, event.at));
+        if !event.status.is_mark()
+            && !self.status.is_terminal()
+            && event.status.rank() > self.status.rank()
+        {
             self.status = event.status;
             changed = true;
         }
@@ -93,10 +114,129 @@ impl OrderView {
         changed |= fill(&mut self.totals, &o.pricing);
         changed |= fill(&mut self.shipment, &o.shipment);
         changed |= fill(&mut self.notification, &o.notification);
-        if self.status == OrderStatus::Rejected {
-            changed |= fill(&mut self.rejection, &o.rejection);
+        changed |= fill(&mut self.payment, &o.payment);
+        match self.status {
+            OrderStatus::Rejected => changed |= fill(&mut self.rejection, &o.rejection),
+            OrderStatus::Cancelled => changed |= fill(&mut self.cancellation, &o.cancellation),
+            _ => {}
+        }
+        for refund in &o.refunds {
+            changed |= self.merge_refund(refund);
         }
         changed
+    }
+
+    /// Adds a timeline entry unless it is there (by status and refund) or it would be a second
+    /// terminal status; true if it was added.
+    fn enter(&mut self, entry: TimelineEntry) -> bool {
+        let present = self
+            .timeline
+            .iter()
+            .any(|t| t.status == entry.status && t.refund_id == entry.refund_id);
+        let second_terminal =
+            entry.status.is_terminal() && self.timeline.iter().any(|t| t.status.is_terminal());
+        if present || second_terminal {
+            return false;
+        }
+        self.timeline.push(entry);
+        // Statuses by lifecycle rank (clocks of different processes may disagree), each mark
+        // before the first status reached after it.
+        let (mut statuses, mut marks): (Vec<_>, Vec<_>) =
+            self.timeline.drain(..).partition(|t| !t.status.is_mark());
+        statuses.sort_by(|a, b| a.status.rank().cmp(&b.status.rank()).then(a.at.cmp(&b.at)));
+        marks.sort_by(|a, b| {
+            a.at.cmp(&b.at)
+                .then(a.status.rank().cmp(&b.status.rank()))
+                .then(a.refund_id.cmp(&b.refund_id))
+        });
+        let mut marks = marks.into_iter().peekable();
+        for status in statuses {
+            while let Some(mark) = marks.next_if(|m| m.at < status.at) {
+                self.timeline.push(mark);
+            }
+            self.timeline.push(status);
+        }
+        self.timeline.extend(marks);
+        true
+    }
+
+    /// Takes in a refund: a new one is added, a pending one takes its final status; a final
+    /// one adds its `refunded` or `refund_failed` mark to the timeline.
+    fn merge_refund(&mut self, refund: &Refund) -> bool {
+        let changed = match self
+            .refunds
+            .iter_mut()
+            .find(|r| r.refund_id == refund.refund_id)
+        {
+            None => {
+                self.refunds.push(refund.clone());
+                // Ids are time-ordered (UUIDv7, or the order's own for a cancellation's).
+                self.refunds.sort_by(|a, b| a.refund_id.cmp(&b.refund_id));
+                true
+            }
+            Some(known) if !known.status.is_final() && refund.status.is_final() => {
+                *known = refund.clone();
+                true
+            }
+            Some(_) => false,
+        };
+        let mark = match refund.status {
+            crate::RefundStatus::Pending => return changed,
+            crate::RefundStatus::Succeeded => OrderStatus::Refunded,
+            crate::RefundStatus::Failed => OrderStatus::RefundFailed,
+        };
+        let entered = self.enter(TimelineEntry {
+            status: mark,
+            at: refund.at,
+            refund_id: Some(refund.refund_id.clone()),
+        });
+        changed || entered
+    }
+
+    /// The order as far as its view knows it, for an event made without one in hand (an
+    /// expiry's rejection, a cancel request, an admin's refund): customer, lines, coupon codes,
+    /// totals and capture; the address and payment token, which nothing after them needs, are
+    /// left empty.
+    pub fn order(&self) -> crate::Order {
+        let accepted_at = self
+            .timeline
+            .first()
+            .map_or_else(Utc::now, |entry| entry.at);
+        crate::Order {
+            id: self.order_id,
+            customer_id: self.customer_id.clone(),
+            currency: self
+                .totals
+                .as_ref()
+                .map(|t| t.total.currency.to_string())
+                .unwrap_or_default(),
+            lines: self.lines.clone(),
+            shipping_address: crate::Address {
+                name: String::new(),
+                line1: String::new(),
+                line2: None,
+                city: String::new(),
+                region: String::new(),
+                postal_code: String::new(),
+                country: String::new(),
+            },
+            coupon_codes: self.coupon_codes.clone(),
+            payment_token: String::new(),
+            accepted_at,
+            reservation: None,
+            pricing: self.totals.clone(),
+            payment: self.payment.clone(),
+            shipment: None,
+            notification: None,
+            rejection: None,
+            cancellation: None,
+            refunds: Vec::new(),
+        }
+    }
+
+    /// Whether nothing more will change: a terminal status and no refund still pending.
+    pub fn is_settled(&self) -> bool {
+        self.status.is_terminal() && self.refunds.iter().all(|r| r.status.is_final())
     }
 }
 

@@ -11,6 +11,8 @@
 //! | `GET /v1/orders/{id}` | [`orders`]: the order view with its timeline, `ETag`/304 and `?wait=` long-polls ([`poll`]) |
 //! | `GET /v1/orders` | [`orders`]: the caller's orders, newest first, cursor-paged |
 //! | `GET /v1/orders/{id}/ws` | [`ws`]: one message per status change, closed after a terminal one |
+//! | `POST /v1/orders/{id}/cancel` | [`cancel`]: the stock ledger decides between the cancel and the shipment; 202 or 409 |
+//! | `POST /v1/admin/orders/{id}/refunds` | [`refunds`]: counted against the capture, then paid by the refund step |
 //! | `POST /v1/quotes` | [`pricing`]: the cart's breakdown now, nothing reserved or counted |
 //! | `GET /v1/catalog` | [`catalog`]: SKUs with price and available stock |
 //! | `GET/PUT /v1/admin/stock/{sku}`, `GET /v1/admin/audit` | [`admin`]: stock levels and the ledger audit, scope `admin` |
@@ -26,6 +28,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod cancel;
 pub mod catalog;
 pub mod checkout;
 pub mod edge;
@@ -36,6 +39,7 @@ pub mod orders;
 pub mod poll;
 pub mod pricing;
 pub mod problem;
+pub mod refunds;
 pub mod server;
 pub mod webhooks;
 pub mod ws;
@@ -47,7 +51,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_domain::Catalog;
 use orderflow_pipeline::Log;
 use orderflow_stores::{
-    IdempotencyStore, OrderStore, Outbox, Rate, RateLimiter, StatusFeed, StockLedger,
+    IdempotencyStore, OrderStore, Outbox, Rate, RateLimiter, RefundLedger, StatusFeed, StockLedger,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +67,10 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Topic the checkouts are appended to.
     pub accepted_topic: String,
+    /// Topic an accepted cancel is appended to, for the timeline.
+    pub cancel_requested_topic: String,
+    /// Topic the refunds to pay are appended to.
+    pub refunds_topic: String,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
     /// Checkouts per customer, if limited.
@@ -84,8 +92,10 @@ pub struct ApiSettings {
 pub struct AppState {
     /// The log the checkouts are appended to.
     pub log: Arc<dyn Log>,
-    /// Stock levels.
+    /// Stock levels, and where a cancel is decided.
     pub ledger: Arc<dyn StockLedger>,
+    /// Refunds counted against each order's capture.
+    pub refunds: Arc<dyn RefundLedger>,
     /// `Idempotency-Key` claims.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Order views.

@@ -7,7 +7,9 @@
 //! ([`BadRequest`] … [`Unavailable`]), listed by each handler for the errors it can give.
 
 use crate::problem::ProblemBody;
-use crate::{AppState, admin, catalog, checkout, ops, orders, pricing, webhooks, ws};
+use crate::{
+    AppState, admin, cancel, catalog, checkout, ops, orders, pricing, refunds, webhooks, ws,
+};
 use orderflow_domain::OrderId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,6 +44,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pricing::reload))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::retry_delivery))
+        .routes(routes!(cancel::cancel_order))
+        .routes(routes!(refunds::create_refund))
 }
 
 /// The whole document: the API's routes, the operational ones and `/openapi.json` itself.
@@ -196,6 +200,13 @@ problem_answers! {
     Unprocessable = 422, "`/problems/invalid-request`: readable, but some values are \
         unacceptable (`errors` names each), or `/problems/idempotency-key-reused`: this \
         `Idempotency-Key` came with another body", [];
+    OrderConflict = 409, "`/problems/order-not-cancellable`: the order shipped, completed or \
+        was rejected (the detail names which; a shipped order is refunded instead), or \
+        `/problems/order-not-refundable`: nothing was captured for the order", [];
+    RefundUnprocessable = 422, "`/problems/invalid-request`: some values are unacceptable \
+        (`errors` names each); `/problems/idempotency-key-reused`: this `Idempotency-Key` came \
+        with another amount or reason; `/problems/refund-exceeds-capture`: the order's refunds \
+        would add up to more than its capture", [];
     TooManyRequests = 429, "`/problems/rate-limited`: the client address (any API request) \
         or the customer (checkouts) is over its budget", [RETRY_AFTER];
     Unavailable = 503, "`/problems/unavailable`: a backend cannot take the request now, or \

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use orderflow_domain::{
-    LineItem, OrderId, OrderStatus, OrderView, PriceBreakdown, RejectionCode, Shipment,
-    TimelineEntry,
+    LineItem, OrderId, OrderStatus, OrderView, PaymentSummary, PriceBreakdown, Refund,
+    RejectionCode, Shipment, TimelineEntry,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -47,7 +47,15 @@ pub struct OrderBody {
     /// The coupon codes it carries (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub coupon_codes: Vec<String>,
-    /// Every status reached, in lifecycle order, each once.
+    /// What was captured and given back, once charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub payment: Option<PaymentSummary>,
+    /// Refunds of the capture, oldest first (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<Refund>,
+    /// Every status reached in lifecycle order, each once, with `cancel_requested` and each
+    /// refund's `refunded` or `refund_failed` placed among them by time.
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -338,6 +346,11 @@ pub fn render(view: &OrderView) -> OrderBody {
             detail: r.detail.clone(),
         }),
         coupon_codes: view.coupon_codes.clone(),
+        payment: view
+            .payment
+            .as_ref()
+            .map(|p| PaymentSummary::of(p.amount, &view.refunds)),
+        refunds: view.refunds.clone(),
         timeline: view.timeline.clone(),
     }
 }

@@ -16,7 +16,8 @@ pub struct ProblemBody {
     /// `/problems/{slug}`, stable per kind of error: `malformed-request`, `unauthorized`,
     /// `forbidden`, `not-found`, `method-not-allowed`, `idempotency-key-in-progress`,
     /// `payload-too-large`, `unsupported-media-type`, `invalid-request`,
-    /// `idempotency-key-reused`, `rate-limited`, `unavailable`, `overloaded`, `internal`.
+    /// `idempotency-key-reused`, `rate-limited`, `unavailable`, `overloaded`, `internal`,
+    /// `order-not-cancellable`, `order-not-refundable`, `refund-exceeds-capture`.
     #[serde(rename = "type")]
     #[schema(pattern = "^/problems/[a-z-]+$")]
     pub kind: String,
@@ -116,6 +117,41 @@ impl Problem {
         );
         p.retry_after = Some(1);
         p
+    }
+
+    /// 409: the order is past the point where it can be cancelled; `status` names where it is.
+    pub fn not_cancellable(status: &str) -> Self {
+        let hint = if status == "rejected" {
+            ""
+        } else {
+            "; a shipped order is refunded instead"
+        };
+        Self::new(
+            StatusCode::CONFLICT,
+            "order-not-cancellable",
+            "Order cannot be cancelled",
+            format!("the order is {status}{hint}"),
+        )
+    }
+
+    /// 409: nothing was captured for the order, so there is nothing to refund.
+    pub fn not_refundable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "order-not-refundable",
+            "Order cannot be refunded",
+            detail,
+        )
+    }
+
+    /// 422: the refunds would add up to more than the order's capture.
+    pub fn refund_exceeds_capture(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refund-exceeds-capture",
+            "Refund exceeds capture",
+            detail,
+        )
     }
 
     /// 413: the body is larger than allowed.

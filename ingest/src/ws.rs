@@ -16,6 +16,7 @@ use futures::StreamExt;
 use orderflow_domain::{OrderId, OrderStatus, OrderView, TimelineEntry};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// How long a follower waits for an order that is not projected yet.
@@ -147,7 +148,7 @@ async fn stream_order(
     };
     let allowed = |view: &OrderView| view.customer_id == claims.sub || claims.has_scope("admin");
     let started = tokio::time::Instant::now();
-    let mut sent = 0;
+    let mut sent: HashSet<(OrderStatus, Option<String>)> = HashSet::new();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -157,20 +158,29 @@ async fn stream_order(
             }
             Ok(Some(view)) => {
                 let ready = sendable(&view);
-                if ready.len() > sent {
+                let fresh: Vec<&TimelineEntry> = ready
+                    .into_iter()
+                    .filter(|e| !sent.contains(&(e.status, e.refund_id.clone())))
+                    .collect();
+                if !fresh.is_empty() {
                     let order = render(&view);
-                    for entry in &ready[sent..] {
-                        let message = json!({ "order_id": id, "status": entry.status, "at": entry.at, "order": order });
+                    for entry in fresh {
+                        let mut message = json!({ "order_id": id, "status": entry.status, "at": entry.at, "order": order });
+                        if let Some(refund_id) = &entry.refund_id {
+                            message["refund_id"] = json!(refund_id);
+                        }
                         send(
                             &mut socket,
                             Message::Text(Utf8Bytes::from(message.to_string())),
                         )
                         .await?;
+                        sent.insert((entry.status, entry.refund_id.clone()));
                     }
-                    sent = ready.len();
-                    if ready.last().is_some_and(|e| e.status.is_terminal()) {
-                        return close(socket, 1000, "order is final").await;
-                    }
+                }
+                // Final once its terminal status is sent and no refund is still to be paid.
+                let terminal_sent = sent.iter().any(|(status, _)| status.is_terminal());
+                if terminal_sent && view.is_settled() {
+                    return close(socket, 1000, "order is final").await;
                 }
             }
             Ok(None) if started.elapsed() >= APPEAR_WITHIN => {
@@ -201,35 +211,45 @@ async fn stream_order(
     }
 }
 
-/// The timeline entries that may be sent: the longest run in lifecycle order with no status
-/// missing. A status projected late waits for the ones before it, so followers always see
-/// statuses in order, each once. A rejection follows the statuses its stage had reached.
+/// The timeline entries that may be sent, in timeline order: the longest run of statuses in
+/// lifecycle order with none missing, and every mark (cancel requested, refunds). A status
+/// projected late waits for the ones before it, so followers see statuses in order, each once;
+/// a rejection or a cancellation follows the statuses reached before it.
 fn sendable(view: &OrderView) -> Vec<&TimelineEntry> {
-    let mut ready = Vec::new();
+    let find = |status: OrderStatus| view.timeline.iter().find(|e| e.status == status);
+    let mut ready: Vec<&TimelineEntry> = Vec::new();
     for status in OrderStatus::ALL {
         if status == OrderStatus::Rejected {
             break;
         }
-        match view.timeline.iter().find(|e| e.status == status) {
+        match find(status) {
             Some(entry) => ready.push(entry),
             None => break,
         }
     }
-    if let Some(rejected) = view
-        .timeline
-        .iter()
-        .find(|e| e.status == OrderStatus::Rejected)
-    {
-        let reached = view
-            .rejection
-            .as_ref()
-            .map_or(1, |r| usize::from(r.after.rank()) + 1);
-        if ready.len() >= reached {
-            ready.truncate(reached);
-            ready.push(rejected);
+    let ending = [
+        (
+            OrderStatus::Rejected,
+            view.rejection.as_ref().map(|r| r.after),
+        ),
+        (
+            OrderStatus::Cancelled,
+            view.cancellation.as_ref().map(|c| c.after),
+        ),
+    ];
+    for (status, after) in ending {
+        if let Some(entry) = find(status) {
+            let reached = after.map_or(1, |a| usize::from(a.rank()) + 1);
+            if ready.len() >= reached {
+                ready.truncate(reached);
+                ready.push(entry);
+            }
         }
     }
-    ready
+    view.timeline
+        .iter()
+        .filter(|e| e.status.is_mark() || ready.iter().any(|r| std::ptr::eq(*r, *e)))
+        .collect()
 }
 
 /// Sends one message; a follower that does not take it within [`SEND_WITHIN`] (or whose buffer
@@ -298,15 +318,46 @@ mod tests {
                 stage: "test".into(),
                 after,
             }),
+            payment: None,
+            cancellation: None,
+            refunds: vec![],
             timeline: statuses
                 .iter()
                 .enumerate()
-                .map(|(i, s)| TimelineEntry {
-                    status: *s,
-                    at: Utc.timestamp_opt(i as i64, 0).single().expect("valid"),
+                .map(|(i, s)| {
+                    TimelineEntry::new(*s, Utc.timestamp_opt(i as i64, 0).single().expect("valid"))
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_cancellation_follows_the_statuses_before_it_and_marks_go_at_once() {
+        use OrderStatus::*;
+        let mut cancelled = view(&[Accepted, CancelRequested, Validated, Cancelled], None);
+        cancelled.cancellation = Some(orderflow_domain::Cancellation {
+            stage: "price".into(),
+            after: Reserved,
+        });
+        // Reserved is not projected yet: the cancellation waits for it, the mark does not.
+        assert_eq!(
+            names(sendable(&cancelled)),
+            ["accepted", "cancel_requested", "validated"]
+        );
+        let at = Utc.timestamp_opt(9, 0).single().expect("valid");
+        cancelled
+            .timeline
+            .insert(3, TimelineEntry::new(Reserved, at));
+        assert_eq!(
+            names(sendable(&cancelled)),
+            [
+                "accepted",
+                "cancel_requested",
+                "validated",
+                "reserved",
+                "cancelled"
+            ]
+        );
     }
 
     fn names(entries: Vec<&TimelineEntry>) -> Vec<&'static str> {

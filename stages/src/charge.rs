@@ -5,7 +5,7 @@ use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
 use dashmap::DashMap;
-use orderflow_domain::{Currency, Money, OrderEvent, OrderStatus, Payment, RejectionCode};
+use orderflow_domain::{Currency, Money, OrderEvent, OrderId, OrderStatus, Payment, RejectionCode};
 use orderflow_pipeline::StageError;
 use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger, StoreError};
 use std::sync::Arc;
@@ -15,6 +15,15 @@ use std::sync::Arc;
 pub enum ChargeResult {
     /// Captured; the provider's payment id.
     Approved(String),
+    /// Refused for good; the provider's reason.
+    Declined(String),
+}
+
+/// What a provider answered to a refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundResult {
+    /// Paid back.
+    Refunded,
     /// Refused for good; the provider's reason.
     Declined(String),
 }
@@ -41,13 +50,27 @@ pub trait PaymentProvider: Send + Sync + 'static {
         token: &str,
         amount: Money,
     ) -> Result<ChargeResult, ProviderError>;
+
+    /// Pays `amount` of `order`'s capture `payment_id` back, once per `refund_id`: a repeat
+    /// returns the first result.
+    async fn refund(
+        &self,
+        order: OrderId,
+        refund_id: &str,
+        payment_id: &str,
+        amount: Money,
+    ) -> Result<RefundResult, ProviderError>;
 }
 
 /// The simulated provider of the demo and the tests: `tok_visa` approves, `tok_decline`
-/// declines, `tok_flaky` fails transiently twice (per key, per process) and then approves;
-/// anything else is declined as an invalid token. Its outcomes are kept in a durable
-/// [`PaymentJournal`], so like a real provider it never captures one key twice, across crashes
-/// and restarts too.
+/// declines, `tok_flaky` fails transiently twice (per key, per process) and then approves,
+/// `tok_norefund` approves; anything else is declined as an invalid token. Refunds are paid,
+/// except that a `tok_flaky` payment's refund fails transiently three times (per refund, per
+/// process) first and a `tok_norefund` payment's refunds are refused for good; a payment id
+/// names its card (`pay_…_flaky`), as sandbox payment ids do. Its outcomes are kept in a
+/// durable [`PaymentJournal`] (charges under `{order}:charge`, refunds under
+/// `{order}:refund:{refund_id}`), so like a real provider it never captures one key or pays one
+/// refund twice, across crashes and restarts too.
 pub struct SimulatedProvider {
     journal: Arc<dyn PaymentJournal>,
     flaky_failures: DashMap<String, u32>,
@@ -73,6 +96,33 @@ impl SimulatedProvider {
             })
             .collect())
     }
+
+    /// Every refund paid: `(order, refund id, amount)`.
+    pub async fn refunds(&self) -> Result<Vec<(OrderId, String, Money)>, ProviderError> {
+        let entries = self.journal.entries().await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(key, outcome)| {
+                let (order, refund_id) = key.split_once(REFUND_KEY)?;
+                let amount = refunded_amount(&outcome)?;
+                Some((order.parse().ok()?, refund_id.to_owned(), amount))
+            })
+            .collect())
+    }
+}
+
+/// Between the order and the refund id in a refund's journal key.
+const REFUND_KEY: &str = ":refund:";
+
+/// Times a `tok_flaky` payment's refund fails before it is paid.
+const FLAKY_REFUND_FAILURES: u32 = 3;
+
+/// The amount of a journal text `refunded|MINOR|CURRENCY`.
+fn refunded_amount(text: &str) -> Option<Money> {
+    let mut parts = text.splitn(3, '|');
+    (parts.next()? == "refunded").then_some(())?;
+    let minor = parts.next()?.parse().ok()?;
+    Some(Money::new(minor, Currency::parse(parts.next()?).ok()?))
 }
 
 /// Journal text of an outcome: `approved|PAYMENT_ID|MINOR|CURRENCY` or `declined|REASON`.
@@ -124,10 +174,11 @@ impl PaymentProvider for SimulatedProvider {
                 )));
             }
         }
+        let payment_id = format!("pay_{}", idempotency_key.replace(':', "_"));
         let outcome = match token {
-            "tok_visa" | "tok_flaky" => {
-                ChargeResult::Approved(format!("pay_{}", idempotency_key.replace(':', "_")))
-            }
+            "tok_visa" => ChargeResult::Approved(payment_id),
+            "tok_flaky" => ChargeResult::Approved(format!("{payment_id}_flaky")),
+            "tok_norefund" => ChargeResult::Approved(format!("{payment_id}_norefund")),
             "tok_decline" => ChargeResult::Declined("card declined".into()),
             _ => ChargeResult::Declined("invalid payment token".into()),
         };
@@ -140,6 +191,39 @@ impl PaymentProvider for SimulatedProvider {
             ProviderError::Unavailable(format!("unreadable journal entry {standing:?}"))
         })?;
         Ok(result)
+    }
+
+    async fn refund(
+        &self,
+        order: OrderId,
+        refund_id: &str,
+        payment_id: &str,
+        amount: Money,
+    ) -> Result<RefundResult, ProviderError> {
+        let key = format!("{order}{REFUND_KEY}{refund_id}");
+        if payment_id.ends_with("_flaky") {
+            let mut failures = self.flaky_failures.entry(key.clone()).or_insert(0);
+            if *failures < FLAKY_REFUND_FAILURES {
+                *failures += 1;
+                return Err(ProviderError::Unavailable(format!(
+                    "simulated refund timeout ({} of {FLAKY_REFUND_FAILURES})",
+                    *failures
+                )));
+            }
+        }
+        let outcome = if payment_id.ends_with("_norefund") {
+            "declined|the card's account is closed".to_owned()
+        } else {
+            format!("refunded|{}|{}", amount.minor, amount.currency)
+        };
+        let standing = self.journal.record_once(&key, &outcome).await?;
+        match standing.split_once('|') {
+            Some(("refunded", _)) => Ok(RefundResult::Refunded),
+            Some(("declined", reason)) => Ok(RefundResult::Declined(reason.to_owned())),
+            _ => Err(ProviderError::Unavailable(format!(
+                "unreadable journal entry {standing:?}"
+            ))),
+        }
     }
 }
 
@@ -207,11 +291,19 @@ impl OrderStage for Charge {
                 // Nothing was ever held, or it was released before any charge was decided:
                 // charging now could sell stock nobody holds.
                 self.restore_coupons(&event).await?;
-                return Ok(Step::Reject(event.reject(
+                return crate::order_stage::refuse_unless_cancelled(
+                    self.ledger.as_ref(),
+                    event,
                     "charge",
                     RejectionCode::ReservationExpired,
                     "no stock is held for this order; nothing was charged",
-                )));
+                )
+                .await;
+            }
+            // Cancelled before the charge: its stock is back already; nothing is captured.
+            PinOutcome::Cancelled => {
+                self.restore_coupons(&event).await?;
+                return Ok(Step::Cancel(event.cancel("charge")));
             }
         }
         let key = format!("{}:charge", event.order.id);
@@ -241,11 +333,14 @@ impl OrderStage for Charge {
                     .await
                     .map_err(crate::order_stage::store_error)?;
                 self.restore_coupons(&event).await?;
-                Ok(Step::Reject(event.reject(
+                crate::order_stage::reject_unless_cancelled(
+                    self.ledger.as_ref(),
+                    event,
                     "charge",
                     RejectionCode::PaymentDeclined,
                     reason,
-                )))
+                )
+                .await
             }
         }
     }

@@ -12,9 +12,7 @@
 
 use crate::topology;
 use chrono::Utc;
-use orderflow_domain::{
-    Address, Order, OrderEvent, OrderStatus, OrderView, RejectionCode, encode_event,
-};
+use orderflow_domain::{OrderEvent, OrderStatus, OrderView, RejectionCode, encode_event};
 use orderflow_pipeline::{Decoded, Log, Message, header};
 use orderflow_stores::{CouponLedger, OrderStore, StockLedger};
 use std::sync::Arc;
@@ -131,46 +129,13 @@ impl ExpirySweeper {
     }
 }
 
-/// The `reservation_expired` rejection of an order, rebuilt from its view: the customer, lines,
-/// coupon codes and totals are known; the address and payment token are not needed by anyone
-/// downstream of a rejection and are left empty.
+/// The `reservation_expired` rejection of an order, rebuilt from its view
+/// ([`OrderView::order`]).
 fn rejection(view: &OrderView) -> OrderEvent {
-    let accepted_at = view
-        .timeline
-        .first()
-        .map_or_else(Utc::now, |entry| entry.at);
-    let order = Order {
-        id: view.order_id,
-        customer_id: view.customer_id.clone(),
-        currency: view
-            .totals
-            .as_ref()
-            .map(|t| t.total.currency.to_string())
-            .unwrap_or_default(),
-        lines: view.lines.clone(),
-        shipping_address: Address {
-            name: String::new(),
-            line1: String::new(),
-            line2: None,
-            city: String::new(),
-            region: String::new(),
-            postal_code: String::new(),
-            country: String::new(),
-        },
-        coupon_codes: view.coupon_codes.clone(),
-        payment_token: String::new(),
-        accepted_at,
-        reservation: None,
-        pricing: view.totals.clone(),
-        payment: None,
-        shipment: None,
-        notification: None,
-        rejection: None,
-    };
     let event = OrderEvent {
         status: view.status,
         at: Utc::now(),
-        order,
+        order: view.order(),
     }
     .reject(
         "expiry",

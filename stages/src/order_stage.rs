@@ -4,8 +4,9 @@
 use crate::topology::{self, Route};
 use async_trait::async_trait;
 use bytes::Bytes;
-use orderflow_domain::{OrderEvent, decode_event, encode_event};
+use orderflow_domain::{OrderEvent, RefundStatus, RejectionCode, decode_event, encode_event};
 use orderflow_pipeline::{Decoded, Message, Outcome, Record, Stage, StageError, header};
+use orderflow_stores::StockLedger;
 
 /// What an order stage decided.
 #[derive(Debug)]
@@ -14,6 +15,9 @@ pub enum Step {
     Advance(OrderEvent),
     /// Refuse the order (after compensating); it goes to `orders.rejected`.
     Reject(OrderEvent),
+    /// End the cancelled order (after giving back what it held); it goes to `orders.cancelled`,
+    /// and to `refunds.requested` too when it carries a pending refund of its capture.
+    Cancel(OrderEvent),
 }
 
 /// A business stage: one order event in, one step out.
@@ -87,7 +91,66 @@ impl<S: OrderStage> Stage for OnOrders<S> {
                     attempt,
                 )?))
             }
+            Step::Cancel(event) => {
+                metrics::counter!("orderflow_orders_cancelled_total", "stage" => self.route.stage)
+                    .increment(1);
+                tracing::debug!(stage = self.route.stage, order_id = %event.order.id, "Order cancelled");
+                let refund = event
+                    .order
+                    .refunds
+                    .iter()
+                    .any(|r| r.status == RefundStatus::Pending);
+                let mut messages = Vec::with_capacity(2);
+                if refund {
+                    messages.push(self.message(
+                        topology::REFUNDS_REQUESTED,
+                        record,
+                        event.clone(),
+                        attempt,
+                    )?);
+                }
+                messages.push(self.message(topology::CANCELLED, record, event, attempt)?);
+                Ok(Outcome::Emit(messages))
+            }
         }
+    }
+}
+
+/// How a stage ends an order it refuses after giving back what the order held: rejected, unless
+/// the customer's cancel reached the ledger first; then cancelled, since a cancel answered 202
+/// must end the order cancelled. The stock is released before this is asked, so the answer is
+/// final.
+pub async fn reject_unless_cancelled(
+    ledger: &dyn StockLedger,
+    event: OrderEvent,
+    stage: &str,
+    code: RejectionCode,
+    detail: impl Into<String>,
+) -> Result<Step, StageError> {
+    if ledger
+        .cancelled(event.order.id)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(Step::Cancel(event.cancel(stage)))
+    } else {
+        Ok(Step::Reject(event.reject(stage, code, detail)))
+    }
+}
+
+/// [`reject_unless_cancelled`] for an order that holds no stock: the refusal is recorded in the
+/// ledger first, so a cancel after it is told the order was rejected.
+pub async fn refuse_unless_cancelled(
+    ledger: &dyn StockLedger,
+    event: OrderEvent,
+    stage: &str,
+    code: RejectionCode,
+    detail: impl Into<String>,
+) -> Result<Step, StageError> {
+    if ledger.refuse(event.order.id).await.map_err(store_error)? {
+        Ok(Step::Reject(event.reject(stage, code, detail)))
+    } else {
+        Ok(Step::Cancel(event.cancel(stage)))
     }
 }
 

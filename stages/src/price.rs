@@ -199,6 +199,13 @@ impl OrderStage for Price {
             .release(event.order.id)
             .await
             .map_err(crate::order_stage::store_error)?;
-        Ok(Step::Reject(event.reject("price", code, detail)))
+        crate::order_stage::reject_unless_cancelled(
+            self.ledger.as_ref(),
+            event,
+            "price",
+            code,
+            detail,
+        )
+        .await
     }
 }

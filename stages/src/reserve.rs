@@ -45,6 +45,7 @@ impl OrderStage for Reserve {
                 event.order.reservation = Some(Reservation { expires_at });
                 Step::Advance(event.advance(OrderStatus::Reserved))
             }
+            ReserveOutcome::Cancelled => Step::Cancel(event.cancel("reserve")),
             ReserveOutcome::Short(short) => {
                 let detail = short
                     .iter()

@@ -6,12 +6,13 @@ use crate::charge::{Charge, PaymentProvider};
 use crate::notify::Notify;
 use crate::price::Price;
 use crate::project::Project;
+use crate::refund::RefundStep;
 use crate::reserve::Reserve;
 use crate::ship::Ship;
 use crate::validate::Validate;
 use orderflow_domain::{Catalog, SharedPriceBook};
 use orderflow_pipeline::Stage;
-use orderflow_stores::{CouponLedger, OrderStore, Outbox, StatusFeed, StockLedger};
+use orderflow_stores::{CouponLedger, OrderStore, Outbox, RefundLedger, StatusFeed, StockLedger};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,17 @@ pub const SHIPPED: &str = "orders.shipped";
 pub const COMPLETED: &str = "orders.completed";
 /// Orders refused, from any stage (terminal).
 pub const REJECTED: &str = "orders.rejected";
+/// Terminal: orders cancelled at the customer's request.
+pub const CANCELLED: &str = "orders.cancelled";
+/// Written by the API when a cancel is accepted; only the projector reads it (the timeline's
+/// `cancel_requested`). The cancel itself travels through the stock ledger.
+pub const CANCEL_REQUESTED: &str = "orders.cancel_requested";
+/// Refunds to pay: an admin's (from the API) or a cancellation's (from the stage that ended it).
+pub const REFUNDS_REQUESTED: &str = "refunds.requested";
+/// Refunds paid or refused, for the projector.
+pub const REFUNDS_COMPLETED: &str = "refunds.completed";
+/// The refund step's name and consumer group.
+pub const REFUND: &str = "refund";
 
 /// One order stage's place in the chain: its name (also its consumer group), what it reads and
 /// where it passes orders on.
@@ -48,8 +60,19 @@ pub struct Route {
 pub const PROJECTOR: &str = "project";
 
 /// Every topic the projector follows: each status has one.
-pub const PROJECTOR_INPUTS: [&str; 8] = [
-    ACCEPTED, VALIDATED, RESERVED, PRICED, CHARGED, SHIPPED, COMPLETED, REJECTED,
+pub const PROJECTOR_INPUTS: [&str; 12] = [
+    ACCEPTED,
+    VALIDATED,
+    RESERVED,
+    PRICED,
+    CHARGED,
+    SHIPPED,
+    COMPLETED,
+    REJECTED,
+    CANCELLED,
+    CANCEL_REQUESTED,
+    REFUNDS_REQUESTED,
+    REFUNDS_COMPLETED,
 ];
 
 /// What the stages are built from: the backends as trait objects and the business settings.
@@ -63,6 +86,8 @@ pub struct StageDeps {
     pub ledger: Arc<dyn StockLedger>,
     /// Coupon-use counters.
     pub coupons: Arc<dyn CouponLedger>,
+    /// Refunds counted against captures.
+    pub refunds: Arc<dyn RefundLedger>,
     /// The payment provider.
     pub provider: Arc<dyn PaymentProvider>,
     /// Messages to deliver (notify's emails, the projector's webhooks).
@@ -121,7 +146,7 @@ impl std::fmt::Debug for StageSpec {
 }
 
 /// Every stage, in pipeline order, the projector last: the one list of stage names.
-pub const STAGES: [StageSpec; 7] = [
+pub const STAGES: [StageSpec; 8] = [
     StageSpec {
         name: "validate",
         inputs: &[ACCEPTED],
@@ -130,7 +155,8 @@ pub const STAGES: [StageSpec; 7] = [
             Arc::new(OnOrders::new(
                 route,
                 Validate::new(d.catalog.clone(), &d.currencies, &d.countries)
-                    .with_promotions(d.prices.clone()),
+                    .with_promotions(d.prices.clone())
+                    .with_ledger(d.ledger.clone()),
             ))
         },
     },
@@ -171,13 +197,30 @@ pub const STAGES: [StageSpec; 7] = [
         name: "ship",
         inputs: &[CHARGED],
         output: Some(SHIPPED),
-        build: |route, d| Arc::new(OnOrders::new(route, Ship::new(d.ledger.clone(), "SimPost"))),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                Ship::new(d.ledger.clone(), "SimPost")
+                    .with_compensation(d.coupons.clone(), d.refunds.clone()),
+            ))
+        },
     },
     StageSpec {
         name: "notify",
         inputs: &[SHIPPED],
         output: Some(COMPLETED),
         build: |route, d| Arc::new(OnOrders::new(route, Notify::new(d.outbox.clone()))),
+    },
+    StageSpec {
+        name: REFUND,
+        inputs: &[REFUNDS_REQUESTED],
+        output: Some(REFUNDS_COMPLETED),
+        build: |route, d| {
+            Arc::new(OnOrders::new(
+                route,
+                RefundStep::new(d.provider.clone(), d.refunds.clone()),
+            ))
+        },
     },
     StageSpec {
         name: PROJECTOR,
@@ -232,7 +275,7 @@ mod tests {
 
     #[test]
     fn routes_chain_from_accepted_to_completed() {
-        let routes: Vec<Route> = routes().collect();
+        let routes: Vec<Route> = routes().filter(|r| r.stage != REFUND).collect();
         assert_eq!(routes.len(), 6);
         assert_eq!(routes[0].input, ACCEPTED);
         for pair in routes.windows(2) {
@@ -243,10 +286,11 @@ mod tests {
             );
         }
         assert_eq!(routes[5].output, COMPLETED);
-        assert_eq!(stage(PROJECTOR).map(|s| s.inputs.len()), Some(8));
+        assert_eq!(stage(PROJECTOR).map(|s| s.inputs.len()), Some(12));
+        assert_eq!(route(REFUND).map(|r| r.output), Some(REFUNDS_COMPLETED));
         assert_eq!(stage_names().len(), STAGES.len());
         assert!(stage("nope").is_none());
         assert_eq!(route("charge").map(|r| r.input), Some(PRICED));
-        assert_eq!(all_topics().len(), 16);
+        assert_eq!(all_topics().len(), 24);
     }
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use orderflow_domain::order::{MAX_LINES, MAX_QUANTITY};
 use orderflow_domain::{Catalog, OrderEvent, OrderStatus, RejectionCode, SharedPriceBook};
 use orderflow_pipeline::StageError;
+use orderflow_stores::StockLedger;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ pub struct Validate {
     currencies: HashSet<String>,
     countries: HashSet<String>,
     promotions: Option<SharedPriceBook>,
+    ledger: Option<Arc<dyn StockLedger>>,
 }
 
 impl Validate {
@@ -24,7 +26,15 @@ impl Validate {
             currencies: currencies.iter().cloned().collect(),
             countries: countries.iter().cloned().collect(),
             promotions: None,
+            ledger: None,
         }
+    }
+
+    /// Records each refusal in `ledger`, so a cancel after it is told the order was rejected
+    /// (and an order cancelled first ends cancelled instead).
+    pub fn with_ledger(mut self, ledger: Arc<dyn StockLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Accepts the coupon codes of the promotions in `book` (without it every code is
@@ -105,9 +115,21 @@ impl Validate {
 #[async_trait]
 impl OrderStage for Validate {
     async fn handle(&self, event: OrderEvent, _attempt: u32) -> Result<Step, StageError> {
-        Ok(match self.problems(&event) {
-            Some((code, detail)) => Step::Reject(event.reject("validate", code, detail)),
-            None => Step::Advance(event.advance(OrderStatus::Validated)),
-        })
+        match (self.problems(&event), &self.ledger) {
+            (Some((code, detail)), Some(ledger)) => {
+                crate::order_stage::refuse_unless_cancelled(
+                    ledger.as_ref(),
+                    event,
+                    "validate",
+                    code,
+                    detail,
+                )
+                .await
+            }
+            (Some((code, detail)), None) => {
+                Ok(Step::Reject(event.reject("validate", code, detail)))
+            }
+            (None, _) => Ok(Step::Advance(event.advance(OrderStatus::Validated))),
+        }
     }
 }

@@ -99,7 +99,9 @@ fn event(lines: &[(&str, u32)], token: &str) -> OrderEvent {
 fn rejection(step: Step) -> RejectionCode {
     match step {
         Step::Reject(e) => e.order.rejection.expect("rejection set").code,
-        Step::Advance(e) => panic!("expected a rejection, got {:?}", e.status),
+        Step::Advance(e) | Step::Cancel(e) => {
+            panic!("expected a rejection, got {:?}", e.status)
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub enum ReserveOutcome {
     Reserved,
     /// Nothing is held; these lines were short.
     Short(Vec<Shortage>),
+    /// Nothing is held: the order was cancelled (before or after a first reservation).
+    Cancelled,
 }
 
 /// What pinning an order's hold found.
@@ -64,6 +66,21 @@ pub enum PinOutcome {
     Released,
     /// There is no hold to pin: none was made, it was refused, or it was released.
     Missing,
+    /// The order was cancelled: its stock is back on the shelf and it must not be charged.
+    Cancelled,
+}
+
+/// What a cancel request found. The ledger decides between a cancel and the ship step (or a
+/// rejection): whichever reaches it first stands, so an order is never both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CancelOutcome {
+    /// The order is cancelled (by this call or an earlier one); any held stock is back on the
+    /// shelf and every later step finds the order cancelled.
+    Cancelled,
+    /// Too late: the order's stock was committed to its shipment.
+    Shipped,
+    /// Too late: the order was refused (short of stock, declined, lapsed, invalid).
+    Rejected,
 }
 
 /// Units of one SKU an order asks to hold.
@@ -131,7 +148,8 @@ pub trait StockLedger: Send + Sync + 'static {
     ) -> Result<ReserveOutcome, StoreError>;
 
     /// Returns held stock to `available` (compensation). True if the order's stock is released
-    /// (now or before, by this call or by expiry); false if there is no hold or it was committed.
+    /// (now or before, by this call, by expiry or by a cancel); false if there is no hold or it
+    /// was committed.
     async fn release(&self, order: OrderId) -> Result<bool, StoreError>;
 
     /// Moves held stock to `committed` (at ship). True if the order's stock is committed (now
@@ -141,6 +159,19 @@ pub trait StockLedger: Send + Sync + 'static {
     /// Exempts a held order from expiry, just before it is charged: a charged order must keep
     /// its stock. Idempotent: a repeat, or a pin after the commit, answers `Pinned` again.
     async fn pin(&self, order: OrderId) -> Result<PinOutcome, StoreError>;
+
+    /// Cancels the order unless it shipped or was refused first, releasing any held stock; a
+    /// repeat answers the same. An order not reserved yet is marked, so its reservation is
+    /// refused ([`ReserveOutcome::Cancelled`]).
+    async fn cancel(&self, order: OrderId) -> Result<CancelOutcome, StoreError>;
+
+    /// Records that an order with no hold is refused (a stage rejects it before reserving), so a
+    /// later cancel answers [`CancelOutcome::Rejected`]. False if it was cancelled first: the
+    /// order must then end cancelled, not rejected.
+    async fn refuse(&self, order: OrderId) -> Result<bool, StoreError>;
+
+    /// Whether the order was cancelled.
+    async fn cancelled(&self, order: OrderId) -> Result<bool, StoreError>;
 
     /// Releases up to `limit` holds that expired by `now` and are neither pinned nor settled,
     /// marking them expired; then returns up to `limit` expired orders whose expiry has not

@@ -9,6 +9,7 @@
 //! - [`StatusFeed`]: live status changes for WebSocket followers.
 //! - [`PaymentJournal`]: the simulated payment provider's durable memory, one outcome per key.
 //!
+//! - [`RefundLedger`]: refunds counted against each order's capture, once per key, never past it.
 //! - [`CouponLedger`]: promotion-code uses, once per order, within each code's limit.
 //! - [`RateLimiter`]: per-customer request budgets for the ingest.
 //!
@@ -26,6 +27,7 @@ pub mod outbox;
 pub mod payments;
 pub mod rate_limit;
 pub mod redis;
+pub mod refunds;
 pub mod scylla;
 
 pub use coupons::{CouponLedger, Redemption, Usage, UseLimits, used_up};
@@ -33,7 +35,8 @@ pub use error::StoreError;
 pub use feed::{StatusChange, StatusFeed};
 pub use idempotency::{Claim, IdempotencyStore};
 pub use ledger::{
-    PinOutcome, ReserveOutcome, Shortage, SkuQuantity, SkuStock, StockLedger, StockLevel,
+    CancelOutcome, PinOutcome, ReserveOutcome, Shortage, SkuQuantity, SkuStock, StockLedger,
+    StockLevel,
 };
 pub use orders::{OrderStore, Page};
 pub use outbox::{
@@ -41,3 +44,4 @@ pub use outbox::{
 };
 pub use payments::PaymentJournal;
 pub use rate_limit::{Rate, RateLimiter};
+pub use refunds::{RefundAnswer, RefundClaim, RefundEntry, RefundLedger};

@@ -7,16 +7,18 @@
 
 use futures::FutureExt;
 use orderflow_domain::OrderId;
+use orderflow_domain::{Currency, Money};
 use orderflow_storage::kv::Engine;
 use orderflow_stores::embedded::{
     EmbeddedCoupons, EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore, EmbeddedOutbox,
-    EmbeddedPaymentJournal, EmbeddedStatusFeed, LocalRateLimiter,
+    EmbeddedPaymentJournal, EmbeddedRefundLedger, EmbeddedStatusFeed, LocalRateLimiter,
 };
 use orderflow_stores::redis::{
     CachedOrderStore, RedisConfig, RedisCoupons, RedisHot, RedisIdempotency, RedisLedger,
-    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisStatusFeed,
+    RedisOrderCache, RedisPaymentJournal, RedisRateLimiter, RedisRefundLedger, RedisStatusFeed,
 };
 use orderflow_stores::scylla::{ScyllaConfig, ScyllaOrderStore};
+use orderflow_stores::{CancelOutcome, RefundAnswer, RefundClaim, RefundLedger};
 use orderflow_stores::{
     Claim, CouponLedger, IdempotencyStore, OrderStore, Outbox, PaymentJournal, PinOutcome, Rate,
     RateLimiter, Redemption, ReserveOutcome, StatusFeed, StockLedger, Usage, UseLimits,
@@ -266,6 +268,292 @@ async fn rate_limiters(fx: &Fixture) -> Matrix<dyn RateLimiter> {
 async fn every_ledger_conforms() {
     let fx = Fixture::new();
     on_each("ledger_conformance", ledgers(&fx).await, ledger_conformance).await;
+}
+
+#[tokio::test]
+async fn every_ledger_decides_cancels_once() {
+    let fx = Fixture::new();
+    on_each("cancel_conformance", ledgers(&fx).await, cancel_conformance).await;
+}
+
+/// Every [`RefundLedger`]: embedded, Redis, Redis Cluster.
+async fn refund_ledgers(fx: &Fixture) -> Matrix<dyn RefundLedger> {
+    vec![
+        ("embedded", Arc::new(EmbeddedRefundLedger::new(fx.engine()))),
+        ("redis", Arc::new(RedisRefundLedger::new(fx.redis().await))),
+        (
+            "redis-cluster",
+            Arc::new(RedisRefundLedger::new(fx.cluster().await)),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_refund_ledger_conforms() {
+    let fx = Fixture::new();
+    on_each(
+        "refund_conformance",
+        refund_ledgers(&fx).await,
+        refund_conformance,
+    )
+    .await;
+}
+
+/// A cancel and the ship step (or a refusal) are decided by the ledger: the first stands, a
+/// cancel releases held stock once, and every later step sees it.
+async fn cancel_conformance(ledger: Arc<dyn StockLedger>) {
+    ledger
+        .seed(&[SkuStock::new("K", 10), SkuStock::new("R", 40)])
+        .await
+        .expect("seed");
+    let level = |l: Arc<dyn StockLedger>| async move {
+        let k = l.level("K").await.expect("level").expect("exists");
+        (k.available, k.reserved, k.committed)
+    };
+    // Before any reservation: marked; the reservation is refused and holds nothing.
+    let early = OrderId::new();
+    assert_eq!(
+        ledger.cancel(early).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        ledger.cancel(early).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert!(ledger.cancelled(early).await.expect("cancelled"));
+    assert_eq!(
+        ledger
+            .reserve(early, &lines(&[("K", 2)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Cancelled
+    );
+    assert!(
+        !ledger.refuse(early).await.expect("refuse"),
+        "cancelled first"
+    );
+    assert_eq!(level(ledger.clone()).await, (10, 0, 0));
+
+    // Held, pinned (a charge under way): the cancel releases the stock once.
+    let held = OrderId::new();
+    ledger
+        .reserve(held, &lines(&[("K", 3)]), TTL)
+        .await
+        .expect("reserve");
+    assert_eq!(ledger.pin(held).await.expect("pin"), PinOutcome::Pinned);
+    assert_eq!(level(ledger.clone()).await, (7, 3, 0));
+    assert_eq!(
+        ledger.cancel(held).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        ledger.cancel(held).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(level(ledger.clone()).await, (10, 0, 0));
+    assert_eq!(ledger.pin(held).await.expect("pin"), PinOutcome::Cancelled);
+    assert!(
+        !ledger.commit(held).await.expect("commit"),
+        "a cancelled order never ships"
+    );
+    assert!(
+        ledger.release(held).await.expect("release"),
+        "its stock is back"
+    );
+    assert_eq!(
+        ledger
+            .reserve(held, &lines(&[("K", 3)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Cancelled
+    );
+    assert!(ledger.cancelled(held).await.expect("cancelled"));
+    assert_eq!(level(ledger.clone()).await, (10, 0, 0));
+
+    // Shipped first: too late.
+    let shipped = OrderId::new();
+    ledger
+        .reserve(shipped, &lines(&[("K", 1)]), TTL)
+        .await
+        .expect("reserve");
+    assert!(ledger.commit(shipped).await.expect("commit"));
+    assert_eq!(
+        ledger.cancel(shipped).await.expect("cancel"),
+        CancelOutcome::Shipped
+    );
+    assert!(!ledger.cancelled(shipped).await.expect("cancelled"));
+    assert_eq!(level(ledger.clone()).await, (9, 0, 1));
+
+    // Refused first: short of stock, released by a rejection, or refused before reserving.
+    let short = OrderId::new();
+    assert!(matches!(
+        ledger
+            .reserve(short, &lines(&[("K", 99)]), TTL)
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Short(_)
+    ));
+    let declined = OrderId::new();
+    ledger
+        .reserve(declined, &lines(&[("K", 1)]), TTL)
+        .await
+        .expect("reserve");
+    assert!(ledger.release(declined).await.expect("release"));
+    let invalid = OrderId::new();
+    assert!(ledger.refuse(invalid).await.expect("refuse"));
+    assert!(ledger.refuse(invalid).await.expect("refuse"), "a repeat");
+    for order in [short, declined, invalid] {
+        assert_eq!(
+            ledger.cancel(order).await.expect("cancel"),
+            CancelOutcome::Rejected
+        );
+        assert!(!ledger.cancelled(order).await.expect("cancelled"));
+    }
+    assert_eq!(level(ledger.clone()).await, (9, 0, 1));
+
+    // Racing: each order is decided once, either way, and the stock adds up.
+    let racing: Vec<OrderId> = (0..40).map(|_| OrderId::new()).collect();
+    for order in &racing {
+        ledger
+            .reserve(*order, &lines(&[("R", 1)]), TTL)
+            .await
+            .expect("reserve");
+    }
+    let tasks: Vec<_> = racing
+        .iter()
+        .enumerate()
+        .map(|(i, order)| {
+            let (ledger, order) = (ledger.clone(), *order);
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let shipped = ledger.commit(order).await.expect("commit");
+                    let cancel = ledger.cancel(order).await.expect("cancel");
+                    (shipped, cancel)
+                } else {
+                    let cancel = ledger.cancel(order).await.expect("cancel");
+                    let shipped = ledger.commit(order).await.expect("commit");
+                    (shipped, cancel)
+                }
+            })
+        })
+        .collect();
+    let mut shipped_count = 0;
+    for task in tasks {
+        let (shipped, cancel) = task.await.expect("joins");
+        assert_ne!(
+            shipped,
+            cancel == CancelOutcome::Cancelled,
+            "exactly one of the two"
+        );
+        shipped_count += u64::from(shipped);
+    }
+    let r = ledger.level("R").await.expect("level").expect("exists");
+    assert_eq!(
+        (r.available, r.reserved, r.committed),
+        (40 - shipped_count, 0, shipped_count)
+    );
+}
+
+/// Refunds count against the capture once per key and never past it; a failed one is given
+/// back once.
+async fn refund_conformance(refunds: Arc<dyn RefundLedger>) {
+    let usd = Currency::parse("USD").expect("valid");
+    let order = OrderId::new();
+    let claim = |key: &str, amount: Option<i64>| RefundClaim {
+        key: key.to_owned(),
+        refund_id: format!("rf_{key}"),
+        amount: amount.map(|m| Money::new(m, usd)),
+        reason: "test".to_owned(),
+        captured: Money::new(1000, usd),
+    };
+    let accepted = |answer: RefundAnswer| match answer {
+        RefundAnswer::Accepted(entry) => entry,
+        other => panic!("expected an accepted refund, got {other:?}"),
+    };
+    let first = accepted(
+        refunds
+            .request(order, claim("a", Some(300)))
+            .await
+            .expect("request"),
+    );
+    assert_eq!(
+        (first.refund_id.as_str(), first.amount.minor),
+        ("rf_a", 300)
+    );
+    // The same key again, whatever it says now: the first refund.
+    assert_eq!(
+        refunds
+            .request(order, claim("a", Some(999)))
+            .await
+            .expect("request"),
+        RefundAnswer::Repeat(first.clone())
+    );
+    accepted(
+        refunds
+            .request(order, claim("b", Some(600)))
+            .await
+            .expect("request"),
+    );
+    assert_eq!(
+        refunds
+            .request(order, claim("c", Some(101)))
+            .await
+            .expect("request"),
+        RefundAnswer::Exceeds {
+            refunded: Money::new(900, usd)
+        }
+    );
+    // The rest, for a cancellation: what is left.
+    let rest = accepted(
+        refunds
+            .request(order, claim("cancel", None))
+            .await
+            .expect("request"),
+    );
+    assert_eq!(rest.amount.minor, 100);
+    assert_eq!(
+        refunds
+            .request(order, claim("again", None))
+            .await
+            .expect("request"),
+        RefundAnswer::Nothing
+    );
+    // A refused refund gives its amount back, once; it can then be asked for again.
+    assert!(refunds.fail(order, "rf_b").await.expect("fail"));
+    assert!(!refunds.fail(order, "rf_b").await.expect("fail"));
+    assert!(!refunds.fail(order, "rf_unknown").await.expect("fail"));
+    accepted(
+        refunds
+            .request(order, claim("d", Some(600)))
+            .await
+            .expect("request"),
+    );
+    let other = OrderId::new();
+    accepted(
+        refunds
+            .request(other, claim("a", Some(1000)))
+            .await
+            .expect("request"),
+    );
+    let totals = refunds.totals().await.expect("totals");
+    assert!(totals.contains(&(order, 1000)), "{totals:?}");
+    assert!(totals.contains(&(other, 1000)), "{totals:?}");
+    // Racing claims of one order never pass the capture together.
+    let racer = OrderId::new();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let refunds = refunds.clone();
+            let claim = claim(&format!("r{i}"), Some(100));
+            tokio::spawn(async move { refunds.request(racer, claim).await.expect("request") })
+        })
+        .collect();
+    let mut counted = 0;
+    for task in tasks {
+        if matches!(task.await.expect("joins"), RefundAnswer::Accepted(_)) {
+            counted += 1;
+        }
+    }
+    assert_eq!(counted, 10, "ten of 100 fill a capture of 1000");
 }
 
 #[tokio::test]

@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The webhook event types orderflow sends.
-pub const EVENTS: [&str; 2] = ["order.completed", "order.rejected"];
+pub const EVENTS: [&str; 3] = ["order.completed", "order.rejected", "order.cancelled"];
 
 /// The event type a terminal status is announced as, if any.
 pub fn event_of(status: OrderStatus) -> Option<&'static str> {
     match status {
         OrderStatus::Completed => Some("order.completed"),
         OrderStatus::Rejected => Some("order.rejected"),
+        OrderStatus::Cancelled => Some("order.cancelled"),
         _ => None,
     }
 }

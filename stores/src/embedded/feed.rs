@@ -116,6 +116,9 @@ mod tests {
             notification: None,
             coupon_codes: vec![],
             rejection: None,
+            payment: None,
+            cancellation: None,
+            refunds: vec![],
             timeline: vec![],
         };
         let (a, b) = (OrderId::new(), OrderId::new());

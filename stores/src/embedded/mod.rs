@@ -8,6 +8,7 @@ mod orders;
 mod outbox;
 mod payments;
 mod rate_limit;
+mod refunds;
 
 pub use coupons::EmbeddedCoupons;
 pub use feed::EmbeddedStatusFeed;
@@ -17,6 +18,7 @@ pub use orders::EmbeddedOrderStore;
 pub use outbox::EmbeddedOutbox;
 pub use payments::EmbeddedPaymentJournal;
 pub use rate_limit::LocalRateLimiter;
+pub use refunds::EmbeddedRefundLedger;
 
 use orderflow_storage::kv::open_existing as open_read;
 

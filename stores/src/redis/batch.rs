@@ -37,6 +37,14 @@ pub mod lua {
     pub const COUPON_RESTORE: &str = include_str!("lua/coupon_restore.lua");
     /// Takes a token from a rate-limit bucket.
     pub const RATE_LIMIT: &str = include_str!("lua/rate_limit.lua");
+    /// Cancels an order unless it shipped or was refused first.
+    pub const CANCEL: &str = include_str!("lua/cancel.lua");
+    /// Marks an unreserved order refused unless it was cancelled.
+    pub const REFUSE: &str = include_str!("lua/refuse.lua");
+    /// Counts a refund against the capture.
+    pub const REFUND_REQUEST: &str = include_str!("lua/refund_request.lua");
+    /// Gives a failed refund back to the capture.
+    pub const REFUND_FAIL: &str = include_str!("lua/refund_fail.lua");
 }
 
 /// Which script to run.
@@ -57,6 +65,10 @@ pub enum ScriptName {
     CouponRedeem,
     CouponRestore,
     RateLimit,
+    Cancel,
+    Refuse,
+    RefundRequest,
+    RefundFail,
 }
 
 impl ScriptName {
@@ -77,10 +89,14 @@ impl ScriptName {
             Self::CouponRedeem => "coupon_redeem",
             Self::CouponRestore => "coupon_restore",
             Self::RateLimit => "rate_limit",
+            Self::Cancel => "cancel",
+            Self::Refuse => "refuse",
+            Self::RefundRequest => "refund_request",
+            Self::RefundFail => "refund_fail",
         }
     }
 
-    const ALL: [ScriptName; 14] = [
+    const ALL: [ScriptName; 18] = [
         Self::Reserve,
         Self::Release,
         Self::Commit,
@@ -95,6 +111,10 @@ impl ScriptName {
         Self::CouponRedeem,
         Self::CouponRestore,
         Self::RateLimit,
+        Self::Cancel,
+        Self::Refuse,
+        Self::RefundRequest,
+        Self::RefundFail,
     ];
 
     fn source(self) -> &'static str {
@@ -113,6 +133,10 @@ impl ScriptName {
             Self::CouponRedeem => lua::COUPON_REDEEM,
             Self::CouponRestore => lua::COUPON_RESTORE,
             Self::RateLimit => lua::RATE_LIMIT,
+            Self::Cancel => lua::CANCEL,
+            Self::Refuse => lua::REFUSE,
+            Self::RefundRequest => lua::REFUND_REQUEST,
+            Self::RefundFail => lua::REFUND_FAIL,
         }
     }
 }

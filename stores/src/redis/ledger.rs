@@ -3,7 +3,9 @@
 
 use super::batch::ScriptName;
 use super::{RedisHot, ms, redis_error};
-use crate::{PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError};
+use crate::{
+    CancelOutcome, PinOutcome, ReserveOutcome, Shortage, StockLedger, StockLevel, StoreError,
+};
 use crate::{SkuQuantity, SkuStock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -93,8 +95,10 @@ fn level_from(sku: &str, fields: &HashMap<String, String>) -> Result<StockLevel,
 
 /// Decodes the reserve script's answer.
 fn outcome_from(reply: &str) -> Result<ReserveOutcome, StoreError> {
-    if reply == "R" {
-        return Ok(ReserveOutcome::Reserved);
+    match reply {
+        "R" => return Ok(ReserveOutcome::Reserved),
+        "C" => return Ok(ReserveOutcome::Cancelled),
+        _ => {}
     }
     let rows: Vec<(String, String, String)> = serde_json::from_str(reply)
         .map_err(|e| StoreError::Corrupt(format!("reserve answer {reply:?}: {e}")))?;
@@ -182,8 +186,54 @@ impl StockLedger for RedisLedger {
             "expired" => Ok(PinOutcome::Expired),
             "released" => Ok(PinOutcome::Released),
             "missing" => Ok(PinOutcome::Missing),
+            "cancelled" => Ok(PinOutcome::Cancelled),
             other => Err(StoreError::Corrupt(format!("pin answered {other:?}"))),
         }
+    }
+
+    async fn cancel(&self, order: OrderId) -> Result<CancelOutcome, StoreError> {
+        let reply: String = self
+            .hot
+            .scripts()
+            .call(
+                ScriptName::Cancel,
+                vec![self.hold_key(order), self.expiry_key()],
+                vec![
+                    order.to_string(),
+                    format!("{}stock:", self.prefix),
+                    self.retention_ms(),
+                ],
+            )
+            .await?;
+        match reply.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "shipped" => Ok(CancelOutcome::Shipped),
+            "rejected" => Ok(CancelOutcome::Rejected),
+            other => Err(StoreError::Corrupt(format!("cancel answered {other:?}"))),
+        }
+    }
+
+    async fn refuse(&self, order: OrderId) -> Result<bool, StoreError> {
+        let refused: i64 = self
+            .hot
+            .scripts()
+            .call(
+                ScriptName::Refuse,
+                vec![self.hold_key(order)],
+                vec![self.retention_ms()],
+            )
+            .await?;
+        Ok(refused == 1)
+    }
+
+    async fn cancelled(&self, order: OrderId) -> Result<bool, StoreError> {
+        let state: Option<String> = self
+            .hot
+            .client()
+            .hget(self.hold_key(order), "state")
+            .await
+            .map_err(redis_error)?;
+        Ok(state.as_deref() == Some("cancelled"))
     }
 
     async fn expire_due(

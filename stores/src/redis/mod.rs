@@ -17,6 +17,7 @@ mod ledger;
 mod orders;
 mod payments;
 mod rate_limit;
+mod refunds;
 
 pub use batch::{Scripts, lua, sha1_of};
 pub use coupons::RedisCoupons;
@@ -26,6 +27,7 @@ pub use ledger::RedisLedger;
 pub use orders::{CachedOrderStore, RedisOrderCache};
 pub use payments::RedisPaymentJournal;
 pub use rate_limit::RedisRateLimiter;
+pub use refunds::RedisRefundLedger;
 
 use crate::StoreError;
 use fred::prelude::*;

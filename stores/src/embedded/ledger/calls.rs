@@ -2,7 +2,7 @@
 //! lock and queues the durable change, chained by sequence number.
 
 use super::*;
-use crate::{SkuQuantity, SkuStock};
+use crate::{CancelOutcome, SkuQuantity, SkuStock};
 
 #[async_trait]
 impl StockLedger for EmbeddedLedger {
@@ -51,6 +51,9 @@ impl StockLedger for EmbeddedLedger {
             if let Some(slot) = state.holds.get(&order) {
                 if slot.durable < slot.version {
                     return Err(not_yet_durable());
+                }
+                if slot.hold.state == HoldState::Cancelled {
+                    return Ok(ReserveOutcome::Cancelled);
                 }
                 return Ok(slot.hold.outcome.clone());
             }
@@ -147,6 +150,7 @@ impl StockLedger for EmbeddedLedger {
                 HoldState::Expired => return Ok(PinOutcome::Expired),
                 HoldState::Released if slot.hold.pinned => return Ok(PinOutcome::Released),
                 HoldState::Released | HoldState::Refused => return Ok(PinOutcome::Missing),
+                HoldState::Cancelled => return Ok(PinOutcome::Cancelled),
             }
             self.touch_hold(&mut state, order, |hold| hold.pinned = true)
         };
@@ -154,6 +158,59 @@ impl StockLedger for EmbeddedLedger {
             write.await?;
         }
         Ok(PinOutcome::Pinned)
+    }
+
+    async fn cancel(&self, order: OrderId) -> Result<CancelOutcome, StoreError> {
+        let write = {
+            let mut state = self.state.lock();
+            state.usable()?;
+            self.load_evicted(&mut state, order)?;
+            match state.holds.get(&order) {
+                None => self.mark_unreserved(&mut state, order, HoldState::Cancelled),
+                Some(slot) if slot.hold.state == HoldState::Held => {
+                    match self.settle_in(&mut state, order, HoldState::Cancelled)? {
+                        Settle::Write(write) => write,
+                        Settle::Done(_) => return Ok(CancelOutcome::Cancelled),
+                    }
+                }
+                Some(slot) if slot.durable < slot.version => return Err(not_yet_durable()),
+                Some(slot) => {
+                    return Ok(match slot.hold.state {
+                        HoldState::Cancelled => CancelOutcome::Cancelled,
+                        HoldState::Committed => CancelOutcome::Shipped,
+                        _ => CancelOutcome::Rejected,
+                    });
+                }
+            }
+        };
+        write.await?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    async fn refuse(&self, order: OrderId) -> Result<bool, StoreError> {
+        let write = {
+            let mut state = self.state.lock();
+            state.usable()?;
+            self.load_evicted(&mut state, order)?;
+            match state.holds.get(&order) {
+                None => self.mark_unreserved(&mut state, order, HoldState::Refused),
+                Some(slot) if slot.durable < slot.version => return Err(not_yet_durable()),
+                Some(slot) => return Ok(slot.hold.state != HoldState::Cancelled),
+            }
+        };
+        write.await?;
+        Ok(true)
+    }
+
+    async fn cancelled(&self, order: OrderId) -> Result<bool, StoreError> {
+        let mut state = self.state.lock();
+        state.usable()?;
+        self.load_evicted(&mut state, order)?;
+        match state.holds.get(&order) {
+            None => Ok(false),
+            Some(slot) if slot.durable < slot.version => Err(not_yet_durable()),
+            Some(slot) => Ok(slot.hold.state == HoldState::Cancelled),
+        }
     }
 
     async fn expire_due(

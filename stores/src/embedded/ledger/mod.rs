@@ -39,6 +39,8 @@ enum HoldState {
     Refused,
     /// The hold lapsed before the order was charged; its stock went back on the shelf.
     Expired,
+    /// The order was cancelled; any stock it held went back on the shelf.
+    Cancelled,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -328,9 +330,10 @@ impl EmbeddedLedger {
         let Some(slot) = holds.get_mut(&order) else {
             return Ok(Settle::Done(false));
         };
-        // An expired hold counts as released: its stock is back either way.
+        // An expired or cancelled hold counts as released: its stock is back either way.
         let done = slot.hold.state == to
-            || (to == HoldState::Released && slot.hold.state == HoldState::Expired);
+            || (to == HoldState::Released
+                && matches!(slot.hold.state, HoldState::Expired | HoldState::Cancelled));
         match slot.hold.state {
             _ if done && slot.durable < slot.version => return Err(not_yet_durable()),
             _ if done => return Ok(Settle::Done(true)),
@@ -356,6 +359,37 @@ impl EmbeddedLedger {
             hold: Some((order, slot.hold.clone(), slot.version)),
             seq: (*seq - 1, *seq),
         }))))
+    }
+
+    /// Writes the first record of an order that has no hold: a cancel or a refusal before
+    /// any reservation. Call with the state lock held.
+    fn mark_unreserved(&self, state: &mut State, order: OrderId, to: HoldState) -> Write {
+        let outcome = match to {
+            HoldState::Cancelled => ReserveOutcome::Cancelled,
+            _ => ReserveOutcome::Short(Vec::new()),
+        };
+        let hold = Hold {
+            lines: Vec::new(),
+            state: to,
+            outcome,
+            expires_at_ms: 0,
+            pinned: false,
+            announced: false,
+        };
+        state.holds.insert(
+            order,
+            Slot {
+                hold: hold.clone(),
+                version: 1,
+                durable: 0,
+            },
+        );
+        let seq = state.next_seq();
+        Box::pin(self.persist(Change {
+            levels: Vec::new(),
+            hold: Some((order, hold, 1)),
+            seq,
+        }))
     }
 
     /// Rewrites one hold's record after `change` edits it (no level moves); call with the

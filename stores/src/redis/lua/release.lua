@@ -1,11 +1,11 @@
 -- Returns a held order's units to available (compensation). Idempotent.
 -- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry
 -- ARGV[1] = order id, ARGV[2] = stock key prefix '{wh}:stock:', ARGV[3] = retention (ms)
--- Returns 1 if the stock is released (now or before, also by expiry), 0 if there is no hold or
--- it was committed.
+-- Returns 1 if the stock is released (now or before, also by expiry or a cancel), 0 if there
+-- is no hold or it was committed.
 local hold = redis.call('HMGET', KEYS[1], 'state', 'lines')
 local state = hold[1]
-if state == 'released' or state == 'expired' then
+if state == 'released' or state == 'expired' or state == 'cancelled' then
   return 1
 end
 if state ~= 'held' then

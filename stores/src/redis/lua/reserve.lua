@@ -3,10 +3,14 @@
 -- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry, KEYS[3..2+n] = {wh}:stock:SKU, one per SKU
 -- ARGV[1] = order id, ARGV[2] = expires at (ms since the epoch), ARGV[3] = how long a refusal is
 --   remembered (ms), ARGV[4..3+n] = the SKUs, ARGV[4+n..3+2n] = units per SKU, in KEYS order
--- Returns 'R' when reserved, else a JSON array of shortages [[sku, requested, available], ...].
-local first = redis.call('HGET', KEYS[1], 'outcome')
-if first then
-  return first
+-- Returns 'R' when reserved, 'C' when the order was cancelled, else a JSON array of shortages
+-- [[sku, requested, available], ...].
+local first = redis.call('HMGET', KEYS[1], 'state', 'outcome')
+if first[1] == 'cancelled' then
+  return 'C'
+end
+if first[2] then
+  return first[2]
 end
 local n = #KEYS - 2
 local short = {}
