@@ -334,4 +334,73 @@ mod tests {
         );
         assert!(!view.apply(&rejected), "a duplicate changes nothing");
     }
+
+    #[test]
+    fn cancels_and_refunds_fold_in_any_order_and_marks_never_become_the_status() {
+        use crate::{Money, Payment, Refund, RefundStatus};
+        let events = chain();
+        let usd = crate::Currency::parse("USD").expect("valid");
+        let mut charged = events[4].clone();
+        charged.order.payment = Some(Payment {
+            payment_id: "pay_1".into(),
+            amount: Money::new(1000, usd),
+            captured_at: charged.at,
+        });
+        let mut requested = events[2].clone();
+        requested.status = OrderStatus::CancelRequested;
+        requested.at = events[3].at + Duration::microseconds(1);
+        let refund = |status, at| Refund {
+            refund_id: "rf_1".into(),
+            amount: Money::new(1000, usd),
+            reason: "cancelled".into(),
+            status,
+            at,
+            detail: None,
+        };
+        let mut cancelled = charged.clone().cancel("ship");
+        cancelled.order.refunds = vec![refund(RefundStatus::Pending, cancelled.at)];
+        let mut paid = cancelled.clone();
+        paid.order.refunds = vec![refund(
+            RefundStatus::Succeeded,
+            cancelled.at + Duration::seconds(1),
+        )];
+        let history = [
+            &events[0], &events[1], &events[2], &events[3], &requested, &charged, &cancelled, &paid,
+        ];
+        let expected = fold(&history.iter().map(|e| (*e).clone()).collect::<Vec<_>>());
+        assert_eq!(expected.status, OrderStatus::Cancelled);
+        assert_eq!(
+            expected
+                .timeline
+                .iter()
+                .map(|t| t.status.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "accepted",
+                "validated",
+                "reserved",
+                "priced",
+                "cancel_requested",
+                "charged",
+                "cancelled",
+                "refunded"
+            ]
+        );
+        assert_eq!(expected.refunds[0].status, RefundStatus::Succeeded);
+        assert!(expected.is_settled());
+        let mut reversed: Vec<OrderEvent> = history.iter().map(|e| (*e).clone()).collect();
+        reversed.reverse();
+        assert_eq!(
+            fold(&reversed),
+            expected,
+            "a paid refund is not taken back by its request"
+        );
+        // A completion after the cancellation changes nothing; a mark alone moves no status.
+        let mut view = expected.clone();
+        assert!(!view.apply(&events[6]));
+        let mut early = fold(&events[..2]);
+        early.apply(&requested);
+        assert_eq!(early.status, OrderStatus::Validated);
+        assert!(!early.is_settled());
+    }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use orderflow_domain::{
     Address, Catalog, CatalogItem, CheckoutRequest, Currency, LineItem, Order, OrderEvent, OrderId,
-    OrderStatus, PaymentRequest, RejectionCode, decode_event,
+    OrderStatus, PaymentRequest, RefundStatus, RejectionCode, decode_event,
 };
 use orderflow_pipeline::{ErrorKind, Outcome, Record, Stage};
 use orderflow_stages::charge::{Charge, SimulatedProvider};
@@ -13,9 +13,9 @@ use orderflow_stages::reserve::Reserve;
 use orderflow_stages::validate::Validate;
 use orderflow_stages::{OnOrders, OrderStage, Step, topology};
 use orderflow_storage::kv::Engine;
-use orderflow_stores::SkuStock;
 use orderflow_stores::StockLedger;
 use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedPaymentJournal};
+use orderflow_stores::{CancelOutcome, SkuStock};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -796,4 +796,282 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
             .is_some_and(|t| t.starts_with("order."))
     );
     assert!(body["data"]["order_id"].is_string() && body["timestamp"].is_string());
+}
+
+/// The stores one cancel test runs on.
+struct Books {
+    ledger: Arc<dyn StockLedger>,
+    coupons: Arc<dyn orderflow_stores::CouponLedger>,
+    refunds: Arc<dyn orderflow_stores::RefundLedger>,
+    provider: Arc<SimulatedProvider>,
+}
+
+/// Each order stage in pipeline order, and the refund step.
+struct Pipeline {
+    stages: Vec<(&'static str, Box<dyn OrderStage>)>,
+    refund: orderflow_stages::refund::RefundStep,
+}
+
+fn pipeline(books: &Books, engine: Engine) -> Pipeline {
+    use orderflow_stages::notify::Notify;
+    use orderflow_stages::ship::Ship;
+    let promotions = book(
+        r#"{"promotions":[{"code":"SAVE5","amount_off_minor":500,"max_uses":10}]}"#,
+        0,
+        0,
+    );
+    let stages: Vec<(&'static str, Box<dyn OrderStage>)> = vec![
+        (
+            "validate",
+            Box::new(
+                Validate::new(catalog(), &["USD".into()], &["US".into()])
+                    .with_promotions(promotions.clone())
+                    .with_ledger(books.ledger.clone()),
+            ),
+        ),
+        (
+            "reserve",
+            Box::new(Reserve::new(books.ledger.clone(), Duration::from_secs(60))),
+        ),
+        (
+            "price",
+            Box::new(
+                Price::new(promotions, books.ledger.clone()).with_coupons(books.coupons.clone()),
+            ),
+        ),
+        (
+            "charge",
+            Box::new(
+                Charge::new(books.provider.clone(), books.ledger.clone())
+                    .with_coupons(books.coupons.clone()),
+            ),
+        ),
+        (
+            "ship",
+            Box::new(
+                Ship::new(books.ledger.clone(), "SimPost")
+                    .with_compensation(books.coupons.clone(), books.refunds.clone()),
+            ),
+        ),
+        (
+            "notify",
+            Box::new(Notify::new(Arc::new(
+                orderflow_stores::embedded::EmbeddedOutbox::new(engine),
+            ))),
+        ),
+    ];
+    Pipeline {
+        stages,
+        refund: orderflow_stages::refund::RefundStep::new(
+            books.provider.clone(),
+            books.refunds.clone(),
+        ),
+    }
+}
+
+/// Runs `event` through the stages from `from` to its end; a retryable failure (a flaky
+/// provider) is tried again, as the runner would. The last event and how it ended.
+async fn run_from(p: &Pipeline, mut event: OrderEvent, from: usize) -> (OrderEvent, &'static str) {
+    for (name, stage) in &p.stages[from..] {
+        let step = loop {
+            match stage.handle(event.clone(), 1).await {
+                Ok(step) => break step,
+                Err(e) if e.kind == ErrorKind::Retryable => continue,
+                Err(e) => panic!("{name}: {e:?}"),
+            }
+        };
+        match step {
+            Step::Advance(next) => event = next,
+            Step::Reject(last) => return (last, "rejected"),
+            Step::Cancel(last) => return (last, "cancelled"),
+        }
+    }
+    (event, "completed")
+}
+
+/// The whole lifecycle with a cancel before each stage in turn, and while a flaky provider is
+/// being retried: every cancel accepted before the shipment ends `cancelled` with the stock,
+/// the promotion use and any capture given back, each once; after it, the cancel is refused.
+async fn cancel_at_every_point(books: Books, engine: Engine) {
+    let p = pipeline(&books, engine);
+    books
+        .ledger
+        .seed(&[SkuStock::new("A", 100)])
+        .await
+        .expect("seed");
+    let order_with = |token: &str| {
+        let mut e = event(&[("A", 2)], token);
+        e.order.coupon_codes = vec!["SAVE5".into()];
+        e
+    };
+    let stock = || async {
+        let a = books
+            .ledger
+            .level("A")
+            .await
+            .expect("level")
+            .expect("exists");
+        (a.initial - a.available, a.reserved, a.committed)
+    };
+    for before in 0..=p.stages.len() {
+        let mut event = order_with("tok_visa");
+        let id = event.order.id;
+        if before > 0 {
+            let (reached, how) = run_from_to(&p, event, before).await;
+            assert_eq!(how, "advanced", "before stage {before}");
+            event = reached;
+        }
+        let answer = books.ledger.cancel(id).await.expect("cancel");
+        let shipped = before > 4;
+        assert_eq!(
+            answer,
+            if shipped {
+                CancelOutcome::Shipped
+            } else {
+                CancelOutcome::Cancelled
+            },
+            "cancel before stage {before}"
+        );
+        if shipped {
+            // The capture stands; a shipped order is refunded by an admin instead.
+            let (_, how) = run_from(&p, event, before).await;
+            assert_eq!(how, "completed");
+            continue;
+        }
+        {
+            let (last, how) = run_from(&p, event, before).await;
+            assert_eq!(how, "cancelled", "cancel before stage {before}");
+            assert_eq!(last.status, OrderStatus::Cancelled);
+            let captured = last.order.payment.as_ref().map_or(0, |p| p.amount.minor);
+            let pending: Vec<_> = last.order.refunds.clone();
+            if captured > 0 {
+                assert_eq!(pending.len(), 1, "one refund of the capture");
+                assert_eq!(pending[0].amount.minor, captured);
+                let Ok(Step::Advance(paid)) = p.refund.handle(last.clone(), 1).await else {
+                    panic!("refunded")
+                };
+                assert_eq!(paid.order.refunds[0].status, RefundStatus::Succeeded);
+                // The stage again (a redelivery): the same refund, paid once.
+                let (again, _) = run_from(&p, last.clone(), before.max(4)).await;
+                let ids = |r: &[orderflow_domain::Refund]| {
+                    r.iter()
+                        .map(|r| (r.refund_id.clone(), r.amount))
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(ids(&again.order.refunds), ids(&pending));
+                let Ok(Step::Advance(_)) = p.refund.handle(again, 1).await else {
+                    panic!("refunded")
+                };
+            } else {
+                assert!(pending.is_empty(), "nothing captured, nothing to refund");
+            }
+        }
+        assert_money_and_stock(&books, id).await;
+        assert_eq!(books.coupons.uses("SAVE5").await.expect("uses"), 0);
+    }
+    // Stock and promotion uses: only the two orders that shipped (a cancel before notify and
+    // after it) keep theirs.
+    assert_eq!(stock().await, (4, 0, 4));
+    assert_eq!(books.coupons.uses("SAVE5").await.expect("uses"), 2);
+
+    // A flaky provider being retried at charge: the cancel lands between two tries.
+    let event = order_with("tok_flaky");
+    let id = event.order.id;
+    let (priced, _) = run_from_to(&p, event, 3).await;
+    let charge = &p.stages[3].1;
+    assert!(
+        charge.handle(priced.clone(), 1).await.is_err(),
+        "first try fails"
+    );
+    assert_eq!(
+        books.ledger.cancel(id).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    let (last, how) = run_from(&p, priced, 3).await;
+    assert_eq!((how, last.order.payment.is_none()), ("cancelled", true));
+    assert_money_and_stock(&books, id).await;
+    assert_eq!(stock().await, (4, 0, 4));
+    assert_eq!(books.coupons.uses("SAVE5").await.expect("uses"), 2);
+}
+
+/// Runs `event` through the stages before `to`; "advanced" if it got there.
+async fn run_from_to(p: &Pipeline, mut event: OrderEvent, to: usize) -> (OrderEvent, &'static str) {
+    for (name, stage) in &p.stages[..to] {
+        match stage
+            .handle(event, 1)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"))
+        {
+            Step::Advance(next) => event = next,
+            Step::Reject(last) => return (last, "rejected"),
+            Step::Cancel(last) => return (last, "cancelled"),
+        }
+    }
+    (event, "advanced")
+}
+
+/// The order was captured at most once, and what its refunds paid equals the capture (both 0
+/// when nothing was captured).
+async fn assert_money_and_stock(books: &Books, id: OrderId) {
+    let captures = books.provider.captures().await.expect("captures");
+    let captured: Vec<_> = captures
+        .iter()
+        .filter(|(key, _)| key.starts_with(&id.to_string()))
+        .collect();
+    assert!(captured.len() <= 1, "captured once at most");
+    let refunds = books.provider.refunds().await.expect("refunds");
+    let refunded: i64 = refunds
+        .iter()
+        .filter(|(order, _, _)| *order == id)
+        .map(|(_, _, m)| m.minor)
+        .sum();
+    assert_eq!(
+        refunded,
+        captured.first().map_or(0, |(_, m)| m.minor),
+        "refunded exactly the capture"
+    );
+    let a = books
+        .ledger
+        .level("A")
+        .await
+        .expect("level")
+        .expect("exists");
+    assert!(a.balanced());
+}
+
+#[tokio::test]
+async fn a_cancel_at_every_point_ends_cancelled_with_everything_given_back_embedded() {
+    use orderflow_stores::embedded::{EmbeddedCoupons, EmbeddedRefundLedger};
+    let (_dir, ledger, engine) = ledger().await;
+    let books = Books {
+        ledger,
+        coupons: Arc::new(EmbeddedCoupons::new(engine.clone())),
+        refunds: Arc::new(EmbeddedRefundLedger::new(engine.clone())),
+        provider: Arc::new(SimulatedProvider::new(Arc::new(
+            EmbeddedPaymentJournal::new(engine.clone()),
+        ))),
+    };
+    cancel_at_every_point(books, engine).await;
+}
+
+#[tokio::test]
+async fn a_cancel_at_every_point_ends_cancelled_with_everything_given_back_on_redis() {
+    use orderflow_stores::redis::{
+        RedisConfig, RedisCoupons, RedisHot, RedisLedger, RedisPaymentJournal, RedisRefundLedger,
+    };
+    let server = orderflow_testkit::RedisServer::start();
+    let hot = RedisHot::connect(RedisConfig::new(server.url()))
+        .await
+        .expect("redis");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let books = Books {
+        ledger: Arc::new(RedisLedger::new(hot.clone())),
+        coupons: Arc::new(RedisCoupons::new(hot.clone())),
+        refunds: Arc::new(RedisRefundLedger::new(hot.clone())),
+        provider: Arc::new(SimulatedProvider::new(Arc::new(RedisPaymentJournal::new(
+            hot,
+        )))),
+    };
+    cancel_at_every_point(books, engine).await;
 }
