@@ -76,11 +76,7 @@ pub async fn cancel_order(
     ) {
         return Err(Problem::not_cancellable(view.status.as_str()));
     }
-    let outcome = state.ledger.cancel(id).await.map_err(|e| {
-        tracing::warn!(error = %e, order_id = %id, "Cannot record a cancel");
-        Problem::unavailable("cannot cancel orders now; retry")
-    })?;
-    match outcome {
+    match decide(&state, id).await? {
         CancelOutcome::Cancelled => {}
         CancelOutcome::Shipped => return Err(Problem::not_cancellable("shipped")),
         CancelOutcome::Rejected => return Err(Problem::not_cancellable("rejected")),
@@ -104,6 +100,26 @@ pub async fn cancel_order(
         }),
     )
         .into_response())
+}
+
+/// The ledger's decision on a cancel. A change of the order that is still being written (the
+/// embedded ledger answers only from what is durable) is asked about again, for up to a second,
+/// rather than bounced to the client.
+async fn decide(state: &AppState, id: OrderId) -> Result<CancelOutcome, Problem> {
+    let mut tries = 0;
+    loop {
+        match state.ledger.cancel(id).await {
+            Ok(outcome) => return Ok(outcome),
+            Err(e) if e.is_unavailable() && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, order_id = %id, "Cannot record a cancel");
+                return Err(Problem::unavailable("cannot cancel orders now; retry"));
+            }
+        }
+    }
 }
 
 /// An order id from the path, or 400 naming it.

@@ -251,7 +251,8 @@ impl App {
             .collect()
     }
 
-    /// Polls until every order is terminal; returns their views.
+    /// Polls until every order is terminal and none of its refunds is pending; returns their
+    /// views.
     pub async fn await_terminal(
         &self,
         token: &str,
@@ -289,9 +290,7 @@ impl App {
             pending.clear();
             for (id, view) in views {
                 match view {
-                    Some(v) if v["status"] == "completed" || v["status"] == "rejected" => {
-                        done.push(v)
-                    }
+                    Some(v) if is_settled(&v) => done.push(v),
                     _ => pending.push(id),
                 }
             }
@@ -300,6 +299,34 @@ impl App {
             }
         }
         done
+    }
+
+    /// `POST /v1/orders/{id}/cancel`: the status and body.
+    pub async fn cancel(&self, token: &str, id: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/orders/{id}/cancel")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("cancel");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /v1/admin/orders/{id}/refunds` with `key` as the `Idempotency-Key`.
+    pub async fn refund(&self, admin: &str, id: &str, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url(&format!("/v1/admin/orders/{id}/refunds")))
+            .bearer_auth(admin)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("refund");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// One order's view as its owner sees it (`GET /v1/orders/{id}`).
@@ -555,13 +582,26 @@ pub fn checkout(lines: &[(&str, u32)], token: &str) -> Value {
     })
 }
 
-/// Asserts that `view`'s timeline holds exactly one terminal status (completed or rejected).
+/// Whether an order view is terminal (completed, rejected, cancelled) with no refund pending.
+pub fn is_settled(view: &Value) -> bool {
+    let terminal =
+        ["completed", "rejected", "cancelled"].contains(&view["status"].as_str().unwrap_or(""));
+    let pending = view["refunds"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["status"] == "pending"));
+    terminal && !pending
+}
+
+/// Asserts that `view`'s timeline holds exactly one terminal status (completed, rejected or
+/// cancelled).
 pub fn assert_one_terminal(view: &Value) {
     let terminal = view["timeline"]
         .as_array()
         .expect("timeline")
         .iter()
-        .filter(|t| t["status"] == "completed" || t["status"] == "rejected")
+        .filter(|t| {
+            ["completed", "rejected", "cancelled"].contains(&t["status"].as_str().unwrap_or(""))
+        })
         .count();
     assert_eq!(terminal, 1, "exactly one terminal state: {view}");
 }
