@@ -47,7 +47,8 @@ pub struct CancelBody {
     description = "The owner (scope `checkout`) or scope `admin`. `202`: the order will end \
         `cancelled`, its stock, promotion uses and any capture given back, each once. A repeat \
         answers the same. `409` once it shipped, completed or was rejected. Someone else's \
-        order is `404`.",
+        order is `404`, as is one not shown yet (the request waits up to 2 s for an order \
+        accepted a moment ago; retry after that).",
     params(("id" = OrderId, Path, description = "The order id")),
     responses(
         (status = 202, description = "The order will end `cancelled`", body = CancelBody),
@@ -69,7 +70,11 @@ pub async fn cancel_order(
     let id = parse_id(&id)?;
     let view = visible_view(&state, &claims, id, APPEAR_WITHIN)
         .await?
-        .ok_or_else(|| Problem::not_found(format!("no order {id}")))?;
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "no order {id} (it may still be on its way: retry in a moment)"
+            ))
+        })?;
     if matches!(
         view.status,
         OrderStatus::Shipped | OrderStatus::Completed | OrderStatus::Rejected
