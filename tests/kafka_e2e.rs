@@ -286,12 +286,12 @@ fn worker(
 /// Whether chaos order `i` is cancelled as soon as it is accepted: some plentiful-SKU orders
 /// with a good card (not the scarce SKU's, whose exact sell-out the test checks).
 fn cancelled_at_once(i: usize) -> bool {
-    i % 10 != 0 && i % 5 != 1 && i % 7 == 3
+    !i.is_multiple_of(10) && i % 5 != 1 && i % 7 == 3
 }
 
 /// Whether chaos order `i` gets two partial refunds once completed.
 fn refunded_later(i: usize) -> bool {
-    i < 500 && i % 10 != 0 && i % 5 != 1 && !cancelled_at_once(i) && i % 4 == 0
+    i < 500 && !i.is_multiple_of(10) && i % 5 != 1 && !cancelled_at_once(i) && i.is_multiple_of(4)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

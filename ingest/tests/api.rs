@@ -106,6 +106,8 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
     let mut settings = ApiSettings {
         max_body_bytes: LIMIT,
         accepted_topic: TOPIC.into(),
+        cancel_requested_topic: "orders.cancel_requested".into(),
+        refunds_topic: "refunds.requested".into(),
         idempotency_ttl: Duration::from_secs(86_400),
         customer_limit: None,
         ip_limit: None,
@@ -134,6 +136,9 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
     let state = AppState {
         log: log.clone(),
         ledger,
+        refunds: Arc::new(orderflow_stores::embedded::EmbeddedRefundLedger::new(
+            engine.clone(),
+        )),
         idempotency: Arc::new(EmbeddedIdempotency::new(engine.clone())),
         orders: orders.clone(),
         limiter: Arc::new(LocalRateLimiter::new()),
