@@ -3,7 +3,8 @@
 //! Stock: `initial = available + reserved + committed`. Money: for every order the payment
 //! journal shows captured, what its refunds paid back never exceeds the capture, nor does what
 //! the refund ledger counts; what the journal paid equals what the ledger counts once no refund
-//! is pending (a pending one is counted and not yet paid: shown, not a breach).
+//! is pending (a pending one is counted and not yet paid: shown, not a breach); and a cancelled
+//! order's capture is counted for refund whole.
 
 use crate::backends;
 use crate::config::Config;
@@ -80,7 +81,11 @@ async fn money(books: &backends::Books) -> Result<bool, AppError> {
     let (mut breaches, mut pending, mut refunded_orders) = (0, 0, 0);
     for (order, m) in &orders {
         refunded_orders += usize::from(m.counted > 0 || m.refunded > 0);
-        let breach = m.refunded > m.captured || m.counted > m.captured || m.refunded > m.counted;
+        let kept_after_cancel = m.captured > m.counted && books.ledger.cancelled(*order).await?;
+        let breach = m.refunded > m.captured
+            || m.counted > m.captured
+            || m.refunded > m.counted
+            || kept_after_cancel;
         if breach {
             breaches += 1;
             eprintln!(
@@ -97,7 +102,7 @@ async fn money(books: &backends::Books) -> Result<bool, AppError> {
     }
     println!(
         "{} orders with money checked ({refunded_orders} with refunds, {pending} with a refund pending): \
-         captured - refunded >= 0 and refunds paid = refunds counted {}",
+         captured - refunded >= 0, refunds paid = refunds counted, cancelled captures refunded {}",
         orders.len(),
         if breaches == 0 {
             "hold for all"

@@ -65,7 +65,8 @@ pub struct OrderView {
     /// How it was cancelled, if it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancellation: Option<Cancellation>,
-    /// Refunds of the capture, oldest first, each at its latest status.
+    /// Refunds of the capture by id (a cancellation's, whose id is the order's, first; then the
+    /// admins', in time order), each at its latest status.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<Refund>,
     /// Every status reached in lifecycle order, each once, with the marks (cancel requested,
@@ -80,7 +81,13 @@ impl OrderView {
         let mut view = Self {
             order_id: o.id,
             customer_id: o.customer_id.clone(),
-            status: event.status,
+            // A mark is never the status: a view begun from one (its event folded before the
+            // order's first status) starts at the first status, which every order has reached.
+            status: if event.status.is_mark() {
+                OrderStatus::Accepted
+            } else {
+                event.status
+            },
             lines: o.lines.clone(),
             totals: None,
             shipment: None,
@@ -232,6 +239,14 @@ impl OrderView {
             cancellation: None,
             refunds: Vec::new(),
         }
+    }
+
+    /// How far the view has come: it grows with every change the fold makes (a status or a mark
+    /// on the timeline, a new refund, a refund's final status), so of two views of one order the
+    /// one with the higher revision is the newer.
+    pub fn revision(&self) -> usize {
+        let settled = self.refunds.iter().filter(|r| r.status.is_final()).count();
+        self.timeline.len() + self.refunds.len() + settled
     }
 
     /// Whether nothing more will change: a terminal status and no refund still pending.
@@ -402,5 +417,18 @@ mod tests {
         early.apply(&requested);
         assert_eq!(early.status, OrderStatus::Validated);
         assert!(!early.is_settled());
+        // The mark folded first (its topic read before the order's): the view still moves on.
+        let mut marked_first = OrderView::from_event(&requested);
+        assert_eq!(marked_first.status, OrderStatus::Accepted);
+        for e in [&events[0], &cancelled] {
+            marked_first.apply(e);
+        }
+        assert_eq!(marked_first.status, OrderStatus::Cancelled);
+        // Every change moves the revision on, a pending refund and its payment too.
+        assert!(fold(&reversed).revision() == expected.revision());
+        let mut pending = fold(&history[..7].iter().map(|e| (*e).clone()).collect::<Vec<_>>());
+        let before = pending.revision();
+        assert!(pending.apply(&paid));
+        assert!(pending.revision() > before);
     }
 }

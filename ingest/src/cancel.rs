@@ -68,7 +68,7 @@ pub async fn cancel_order(
         ));
     }
     let id = parse_id(&id)?;
-    let view = visible_view(&state, &claims, id, APPEAR_WITHIN)
+    let view = visible_view(&state, &claims, id, appear_within(id))
         .await?
         .ok_or_else(|| {
             Problem::not_found(format!(
@@ -81,6 +81,9 @@ pub async fn cancel_order(
     ) {
         return Err(Problem::not_cancellable(view.status.as_str()));
     }
+    // The time the customer asked, taken before the decision: the stage that ends the order
+    // cancelled stamps its time after it, so the timeline shows the two in that order.
+    let requested_at = Utc::now();
     match decide(&state, id).await? {
         CancelOutcome::Cancelled => {}
         CancelOutcome::Shipped => return Err(Problem::not_cancellable("shipped")),
@@ -88,13 +91,16 @@ pub async fn cancel_order(
     }
     let event = OrderEvent {
         status: OrderStatus::CancelRequested,
-        at: Utc::now(),
+        at: requested_at,
         order: view.order(),
     };
-    // The cancel stands whatever happens here; a retry of a failed append answers the same
-    // and appends the mark again (the view takes it once).
+    // The cancel is decided: the mark is for the timeline only, so a log that cannot take it
+    // now does not turn the answer into a 503 (a repeat of the cancel appends it again, and
+    // the view takes it once).
     let topic = &state.settings.cancel_requested_topic;
-    append(&state, topic, format!("{id}:cancel"), event).await?;
+    if let Err(problem) = append(&state, topic, format!("{id}:cancel"), event).await {
+        tracing::warn!(order_id = %id, detail = %problem.detail, "Cancel accepted; its timeline mark was not appended");
+    }
     metrics::counter!("orderflow_cancels_accepted_total").increment(1);
     Ok((
         StatusCode::ACCEPTED,
@@ -124,6 +130,20 @@ async fn decide(state: &AppState, id: OrderId) -> Result<CancelOutcome, Problem>
                 return Err(Problem::unavailable("cannot cancel orders now; retry"));
             }
         }
+    }
+}
+
+/// How long to wait for `id` to be projected: [`APPEAR_WITHIN`] for an id minted (UUIDv7) in the
+/// last minute, nothing for any other, which will not appear by waiting.
+fn appear_within(id: OrderId) -> Duration {
+    let minted_ms = id.0.get_timestamp().map(|ts| {
+        let (secs, nanos) = ts.to_unix();
+        i128::from(secs) * 1000 + i128::from(nanos / 1_000_000)
+    });
+    let now_ms = i128::from(Utc::now().timestamp_millis());
+    match minted_ms {
+        Some(ms) if (now_ms - 60_000..=now_ms + 5_000).contains(&ms) => APPEAR_WITHIN,
+        _ => Duration::ZERO,
     }
 }
 

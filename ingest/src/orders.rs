@@ -51,7 +51,8 @@ pub struct OrderBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub payment: Option<PaymentSummary>,
-    /// Refunds of the capture, oldest first (absent when none).
+    /// Refunds of the capture by id: a cancellation's first, then the admins' in time order
+    /// (absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<Refund>,
     /// Every status reached in lifecycle order, each once, with `cancel_requested` and each

@@ -34,10 +34,24 @@ const MAX_REASON_CHARS: usize = 500;
     "reason": "damaged in transit"}))]
 pub struct RefundRequestBody {
     /// How much to give back, in the capture's currency; more than zero.
+    #[serde(deserialize_with = "whole_amount")]
     pub amount: Money,
-    /// Why (1 to 500 characters); shown on the order.
-    #[schema(min_length = 1, max_length = 500)]
+    /// Why (1 to 500 characters, not only white space); shown on the order.
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     pub reason: String,
+}
+
+/// An amount as a client built from the document may send it: `minor` a whole number, also
+/// written `500.0` (JSON Schema counts that as an integer).
+fn whole_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+    #[derive(Deserialize)]
+    struct Amount {
+        #[serde(deserialize_with = "orderflow_domain::number::whole")]
+        minor: i64,
+        currency: orderflow_domain::Currency,
+    }
+    let amount = Amount::deserialize(d)?;
+    Ok(Money::new(amount.minor, amount.currency))
 }
 
 /// The body of a `202` to a refund.

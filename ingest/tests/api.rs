@@ -614,6 +614,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/admin/pricing/reload", "post"),
         ("/v1/admin/webhooks/deliveries", "get"),
         ("/v1/admin/webhooks/deliveries/{id}/retry", "post"),
+        ("/v1/orders/{id}/cancel", "post"),
+        ("/v1/admin/orders/{id}/refunds", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -7,7 +7,9 @@ use chrono::Utc;
 use dashmap::DashMap;
 use orderflow_domain::{Currency, Money, OrderEvent, OrderId, OrderStatus, Payment, RejectionCode};
 use orderflow_pipeline::StageError;
-use orderflow_stores::{CouponLedger, PaymentJournal, PinOutcome, StockLedger, StoreError};
+use orderflow_stores::{
+    CouponLedger, PaymentJournal, PinOutcome, RefundLedger, StockLedger, StoreError,
+};
 use std::sync::Arc;
 
 /// What a provider answered.
@@ -50,6 +52,10 @@ pub trait PaymentProvider: Send + Sync + 'static {
         token: &str,
         amount: Money,
     ) -> Result<ChargeResult, ProviderError>;
+
+    /// The payment id of what a charge under `idempotency_key` captured, if it captured: a
+    /// read, never a capture.
+    async fn captured(&self, idempotency_key: &str) -> Result<Option<String>, ProviderError>;
 
     /// Pays `amount` of `order`'s capture `payment_id` back, once per `refund_id`: a repeat
     /// returns the first result.
@@ -193,6 +199,14 @@ impl PaymentProvider for SimulatedProvider {
         Ok(result)
     }
 
+    async fn captured(&self, idempotency_key: &str) -> Result<Option<String>, ProviderError> {
+        let outcome = self.journal.outcome(idempotency_key).await?;
+        Ok(match outcome.as_deref().and_then(decode) {
+            Some((ChargeResult::Approved(payment_id), _)) => Some(payment_id),
+            _ => None,
+        })
+    }
+
     async fn refund(
         &self,
         order: OrderId,
@@ -232,6 +246,7 @@ pub struct Charge {
     provider: Arc<dyn PaymentProvider>,
     ledger: Arc<dyn StockLedger>,
     coupons: Option<Arc<dyn CouponLedger>>,
+    refunds: Option<Arc<dyn RefundLedger>>,
 }
 
 impl Charge {
@@ -241,7 +256,14 @@ impl Charge {
             provider,
             ledger,
             coupons: None,
+            refunds: None,
         }
+    }
+
+    /// Counts in `refunds` the refund of a capture made before the order was cancelled.
+    pub fn with_refunds(mut self, refunds: Arc<dyn RefundLedger>) -> Self {
+        self.refunds = Some(refunds);
+        self
     }
 
     /// Gives the coupon uses of an order that is not charged back (idempotent per code).
@@ -300,10 +322,25 @@ impl OrderStage for Charge {
                 )
                 .await;
             }
-            // Cancelled before the charge: its stock is back already; nothing is captured.
+            // Cancelled: its stock is back already. A try before the cancel may have captured
+            // (and died before passing the order on, or the provider timed out after taking
+            // it): the provider is asked, never charged, and what it took is refunded.
             PinOutcome::Cancelled => {
                 self.restore_coupons(&event).await?;
-                return Ok(Step::Cancel(event.cancel("charge")));
+                let key = format!("{}:charge", event.order.id);
+                let captured = self
+                    .provider
+                    .captured(&key)
+                    .await
+                    .map_err(|e| StageError::retryable(e.to_string()))?;
+                if let Some(payment_id) = captured {
+                    event.order.payment = Some(Payment {
+                        payment_id,
+                        amount: total,
+                        captured_at: Utc::now(),
+                    });
+                }
+                return crate::cancel::cancelled(self.refunds.as_deref(), event, "charge").await;
             }
         }
         let key = format!("{}:charge", event.order.id);

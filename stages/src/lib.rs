@@ -9,6 +9,7 @@
 //! [`Stage`](orderflow_pipeline::Stage): it decodes the event, routes the result to the stage's
 //! output or to `orders.rejected`, and stamps the headers.
 
+pub mod cancel;
 pub mod charge;
 pub mod deliver;
 pub mod expiry;

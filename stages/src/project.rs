@@ -65,6 +65,9 @@ impl Stage for Project {
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_of(record)?;
         let status = event.status;
+        // Only an event of a terminal topic ends the order: a refund's event carries the
+        // order's status, terminal or not, and must not announce or count the end again.
+        let terminal = crate::topology::TERMINAL.contains(&record.topic.as_str());
         let order_id = event.order.id;
         // Accept to the moment the terminal status shows in the view a customer reads: the
         // end-to-end latency, including the last append and this projection.
@@ -80,7 +83,7 @@ impl Stage for Project {
             let mut unannounced = self.unannounced.lock();
             for view in &changed {
                 match unannounced.get(&view.order_id) {
-                    Some(held) if held.timeline.len() >= view.timeline.len() => {}
+                    Some(held) if held.revision() >= view.revision() => {}
                     _ => {
                         unannounced.insert(view.order_id, view.clone());
                     }
@@ -92,7 +95,7 @@ impl Stage for Project {
             }
         }
         if let Some((_, endpoints)) = &self.webhooks
-            && status.is_terminal()
+            && terminal
         {
             // A terminal status replayed after a crash changes nothing (its view is durable
             // already) but its messages may not have been written: they are made again from
@@ -112,7 +115,7 @@ impl Stage for Project {
         if !changed.is_empty() {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
                 .increment(1);
-            if status.is_terminal() {
+            if terminal {
                 metrics::counter!("orderflow_orders_terminal_total", "status" => status.as_str())
                     .increment(1);
                 metrics::histogram!("orderflow_order_lifetime_seconds", "status" => status.as_str())

@@ -4,11 +4,9 @@
 use crate::{OrderStage, Step};
 use async_trait::async_trait;
 use chrono::Utc;
-use orderflow_domain::{
-    OrderEvent, OrderStatus, Refund, RefundStatus, Shipment, cancellation_refund_id,
-};
+use orderflow_domain::{OrderEvent, OrderStatus, Shipment};
 use orderflow_pipeline::StageError;
-use orderflow_stores::{CouponLedger, RefundAnswer, RefundClaim, RefundLedger, StockLedger};
+use orderflow_stores::{CouponLedger, RefundLedger, StockLedger};
 use std::sync::Arc;
 
 /// Commits the held stock and records a shipment with a tracking number.
@@ -41,40 +39,6 @@ impl Ship {
         self.refunds = Some(refunds);
         self
     }
-
-    /// Ends an order cancelled after its charge: promotion uses back, and a refund of what is
-    /// left of the capture (counted once, by the key `{order}:cancel`), which the refund step
-    /// pays. The stock went back with the cancel.
-    async fn cancel(&self, mut event: OrderEvent) -> Result<Step, StageError> {
-        if let Some(coupons) = &self.coupons {
-            crate::price::restore_coupons(coupons.as_ref(), &event).await?;
-        }
-        let order = event.order.id;
-        if let (Some(refunds), Some(payment)) = (&self.refunds, &event.order.payment) {
-            let claim = RefundClaim {
-                key: format!("{order}:cancel"),
-                refund_id: cancellation_refund_id(order),
-                amount: None,
-                reason: "cancelled".to_owned(),
-                captured: payment.amount,
-            };
-            let answer = refunds
-                .request(order, claim)
-                .await
-                .map_err(crate::order_stage::store_error)?;
-            if let RefundAnswer::Accepted(entry) | RefundAnswer::Repeat(entry) = answer {
-                event.order.refunds = vec![Refund {
-                    refund_id: entry.refund_id,
-                    amount: entry.amount,
-                    reason: entry.reason,
-                    status: RefundStatus::Pending,
-                    at: Utc::now(),
-                    detail: None,
-                }];
-            }
-        }
-        Ok(Step::Cancel(event.cancel("ship")))
-    }
 }
 
 /// The tracking number of an order: derived from its id, so a repeat gives the same one.
@@ -99,7 +63,11 @@ impl OrderStage for Ship {
                 .await
                 .map_err(crate::order_stage::store_error)?
             {
-                return self.cancel(event).await;
+                // The stock went back with the cancel; the promotion uses and the capture now.
+                if let Some(coupons) = &self.coupons {
+                    crate::price::restore_coupons(coupons.as_ref(), &event).await?;
+                }
+                return crate::cancel::cancelled(self.refunds.as_deref(), event, "ship").await;
             }
             // A charged order must hold its stock; anything else is a bug to look at, not retry.
             return Err(StageError::permanent(format!(

@@ -41,6 +41,8 @@ pub const CANCEL_REQUESTED: &str = "orders.cancel_requested";
 pub const REFUNDS_REQUESTED: &str = "refunds.requested";
 /// Refunds paid or refused, for the projector.
 pub const REFUNDS_COMPLETED: &str = "refunds.completed";
+/// The topics whose events end an order.
+pub const TERMINAL: [&str; 3] = [COMPLETED, REJECTED, CANCELLED];
 /// The refund step's name and consumer group.
 pub const REFUND: &str = "refund";
 
@@ -189,7 +191,9 @@ pub const STAGES: [StageSpec; 8] = [
         build: |route, d| {
             Arc::new(OnOrders::new(
                 route,
-                Charge::new(d.provider.clone(), d.ledger.clone()).with_coupons(d.coupons.clone()),
+                Charge::new(d.provider.clone(), d.ledger.clone())
+                    .with_coupons(d.coupons.clone())
+                    .with_refunds(d.refunds.clone()),
             ))
         },
     },

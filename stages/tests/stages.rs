@@ -843,7 +843,8 @@ fn pipeline(books: &Books, engine: Engine) -> Pipeline {
             "charge",
             Box::new(
                 Charge::new(books.provider.clone(), books.ledger.clone())
-                    .with_coupons(books.coupons.clone()),
+                    .with_coupons(books.coupons.clone())
+                    .with_refunds(books.refunds.clone()),
             ),
         ),
         (
@@ -971,6 +972,35 @@ async fn cancel_at_every_point(books: Books, engine: Engine) {
     }
     // Stock and promotion uses: only the two orders that shipped (a cancel before notify and
     // after it) keep theirs.
+    assert_eq!(stock().await, (4, 0, 4));
+    assert_eq!(books.coupons.uses("SAVE5").await.expect("uses"), 2);
+
+    // A charge that captured and died before passing the order on: the cancel lands, the
+    // redelivered charge finds the capture (without charging again) and refunds it whole.
+    let event = order_with("tok_visa");
+    let id = event.order.id;
+    let (priced, _) = run_from_to(&p, event, 3).await;
+    let Ok(Step::Advance(_lost)) = p.stages[3].1.handle(priced.clone(), 1).await else {
+        panic!("charged")
+    };
+    assert_eq!(
+        books.ledger.cancel(id).await.expect("cancel"),
+        CancelOutcome::Cancelled
+    );
+    let (last, how) = run_from(&p, priced, 3).await;
+    assert_eq!(how, "cancelled");
+    let captured = last
+        .order
+        .payment
+        .as_ref()
+        .expect("the capture found")
+        .amount;
+    assert_eq!(last.order.refunds.len(), 1);
+    assert_eq!(last.order.refunds[0].amount, captured);
+    let Ok(Step::Advance(_)) = p.refund.handle(last, 1).await else {
+        panic!("refunded")
+    };
+    assert_money_and_stock(&books, id).await;
     assert_eq!(stock().await, (4, 0, 4));
     assert_eq!(books.coupons.uses("SAVE5").await.expect("uses"), 2);
 

@@ -13,7 +13,7 @@ pub struct StatusChange {
     pub order_id: OrderId,
     /// Its status now.
     pub status: OrderStatus,
-    /// Entries in its timeline now (a view with more is newer).
+    /// Its view's revision now ([`OrderView::revision`]: a view with a higher one is newer).
     pub version: usize,
 }
 
@@ -23,7 +23,7 @@ impl StatusChange {
         Self {
             order_id: view.order_id,
             status: view.status,
-            version: view.timeline.len(),
+            version: view.revision(),
         }
     }
 }

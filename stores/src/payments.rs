@@ -13,6 +13,9 @@ pub trait PaymentJournal: Send + Sync + 'static {
     /// stands (the earlier one, if any).
     async fn record_once(&self, key: &str, outcome: &str) -> Result<String, StoreError>;
 
+    /// The outcome recorded for `key`, if any.
+    async fn outcome(&self, key: &str) -> Result<Option<String>, StoreError>;
+
     /// Every recorded `(key, outcome)`, for audits and tests.
     async fn entries(&self) -> Result<Vec<(String, String)>, StoreError>;
 }

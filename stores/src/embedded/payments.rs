@@ -39,6 +39,15 @@ impl PaymentJournal for EmbeddedPaymentJournal {
         Ok(standing)
     }
 
+    async fn outcome(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.engine.read(|txn| {
+            Ok(match open_read(txn, PAYMENTS)? {
+                Some(t) => t.get(key)?.map(|v| v.value().to_owned()),
+                None => None,
+            })
+        })?)
+    }
+
     async fn entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         Ok(self.engine.read(|txn| {
             let mut out = Vec::new();

@@ -198,11 +198,7 @@ impl StockLedger for RedisLedger {
             .call(
                 ScriptName::Cancel,
                 vec![self.hold_key(order), self.expiry_key()],
-                vec![
-                    order.to_string(),
-                    format!("{}stock:", self.prefix),
-                    self.retention_ms(),
-                ],
+                vec![order.to_string(), format!("{}stock:", self.prefix)],
             )
             .await?;
         match reply.as_str() {

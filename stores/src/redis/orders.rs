@@ -62,7 +62,7 @@ impl RedisOrderCache {
         for view in views {
             let json =
                 serde_json::to_string(view).map_err(|e| StoreError::decode("stored JSON", e))?;
-            let version = view.timeline.len().to_string();
+            let version = view.revision().to_string();
             let value = format!("{version}|{json}");
             items.push((Self::key(view.order_id), (version, value)));
         }
@@ -266,7 +266,7 @@ impl OrderStore for CachedOrderStore {
         let mut pending = self.pending.lock();
         for view in &changed {
             match pending.views.get(&view.order_id) {
-                Some(held) if held.timeline.len() >= view.timeline.len() => {}
+                Some(held) if held.revision() >= view.revision() => {}
                 _ => {
                     pending.views.insert(view.order_id, view.clone());
                 }

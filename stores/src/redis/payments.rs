@@ -44,6 +44,14 @@ impl PaymentJournal for RedisPaymentJournal {
         })
     }
 
+    async fn outcome(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.hot
+            .client()
+            .hget(&self.key, key)
+            .await
+            .map_err(redis_error)
+    }
+
     async fn entries(&self) -> Result<Vec<(String, String)>, StoreError> {
         let all: HashMap<String, String> = self
             .hot

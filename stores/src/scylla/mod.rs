@@ -3,7 +3,8 @@
 //!
 //! Three tables in one keyspace, created or migrated at start:
 //! - `orders`: one row per order, its view as JSON and a version (its timeline length);
-//! - `order_timeline`: one row per status an order reached, with when;
+//! - `order_timeline`: one row per status an order reached (per refund for `refunded` and
+//!   `refund_failed`: `refunded:rf_…`), with when;
 //! - `orders_by_customer`: each customer's order ids, newest first (UUIDv7 ids as blobs sort by
 //!   time), for `GET /v1/orders`.
 //!
@@ -335,14 +336,19 @@ impl ScyllaOrderStore {
     /// The timeline rows and the customer-index row of `view`, written together.
     async fn write_side_rows(&self, view: &OrderView) -> Result<(), StoreError> {
         let id = view.order_id.0;
-        let timeline = view.timeline.iter().map(|entry| {
+        // A refund's entry is keyed by its id too (`refunded:rf_…`): an order may have several.
+        let keys: Vec<String> = view
+            .timeline
+            .iter()
+            .map(|entry| match &entry.refund_id {
+                Some(refund) => format!("{}:{refund}", entry.status),
+                None => entry.status.as_str().to_owned(),
+            })
+            .collect();
+        let timeline = view.timeline.iter().zip(&keys).map(|(entry, key)| {
             self.session.execute_unpaged(
                 &self.statements.insert_timeline,
-                (
-                    id,
-                    entry.status.as_str(),
-                    CqlTimestamp(entry.at.timestamp_millis()),
-                ),
+                (id, key.as_str(), CqlTimestamp(entry.at.timestamp_millis())),
             )
         });
         for result in futures::future::join_all(timeline).await {

@@ -1,7 +1,9 @@
 -- Cancels an order unless it shipped or was refused first; releases a held order's units. A
 -- repeat answers the same. An order with no hold yet is marked, so its reservation is refused.
+-- A cancelled record never expires: an order dead-lettered before its reservation and replayed
+-- any time later must still find it cancelled.
 -- KEYS[1] = {wh}:hold:ORDER, KEYS[2] = {wh}:expiry
--- ARGV[1] = order id, ARGV[2] = stock key prefix '{wh}:stock:', ARGV[3] = retention (ms)
+-- ARGV[1] = order id, ARGV[2] = stock key prefix '{wh}:stock:'
 -- Returns 'cancelled', 'shipped' or 'rejected'.
 local hold = redis.call('HMGET', KEYS[1], 'state', 'lines')
 local state = hold[1]
@@ -20,7 +22,7 @@ if state == 'held' then
   end
   redis.call('HSET', KEYS[1], 'state', 'cancelled')
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PERSIST', KEYS[1])
   return 'cancelled'
 end
 if state then
@@ -28,5 +30,4 @@ if state then
   return 'rejected'
 end
 redis.call('HSET', KEYS[1], 'state', 'cancelled')
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'cancelled'

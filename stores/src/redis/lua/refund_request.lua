@@ -15,16 +15,17 @@ local amount
 if ARGV[4] == '' then
   amount = captured - total
   if amount <= 0 then
-    return { 'nothing', tostring(total) }
+    return { 'nothing', string.format('%d', total) }
   end
 else
   amount = tonumber(ARGV[4])
 end
 if total + amount > captured then
-  return { 'exceeds', tostring(total) }
+  return { 'exceeds', string.format('%d', total) }
 end
-local record = cjson.encode({ ARGV[3], tostring(amount), ARGV[5], ARGV[6] })
-redis.call('HSET', KEYS[1], 'key:' .. ARGV[2], record, 'total', tostring(total + amount),
+-- string.format, not tostring: Lua's numbers are doubles, which tostring writes as 1e+14.
+local record = cjson.encode({ ARGV[3], string.format('%d', amount), ARGV[5], ARGV[6] })
+redis.call('HSET', KEYS[1], 'key:' .. ARGV[2], record, 'total', string.format('%d', total + amount),
   'id:' .. ARGV[3], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
 return { 'accepted', record }
