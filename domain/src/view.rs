@@ -426,7 +426,12 @@ mod tests {
         assert_eq!(marked_first.status, OrderStatus::Cancelled);
         // Every change moves the revision on, a pending refund and its payment too.
         assert!(fold(&reversed).revision() == expected.revision());
-        let mut pending = fold(&history[..7].iter().map(|e| (*e).clone()).collect::<Vec<_>>());
+        let mut pending = fold(
+            &history[..7]
+                .iter()
+                .map(|e| (*e).clone())
+                .collect::<Vec<_>>(),
+        );
         let before = pending.revision();
         assert!(pending.apply(&paid));
         assert!(pending.revision() > before);

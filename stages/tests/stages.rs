@@ -725,8 +725,14 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
             .expect("valid"),
         ])
     };
+    // Each event from its status's topic: only the terminal topics end an order.
     let record = |e: &OrderEvent, offset: u64| Record {
-        topic: topology::PROJECTOR_INPUTS[0].into(),
+        topic: match e.status {
+            OrderStatus::Completed => topology::COMPLETED,
+            OrderStatus::Rejected => topology::REJECTED,
+            _ => topology::ACCEPTED,
+        }
+        .into(),
         partition: 0,
         offset,
         key: Bytes::from(e.order.id.to_string()),
@@ -787,6 +793,42 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
             ("order.rejected".to_owned(), "rejections".to_owned()),
         ],
         "one per terminal status and subscribed endpoint, the repeat included once"
+    );
+    // A refund of the completed order, long after (its delivered message purged: a new outbox
+    // here) carries the order's terminal status but is no ending: nothing is announced again.
+    let later: Arc<dyn Outbox> = Arc::new(EmbeddedOutbox::new(
+        Engine::open(&dir.path().join("later")).expect("engine"),
+    ));
+    let refunding = Project::new(store.clone(), Arc::new(EmbeddedStatusFeed::new(16)))
+        .with_webhooks(later.clone(), endpoints());
+    let mut refund = completed.clone();
+    refund.order.refunds = vec![orderflow_domain::Refund {
+        refund_id: "rf_1".into(),
+        amount: orderflow_domain::Money::new(100, Currency::parse("USD").expect("valid")),
+        reason: "test".into(),
+        status: RefundStatus::Pending,
+        at: Utc::now(),
+        detail: None,
+    }];
+    let mut refund_record = record(&refund, 9);
+    refund_record.topic = topology::REFUNDS_REQUESTED.into();
+    refunding
+        .process(&refund_record, 1)
+        .await
+        .expect("projects");
+    refunding.flush().await.expect("flushes");
+    assert_eq!(
+        later.count().await.expect("counts"),
+        0,
+        "no ending announced again"
+    );
+    assert_eq!(
+        store
+            .get(completed.order.id)
+            .await
+            .expect("reads")
+            .map(|v| v.refunds.len()),
+        Some(1)
     );
     let body: serde_json::Value =
         serde_json::from_str(&written[0].payload).expect("the body is JSON");
