@@ -145,7 +145,14 @@ impl OrderView {
         if present || second_terminal {
             return false;
         }
+        let marks = entry.status.is_mark() || self.timeline.iter().any(|t| t.status.is_mark());
         self.timeline.push(entry);
+        if !marks {
+            // The common case, on the projector's path for every status: no mark to place.
+            self.timeline
+                .sort_by(|a, b| a.status.rank().cmp(&b.status.rank()).then(a.at.cmp(&b.at)));
+            return true;
+        }
         // Statuses by lifecycle rank (clocks of different processes may disagree), each mark
         // before the first status reached after it.
         let (mut statuses, mut marks): (Vec<_>, Vec<_>) =
