@@ -65,6 +65,13 @@ impl Stage for Project {
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_of(record)?;
         let status = event.status;
+        let refunds_paid: Vec<String> = event
+            .order
+            .refunds
+            .iter()
+            .filter(|r| r.status == orderflow_domain::RefundStatus::Succeeded)
+            .map(|r| r.refund_id.clone())
+            .collect();
         // Only an event of a terminal topic ends the order: a refund's event carries the
         // order's status, terminal or not, and must not announce or count the end again.
         let terminal = crate::topology::TERMINAL.contains(&record.topic.as_str());
@@ -94,12 +101,18 @@ impl Stage for Project {
                 self.announce(view).await;
             }
         }
+        // Refunds this event says were paid (the refund step's output).
+        let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
+            refunds_paid
+        } else {
+            Vec::new()
+        };
         if let Some((_, endpoints)) = &self.webhooks
-            && terminal
+            && (terminal || !paid.is_empty())
         {
-            // A terminal status replayed after a crash changes nothing (its view is durable
-            // already) but its messages may not have been written: they are made again from
-            // the stored view, and the outbox keeps one per key.
+            // A terminal status (or a refund) replayed after a crash changes nothing (its view
+            // is durable already) but its messages may not have been written: they are made
+            // again from the stored view, and the outbox keeps one per key.
             let view = match changed.iter().find(|v| v.order_id == order_id) {
                 Some(view) => Some(view.clone()),
                 None => self
@@ -108,8 +121,14 @@ impl Stage for Project {
                     .await
                     .map_err(crate::order_stage::store_error)?,
             };
-            if let Some(view) = view.filter(|v| v.status.is_terminal()) {
-                self.unsent.lock().extend(endpoints.messages_for(&view));
+            if let Some(view) = view {
+                let mut unsent = self.unsent.lock();
+                if terminal && view.status.is_terminal() {
+                    unsent.extend(endpoints.messages_for(&view));
+                }
+                for refund_id in &paid {
+                    unsent.extend(endpoints.refund_messages(&view, refund_id));
+                }
             }
         }
         if !changed.is_empty() {

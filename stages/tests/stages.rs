@@ -822,6 +822,27 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
         0,
         "no ending announced again"
     );
+    // Paid: one `order.refunded` per refund and subscribed endpoint, once however often.
+    let mut paid = refund.clone();
+    paid.order.refunds[0].status = RefundStatus::Succeeded;
+    let mut paid_record = record(&paid, 10);
+    paid_record.topic = topology::REFUNDS_COMPLETED.into();
+    for _ in 0..2 {
+        refunding.process(&paid_record, 1).await.expect("projects");
+        refunding.flush().await.expect("flushes");
+    }
+    let announced = later
+        .list(&Listing {
+            limit: 10,
+            ..Listing::default()
+        })
+        .await
+        .expect("lists");
+    let announced: Vec<(String, String)> = announced
+        .iter()
+        .map(|d| (d.event.clone(), d.destination.clone()))
+        .collect();
+    assert_eq!(announced, [("order.refunded".to_owned(), "all".to_owned())]);
     assert_eq!(
         store
             .get(completed.order.id)

@@ -17,7 +17,8 @@ pub struct WebhookConfig {
     pub url: String,
     /// Its secret, `whsec_<base64>` (`ORDERFLOW_WEBHOOK_SECRET`).
     pub secret: String,
-    /// The events it takes (`order.completed`, `order.rejected`); empty: all.
+    /// The events it takes (`order.completed`, `order.rejected`, `order.cancelled`,
+    /// `order.refunded`); empty: all.
     #[serde(deserialize_with = "list")]
     pub events: Vec<String>,
     /// More endpoints, each `{name, url, secret, events}`.

@@ -11,13 +11,21 @@ pub use webhook::{Endpoint, EndpointError};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use orderflow_domain::{OrderStatus, OrderView};
+use orderflow_domain::{OrderStatus, OrderView, RefundStatus};
 use orderflow_stores::{Attempt, Delivery, MAIL, NewMessage, Next, Outbox, StoreError, Tried};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The webhook event types orderflow sends.
-pub const EVENTS: [&str; 3] = ["order.completed", "order.rejected", "order.cancelled"];
+pub const EVENTS: [&str; 4] = [
+    "order.completed",
+    "order.rejected",
+    "order.cancelled",
+    "order.refunded",
+];
+
+/// The event type of a refund paid back.
+pub const REFUNDED: &str = "order.refunded";
 
 /// The event type a terminal status is announced as, if any.
 pub fn event_of(status: OrderStatus) -> Option<&'static str> {
@@ -57,16 +65,47 @@ impl Endpoints {
         let Some(event) = event_of(view.status) else {
             return Vec::new();
         };
-        let subscribed: Vec<&Arc<Endpoint>> = self.0.iter().filter(|e| e.wants(event)).collect();
-        if subscribed.is_empty() {
-            return Vec::new();
-        }
         let at = view
             .timeline
             .iter()
             .rev()
             .find(|e| e.status == view.status)
             .map_or_else(Utc::now, |e| e.at);
+        self.announce(view, event, at, event)
+    }
+
+    /// The messages announcing that the refund `refund_id` of `view`'s order was paid, to every
+    /// endpoint subscribed to `order.refunded`: one per refund and endpoint (the key
+    /// `{order}:order.refunded:{refund_id}:{endpoint}`), with the refund's own time. Nothing if
+    /// the view does not show it paid.
+    pub fn refund_messages(&self, view: &OrderView, refund_id: &str) -> Vec<NewMessage> {
+        let paid = view
+            .refunds
+            .iter()
+            .find(|r| r.refund_id == refund_id && r.status == RefundStatus::Succeeded);
+        match paid {
+            Some(refund) => self.announce(
+                view,
+                REFUNDED,
+                refund.at,
+                &format!("{REFUNDED}:{refund_id}"),
+            ),
+            None => Vec::new(),
+        }
+    }
+
+    /// One message per endpoint subscribed to `event`, keyed `{order}:{key}:{endpoint}`.
+    fn announce(
+        &self,
+        view: &OrderView,
+        event: &str,
+        at: DateTime<Utc>,
+        key: &str,
+    ) -> Vec<NewMessage> {
+        let subscribed: Vec<&Arc<Endpoint>> = self.0.iter().filter(|e| e.wants(event)).collect();
+        if subscribed.is_empty() {
+            return Vec::new();
+        }
         let body = serde_json::json!({
             "type": event,
             "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -76,7 +115,7 @@ impl Endpoints {
         subscribed
             .into_iter()
             .map(|endpoint| NewMessage {
-                key: format!("{}:{event}:{}", view.order_id, endpoint.name),
+                key: format!("{}:{key}:{}", view.order_id, endpoint.name),
                 order_id: view.order_id,
                 event: event.to_owned(),
                 destination: endpoint.name.clone(),
