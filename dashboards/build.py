@@ -324,6 +324,25 @@ def overview() -> dm.Dashboard:
             stacked=True,
         ),
         series(
+            "Cancels and refunds/s",
+            "Cancels the API accepted (orderflow_cancels_accepted_total), orders the stages ended "
+            "cancelled, by the stage that found the cancel (orderflow_orders_cancelled_total), and "
+            "refunds paid or refused by the provider (orderflow_refunds_total by outcome), rate "
+            "over 1m.",
+            [
+                q(f"sum(rate(orderflow_cancels_accepted_total{{{ROLE}}}[{RATE}]))", "cancels accepted"),
+                q(
+                    f"sum by (stage) (rate(orderflow_orders_cancelled_total{{{ROLE}}}[{RATE}]))",
+                    "cancelled at {{stage}}",
+                ),
+                q(
+                    f"sum by (outcome) (rate(orderflow_refunds_total{{{ROLE}}}[{RATE}]))",
+                    "refunds {{outcome}}",
+                ),
+            ],
+            "ops",
+        ),
+        series(
             "End-to-end latency, accept → terminal",
             "p50/p95/p99 of orderflow_order_lifetime_seconds (histogram, rate over 1m): accepted_at "
             "to completed or rejected, measured by the projector.",
