@@ -154,9 +154,10 @@ pub(crate) fn parse_id(id: &str) -> Result<OrderId, Problem> {
 }
 
 /// The view of an order the caller may see, waiting up to `within` for one accepted a moment
-/// ago to be projected (it subscribes to the status feed before its first read, so the
-/// projection is not missed). `None` when there is no such order or it is another customer's
-/// and the caller is no admin, so ids cannot be probed.
+/// ago to be projected. Only an order not there at the first read is followed on the status
+/// feed (subscribed before the read that follows, so its projection is not missed). `None` when
+/// there is no such order or it is another customer's and the caller is no admin, so ids
+/// cannot be probed.
 pub(crate) async fn visible_view(
     state: &AppState,
     claims: &Claims,
@@ -167,12 +168,21 @@ pub(crate) async fn visible_view(
         tracing::warn!(error = %e, "Order store unavailable");
         Problem::unavailable("cannot read orders now; retry")
     };
+    let visible = |view: OrderView| {
+        let allowed = view.customer_id == claims.sub || claims.has_scope("admin");
+        allowed.then_some(view)
+    };
+    if let Some(view) = state.orders.get(id).await.map_err(unavailable)? {
+        return Ok(visible(view));
+    }
+    if within.is_zero() {
+        return Ok(None);
+    }
     let deadline = tokio::time::Instant::now() + within;
     let mut updates = state.feed.subscribe(id).await.map_err(unavailable)?;
     loop {
         if let Some(view) = state.orders.get(id).await.map_err(unavailable)? {
-            let allowed = view.customer_id == claims.sub || claims.has_scope("admin");
-            return Ok(allowed.then_some(view));
+            return Ok(visible(view));
         }
         match tokio::time::timeout_at(deadline, updates.next()).await {
             Ok(Some(_)) => {}

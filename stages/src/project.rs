@@ -65,13 +65,18 @@ impl Stage for Project {
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_of(record)?;
         let status = event.status;
-        let refunds_paid: Vec<String> = event
-            .order
-            .refunds
-            .iter()
-            .filter(|r| r.status == orderflow_domain::RefundStatus::Succeeded)
-            .map(|r| r.refund_id.clone())
-            .collect();
+        // Refunds this event says were paid: only the refund step's output says so.
+        let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
+            event
+                .order
+                .refunds
+                .iter()
+                .filter(|r| r.status == orderflow_domain::RefundStatus::Succeeded)
+                .map(|r| r.refund_id.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         // Only an event of a terminal topic ends the order: a refund's event carries the
         // order's status, terminal or not, and must not announce or count the end again.
         let terminal = crate::topology::TERMINAL.contains(&record.topic.as_str());
@@ -101,12 +106,6 @@ impl Stage for Project {
                 self.announce(view).await;
             }
         }
-        // Refunds this event says were paid (the refund step's output).
-        let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
-            refunds_paid
-        } else {
-            Vec::new()
-        };
         if let Some((_, endpoints)) = &self.webhooks
             && (terminal || !paid.is_empty())
         {

@@ -96,22 +96,7 @@ impl StockLedger for EmbeddedLedger {
                 pinned: false,
                 announced: false,
             };
-            state.holds.insert(
-                order,
-                Slot {
-                    hold: hold.clone(),
-                    version: 1,
-                    durable: 0,
-                },
-            );
-            (
-                outcome,
-                self.persist(Change {
-                    levels: touched,
-                    hold: Some((order, hold, 1)),
-                    seq: state.next_seq(),
-                }),
-            )
+            (outcome, self.first_hold(&mut state, order, hold, touched))
         };
         pending.await?;
         Ok(outcome)

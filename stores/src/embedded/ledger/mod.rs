@@ -361,6 +361,31 @@ impl EmbeddedLedger {
         }))))
     }
 
+    /// Records an order's first hold (with the levels it moved) in memory and queues its
+    /// write; call with the state lock held, await after releasing it.
+    fn first_hold(
+        &self,
+        state: &mut State,
+        order: OrderId,
+        hold: Hold,
+        levels: Vec<StockLevel>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + 'static {
+        state.holds.insert(
+            order,
+            Slot {
+                hold: hold.clone(),
+                version: 1,
+                durable: 0,
+            },
+        );
+        let seq = state.next_seq();
+        self.persist(Change {
+            levels,
+            hold: Some((order, hold, 1)),
+            seq,
+        })
+    }
+
     /// Writes the first record of an order that has no hold: a cancel or a refusal before
     /// any reservation. Call with the state lock held.
     fn mark_unreserved(&self, state: &mut State, order: OrderId, to: HoldState) -> Write {
@@ -376,20 +401,7 @@ impl EmbeddedLedger {
             pinned: false,
             announced: false,
         };
-        state.holds.insert(
-            order,
-            Slot {
-                hold: hold.clone(),
-                version: 1,
-                durable: 0,
-            },
-        );
-        let seq = state.next_seq();
-        Box::pin(self.persist(Change {
-            levels: Vec::new(),
-            hold: Some((order, hold, 1)),
-            seq,
-        }))
+        Box::pin(self.first_hold(state, order, hold, Vec::new()))
     }
 
     /// Rewrites one hold's record after `change` edits it (no level moves); call with the
