@@ -9,7 +9,6 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use std::time::Duration;
 use support::{App, audit, checkout, is_settled, run_command, token, write_catalog};
-use tokio_tungstenite::tungstenite::Message;
 
 /// The money of a settled view: (captured, refunded, payment status).
 fn money(view: &Value) -> (i64, i64, String) {
@@ -154,13 +153,7 @@ async fn a_cancel_while_the_charge_is_retried_captures_nothing_and_followers_see
         .await
         .expect("checkout");
     let id = body["order_id"].as_str().expect("id").to_owned();
-    let url = format!(
-        "{}/v1/orders/{id}/ws?access_token={customer}",
-        app.base.replacen("http://", "ws://", 1)
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
+    let mut socket = support::follow_order(&app.base, &id, &customer).await;
     // Wait until the order is priced: its charge is being retried.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while app.view(&customer, &id).await["status"] != "priced" {
@@ -180,21 +173,11 @@ async fn a_cancel_while_the_charge_is_retried_captures_nothing_and_followers_see
         "a repeat"
     );
 
-    let mut seen = Vec::new();
-    let mut close = None;
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-        match frame.expect("frame") {
-            Message::Text(text) => {
-                let m: Value = serde_json::from_str(text.as_str()).expect("json");
-                seen.push(m["status"].as_str().expect("status").to_owned());
-            }
-            Message::Close(frame) => {
-                close = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            _ => {}
-        }
-    }
+    let (messages, close) = support::read_follower(&mut socket, Duration::from_secs(30)).await;
+    let seen: Vec<&str> = messages
+        .iter()
+        .map(|m| m["status"].as_str().expect("status"))
+        .collect();
     assert_eq!(close, Some(1000));
     assert_eq!(
         seen,
@@ -221,17 +204,7 @@ async fn a_cancel_while_the_charge_is_retried_captures_nothing_and_followers_see
         status, 202,
         "still the same answer once cancelled: {problem}"
     );
-    let (_, body) = app
-        .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_visa"))
-        .await
-        .expect("checkout");
-    let done = body["order_id"].as_str().expect("id").to_owned();
-    app.await_terminal(
-        &customer,
-        std::slice::from_ref(&done),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (done, _) = settled_order(&app, &customer, &[("SKU-A", 1)], "tok_visa").await;
     let (status, problem) = app.cancel(&customer, &done).await;
     assert_eq!(status, 409);
     assert_eq!(problem["type"], "/problems/order-not-cancellable");
@@ -248,16 +221,54 @@ async fn a_cancel_while_the_charge_is_retried_captures_nothing_and_followers_see
 
 /// A completed order's id and its total.
 async fn completed_order(app: &App, customer: &str, card: &str) -> (String, i64) {
-    let (_, body) = app
-        .checkout(customer, &checkout(&[("SKU-A", 2)], card))
+    let (id, view) = settled_order(app, customer, &[("SKU-A", 2)], card).await;
+    (id, money(&view).0)
+}
+
+/// Places an order of `lines` paid with `card` and waits for it to settle: its id and view.
+async fn settled_order(
+    app: &App,
+    customer: &str,
+    lines: &[(&str, u32)],
+    card: &str,
+) -> (String, Value) {
+    let (status, body) = app
+        .checkout(customer, &checkout(lines, card))
         .await
         .expect("checkout");
+    assert_eq!(status, 202, "{body}");
     let id = body["order_id"].as_str().expect("id").to_owned();
-    let view = app
-        .await_terminal(customer, std::slice::from_ref(&id), Duration::from_secs(30))
+    let view = settled(app, customer, &id).await;
+    (id, view)
+}
+
+/// Order `id`'s view once it is terminal with no refund pending.
+async fn settled(app: &App, customer: &str, id: &str) -> Value {
+    app.await_terminal(customer, &[id.to_owned()], Duration::from_secs(30))
         .await
-        .remove(0);
-    (id, money(&view).0)
+        .remove(0)
+}
+
+/// Order `id`'s view once refund `refund_id` shows a final status (`succeeded` or `failed`): a
+/// view read before the refund is projected would look settled without it.
+async fn refund_final(app: &App, customer: &str, id: &str, refund_id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = app.view(customer, id).await;
+        let done = view["refunds"].as_array().is_some_and(|refunds| {
+            refunds
+                .iter()
+                .any(|r| r["refund_id"] == refund_id && r["status"] != "pending")
+        });
+        if done {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refund {refund_id} never final: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn amount(minor: i64) -> Value {
@@ -329,14 +340,9 @@ async fn refunds_add_up_never_past_the_capture_and_are_paid_once() {
         (422, json!("/problems/refund-exceeds-capture"))
     );
 
-    let view = app
-        .await_terminal(
-            &customer,
-            std::slice::from_ref(&id),
-            Duration::from_secs(30),
-        )
-        .await
-        .remove(0);
+    let last = rest["refund_id"].as_str().expect("refund id");
+    refund_final(&app, &customer, &id, &refund_id).await;
+    let view = refund_final(&app, &customer, &id, last).await;
     assert_eq!(
         money(&view),
         (captured, captured, "refunded".to_owned()),
@@ -352,17 +358,7 @@ async fn refunds_add_up_never_past_the_capture_and_are_paid_once() {
     );
 
     // A declined order captured nothing: not refundable.
-    let (_, body) = app
-        .checkout(&customer, &checkout(&[("SKU-A", 1)], "tok_decline"))
-        .await
-        .expect("checkout");
-    let declined = body["order_id"].as_str().expect("id").to_owned();
-    app.await_terminal(
-        &customer,
-        std::slice::from_ref(&declined),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (declined, _) = settled_order(&app, &customer, &[("SKU-A", 1)], "tok_decline").await;
     let (status, problem) = app.refund(&admin, &declined, "r-7", &amount(1)).await;
     assert_eq!(
         (status, problem["type"].clone()),
@@ -371,16 +367,10 @@ async fn refunds_add_up_never_past_the_capture_and_are_paid_once() {
 
     // A refund the provider refuses for good: shown failed, and its amount can be asked again.
     let (closed, captured) = completed_order(&app, &customer, "tok_norefund").await;
-    let (status, _) = app.refund(&admin, &closed, "n-1", &amount(captured)).await;
+    let (status, refused) = app.refund(&admin, &closed, "n-1", &amount(captured)).await;
     assert_eq!(status, 202);
-    let view = app
-        .await_terminal(
-            &customer,
-            std::slice::from_ref(&closed),
-            Duration::from_secs(30),
-        )
-        .await
-        .remove(0);
+    let refused = refused["refund_id"].as_str().expect("refund id");
+    let view = refund_final(&app, &customer, &closed, refused).await;
     assert_eq!(view["refunds"][0]["status"], "failed", "{view}");
     assert_eq!(money(&view), (captured, 0, "captured".to_owned()), "{view}");
     assert!(
@@ -414,8 +404,11 @@ async fn a_refund_that_keeps_failing_is_dead_lettered_then_replayed_and_paid_onc
     let (status, refund) = app.refund(&admin, &id, "k-1", &amount(captured)).await;
     assert_eq!(status, 202, "{refund}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The counter is exported at 0 from the start: wait for it to move.
     while !app.metrics().await.lines().any(|l| {
-        l.starts_with("orderflow_stage_dead_lettered_total{") && l.contains("stage=\"refund\"")
+        l.starts_with("orderflow_stage_dead_lettered_total{")
+            && l.contains("stage=\"refund\"")
+            && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(1.0)
     }) {
         assert!(
             std::time::Instant::now() < deadline,
@@ -438,15 +431,8 @@ async fn a_refund_that_keeps_failing_is_dead_lettered_then_replayed_and_paid_onc
     let app = App::start(&data, &catalog);
     // At the start the view may not show the refund yet (the projector reads the log again
     // from its last commit): wait for it to be paid.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let view = loop {
-        let view = app.view(&customer, &id).await;
-        if view["refunds"][0]["status"] == "succeeded" {
-            break view;
-        }
-        assert!(std::time::Instant::now() < deadline, "never paid: {view}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let refund_id = refund["refund_id"].as_str().expect("refund id");
+    let view = refund_final(&app, &customer, &id, refund_id).await;
     assert_eq!(
         money(&view),
         (captured, captured, "refunded".to_owned()),

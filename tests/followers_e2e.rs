@@ -7,37 +7,19 @@
 
 mod support;
 
-use futures::StreamExt;
 use orderflow_testkit::{KafkaBroker, RedisServer};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::{App, Worker, checkout, token, write_catalog};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Every status message of one follower, and its close code.
 async fn follow(base: &str, id: &str, token: &str) -> (Vec<String>, Option<u16>) {
-    let url = format!(
-        "{}/v1/orders/{id}/ws?access_token={token}",
-        base.replacen("http://", "ws://", 1)
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade accepted");
-    let mut statuses = Vec::new();
-    let mut close = None;
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(60), socket.next()).await {
-        match frame.expect("frame") {
-            Message::Text(text) => {
-                let message: Value = serde_json::from_str(text.as_str()).expect("json");
-                statuses.push(message["status"].as_str().expect("status").to_owned());
-            }
-            Message::Close(frame) => {
-                close = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            _ => {}
-        }
-    }
+    let mut socket = support::follow_order(base, id, token).await;
+    let (messages, close) = support::read_follower(&mut socket, Duration::from_secs(60)).await;
+    let statuses = messages
+        .iter()
+        .map(|m| m["status"].as_str().expect("status").to_owned())
+        .collect();
     (statuses, close)
 }
 

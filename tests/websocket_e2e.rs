@@ -3,11 +3,9 @@
 
 mod support;
 
-use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
 use support::{App, checkout, token, write_catalog};
-use tokio_tungstenite::tungstenite::Message;
 
 const ORDER: [&str; 7] = [
     "accepted",
@@ -20,28 +18,8 @@ const ORDER: [&str; 7] = [
 ];
 
 async fn follow(app: &App, id: &str, token: &str) -> (Vec<Value>, Option<u16>) {
-    let url = format!(
-        "{}/v1/orders/{id}/ws?access_token={token}",
-        app.base.replacen("http://", "ws://", 1)
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade accepted");
-    let mut messages = Vec::new();
-    let mut close = None;
-    while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await {
-        match frame.expect("frame") {
-            Message::Text(text) => {
-                messages.push(serde_json::from_str(text.as_str()).expect("json"))
-            }
-            Message::Close(frame) => {
-                close = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            _ => {}
-        }
-    }
-    (messages, close)
+    let mut socket = support::follow_order(&app.base, id, token).await;
+    support::read_follower(&mut socket, Duration::from_secs(30)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -773,18 +773,23 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
             .expect("projects");
     }
     project.flush().await.expect("flushes");
-    let written = outbox
-        .list(&Listing {
-            limit: 10,
-            ..Listing::default()
-        })
-        .await
-        .expect("lists");
-    let mut seen: Vec<(String, String)> = written
-        .iter()
-        .map(|d| (d.event.clone(), d.destination.clone()))
-        .collect();
-    seen.sort();
+    // The outbox's messages and their (event, endpoint), sorted.
+    let kinds_in = |outbox: Arc<dyn Outbox>| async move {
+        let messages = outbox
+            .list(&Listing {
+                limit: 10,
+                ..Listing::default()
+            })
+            .await
+            .expect("lists");
+        let mut kinds: Vec<(String, String)> = messages
+            .iter()
+            .map(|d| (d.event.clone(), d.destination.clone()))
+            .collect();
+        kinds.sort();
+        (messages, kinds)
+    };
+    let (written, seen) = kinds_in(outbox.clone()).await;
     assert_eq!(
         seen,
         [
@@ -831,17 +836,7 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
         refunding.process(&paid_record, 1).await.expect("projects");
         refunding.flush().await.expect("flushes");
     }
-    let announced = later
-        .list(&Listing {
-            limit: 10,
-            ..Listing::default()
-        })
-        .await
-        .expect("lists");
-    let announced: Vec<(String, String)> = announced
-        .iter()
-        .map(|d| (d.event.clone(), d.destination.clone()))
-        .collect();
+    let (_, announced) = kinds_in(later.clone()).await;
     assert_eq!(announced, [("order.refunded".to_owned(), "all".to_owned())]);
     assert_eq!(
         store

@@ -618,3 +618,36 @@ pub fn assert_shed_after(answers: &[(u16, Value)], accepted: usize) {
         assert_eq!(body["type"], "/problems/overloaded", "{body}");
     }
 }
+
+/// A WebSocket follower of one order.
+pub type Follower =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Follows order `id` on `base` (`GET /v1/orders/{id}/ws`) with `token` in the query.
+pub async fn follow_order(base: &str, id: &str, token: &str) -> Follower {
+    let url = format!(
+        "{}/v1/orders/{id}/ws?access_token={token}",
+        base.replacen("http://", "ws://", 1)
+    );
+    let (socket, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("upgrade accepted");
+    socket
+}
+
+/// Every message a follower gets until the server closes (or nothing comes for `idle`), and
+/// the close code.
+pub async fn read_follower(socket: &mut Follower, idle: Duration) -> (Vec<Value>, Option<u16>) {
+    use tokio_tungstenite::tungstenite::Message;
+    let mut messages = Vec::new();
+    while let Ok(Some(frame)) = tokio::time::timeout(idle, socket.next()).await {
+        match frame.expect("frame") {
+            Message::Text(text) => {
+                messages.push(serde_json::from_str(text.as_str()).expect("json"))
+            }
+            Message::Close(frame) => return (messages, frame.map(|f| u16::from(f.code))),
+            _ => {}
+        }
+    }
+    (messages, None)
+}
