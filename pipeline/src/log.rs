@@ -135,6 +135,20 @@ pub trait Consumer: Send {
     /// fails here has committed nothing new, and will see the same records again.
     async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError>;
 
+    /// A handle that completes this member's batches without borrowing it, so the next batch
+    /// can be polled and processed while one is being acknowledged.
+    fn committer(&self) -> std::sync::Arc<dyn Committer>;
+
     /// Commits whatever `complete` left pending before the member leaves its group.
     async fn close(&mut self) {}
+}
+
+/// Completes one consumer's batches apart from the consumer (see [`Consumer::committer`]).
+#[async_trait]
+pub trait Committer: Send + Sync {
+    /// As [`Consumer::complete`]: appends `outputs`, then commits `offsets` only once they are
+    /// durable; a failure commits nothing new. Batches are completed one at a time, in the
+    /// order they were read, and a failed one is repeated before any later one is started: a
+    /// failure does not hand the batch's records out again.
+    async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError>;
 }

@@ -1,10 +1,10 @@
 //! The runner: consume, process, retry, dead-letter, produce and commit for one stage.
 
 use crate::dlq::dead_letter;
-use crate::log::{Consumer, Log, LogError, Message, Offsets, Record, TopicPartition, header};
+use crate::log::{Committer, Log, LogError, Message, Offsets, Record, TopicPartition, header};
 use crate::stage::{ErrorKind, Outcome, Stage, StageError};
 use futures::FutureExt;
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,10 +105,14 @@ impl StageMetrics {
     }
 }
 
-/// Offsets of records processed but not committed yet, and since when.
+/// Records processed but not completed yet: the outputs to append, the offsets to commit, and
+/// since when.
 #[derive(Default)]
 struct Pending {
+    outputs: Vec<Message>,
     offsets: Offsets,
+    /// Records processed into this.
+    records: usize,
     since: Option<Instant>,
 }
 
@@ -117,6 +121,25 @@ impl Pending {
     fn due(&self, interval: Duration) -> bool {
         self.since.is_some_and(|since| since.elapsed() >= interval)
     }
+
+    /// Whether a completion should start: outputs are waiting, or offsets are due.
+    fn owed(&self, interval: Duration) -> bool {
+        !self.outputs.is_empty() || self.due(interval)
+    }
+}
+
+/// How long a completion runs before the runner polls beside it. Most embedded-log completions
+/// end sooner, and polling beside them only splits the work into more, smaller batches (more
+/// CPU an order, measured); a slower log (a broker's acknowledgement, a busy disk) is
+/// overlapped.
+const OVERLAP_AFTER: Duration = Duration::from_millis(5);
+
+/// What came first while a completion was in flight.
+enum Step {
+    /// The completion ended (false: shutdown interrupted it unfinished).
+    Completed(bool),
+    /// A poll answered.
+    Polled(Result<Vec<Record>, LogError>),
 }
 
 enum Settled {
@@ -167,19 +190,67 @@ impl Runner {
             }
         };
         tracing::info!(stage = %name, inputs = ?self.inputs, "Stage started");
+        let committer = consumer.committer();
+        let interval = self.stage.commit_interval();
         let mut pending = Pending::default();
-        // False when a commit or a batch was cut short: its records come back after restart.
+        // At most one completion runs at a time, in batch order; while it does, the next
+        // records are polled and processed, and go into the completion after it.
+        let mut inflight: Option<BoxFuture<'_, bool>> = None;
+        let mut overlap_from = Instant::now();
+        // False when a completion or a batch was cut short: its records come back after restart.
         let mut clean = true;
         while !shutdown.is_cancelled() {
+            if inflight.is_none() && pending.owed(interval) {
+                if !self.flush(&shutdown).await {
+                    clean = false;
+                    break;
+                }
+                let batch = std::mem::take(&mut pending);
+                overlap_from = Instant::now() + OVERLAP_AFTER;
+                inflight = Some(Box::pin(self.complete(
+                    Arc::clone(&committer),
+                    batch,
+                    shutdown.clone(),
+                )));
+            }
+            if pending.records >= self.policy.batch_size
+                && let Some(commit) = inflight.take()
+            {
+                // Enough is waiting: a slow log holds the stage back rather than fill memory.
+                if !commit.await {
+                    clean = false;
+                    break;
+                }
+                continue;
+            }
             let wait = match pending.since {
-                Some(since) => (since + self.stage.commit_interval())
+                Some(since) => (since + interval)
                     .saturating_duration_since(Instant::now())
                     .min(self.policy.poll_wait),
                 None => self.policy.poll_wait,
             };
-            let records = match consumer.poll(self.policy.batch_size, wait).await {
-                Ok(records) => records,
-                Err(e) => {
+            let step = match inflight.as_mut() {
+                Some(commit) => tokio::select! {
+                    biased;
+                    done = commit => Step::Completed(done),
+                    polled = async {
+                        tokio::time::sleep_until(overlap_from.into()).await;
+                        consumer.poll(self.policy.batch_size, wait).await
+                    } => Step::Polled(polled),
+                },
+                None => Step::Polled(consumer.poll(self.policy.batch_size, wait).await),
+            };
+            let records = match step {
+                Step::Completed(done) => {
+                    inflight = None;
+                    if !done {
+                        clean = false;
+                        break;
+                    }
+                    continue;
+                }
+                Step::Polled(Ok(records)) => records,
+                Step::Polled(Err(e)) => {
                     tracing::warn!(stage = %name, error = %e, "Poll failed, retrying");
                     if sleep_or_shutdown(self.policy.max_backoff, &shutdown).await {
                         break;
@@ -187,30 +258,56 @@ impl Runner {
                     continue;
                 }
             };
-            let carried_on = if records.is_empty() {
-                !pending.due(self.stage.commit_interval())
-                    || self
-                        .commit(consumer.as_mut(), Vec::new(), &mut pending, &shutdown)
-                        .await
-            } else {
-                self.handle_batch(consumer.as_mut(), records, &mut pending, &shutdown)
-                    .await
+            if records.is_empty() {
+                continue;
+            }
+            self.metrics.batch_size.record(records.len() as f64);
+            let started = Instant::now();
+            let batch = self.settle_batch(&records, &shutdown);
+            let (settled, completed) = match inflight.as_mut() {
+                Some(commit) => {
+                    let mut batch = std::pin::pin!(batch);
+                    tokio::select! {
+                        biased;
+                        settled = &mut batch => (settled, None),
+                        done = commit => (batch.await, Some(done)),
+                    }
+                }
+                None => (batch.await, None),
             };
-            if !carried_on {
+            if let Some(done) = completed {
+                inflight = None;
+                if !done {
+                    clean = false;
+                    break;
+                }
+            }
+            let Some(settled) = settled else {
+                // Complete nothing of this batch: it comes back after the restart, and every
+                // side effect already made is idempotent.
                 clean = false;
                 break;
-            }
+            };
+            self.gather(&records, settled, &mut pending, started);
         }
-        if clean && pending.since.is_some() {
-            // Processed but not committed yet (a buffering stage): flush and commit on the way
-            // out, briefly; whatever does not make it is read again after the restart.
+        if let Some(commit) = inflight.take()
+            && !commit.await
+        {
+            clean = false;
+        }
+        if clean && (pending.since.is_some() || !pending.outputs.is_empty()) {
+            // Processed but not completed yet: flush and complete on the way out, briefly;
+            // whatever does not make it is read again after the restart.
             let quiet = CancellationToken::new();
-            let _ = tokio::time::timeout(
-                Duration::from_secs(3),
-                self.commit(consumer.as_mut(), Vec::new(), &mut pending, &quiet),
-            )
+            let _ = tokio::time::timeout(Duration::from_secs(3), async {
+                self.flush(&quiet).await
+                    && self
+                        .complete(Arc::clone(&committer), pending, quiet.clone())
+                        .await
+            })
             .await;
         }
+        drop(committer);
         consumer.close().await;
         // Leaving the group blocks until the broker answers: keep that off the async threads.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -218,35 +315,35 @@ impl Runner {
         Ok(())
     }
 
-    /// Processes one batch and commits it (or, when it appended nothing and the commit
-    /// interval allows, leaves its offsets pending); false if shutdown interrupted an
-    /// unfinished commit.
-    async fn handle_batch(
+    /// Runs the stage on every record of a batch at once; `None` if shutdown interrupted one
+    /// whose dependency was down.
+    async fn settle_batch(
         &self,
-        consumer: &mut dyn Consumer,
-        records: Vec<Record>,
-        pending: &mut Pending,
+        records: &[Record],
         shutdown: &CancellationToken,
-    ) -> bool {
-        let name = self.stage.name();
-        self.metrics.batch_size.record(records.len() as f64);
-        let started = Instant::now();
+    ) -> Option<Vec<Settled>> {
         let settled = join_all(records.iter().map(|r| self.settle(r, shutdown.clone()))).await;
-        if settled.iter().any(|s| matches!(s, Settled::Interrupted)) {
-            // Commit nothing of this batch: it comes back after the restart, and every side
-            // effect already made is idempotent.
-            return false;
-        }
-        let mut outputs = Vec::with_capacity(records.len());
+        (!settled.iter().any(|s| matches!(s, Settled::Interrupted))).then_some(settled)
+    }
+
+    /// Adds a settled batch's outputs (dead letters included) and next offsets to `pending`.
+    fn gather(
+        &self,
+        records: &[Record],
+        settled: Vec<Settled>,
+        pending: &mut Pending,
+        started: Instant,
+    ) {
+        let name = self.stage.name();
         for (record, settled) in records.iter().zip(settled) {
             let m = &self.metrics;
             let outcome = match settled {
                 Settled::Done(Outcome::Emit(messages)) => {
-                    outputs.extend(messages);
+                    pending.outputs.extend(messages);
                     &m.emitted
                 }
                 Settled::Done(Outcome::Reject(message)) => {
-                    outputs.push(message);
+                    pending.outputs.push(message);
                     m.rejected_total.increment(1);
                     &m.rejected
                 }
@@ -258,7 +355,9 @@ impl Runner {
                         offset = record.offset, attempts, error = %error.message,
                         "Dead-lettering a record"
                     );
-                    outputs.push(dead_letter(name, record, &error, attempts));
+                    pending
+                        .outputs
+                        .push(dead_letter(name, record, &error, attempts));
                     m.dead_lettered_total.increment(1);
                     &m.dead_lettered
                 }
@@ -267,7 +366,7 @@ impl Runner {
         }
         // The next offset per partition, gathered without allocating a key per record.
         let mut highest: Vec<(&str, u32, u64)> = Vec::new();
-        for r in &records {
+        for r in records {
             match highest
                 .iter_mut()
                 .find(|(t, p, _)| *t == r.topic && *p == r.partition)
@@ -283,50 +382,54 @@ impl Runner {
                 .or_insert(0);
             *slot = (*slot).max(next);
         }
+        pending.records += records.len();
         pending.since.get_or_insert(started);
-        if outputs.is_empty() && !pending.due(self.stage.commit_interval()) {
-            return true;
-        }
-        // The commit is the wait for the log: outputs acknowledged, offsets stored.
-        let committing = Instant::now();
-        if !self.commit(consumer, outputs, pending, shutdown).await {
-            return false;
-        }
-        self.metrics.commit_seconds.record(committing.elapsed());
-        self.metrics.batch_seconds.record(started.elapsed());
-        true
     }
 
-    /// Flushes the stage, then appends `outputs` and commits the pending offsets together,
-    /// retrying until it works; false if shutdown came first (nothing new is committed then).
-    async fn commit(
-        &self,
-        consumer: &mut dyn Consumer,
-        outputs: Vec<Message>,
-        pending: &mut Pending,
-        shutdown: &CancellationToken,
-    ) -> bool {
-        let name = self.stage.name();
+    /// Flushes the stage (its buffered writes go before the offsets that cover them), retrying
+    /// until it works; false if shutdown came first.
+    async fn flush(&self, shutdown: &CancellationToken) -> bool {
         let mut attempt = 0;
         loop {
-            let done = match self.stage.flush().await {
-                Ok(()) => consumer
-                    .complete(outputs.clone(), pending.offsets.clone())
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.message),
-            };
-            match done {
+            match self.stage.flush().await {
+                Ok(()) => return true,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(stage = self.stage.name(), error = %e.message, attempt, "Flush failed, retrying");
+                    if sleep_or_shutdown(self.policy.backoff(attempt), shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends a batch's outputs and commits its offsets together, retrying until it works;
+    /// false if shutdown came first (nothing new is committed then).
+    async fn complete(
+        &self,
+        committer: Arc<dyn Committer>,
+        batch: Pending,
+        shutdown: CancellationToken,
+    ) -> bool {
+        let committing = Instant::now();
+        let mut attempt = 0;
+        loop {
+            match committer
+                .complete(batch.outputs.clone(), batch.offsets.clone())
+                .await
+            {
                 Ok(()) => {
-                    pending.offsets.clear();
-                    pending.since = None;
+                    self.metrics.commit_seconds.record(committing.elapsed());
+                    if let Some(since) = batch.since {
+                        self.metrics.batch_seconds.record(since.elapsed());
+                    }
                     return true;
                 }
                 Err(error) => {
                     attempt += 1;
-                    tracing::warn!(stage = name, %error, attempt, "Commit failed, retrying");
-                    if sleep_or_shutdown(self.policy.backoff(attempt), shutdown).await {
-                        // Nothing was committed: the records come back after restart.
+                    tracing::warn!(stage = self.stage.name(), %error, attempt, "Commit failed, retrying");
+                    if sleep_or_shutdown(self.policy.backoff(attempt), &shutdown).await {
                         return false;
                     }
                 }

@@ -1,9 +1,12 @@
 //! The [`Log`] with no server: `orderflow-storage`'s segment log behind the trait. The engine
 //! does the work; this adapter only names its operations in the trait's terms.
 
-use crate::log::{Consumer, Log, LogError, Message, Offsets, Position, Record};
+use crate::log::{Committer, Consumer, Log, LogError, Message, Offsets, Position, Record};
 use async_trait::async_trait;
-use orderflow_storage::segment::{GroupPartition, SegmentConsumer, SegmentError, SegmentLog};
+use orderflow_storage::segment::{
+    GroupPartition, SegmentCommitter, SegmentConsumer, SegmentError, SegmentLog,
+};
+use std::sync::Arc;
 use std::time::Duration;
 
 impl From<SegmentError> for LogError {
@@ -70,5 +73,16 @@ impl Consumer for SegmentConsumer {
 
     async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
         Ok(SegmentConsumer::complete(self, outputs, offsets).await?)
+    }
+
+    fn committer(&self) -> Arc<dyn Committer> {
+        Arc::new(SegmentConsumer::committer(self))
+    }
+}
+
+#[async_trait]
+impl Committer for SegmentCommitter {
+    async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        Ok(SegmentCommitter::complete(self, outputs, &offsets).await?)
     }
 }

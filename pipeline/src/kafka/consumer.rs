@@ -145,9 +145,9 @@ pub(super) struct KafkaConsumer {
     pub(super) consumer: Arc<StreamConsumer<GroupContext>>,
     /// Records fetched while waiting for the first assignment.
     pub(super) pending: VecDeque<Record>,
-    pub(super) producer: Arc<SharedProducer>,
-    pub(super) transactions: Option<Transactions>,
-    pub(super) message_timeout: Duration,
+    /// Appends outputs and stores offsets; shared with the runner, which completes one batch
+    /// while it polls the next.
+    pub(super) committer: Arc<KafkaCommitter>,
     /// `orderflow_kafka_record_wait_seconds{stage}`: from the producer's send of a record to
     /// this member's poll handing it out (linger, broker, fetch wait and the stage's backlog).
     pub(super) record_wait: metrics::Histogram,
@@ -172,7 +172,19 @@ impl KafkaConsumer {
         }
         Ok(())
     }
+}
 
+/// Completes a Kafka member's batches: outputs sent and acknowledged, then offsets stored (or
+/// both in one transaction in exactly-once mode).
+pub(super) struct KafkaCommitter {
+    pub(super) consumer: Arc<StreamConsumer<GroupContext>>,
+    pub(super) producer: Arc<SharedProducer>,
+    /// One transaction at a time; the runner completes batches one after the other anyway.
+    pub(super) transactions: Option<tokio::sync::Mutex<Transactions>>,
+    pub(super) message_timeout: Duration,
+}
+
+impl KafkaCommitter {
     fn offsets_list(offsets: &Offsets) -> Result<TopicPartitionList, LogError> {
         let mut tpl = TopicPartitionList::new();
         for (TopicPartition { topic, partition }, next) in offsets {
@@ -187,7 +199,7 @@ impl KafkaConsumer {
     }
 
     async fn complete_at_least_once(
-        &mut self,
+        &self,
         outputs: Vec<Message>,
         offsets: Offsets,
     ) -> Result<(), LogError> {
@@ -202,7 +214,7 @@ impl KafkaConsumer {
     }
 
     async fn complete_in_transaction(
-        &mut self,
+        &self,
         outputs: Vec<Message>,
         offsets: Offsets,
     ) -> Result<(), LogError> {
@@ -210,9 +222,10 @@ impl KafkaConsumer {
         let metadata = self.consumer.group_metadata().ok_or_else(|| {
             LogError::Unavailable("the consumer has no group metadata yet".into())
         })?;
-        let Some(tx) = self.transactions.as_mut() else {
+        let Some(transactions) = self.transactions.as_ref() else {
             return Err(LogError::Invalid("no transactional producer".into()));
         };
+        let mut tx = transactions.lock().await;
         if let Err(e) = tx.producer.begin_transaction() {
             if txn_flags(&e).fatal {
                 tx.renew().await?;
@@ -278,6 +291,17 @@ impl KafkaConsumer {
 }
 
 #[async_trait]
+impl Committer for KafkaCommitter {
+    async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        if self.transactions.is_some() {
+            self.complete_in_transaction(outputs, offsets).await
+        } else {
+            self.complete_at_least_once(outputs, offsets).await
+        }
+    }
+}
+
+#[async_trait]
 impl Consumer for KafkaConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
         let mut records: Vec<Record> = Vec::with_capacity(max.min(1024));
@@ -324,15 +348,15 @@ impl Consumer for KafkaConsumer {
     }
 
     async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
-        if self.transactions.is_some() {
-            self.complete_in_transaction(outputs, offsets).await
-        } else {
-            self.complete_at_least_once(outputs, offsets).await
-        }
+        Committer::complete(&*self.committer, outputs, offsets).await
+    }
+
+    fn committer(&self) -> Arc<dyn Committer> {
+        Arc::clone(&self.committer) as Arc<dyn Committer>
     }
 
     async fn close(&mut self) {
-        if self.transactions.is_some() {
+        if self.committer.transactions.is_some() {
             return;
         }
         let consumer = Arc::clone(&self.consumer);

@@ -14,11 +14,11 @@ mod backlog;
 mod consumer;
 
 use crate::log::{
-    Consumer, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
+    Committer, Consumer, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use consumer::{GroupContext, KafkaConsumer, Transactions};
+use consumer::{GroupContext, KafkaCommitter, KafkaConsumer, Transactions};
 use futures::FutureExt;
 use futures::StreamExt;
 use futures::future::join_all;
@@ -411,12 +411,16 @@ impl Log for KafkaLog {
         } else {
             None
         };
+        let consumer = Arc::new(consumer);
         let mut member = KafkaConsumer {
-            consumer: Arc::new(consumer),
+            consumer: Arc::clone(&consumer),
             pending: VecDeque::new(),
-            producer: Arc::clone(&self.producer),
-            transactions,
-            message_timeout: self.config.message_timeout,
+            committer: Arc::new(KafkaCommitter {
+                consumer,
+                producer: Arc::clone(&self.producer),
+                transactions: transactions.map(tokio::sync::Mutex::new),
+                message_timeout: self.config.message_timeout,
+            }),
             record_wait: metrics::histogram!(
                 "orderflow_kafka_record_wait_seconds",
                 "stage" => group.to_owned()

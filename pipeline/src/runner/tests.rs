@@ -1,5 +1,6 @@
 use super::*;
 use crate::SegmentLog;
+use crate::log::Consumer;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -281,6 +282,225 @@ async fn a_buffering_stage_is_flushed_before_its_position_is_committed() {
     task.await.expect("joins").expect("runs");
     assert_eq!(stage.flushed.load(Ordering::SeqCst), 21);
     assert_eq!(committed(&log), 0);
+}
+
+/// The embedded log with every completion held for a while, the first ones failing, and
+/// each call recorded: what the runner completes, in which order, how many at once.
+struct Held {
+    log: Arc<SegmentLog>,
+    calls: Arc<HeldCalls>,
+}
+
+#[derive(Default)]
+struct HeldCalls {
+    /// Each call's offsets, whether it succeeded, and when it returned.
+    seen: parking_lot::Mutex<Vec<(Offsets, bool, Instant)>>,
+    running: AtomicU32,
+    most_at_once: AtomicU32,
+    failures_left: AtomicU32,
+}
+
+struct HeldConsumer {
+    inner: Box<dyn Consumer>,
+    calls: Arc<HeldCalls>,
+}
+
+struct HeldCommitter {
+    inner: Arc<dyn Committer>,
+    calls: Arc<HeldCalls>,
+}
+
+#[async_trait]
+impl Log for Held {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        Log::ensure_topics(&*self.log, topics).await
+    }
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<crate::Position>, LogError> {
+        Log::append(&*self.log, messages).await
+    }
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        Ok(Box::new(HeldConsumer {
+            inner: Log::consumer(&*self.log, group, topics).await?,
+            calls: Arc::clone(&self.calls),
+        }))
+    }
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        Log::read(&*self.log, topic, max).await
+    }
+    async fn ready(&self) -> Result<(), LogError> {
+        Log::ready(&*self.log).await
+    }
+    async fn backlog(&self, group: &str, topic: &str) -> Result<u64, LogError> {
+        Log::backlog(&*self.log, group, topic).await
+    }
+}
+
+#[async_trait]
+impl Consumer for HeldConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        self.inner.poll(max, wait).await
+    }
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        self.inner.complete(outputs, offsets).await
+    }
+    fn committer(&self) -> Arc<dyn Committer> {
+        Arc::new(HeldCommitter {
+            inner: self.inner.committer(),
+            calls: Arc::clone(&self.calls),
+        })
+    }
+}
+
+#[async_trait]
+impl Committer for HeldCommitter {
+    async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        let calls = &self.calls;
+        let now = calls.running.fetch_add(1, Ordering::SeqCst) + 1;
+        calls.most_at_once.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let failing = calls
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if failing {
+            Err(LogError::Unavailable("held: failing on purpose".into()))
+        } else {
+            self.inner.complete(outputs, offsets.clone()).await
+        };
+        calls
+            .seen
+            .lock()
+            .push((offsets, result.is_ok(), Instant::now()));
+        calls.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+}
+
+/// Passes values on to "out", noting when each record was processed.
+struct Stamp {
+    processed: parking_lot::Mutex<Vec<Instant>>,
+}
+
+#[async_trait]
+impl Stage for Stamp {
+    fn name(&self) -> &str {
+        "stamp"
+    }
+
+    async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
+        self.processed.lock().push(Instant::now());
+        Ok(Outcome::Emit(vec![Message {
+            topic: "out".into(),
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: vec![],
+            decoded: None,
+        }]))
+    }
+}
+
+#[tokio::test]
+async fn the_next_batch_is_processed_while_one_is_completing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segments = Arc::new(SegmentLog::open(dir.path(), 1).expect("log"));
+    let calls = Arc::new(HeldCalls::default());
+    // The first two completions fail (after being held): each is repeated before any later one.
+    calls.failures_left.store(2, Ordering::SeqCst);
+    let log = Arc::new(Held {
+        log: Arc::clone(&segments),
+        calls: Arc::clone(&calls),
+    });
+    log.ensure_topics(&["in".to_owned(), "out".to_owned()])
+        .await
+        .expect("topics");
+    let stage = Arc::new(Stamp {
+        processed: parking_lot::Mutex::new(Vec::new()),
+    });
+    let policy = RetryPolicy {
+        poll_wait: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(
+        Runner::new(log.clone(), stage.clone(), vec!["in".into()], policy).run(stop.clone()),
+    );
+    // One record a few milliseconds apart: each completion (150 ms) spans many of them.
+    for i in 0..40 {
+        log.append(vec![msg("in", &format!("k{i}"), &format!("v{i:02}"))])
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments
+        .lag()
+        .expect("lag")
+        .iter()
+        .any(|(at, behind)| at.group == "stamp" && *behind > 0)
+        || stage.processed.lock().len() < 40
+    {
+        assert!(Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    task.await.expect("joins").expect("runs");
+
+    let seen = calls.seen.lock().clone();
+    assert_eq!(
+        calls.most_at_once.load(Ordering::SeqCst),
+        1,
+        "completions ran one at a time"
+    );
+    let first_done = seen
+        .iter()
+        .find(|(_, ok, _)| *ok)
+        .map(|(_, _, at)| *at)
+        .expect("a completion succeeded");
+    let processed = stage.processed.lock().clone();
+    let ahead = processed.iter().filter(|at| **at < first_done).count();
+    assert!(
+        ahead > 5,
+        "only {ahead} records were processed before the first completion returned: the runner \
+         waited for it instead of going on"
+    );
+    // A failed completion is repeated with the same offsets; the committed position only grows.
+    let mut last_ok = 0;
+    for pair in seen.windows(2) {
+        if !pair[0].1 {
+            assert_eq!(
+                pair[0].0, pair[1].0,
+                "a failed completion was not repeated first"
+            );
+        }
+    }
+    for (offsets, ok, _) in &seen {
+        let next = offsets.values().copied().max().unwrap_or(0);
+        if *ok {
+            assert!(next > last_ok, "completions out of order: {seen:?}");
+            last_ok = next;
+        }
+    }
+    assert_eq!(last_ok, 40);
+    assert!(seen.iter().filter(|(_, ok, _)| !ok).count() == 2);
+    assert!(
+        seen.len() < 20,
+        "{} completions for 40 records: batches were not gathered while one was held",
+        seen.len()
+    );
+    // Every output once, in the order of the inputs.
+    let out: Vec<String> = log
+        .read("out", 1000)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let wanted: Vec<String> = (0..40).map(|i| format!("v{i:02}")).collect();
+    assert_eq!(out, wanted);
 }
 
 #[test]

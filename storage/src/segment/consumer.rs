@@ -28,10 +28,19 @@ pub struct SegmentConsumer {
     pub(super) wake: Arc<Notify>,
 }
 
-impl SegmentConsumer {
+/// Completes a [`SegmentConsumer`]'s batches without borrowing it, so the next batch can be
+/// polled and processed while one is being written.
+#[derive(Clone)]
+pub struct SegmentCommitter {
+    log: SegmentLog,
+    group: Arc<str>,
+}
+
+impl SegmentCommitter {
     /// Appends a batch's outputs and commits its offsets in one durable write. Offsets of topics
-    /// this log does not have are refused, not dropped.
-    async fn write_outputs_and_commits(
+    /// this log does not have are refused, not dropped. Unlike [`SegmentConsumer::complete`], a
+    /// failure hands nothing out again: the caller repeats this batch before any later one.
+    pub async fn complete(
         &self,
         outputs: Vec<Message>,
         offsets: &Offsets,
@@ -61,6 +70,16 @@ impl SegmentConsumer {
             })
             .await
             .map(|_| ())
+    }
+}
+
+impl SegmentConsumer {
+    /// A handle that completes this member's batches without borrowing it.
+    pub fn committer(&self) -> SegmentCommitter {
+        SegmentCommitter {
+            log: self.log.clone(),
+            group: Arc::clone(&self.group),
+        }
     }
 
     fn fetch(&mut self, max: usize) -> Result<Vec<Record>, SegmentError> {
@@ -108,7 +127,7 @@ impl SegmentConsumer {
         outputs: Vec<Message>,
         offsets: Offsets,
     ) -> Result<(), SegmentError> {
-        let result = self.write_outputs_and_commits(outputs, &offsets).await;
+        let result = self.committer().complete(outputs, &offsets).await;
         match result {
             Ok(_) => {
                 for a in &mut self.assigned {

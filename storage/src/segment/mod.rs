@@ -24,7 +24,7 @@ mod retention;
 pub(crate) mod state;
 pub(crate) mod writer;
 
-pub use consumer::SegmentConsumer;
+pub use consumer::{SegmentCommitter, SegmentConsumer};
 pub use retention::GroupPartition;
 
 use crate::record::{Message, Offsets, Record};
