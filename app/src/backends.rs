@@ -160,7 +160,14 @@ impl Backends {
                         AppError::backend(format!("ScyllaDB at {url}"), "store.url", e)
                     })?)
                 }
-                StoreUrl::Embedded(_) => Arc::new(EmbeddedOrderStore::new(engine.clone())),
+                StoreUrl::Embedded(_) => {
+                    let store = EmbeddedOrderStore::new(engine.clone());
+                    chores.push(crate::retention::views_chore(
+                        store.clone(),
+                        config.store.retention(),
+                    ));
+                    Arc::new(store)
+                }
             };
         let outbox = Arc::new(EmbeddedOutbox::new(engine.clone()));
         let webhooks = config.webhook.endpoints()?;
@@ -201,6 +208,10 @@ impl Backends {
                 let idempotency = EmbeddedIdempotency::new(engine.clone());
                 let ledger = EmbeddedLedger::open(engine.clone())?;
                 chores.extend(ledger_chores(&ledger));
+                chores.push(crate::retention::holds_chore(
+                    ledger.clone(),
+                    config.store.retention(),
+                ));
                 chores.push(idempotency_chore(idempotency.clone()));
                 let payments: Arc<dyn PaymentJournal> =
                     Arc::new(EmbeddedPaymentJournal::new(engine.clone()));
@@ -351,7 +362,7 @@ fn ledger_chores(ledger: &EmbeddedLedger) -> Vec<Chore> {
     let watched = ledger.clone();
     vec![
         Chore::new("ledger-eviction", Duration::from_secs(10), move || {
-            evicted.evict_and_report(Duration::from_secs(60));
+            evicted.evict_and_report(Duration::from_secs(60), EmbeddedLedger::MOST_IN_MEMORY);
             async { Ok(()) }
         }),
         Chore::new("ledger-health", Duration::from_secs(1), move || {

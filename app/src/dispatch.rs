@@ -44,7 +44,9 @@ pub fn chores(config: &Config, backends: &Backends) -> Result<Vec<Chore>, AppErr
         },
     );
     let retention = config.outbox.retention();
-    let purge = Chore::new("outbox-purge", PURGE_EVERY, move || {
+    // Ten minutes apart, or a quarter of a shorter retention.
+    let every = (retention / 4).clamp(Duration::from_secs(1), PURGE_EVERY);
+    let purge = Chore::new("outbox-purge", every, move || {
         let dispatcher = dispatcher.clone();
         async move {
             match dispatcher.purge(retention).await {

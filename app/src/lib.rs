@@ -29,6 +29,7 @@ pub mod keys;
 pub mod price_reload;
 pub mod process;
 pub mod quote;
+pub mod retention;
 pub mod supervisor;
 pub mod tables;
 pub mod telemetry;

@@ -183,8 +183,9 @@ pub struct OutboxConfig {
     /// Where customer emails are written for a mail sender, one `.eml` file each; empty:
     /// `mail/` in the data directory.
     pub mail_dir: Option<PathBuf>,
-    /// How long (hours) delivered messages are kept before they are removed.
-    pub retention_hours: u64,
+    /// How long (hours, fractions allowed: 0.25 is 15 minutes) delivered messages are kept
+    /// before they are removed.
+    pub retention_hours: f64,
     /// How often (ms) the dispatcher looks for messages due.
     pub poll_ms: u64,
 }
@@ -193,7 +194,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
             mail_dir: None,
-            retention_hours: 168,
+            retention_hours: 168.0,
             poll_ms: 100,
         }
     }
@@ -210,14 +211,14 @@ impl OutboxConfig {
 
     /// How long delivered messages are kept.
     pub fn retention(&self) -> Duration {
-        Duration::from_secs(self.retention_hours * 3600)
+        Duration::from_secs_f64(self.retention_hours * 3600.0)
     }
 
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         check(
-            (1..=24 * 365).contains(&self.retention_hours),
+            (1.0 / 60.0..=24.0 * 365.0).contains(&self.retention_hours),
             "outbox.retention_hours",
-            "must be 1 to 8760 (a year)",
+            "must be 0.0167 (a minute) to 8760 (a year)",
         )?;
         check(
             (10..=60_000).contains(&self.poll_ms),

@@ -291,6 +291,7 @@ impl Config {
 mod tests {
     use super::*;
     use figment::Jail;
+    use std::time::Duration;
 
     fn error_of(jail_setup: impl FnOnce(&mut Jail) -> figment::error::Result<()>) -> String {
         let mut message = String::new();
@@ -311,6 +312,40 @@ mod tests {
         assert_eq!(c.api.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.log.url, LogUrl::Embedded("./data".into()));
         assert!(c.redis.url.is_none());
+    }
+
+    #[test]
+    fn retentions_take_their_units_and_refuse_bad_values_by_name() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "orderflow.toml",
+                "[store]\nretention_secs = 300\n[outbox]\nretention_hours = 0.25",
+            )?;
+            let c = Config::load(Some(Path::new("orderflow.toml")), &Overrides::default())
+                .expect("valid");
+            assert_eq!(c.store.retention(), Duration::from_secs(300));
+            assert_eq!(c.outbox.retention(), Duration::from_secs(900));
+            // A whole number of hours, as before, still reads.
+            jail.create_file("whole.toml", "[outbox]\nretention_hours = 168")?;
+            let c = Config::load(Some(Path::new("whole.toml")), &Overrides::default())
+                .expect("valid");
+            assert_eq!(c.outbox.retention(), Duration::from_secs(168 * 3600));
+            assert_eq!(
+                Config::default().store.retention(),
+                Duration::from_secs(7 * 86_400)
+            );
+            Ok(())
+        });
+        let short = error_of(|jail| {
+            jail.set_env("ORDERFLOW_STORE_RETENTION_SECS", "10");
+            Ok(())
+        });
+        assert!(short.contains("store.retention_secs"), "{short}");
+        let tiny = error_of(|jail| {
+            jail.set_env("ORDERFLOW_OUTBOX_RETENTION_HOURS", "0.001");
+            Ok(())
+        });
+        assert!(tiny.contains("outbox.retention_hours"), "{tiny}");
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct StoreConfig {
     pub url: StoreUrl,
     /// Page cache of the embedded stores' database, MiB.
     pub cache_mib: usize,
+    /// Embedded stores: how long the views of settled orders and the settled stock holds are
+    /// kept, counted from the order's acceptance (the ScyllaDB store is the archive).
+    pub retention_secs: u64,
 }
 
 impl Default for StoreConfig {
@@ -133,6 +136,7 @@ impl Default for StoreConfig {
         Self {
             url: StoreUrl::Embedded("./data".into()),
             cache_mib: 32,
+            retention_secs: 7 * 86_400,
         }
     }
 }
@@ -440,7 +444,17 @@ impl StoreConfig {
             (8..=65_536).contains(&self.cache_mib),
             "store.cache_mib",
             "must be 8 to 65536",
+        )?;
+        check(
+            (60..=10 * 365 * 86_400).contains(&self.retention_secs),
+            "store.retention_secs",
+            "must be 60 (a minute) to 315360000 (ten years)",
         )
+    }
+
+    /// How long the embedded stores keep settled orders' views and holds.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs)
     }
 }
 

@@ -25,3 +25,12 @@ use orderflow_storage::kv::open_existing as open_read;
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
+
+/// The smallest UUIDv7 minted at `ms` (Unix milliseconds): every id minted earlier sorts below it
+/// byte by byte, so a table keyed by order id can be cut at a moment by a range.
+fn first_id_at(ms: i64) -> [u8; 16] {
+    let ms = u64::try_from(ms).unwrap_or(0);
+    *uuid::Builder::from_unix_timestamp_millis(ms, &[0; 10])
+        .into_uuid()
+        .as_bytes()
+}

@@ -11,11 +11,12 @@
 use super::open_read;
 use crate::{OrderStore, Page, StoreError};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use orderflow_domain::{OrderEvent, OrderId, OrderView};
 use orderflow_storage::kv::Engine;
 use orderflow_storage::kv::redb::TableDefinition;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 const ORDERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("order_views");
@@ -86,6 +87,58 @@ impl EmbeddedOrderStore {
                 None => 0,
             })
         })?)
+    }
+
+    /// Removes the stored views of settled orders (terminal, no refund pending) accepted before
+    /// `before`, at most `limit` in one call; returns how many went. Order ids are UUIDv7, so
+    /// the rows are cut by key. Orders with a view in memory are left for a later call.
+    pub async fn purge_settled(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let end = super::first_id_at(before.timestamp_millis());
+        let in_memory: HashSet<OrderId> = self.pending.lock().keys().copied().collect();
+        let found: Vec<(Vec<u8>, Vec<u8>)> = self.engine.read(|txn| {
+            let mut out = Vec::new();
+            let Some(t) = open_read(txn, ORDERS)? else {
+                return Ok(out);
+            };
+            for row in t.range(..end.as_slice())? {
+                let (key, value) = row?;
+                let Ok(bytes) = <[u8; 16]>::try_from(key.value()) else {
+                    continue;
+                };
+                let id = OrderId(uuid::Uuid::from_bytes(bytes));
+                // A view that does not decode is left where it is, for someone to look at.
+                let Ok(view) = serde_json::from_slice::<OrderView>(value.value()) else {
+                    continue;
+                };
+                if view.is_settled() && !in_memory.contains(&id) {
+                    out.push((bytes.to_vec(), customer_key(&view.customer_id, Some(id))));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })?;
+        if found.is_empty() {
+            return Ok(0);
+        }
+        let removed = found.len();
+        self.engine
+            .submit(move |txn| {
+                let mut views = txn.open_table(ORDERS)?;
+                let mut by_customer = txn.open_table(BY_CUSTOMER)?;
+                for (id, listed) in &found {
+                    views.remove(id.as_slice())?;
+                    by_customer.remove(listed.as_slice())?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(removed)
     }
 
     /// The durable views of `ids`, where they exist.

@@ -1,0 +1,75 @@
+//! Retention of the embedded stores: the views of settled orders and the settled stock holds
+//! leave disk `store.retention_secs` after their order was accepted, so a data directory stays
+//! bounded at a steady rate. (The log has its own, `log.retention_secs`; expired
+//! `Idempotency-Key` claims and delivered outbox messages have theirs.)
+
+use crate::supervisor::Chore;
+use orderflow_stores::StoreError;
+use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedOrderStore};
+use std::future::Future;
+use std::time::Duration;
+
+/// Rows removed in one write: a pass of many writes leaves room between them for the stores'
+/// other writes.
+const ROWS_A_WRITE: usize = 5_000;
+/// Writes in one pass at most; what is left goes at the next pass.
+const WRITES_A_PASS: usize = 40;
+
+/// How often the retention chores run: a quarter of the retention, 1 to 60 s.
+fn period(retention: Duration) -> Duration {
+    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// Removes settled orders' views older than `retention` from the embedded order store.
+pub fn views_chore(store: EmbeddedOrderStore, retention: Duration) -> Chore {
+    Chore::new("view-retention", period(retention), move || {
+        let store = store.clone();
+        pass("views", retention, move |before| {
+            let store = store.clone();
+            async move { store.purge_settled(before, ROWS_A_WRITE).await }
+        })
+    })
+}
+
+/// Removes settled stock holds of orders older than `retention` from the embedded ledger.
+pub fn holds_chore(ledger: EmbeddedLedger, retention: Duration) -> Chore {
+    Chore::new("hold-retention", period(retention), move || {
+        let ledger = ledger.clone();
+        pass("holds", retention, move |before| {
+            let ledger = ledger.clone();
+            async move { ledger.purge_settled(before, ROWS_A_WRITE).await }
+        })
+    })
+}
+
+/// One pass: writes of up to [`ROWS_A_WRITE`] rows until fewer are left; a failure is logged
+/// and the next pass tries again.
+async fn pass<F, Fut>(what: &'static str, retention: Duration, purge: F) -> Result<(), String>
+where
+    F: Fn(chrono::DateTime<chrono::Utc>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<usize, StoreError>> + Send,
+{
+    let before =
+        chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let mut removed = 0;
+    for _ in 0..WRITES_A_PASS {
+        match purge(before).await {
+            Ok(n) => {
+                removed += n;
+                if n < ROWS_A_WRITE {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(what, error = %e, "Cannot remove settled rows past their retention");
+                break;
+            }
+        }
+    }
+    metrics::counter!("orderflow_store_retained_removed_total", "what" => what)
+        .increment(removed as u64);
+    if removed > 0 {
+        tracing::debug!(what, removed, "Removed settled rows past their retention");
+    }
+    Ok(())
+}
