@@ -11,18 +11,17 @@ use std::time::Duration;
 
 /// Rows removed in one write: a pass of many writes leaves room between them for the stores'
 /// other writes.
-const ROWS_A_WRITE: usize = 5_000;
+const ROWS_A_WRITE: usize = 1_000;
 /// Writes in one pass at most; what is left goes at the next pass.
-const WRITES_A_PASS: usize = 40;
+const WRITES_A_PASS: usize = 50;
 
-/// How often the retention chores run: a quarter of the retention, 1 to 60 s.
-fn period(retention: Duration) -> Duration {
-    (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
-}
+/// How often the retention chores run: each pass removes a few seconds' orders rather than a
+/// minute's in one burst the stages would queue behind.
+const EVERY: Duration = Duration::from_secs(5);
 
 /// Removes settled orders' views older than `retention` from the embedded order store.
 pub fn views_chore(store: EmbeddedOrderStore, retention: Duration) -> Chore {
-    Chore::new("view-retention", period(retention), move || {
+    Chore::new("view-retention", EVERY, move || {
         let store = store.clone();
         pass("views", retention, move |before| {
             let store = store.clone();
@@ -33,7 +32,7 @@ pub fn views_chore(store: EmbeddedOrderStore, retention: Duration) -> Chore {
 
 /// Removes settled stock holds of orders older than `retention` from the embedded ledger.
 pub fn holds_chore(ledger: EmbeddedLedger, retention: Duration) -> Chore {
-    Chore::new("hold-retention", period(retention), move || {
+    Chore::new("hold-retention", EVERY, move || {
         let ledger = ledger.clone();
         pass("holds", retention, move |before| {
             let ledger = ledger.clone();

@@ -327,8 +327,8 @@ mod tests {
             assert_eq!(c.outbox.retention(), Duration::from_secs(900));
             // A whole number of hours, as before, still reads.
             jail.create_file("whole.toml", "[outbox]\nretention_hours = 168")?;
-            let c = Config::load(Some(Path::new("whole.toml")), &Overrides::default())
-                .expect("valid");
+            let c =
+                Config::load(Some(Path::new("whole.toml")), &Overrides::default()).expect("valid");
             assert_eq!(c.outbox.retention(), Duration::from_secs(168 * 3600));
             assert_eq!(
                 Config::default().store.retention(),

@@ -43,6 +43,31 @@ fn customer_key(customer: &str, order: Option<OrderId>) -> Vec<u8> {
     key
 }
 
+/// A stored view retention removes: its row's key and its customer-index key.
+type Doomed = (Vec<u8>, Vec<u8>);
+
+/// The fields of a stored view that retention reads: decoding only these skips the rest of
+/// the view's JSON without building it.
+#[derive(serde::Deserialize)]
+struct Settling {
+    customer_id: String,
+    status: orderflow_domain::OrderStatus,
+    #[serde(default)]
+    refunds: Vec<SettlingRefund>,
+}
+
+#[derive(serde::Deserialize)]
+struct SettlingRefund {
+    status: orderflow_domain::RefundStatus,
+}
+
+impl Settling {
+    /// As [`OrderView::is_settled`]: terminal, and no refund still pending.
+    fn settled(&self) -> bool {
+        self.status.is_terminal() && self.refunds.iter().all(|r| r.status.is_final())
+    }
+}
+
 /// A view in memory.
 struct Pending {
     view: OrderView,
@@ -99,30 +124,13 @@ impl EmbeddedOrderStore {
     ) -> Result<usize, StoreError> {
         let end = super::first_id_at(before.timestamp_millis());
         let in_memory: HashSet<OrderId> = self.pending.lock().keys().copied().collect();
-        let found: Vec<(Vec<u8>, Vec<u8>)> = self.engine.read(|txn| {
-            let mut out = Vec::new();
-            let Some(t) = open_read(txn, ORDERS)? else {
-                return Ok(out);
-            };
-            for row in t.range(..end.as_slice())? {
-                let (key, value) = row?;
-                let Ok(bytes) = <[u8; 16]>::try_from(key.value()) else {
-                    continue;
-                };
-                let id = OrderId(uuid::Uuid::from_bytes(bytes));
-                // A view that does not decode is left where it is, for someone to look at.
-                let Ok(view) = serde_json::from_slice::<OrderView>(value.value()) else {
-                    continue;
-                };
-                if view.is_settled() && !in_memory.contains(&id) {
-                    out.push((bytes.to_vec(), customer_key(&view.customer_id, Some(id))));
-                    if out.len() >= limit {
-                        break;
-                    }
-                }
-            }
-            Ok(out)
-        })?;
+        let engine = self.engine.clone();
+        // A scan of thousands of rows: off the async threads the stages run on.
+        let found = tokio::task::spawn_blocking(move || {
+            Self::settled_before(&engine, &end, &in_memory, limit)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the retention scan failed: {e}")))??;
         if found.is_empty() {
             return Ok(0);
         }
@@ -139,6 +147,40 @@ impl EmbeddedOrderStore {
             })
             .await?;
         Ok(removed)
+    }
+
+    /// Up to `limit` settled views stored under ids below `end` and not in memory: each row's
+    /// key and its customer-index key.
+    fn settled_before(
+        engine: &Engine,
+        end: &[u8; 16],
+        in_memory: &HashSet<OrderId>,
+        limit: usize,
+    ) -> Result<Vec<Doomed>, StoreError> {
+        Ok(engine.read(|txn| {
+            let mut out = Vec::new();
+            let Some(t) = open_read(txn, ORDERS)? else {
+                return Ok(out);
+            };
+            for row in t.range(..end.as_slice())? {
+                let (key, value) = row?;
+                let Ok(bytes) = <[u8; 16]>::try_from(key.value()) else {
+                    continue;
+                };
+                let id = OrderId(uuid::Uuid::from_bytes(bytes));
+                // A view that does not decode is left where it is, for someone to look at.
+                let Ok(view) = serde_json::from_slice::<Settling>(value.value()) else {
+                    continue;
+                };
+                if view.settled() && !in_memory.contains(&id) {
+                    out.push((bytes.to_vec(), customer_key(&view.customer_id, Some(id))));
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })?)
     }
 
     /// The durable views of `ids`, where they exist.

@@ -487,24 +487,30 @@ impl EmbeddedLedger {
             serde_json::from_slice::<Hold>(bytes)
                 .is_ok_and(|hold| !hold.pending() && hold.state != HoldState::Cancelled)
         };
-        let found: Vec<[u8; 16]> = self.engine.read(|txn| {
-            let mut out = Vec::new();
-            let Some(t) = open_read(txn, RESERVATIONS)? else {
-                return Ok(out);
-            };
-            for row in t.range(..end.as_slice())? {
-                let (key, value) = row?;
-                if let Ok(id) = <[u8; 16]>::try_from(key.value())
-                    && purgeable(value.value())
-                {
-                    out.push(id);
-                    if out.len() >= limit {
-                        break;
+        let engine = self.engine.clone();
+        // A scan of thousands of rows: off the async threads the stages run on.
+        let found: Vec<[u8; 16]> = tokio::task::spawn_blocking(move || {
+            engine.read(|txn| {
+                let mut out = Vec::new();
+                let Some(t) = open_read(txn, RESERVATIONS)? else {
+                    return Ok(out);
+                };
+                for row in t.range(..end.as_slice())? {
+                    let (key, value) = row?;
+                    if let Ok(id) = <[u8; 16]>::try_from(key.value())
+                        && purgeable(value.value())
+                    {
+                        out.push(id);
+                        if out.len() >= limit {
+                            break;
+                        }
                     }
                 }
-            }
-            Ok(out)
-        })?;
+                Ok(out)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the retention scan failed: {e}")))??;
         let found: Vec<[u8; 16]> = {
             let state = self.state.lock();
             found
