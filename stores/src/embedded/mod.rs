@@ -34,3 +34,20 @@ fn first_id_at(ms: i64) -> [u8; 16] {
         .into_uuid()
         .as_bytes()
 }
+
+/// How many rows `table` holds (none if it was never written).
+fn rows<
+    K: orderflow_storage::kv::redb::Key + 'static,
+    V: orderflow_storage::kv::redb::Value + 'static,
+>(
+    engine: &orderflow_storage::kv::Engine,
+    table: orderflow_storage::kv::redb::TableDefinition<'static, K, V>,
+) -> Result<u64, crate::StoreError> {
+    use orderflow_storage::kv::redb::ReadableTableMetadata;
+    Ok(engine.read(|txn| {
+        Ok(match open_read(txn, table)? {
+            Some(t) => t.len()?,
+            None => 0,
+        })
+    })?)
+}

@@ -105,13 +105,7 @@ impl EmbeddedOrderStore {
 
     /// How many orders have a durable view (for audits and tests).
     pub fn count(&self) -> Result<u64, StoreError> {
-        use orderflow_storage::kv::redb::ReadableTableMetadata;
-        Ok(self.engine.read(|txn| {
-            Ok(match open_read(txn, ORDERS)? {
-                Some(t) => t.len()?,
-                None => 0,
-            })
-        })?)
+        super::rows(&self.engine, ORDERS)
     }
 
     /// Removes the stored views of settled orders (terminal, no refund pending) accepted before

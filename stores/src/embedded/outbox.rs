@@ -9,9 +9,7 @@ use crate::{Outbox, StoreError, message_id};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orderflow_storage::kv::Engine;
-use orderflow_storage::kv::redb::{
-    self, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
-};
+use orderflow_storage::kv::redb::{self, ReadableTable, Table, TableDefinition, WriteTransaction};
 
 /// Message id → the [`Delivery`] as JSON.
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_messages");
@@ -344,11 +342,6 @@ impl Outbox for EmbeddedOutbox {
     }
 
     async fn count(&self) -> Result<u64, StoreError> {
-        Ok(self.engine.read(|txn| {
-            Ok(match open_read(txn, MESSAGES)? {
-                Some(t) => t.len()?,
-                None => 0,
-            })
-        })?)
+        super::rows(&self.engine, MESSAGES)
     }
 }

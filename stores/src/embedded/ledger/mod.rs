@@ -548,13 +548,7 @@ impl EmbeddedLedger {
 
     /// How many holds are on disk (for audits and tests).
     pub fn holds_on_disk(&self) -> Result<u64, StoreError> {
-        use orderflow_storage::kv::redb::ReadableTableMetadata;
-        Ok(self.engine.read(|txn| {
-            Ok(match open_read(txn, RESERVATIONS)? {
-                Some(t) => t.len()?,
-                None => 0,
-            })
-        })?)
+        super::rows(&self.engine, RESERVATIONS)
     }
 
     /// How many holds are in memory.
