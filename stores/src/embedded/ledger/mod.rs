@@ -459,9 +459,12 @@ impl EmbeddedLedger {
             .filter(|(_, slot)| !slot.hold.pending() && slot.durable >= slot.version)
             .map(|(id, _)| (minted_ms(*id), *id))
             .collect();
-        settled.sort_unstable();
-        settled.truncate(over);
-        let Some(&(newest, _)) = settled.last() else {
+        // The `over` oldest, without sorting them all under the lock.
+        if over < settled.len() {
+            settled.select_nth_unstable(over - 1);
+            settled.truncate(over);
+        }
+        let Some(newest) = settled.iter().map(|(minted, _)| *minted).max() else {
             return 0;
         };
         // Everything minted up to `newest` may now be on disk only; holds in memory minted
