@@ -191,6 +191,7 @@ impl Runner {
         };
         tracing::info!(stage = %name, inputs = ?self.inputs, "Stage started");
         let committer = consumer.committer();
+        let overlaps = committer.overlaps();
         let interval = self.stage.commit_interval();
         let mut pending = Pending::default();
         // At most one completion runs at a time, in batch order; while it does, the next
@@ -230,6 +231,7 @@ impl Runner {
                 None => self.policy.poll_wait,
             };
             let step = match inflight.as_mut() {
+                Some(commit) if !overlaps => Step::Completed(commit.await),
                 Some(commit) => tokio::select! {
                     biased;
                     done = commit => Step::Completed(done),

@@ -85,4 +85,8 @@ impl Committer for SegmentCommitter {
     async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
         Ok(SegmentCommitter::complete(self, outputs, &offsets).await?)
     }
+
+    fn overlaps(&self) -> bool {
+        false
+    }
 }
