@@ -51,3 +51,15 @@ fn rows<
         })
     })?)
 }
+
+/// Runs a long read (a retention scan of thousands of rows) on a blocking thread, off the async
+/// threads the stages run on.
+async fn read_blocking<T: Send + 'static>(
+    engine: &orderflow_storage::kv::Engine,
+    read: impl FnOnce(&orderflow_storage::kv::Engine) -> Result<T, crate::StoreError> + Send + 'static,
+) -> Result<T, crate::StoreError> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || read(&engine))
+        .await
+        .map_err(|e| crate::StoreError::Unavailable(format!("a blocking read failed: {e}")))?
+}

@@ -118,13 +118,10 @@ impl EmbeddedOrderStore {
     ) -> Result<usize, StoreError> {
         let end = super::first_id_at(before.timestamp_millis());
         let in_memory: HashSet<OrderId> = self.pending.lock().keys().copied().collect();
-        let engine = self.engine.clone();
-        // A scan of thousands of rows: off the async threads the stages run on.
-        let found = tokio::task::spawn_blocking(move || {
-            Self::settled_before(&engine, &end, &in_memory, limit)
+        let found = super::read_blocking(&self.engine, move |engine| {
+            Self::settled_before(engine, &end, &in_memory, limit)
         })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("the retention scan failed: {e}")))??;
+        .await?;
         if found.is_empty() {
             return Ok(0);
         }

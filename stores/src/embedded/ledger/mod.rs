@@ -490,10 +490,8 @@ impl EmbeddedLedger {
             serde_json::from_slice::<Hold>(bytes)
                 .is_ok_and(|hold| !hold.pending() && hold.state != HoldState::Cancelled)
         };
-        let engine = self.engine.clone();
-        // A scan of thousands of rows: off the async threads the stages run on.
-        let found: Vec<[u8; 16]> = tokio::task::spawn_blocking(move || {
-            engine.read(|txn| {
+        let found: Vec<[u8; 16]> = super::read_blocking(&self.engine, move |engine| {
+            Ok(engine.read(|txn| {
                 let mut out = Vec::new();
                 let Some(t) = open_read(txn, RESERVATIONS)? else {
                     return Ok(out);
@@ -510,10 +508,9 @@ impl EmbeddedLedger {
                     }
                 }
                 Ok(out)
-            })
+            })?)
         })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("the retention scan failed: {e}")))??;
+        .await?;
         let found: Vec<[u8; 16]> = {
             let state = self.state.lock();
             found
