@@ -212,7 +212,7 @@ impl Backends {
                     ledger.clone(),
                     config.store.retention(),
                 ));
-                chores.push(idempotency_chore(idempotency.clone()));
+                chores.push(crate::retention::idempotency_chore(idempotency.clone()));
                 let payments: Arc<dyn PaymentJournal> =
                     Arc::new(EmbeddedPaymentJournal::new(engine.clone()));
                 Self {
@@ -375,21 +375,6 @@ fn ledger_chores(ledger: &EmbeddedLedger) -> Vec<Chore> {
             }
         }),
     ]
-}
-
-/// Expired `Idempotency-Key` claims leave the embedded store every ten minutes.
-fn idempotency_chore(store: EmbeddedIdempotency) -> Chore {
-    Chore::new("idempotency-purge", Duration::from_secs(600), move || {
-        let store = store.clone();
-        async move {
-            match store.purge_expired().await {
-                Ok(n) if n > 0 => tracing::info!(keys = n, "Purged expired idempotency keys"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "Cannot purge idempotency keys"),
-            }
-            Ok(())
-        }
-    })
 }
 
 /// Where the embedded log lives: in `DIR/log` when the configuration puts it beside the stores

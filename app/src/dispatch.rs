@@ -1,7 +1,7 @@
 //! The outbox's chores: `outbox-dispatcher` sends what is due (webhooks to their endpoints,
-//! emails to the mail sink) every `outbox.poll_ms`; `outbox-purge` removes delivered messages
-//! older than `outbox.retention_hours`. They run where the outbox is written: a process running
-//! notify (emails) or the projector (webhooks).
+//! emails to the mail sink) every `outbox.poll_ms`, round after round while there is a backlog;
+//! `outbox-purge` removes delivered messages older than `outbox.retention_hours`. They run
+//! where the outbox is written: a process running notify (emails) or the projector (webhooks).
 
 use crate::backends::Backends;
 use crate::config::Config;
@@ -11,8 +11,9 @@ use orderflow_stages::deliver::{Dispatcher, MailSink};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often delivered messages past their retention are looked for.
-const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// The longest a dispatcher run goes on while rounds come back full, before it yields to
+/// shutdown and starts again at once.
+const BACKLOG_BUDGET: Duration = Duration::from_secs(1);
 
 /// The dispatcher and the purge over `backends`' outbox.
 pub fn chores(config: &Config, backends: &Backends) -> Result<Vec<Chore>, AppError> {
@@ -36,26 +37,13 @@ pub fn chores(config: &Config, backends: &Backends) -> Result<Vec<Chore>, AppErr
             let sender = sender.clone();
             async move {
                 // A store hiccup delays deliveries; it does not stop the process.
-                if let Err(e) = sender.deliver_due().await {
+                if let Err(e) = sender.deliver_backlog(BACKLOG_BUDGET).await {
                     tracing::warn!(error = %e, "Cannot read or update the outbox; retrying");
                 }
                 Ok(())
             }
         },
     );
-    let retention = config.outbox.retention();
-    // Ten minutes apart, or a quarter of a shorter retention.
-    let every = (retention / 4).clamp(Duration::from_secs(1), PURGE_EVERY);
-    let purge = Chore::new("outbox-purge", every, move || {
-        let dispatcher = dispatcher.clone();
-        async move {
-            match dispatcher.purge(retention).await {
-                Ok(0) => {}
-                Ok(gone) => tracing::info!(messages = gone, "Removed delivered outbox messages"),
-                Err(e) => tracing::warn!(error = %e, "Cannot purge the outbox; retrying"),
-            }
-            Ok(())
-        }
-    });
+    let purge = crate::retention::outbox_chore(backends.outbox.clone(), config.outbox.retention());
     Ok(vec![dispatch, purge])
 }

@@ -1,12 +1,14 @@
 //! Retention of the embedded stores: the views of settled orders and the settled stock holds
-//! leave disk `store.retention_secs` after their order was accepted, so a data directory stays
-//! bounded at a steady rate. (The log has its own, `log.retention_secs`; expired
-//! `Idempotency-Key` claims and delivered outbox messages have theirs.)
+//! leave disk `store.retention_secs` after their order was accepted, delivered outbox messages
+//! `outbox.retention_hours` after their delivery, `Idempotency-Key` entries when they expire,
+//! so a data directory stays bounded at a steady rate. (The log has its own chore,
+//! `log.retention_secs`.)
 
 use crate::supervisor::Chore;
-use orderflow_stores::StoreError;
-use orderflow_stores::embedded::{EmbeddedLedger, EmbeddedOrderStore};
+use orderflow_stores::embedded::{EmbeddedIdempotency, EmbeddedLedger, EmbeddedOrderStore};
+use orderflow_stores::{Outbox, StoreError};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Rows removed in one write: a pass of many writes leaves room between them for the stores'
@@ -37,6 +39,33 @@ pub fn holds_chore(ledger: EmbeddedLedger, retention: Duration) -> Chore {
         pass("holds", retention, move |before| {
             let ledger = ledger.clone();
             async move { ledger.purge_settled(before, ROWS_A_WRITE).await }
+        })
+    })
+}
+
+/// Removes outbox messages delivered more than `retention` ago, their keys with them.
+pub fn outbox_chore(outbox: Arc<dyn Outbox>, retention: Duration) -> Chore {
+    Chore::new("outbox-purge", EVERY, move || {
+        let outbox = outbox.clone();
+        pass("outbox", retention, move |before| {
+            let outbox = outbox.clone();
+            async move {
+                let gone = outbox.purge_delivered(before, ROWS_A_WRITE).await?;
+                Ok(usize::try_from(gone).unwrap_or(usize::MAX))
+            }
+        })
+    })
+}
+
+/// Removes `Idempotency-Key` entries past their time (completed keys at the end of
+/// `api.idempotency_ttl_secs`, lapsed claims a day later), by their expiry index.
+pub fn idempotency_chore(store: EmbeddedIdempotency) -> Chore {
+    Chore::new("idempotency-purge", EVERY, move || {
+        let store = store.clone();
+        // The entries carry their own expiry: the horizon is now.
+        pass("idempotency", Duration::ZERO, move |now| {
+            let store = store.clone();
+            async move { store.purge_expired(now, ROWS_A_WRITE).await }
         })
     })
 }

@@ -161,8 +161,10 @@ pub trait Outbox: Send + Sync + 'static {
     /// after, or `None` if there is no such message.
     async fn retry(&self, id: &str, now: DateTime<Utc>) -> Result<Option<Delivery>, StoreError>;
 
-    /// Removes messages delivered before `before` (their keys too); how many went.
-    async fn purge_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Removes at most `limit` messages delivered before `before`, oldest first (their keys
+    /// too); how many went. Fewer than `limit` means none older is left.
+    async fn purge_delivered(&self, before: DateTime<Utc>, limit: usize)
+    -> Result<u64, StoreError>;
 
     /// How many messages are kept, in every state.
     async fn count(&self) -> Result<u64, StoreError>;

@@ -1352,14 +1352,14 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     // Delivered messages go after their retention, keys with them; the rest stay.
     assert_eq!(
         outbox
-            .purge_delivered(now - Span::seconds(1))
+            .purge_delivered(now - Span::seconds(1), 10)
             .await
             .expect("purge"),
         0
     );
     assert_eq!(
         outbox
-            .purge_delivered(now + Span::seconds(1))
+            .purge_delivered(now + Span::seconds(1), 10)
             .await
             .expect("purge"),
         1
@@ -1758,7 +1758,10 @@ async fn embedded_idempotency_purges_only_expired_keys() {
     );
     // k5 was given a fresh claim: nothing is past its time yet.
     assert_eq!(
-        store.purge_expired().await.expect("purge"),
+        store
+            .purge_expired(chrono::Utc::now(), 100)
+            .await
+            .expect("purge"),
         0,
         "live keys are kept"
     );
@@ -1779,7 +1782,13 @@ async fn embedded_idempotency_purges_only_expired_keys() {
         .await
         .expect("claim");
     tokio::time::sleep(Duration::from_millis(30)).await;
-    assert_eq!(store.purge_expired().await.expect("purge"), 1);
+    assert_eq!(
+        store
+            .purge_expired(chrono::Utc::now(), 100)
+            .await
+            .expect("purge"),
+        1
+    );
     assert_eq!(
         store
             .claim("p2", "fp", OrderId::new(), Duration::from_secs(30))
@@ -1794,6 +1803,106 @@ async fn embedded_idempotency_purges_only_expired_keys() {
             .await
             .expect("claim"),
         Claim::Claimed { order_id: fresh }
+    );
+}
+
+#[tokio::test]
+async fn embedded_idempotency_purges_by_expiry_a_limit_at_a_time_and_indexes_older_files() {
+    use orderflow_storage::kv::redb::TableDefinition;
+    const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency_keys");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    // A file written before the expiry index: three keys long expired, one live.
+    let now = chrono::Utc::now().timestamp_millis();
+    let live = OrderId::new();
+    let rows: Vec<(String, Vec<u8>)> = [
+        ("old-1", -60_000, None),
+        ("old-2", -50_000, None),
+        ("old-3", -40_000, None),
+        ("live", 60_000, Some(live)),
+    ]
+    .into_iter()
+    .map(|(key, offset, id)| {
+        let entry = serde_json::json!({
+            "fingerprint": "fp",
+            "order_id": id.unwrap_or_else(OrderId::new),
+            "complete": true,
+            "expires_at_ms": now + offset,
+        });
+        (key.to_owned(), serde_json::to_vec(&entry).expect("json"))
+    })
+    .collect();
+    engine
+        .submit(move |txn| {
+            let mut t = txn.open_table(KEYS)?;
+            for (key, bytes) in &rows {
+                t.insert(key.as_str(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("older file");
+    let store = EmbeddedIdempotency::new(engine.clone());
+    // A key completed with a short TTL and then claimed afresh: its index row moved with it.
+    let first = OrderId::new();
+    let pending = Duration::from_secs(30);
+    store
+        .claim("again", "fp", first, pending)
+        .await
+        .expect("claim");
+    store
+        .complete("again", first, Duration::from_millis(10))
+        .await
+        .expect("complete");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let second = OrderId::new();
+    assert_eq!(
+        store
+            .claim("again", "fp", second, pending)
+            .await
+            .expect("claim"),
+        Claim::Claimed { order_id: second }
+    );
+    let purge = |limit| store.purge_expired(chrono::Utc::now(), limit);
+    assert_eq!(
+        purge(2).await.expect("purge"),
+        2,
+        "a pass takes at most its limit"
+    );
+    assert_eq!(purge(2).await.expect("purge"), 1, "then what is left");
+    assert_eq!(purge(2).await.expect("purge"), 0);
+    let left: Vec<String> = engine
+        .read(|txn| {
+            let t = txn.open_table(KEYS)?;
+            let mut keys = Vec::new();
+            for row in orderflow_storage::kv::redb::ReadableTable::iter(&t)? {
+                keys.push(row?.0.value().to_owned());
+            }
+            Ok(keys)
+        })
+        .expect("read");
+    assert_eq!(left, ["again", "live"], "only the expired keys went");
+    assert_eq!(
+        store
+            .claim("live", "fp", OrderId::new(), pending)
+            .await
+            .expect("claim"),
+        Claim::Existing {
+            fingerprint: "fp".into(),
+            order_id: live,
+            complete: true
+        }
+    );
+    assert_eq!(
+        store
+            .claim("again", "fp", OrderId::new(), pending)
+            .await
+            .expect("claim"),
+        Claim::Existing {
+            fingerprint: "fp".into(),
+            order_id: second,
+            complete: false
+        }
     );
 }
 

@@ -256,10 +256,19 @@ impl Dispatcher {
         self.settle(&message, at, started.elapsed(), result)
     }
 
-    /// Removes messages delivered more than `retention` ago; how many went.
-    pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
-        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
-        self.outbox.purge_delivered(before).await
+    /// Rounds back to back while each finds a full batch, for at most `budget`; how many
+    /// messages were tried. A backlog (a sale's confirmations) then goes out at the sinks'
+    /// speed instead of one batch per poll, which a busy store outgrows.
+    pub async fn deliver_backlog(&self, budget: Duration) -> Result<usize, StoreError> {
+        let started = Instant::now();
+        let mut tried = 0;
+        loop {
+            let round = self.deliver_due().await?;
+            tried += round;
+            if round < self.policy.batch || started.elapsed() >= budget {
+                return Ok(tried);
+            }
+        }
     }
 
     /// What a try of `message` at `at` led to (the receiver's status, or the status if any and

@@ -318,7 +318,11 @@ impl Outbox for EmbeddedOutbox {
             .await?)
     }
 
-    async fn purge_delivered(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+    async fn purge_delivered(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
         let until = before.timestamp_millis();
         Ok(self
             .engine
@@ -326,6 +330,9 @@ impl Outbox for EmbeddedOutbox {
                 let mut t = Tables::open(txn)?;
                 let mut old = Vec::new();
                 for row in t.delivered.range((i64::MIN, "")..(until, ""))? {
+                    if old.len() >= limit {
+                        break;
+                    }
                     let (key, _) = row?;
                     old.push(key.value().1.to_owned());
                 }
