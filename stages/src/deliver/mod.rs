@@ -147,7 +147,7 @@ impl Default for DispatchPolicy {
             backoff_max: Duration::from_secs(3600),
             give_up_after: Duration::from_secs(24 * 3600),
             concurrency: 16,
-            batch: 256,
+            batch: 1_024,
         }
     }
 }
