@@ -11,8 +11,8 @@ use orderflow_stages::deliver::{Dispatcher, MailSink};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The longest a dispatcher run goes on while rounds come back full, before it yields to
-/// shutdown and starts again at once.
+/// The longest a dispatcher run goes on while rounds come back full; the next run follows
+/// after `outbox.poll_ms`, and shutdown never waits for more than one round.
 const BACKLOG_BUDGET: Duration = Duration::from_secs(1);
 
 /// The dispatcher and the purge over `backends`' outbox.

@@ -337,6 +337,65 @@ pub fn register_metrics() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use orderflow_domain::OrderId;
+    use orderflow_stores::embedded::EmbeddedOutbox;
+    use orderflow_stores::{DeliveryState, Listing};
+
+    #[tokio::test]
+    async fn a_backlog_goes_out_round_after_round_in_one_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = orderflow_storage::kv::Engine::open(&dir.path().join("db")).expect("engine");
+        let outbox: Arc<dyn Outbox> = Arc::new(EmbeddedOutbox::new(engine));
+        let emails = (0..10)
+            .map(|i| NewMessage {
+                key: format!("k{i}"),
+                order_id: OrderId::new(),
+                event: "order.completed".into(),
+                destination: MAIL.into(),
+                payload: format!("Subject: order {i}\r\n\r\nThanks.\r\n"),
+            })
+            .collect();
+        assert_eq!(outbox.enqueue(emails).await.expect("enqueue"), 10);
+        let mail = dir.path().join("mail");
+        let dispatcher = Dispatcher::new(
+            outbox.clone(),
+            Endpoints::new(Vec::new()),
+            Some(MailSink::new(&mail)),
+            DispatchPolicy {
+                batch: 3,
+                ..DispatchPolicy::default()
+            },
+            Duration::from_secs(5),
+        )
+        .expect("dispatcher");
+        // Four rounds of at most three: the last one, not full, ends the run.
+        assert_eq!(
+            dispatcher
+                .deliver_backlog(Duration::from_secs(30))
+                .await
+                .expect("delivered"),
+            10
+        );
+        let files = std::fs::read_dir(&mail).expect("mail dir").count();
+        assert_eq!(files, 10, "every email is in the sink");
+        let listed = outbox
+            .list(&Listing {
+                limit: 100,
+                ..Listing::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(listed.len(), 10);
+        assert!(listed.iter().all(|d| d.state == DeliveryState::Delivered));
+        // Nothing left: the next run is one empty round.
+        assert_eq!(
+            dispatcher
+                .deliver_backlog(Duration::from_secs(30))
+                .await
+                .expect("delivered"),
+            0
+        );
+    }
 
     #[test]
     fn retries_back_off_and_give_up_after_their_time() {
