@@ -163,8 +163,11 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Removes at most `limit` messages delivered before `before`, oldest first (their keys
     /// too); how many went. Fewer than `limit` means none older is left.
-    async fn purge_delivered(&self, before: DateTime<Utc>, limit: usize)
-    -> Result<u64, StoreError>;
+    async fn purge_delivered(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
 
     /// How many messages are kept, in every state.
     async fn count(&self) -> Result<u64, StoreError>;

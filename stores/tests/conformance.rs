@@ -1366,6 +1366,30 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     );
     assert_eq!(outbox.count().await.expect("count"), 2);
     assert_eq!(outbox.get(&first.id).await.expect("get"), None);
+    // A pass takes at most its limit, the longest delivered first.
+    let mail = due
+        .iter()
+        .find(|d| d.destination == "mail")
+        .expect("a's email");
+    for (id, after) in [(&other.id, 2), (&mail.id, 3)] {
+        let delivered = Attempt {
+            at: now + Span::seconds(after),
+            status: None,
+            error: None,
+            millis: 1,
+        };
+        outbox
+            .record(tried(id, delivered, Next::Delivered))
+            .await
+            .expect("record");
+    }
+    let horizon = now + Span::seconds(4);
+    assert_eq!(outbox.purge_delivered(horizon, 1).await.expect("purge"), 1);
+    assert_eq!(outbox.get(&other.id).await.expect("get"), None);
+    assert!(outbox.get(&mail.id).await.expect("get").is_some());
+    assert_eq!(outbox.purge_delivered(horizon, 1).await.expect("purge"), 1);
+    assert_eq!(outbox.purge_delivered(horizon, 1).await.expect("purge"), 0);
+    assert_eq!(outbox.count().await.expect("count"), 0);
 }
 
 /// The behaviour every [`PaymentJournal`] must have: the first outcome per key stands.

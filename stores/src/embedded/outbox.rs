@@ -322,7 +322,7 @@ impl Outbox for EmbeddedOutbox {
         &self,
         before: DateTime<Utc>,
         limit: usize,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<usize, StoreError> {
         let until = before.timestamp_millis();
         Ok(self
             .engine
@@ -343,7 +343,7 @@ impl Outbox for EmbeddedOutbox {
                         t.messages.remove(id.as_str())?;
                     }
                 }
-                Ok(old.len() as u64)
+                Ok(old.len())
             })
             .await?)
     }
