@@ -14,10 +14,15 @@ currency and a country the store sells (see `sellable`).
 A cancel of a random order id can only be 404; a valid cancel case is pointed at an order this
 run placed (remembered from the checkouts' 202 answers), so its 202 and 409 answers are checked
 against the document too.
+
+A refund of a random order id can only be 404: a valid refund case is pointed at the completed
+order the test placed for it (`ORDERFLOW_REFUNDABLE_ORDER`), in its currency and for one cent, so
+it is counted and answered 202 (with an Idempotency-Key naming its body, as for checkouts).
 """
 
 import hashlib
 import json
+import os
 import re
 
 import schemathesis
@@ -48,6 +53,33 @@ def sellable(case):
         address["country"] = "US"
 
 
+# The completed order valid refunds are pointed at, placed by the test before the run.
+REFUNDABLE = os.environ.get("ORDERFLOW_REFUNDABLE_ORDER")
+REFUNDS_PATH = "/v1/admin/orders/{id}/refunds"
+
+
+def refundable(case):
+    """Points a valid refund at the captured order, for one cent in the capture's currency:
+    the order's capture of 100 units takes every refund a run draws."""
+    if not REFUNDABLE or not case.path_parameters or not isinstance(case.body, dict):
+        return
+    case.path_parameters["id"] = REFUNDABLE
+    case.body["amount"] = {"currency": "USD", "minor": 1}
+    name_body_in_key(case)
+
+
+def name_body_in_key(case):
+    """Makes a valid Idempotency-Key name the case's body, so a key drawn again with another
+    body stays a new request rather than a reuse (422)."""
+    key = case.headers.get(HEADER) if case.headers else None
+    if not isinstance(key, str) or not VALID_KEY.fullmatch(key):
+        return
+    body = json.dumps(case.body, sort_keys=True, default=repr).encode()
+    digest = hashlib.sha256(body).hexdigest()[:DIGEST_CHARS]
+    # Still 1 to 255 visible ASCII characters.
+    case.headers[HEADER] = f"{key[: 255 - DIGEST_CHARS - 1]}-{digest}"
+
+
 # Order ids from this run's accepted checkouts.
 PLACED = []
 CANCEL_PATH = "/v1/orders/{id}/cancel"
@@ -71,16 +103,13 @@ def before_call(context, case, **kwargs):
     if case.operation.path == CANCEL_PATH and positive and PLACED and case.path_parameters:
         case.path_parameters["id"] = PLACED[len(PLACED) // 2]
         return
+    if case.operation.path == REFUNDS_PATH and positive:
+        refundable(case)
+        return
     if case.operation.path != "/v1/checkouts" or not case.headers:
         return
     # Editing a negative case would make schemathesis judge it again, from the declared
     # parameters alone, and lose what made it negative (say, a removed Authorization header).
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
-    key = case.headers.get(HEADER)
-    if not isinstance(key, str) or not VALID_KEY.fullmatch(key):
-        return
-    body = json.dumps(case.body, sort_keys=True, default=repr).encode()
-    digest = hashlib.sha256(body).hexdigest()[:DIGEST_CHARS]
-    # Still 1 to 255 visible ASCII characters.
-    case.headers[HEADER] = f"{key[: 255 - DIGEST_CHARS - 1]}-{digest}"
+    name_body_in_key(case)
