@@ -85,18 +85,19 @@ impl SegmentConsumer {
     fn fetch(&mut self, max: usize) -> Result<Vec<Record>, SegmentError> {
         let mut out = Vec::new();
         let count = self.assigned.len();
+        let quotas = self.quotas(max);
         // Positions move only once the whole fetch succeeded: records read before a failing
         // partition are handed out again by the next poll, never skipped.
         let mut moved = Vec::with_capacity(count);
         for i in 0..count {
-            if out.len() >= max {
-                break;
-            }
             let index = (self.cursor + i) % count;
+            if quotas[index] == 0 {
+                continue;
+            }
             let a = &self.assigned[index];
             let next = self
                 .log
-                .fetch_partition(a.pidx, a.next, max - out.len(), &mut out)?;
+                .fetch_partition(a.pidx, a.next, quotas[index], &mut out)?;
             moved.push((index, next));
         }
         for (index, next) in moved {
@@ -105,6 +106,53 @@ impl SegmentConsumer {
         self.cursor = (self.cursor + 1) % count.max(1);
         Ok(out)
     }
+
+    /// How many records to take from each assignment, `max` in all: everything waiting when it
+    /// fits, otherwise shares in proportion to what waits in each. A member behind on several
+    /// topics so reads them all at the same pace, each from about the same moment: one order's
+    /// statuses on different topics come in the same few batches, not one topic's backlog
+    /// after another's (a projector writes an order's view once for all of them then, not once
+    /// a status).
+    fn quotas(&self, max: usize) -> Vec<usize> {
+        let waiting: Vec<usize> = {
+            let state = self.log.inner.state.read();
+            self.assigned
+                .iter()
+                .map(|a| {
+                    let part = &state.parts[a.pidx];
+                    usize::try_from(part.end().saturating_sub(a.next.max(part.base)))
+                        .unwrap_or(usize::MAX)
+                })
+                .collect()
+        };
+        share(&waiting, max, self.cursor)
+    }
+}
+
+/// Splits `max` over partitions with `waiting` records each: all of them when they fit,
+/// otherwise in proportion, the rounding remainder one each from `first` on.
+fn share(waiting: &[usize], max: usize, first: usize) -> Vec<usize> {
+    let total: u128 = waiting.iter().map(|&w| w as u128).sum();
+    if total <= max as u128 {
+        return waiting.to_vec();
+    }
+    let mut quotas: Vec<usize> = waiting
+        .iter()
+        .map(|&w| usize::try_from(w as u128 * max as u128 / total).unwrap_or(max))
+        .collect();
+    let mut left = max.saturating_sub(quotas.iter().sum());
+    let count = waiting.len();
+    for i in 0..count {
+        if left == 0 {
+            break;
+        }
+        let index = (first + i) % count;
+        if quotas[index] < waiting[index] {
+            quotas[index] += 1;
+            left -= 1;
+        }
+    }
+    quotas
 }
 
 /// What a consumer does: poll, complete a batch.
@@ -149,5 +197,26 @@ impl SegmentConsumer {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share;
+
+    #[test]
+    fn shares_are_proportional_and_the_remainder_rotates() {
+        // Everything when it fits.
+        assert_eq!(share(&[3, 0, 5], 10, 0), vec![3, 0, 5]);
+        // 300 : 100 : 2 of 80: floors 59, 19, 0; the two left go one each from `first` on.
+        assert_eq!(share(&[300, 100, 2], 80, 0), vec![60, 20, 0]);
+        assert_eq!(share(&[300, 100, 2], 80, 2), vec![60, 19, 1]);
+        // Never more than waits, always `max` in all.
+        for first in 0..4 {
+            let quotas = share(&[1, 1, 1, 1_000_000], 512, first);
+            assert_eq!(quotas.iter().sum::<usize>(), 512);
+            assert!(quotas[..3].iter().all(|&q| q <= 1), "{quotas:?}");
+        }
+        assert_eq!(share(&[], 512, 0), Vec::<usize>::new());
     }
 }

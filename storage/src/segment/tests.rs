@@ -299,3 +299,54 @@ async fn trimmed_segments_are_deleted_and_stragglers_move_forward() {
         "offsets continue after the trimmed ones"
     );
 }
+
+#[tokio::test]
+async fn a_member_behind_on_several_topics_reads_them_at_the_same_pace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = SegmentLog::open(dir.path(), 1).expect("opens");
+    let topics = vec!["early".to_owned(), "late".to_owned(), "quiet".to_owned()];
+    log.ensure_topics(&topics).await.expect("topics");
+    // 300 records waiting on one topic, 100 on another, 2 on the third.
+    let mut batch: Vec<Message> = (0..300)
+        .map(|i| msg("early", &format!("{i}"), "e"))
+        .collect();
+    batch.extend((0..100).map(|i| msg("late", &format!("{i}"), "l")));
+    batch.extend((0..2).map(|i| msg("quiet", &format!("{i}"), "q")));
+    log.append(batch).await.expect("append");
+    let mut c = log.consumer("g", &topics).await.expect("consumer");
+    let count =
+        |records: &[Record], topic: &str| records.iter().filter(|r| r.topic == topic).count();
+    let first = c.poll(80, Duration::from_millis(20)).await.expect("poll");
+    assert_eq!(first.len(), 80);
+    // In proportion to what waits (300 : 100 : 2 of 80 is 59.7 : 19.9 : 0.4), the remainder
+    // one each from the rotating first topic on; not the first topic's 80 alone.
+    let (early, late) = (count(&first, "early"), count(&first, "late"));
+    assert!((59..=60).contains(&early), "{early} of early");
+    assert!((19..=20).contains(&late), "{late} of late");
+    // Offsets stay in order per topic, and every record comes once, the quiet ones too.
+    let mut all = first;
+    loop {
+        let got = c.poll(80, Duration::from_millis(20)).await.expect("poll");
+        if got.is_empty() {
+            break;
+        }
+        all.extend(got);
+    }
+    for topic in &topics {
+        let offsets: Vec<u64> = all
+            .iter()
+            .filter(|r| &r.topic == topic)
+            .map(|r| r.offset)
+            .collect();
+        let expected: Vec<u64> = (0..offsets.len() as u64).collect();
+        assert_eq!(offsets, expected, "{topic}");
+    }
+    assert_eq!(
+        (
+            count(&all, "early"),
+            count(&all, "late"),
+            count(&all, "quiet")
+        ),
+        (300, 100, 2)
+    );
+}
