@@ -56,7 +56,11 @@ async fn refundable_order(app: &App) -> String {
     assert_eq!(status, 202, "{body}");
     let id = body["order_id"].as_str().expect("order id").to_owned();
     let view = app
-        .await_terminal(&customer, &[id.clone()], Duration::from_secs(30))
+        .await_terminal(
+            &customer,
+            std::slice::from_ref(&id),
+            Duration::from_secs(30),
+        )
         .await
         .remove(0);
     assert_eq!(view["status"], "completed", "{view}");
