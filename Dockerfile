@@ -14,6 +14,7 @@ ARG RUST_VERSION=1.90
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
 COPY . .
+# tikv-jemalloc-sys builds jemalloc from its bundled sources with configure and make, and
 # rdkafka-sys builds librdkafka from its bundled sources with librdkafka's own configure
 # (mklove) and make, linking the system zlib (its default `libz` feature): the rust image's
 # C toolchain, make and zlib1g-dev are all it needs; no cmake, no OpenSSL (no TLS features).

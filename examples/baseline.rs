@@ -15,7 +15,7 @@ use orderflow_domain::{CheckoutRequest, OrderId};
 
 /// The same allocator as orderflow, so the comparison is like for like.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 async fn checkout(headers: HeaderMap, body: Bytes) -> Response {
     // The same checks orderflow makes before it touches anything: a bearer token is present

@@ -12,10 +12,12 @@ use orderflow_app::{App, Config, commands, error, telemetry};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// mimalloc instead of the system allocator: a profile of the checkout path spent about a fifth
-/// of its samples in glibc's malloc and free (see BENCHMARKS.md).
+/// jemalloc instead of the system allocator: a profile of the checkout path spent about a fifth
+/// of its samples in glibc's malloc and free, and mimalloc, used before, a sixth in its
+/// cross-thread frees (buffers made on a tokio worker are freed on the log's or the stores'
+/// writer thread); jemalloc cost 10–20 % less CPU an order (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// orderflow: a streaming checkout pipeline.
 #[derive(Parser)]
