@@ -107,8 +107,11 @@ def window(samples, begin, end):
     if orders > 0 and a.get("cpu_s") and b.get("cpu_s"):
         per = {name: round((b["cpu_s"][name] - a["cpu_s"].get(name, 0.0)) / orders * 1e6, 1)
                for name in b["cpu_s"]}
+        # The total is the process's own counter where the sample has it (it keeps the CPU of
+        # threads that exited during the window); older samples only have the threads' sum.
+        process = per.pop("(process)", None)
         per = {name: us for name, us in sorted(per.items(), key=lambda kv: -kv[1]) if us >= 0.5}
-        per["total"] = round(sum(per.values()), 1)
+        per["total"] = process if process is not None else round(sum(per.values()), 1)
         out["cpu_us_per_order"] = per
     return out
 

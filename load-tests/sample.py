@@ -100,11 +100,22 @@ def disk_mib():
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+# The key of the whole process's CPU time among the per-thread-name sums.
+PROCESS = "(process)"
 
 
 def cpu_seconds():
     """CPU time (user + system) of the process's threads, summed by thread name."""
     out = {}
+    try:
+        # The whole process's counters keep the CPU of threads that have exited (the blocking
+        # pool's, say), which a sum over the living threads drops.
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        out[PROCESS] = (int(fields[11]) + int(fields[12])) / TICK
+    except OSError:
+        pass
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:

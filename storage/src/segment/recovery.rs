@@ -1,5 +1,7 @@
 //! Rebuilding the in-memory state from the segment files at start: every batch is checked, a
-//! torn tail is cut off, damage anywhere else is refused with the file and byte named.
+//! torn tail is cut off, damage anywhere else is refused with the file and byte named. A torn
+//! tail is the last batch of the newest segment cut short, or followed only by zeros (a file
+//! that grew for a write whose bytes did not all reach the disk).
 
 use super::SegmentError;
 use super::format::{self, BATCH_HEADER, Item, MAGIC};
@@ -84,6 +86,13 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, SegmentErro
                 if !format::body_intact(&body, crc) {
                     if end == size {
                         torn = Some("a last batch whose checksum fails");
+                    } else if zeros_from(&file, end, size)
+                        .map_err(|e| io("cannot read a segment", e))?
+                    {
+                        // The file grew to hold the last write but not all of its bytes
+                        // reached the disk (they read as zeros): its length field may itself
+                        // be cut short, so the batch seems to end early.
+                        torn = Some("a last batch whose checksum fails, only zeros behind it");
                     } else {
                         damaged = Some("a batch whose checksum fails");
                     }
@@ -269,6 +278,25 @@ fn apply_item(
             }
         }
     }
+}
+
+/// Whether every byte of `file` from `from` to `to` is zero.
+fn zeros_from(file: &std::fs::File, from: u64, to: u64) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read.

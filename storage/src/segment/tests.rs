@@ -113,6 +113,109 @@ async fn a_torn_tail_is_cut_off_and_the_log_carries_on() {
     assert_eq!(values, ["one", "two", "three"]);
 }
 
+/// A crash can stop a group commit's write at any byte, and a file that grew for it may read
+/// zeros where its bytes did not reach the disk. Recovery keeps everything before the last
+/// batch, and of the last batch (a stage's hop: its outputs and its input's offset commit in
+/// one write) all or nothing; the log then carries on from there.
+#[tokio::test]
+async fn a_cut_at_every_byte_of_the_last_batch_keeps_all_of_it_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topics = vec!["in".to_owned(), "out".to_owned()];
+    let (one, two) = (
+        format!("ONE{}", "1".repeat(150)),
+        format!("TWO{}", "2".repeat(150)),
+    );
+    let (name, start, whole) = {
+        let log = SegmentLog::open(dir.path(), 1).expect("opens");
+        log.ensure_topics(&topics).await.expect("topics");
+        log.append(vec![msg("in", "k1", "one"), msg("in", "k2", "two")])
+            .await
+            .expect("append");
+        let mut c = log.consumer("g", &topics[..1]).await.expect("consumer");
+        let got = c.poll(10, Duration::from_millis(20)).await.expect("poll");
+        assert_eq!(got.len(), 2);
+        let id = *log.inner.state.read().segments.keys().last().expect("one");
+        let name = format::segment_name(id);
+        let start = std::fs::metadata(dir.path().join(&name))
+            .expect("stat")
+            .len() as usize;
+        let mut offsets = Offsets::new();
+        offsets.insert(got[1].topic_partition(), 2);
+        // Outputs long enough that the batch's length takes two bytes: a cut inside the
+        // length field then reads as a shorter batch.
+        c.complete(
+            vec![msg("out", "k1", &one), msg("out", "k2", &two)],
+            offsets,
+        )
+        .await
+        .expect("the hop's write");
+        let whole = std::fs::read(dir.path().join(&name)).expect("read");
+        (name, start, whole)
+    };
+    assert_eq!(
+        std::fs::read_dir(dir.path())
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .filter(|e| format::segment_id(&e.file_name().to_string_lossy()).is_some())
+            .count(),
+        1,
+        "one segment holds everything"
+    );
+    let end = whole.len();
+    assert!(
+        end - start > 256 + format::BATCH_HEADER,
+        "the last batch is {start}..{end}"
+    );
+    for zero_filled in [false, true] {
+        for cut in start..=end {
+            let copy = tempfile::tempdir().expect("tempdir");
+            let mut bytes = whole[..cut].to_vec();
+            if zero_filled {
+                bytes.resize(end, 0);
+            }
+            std::fs::write(copy.path().join(&name), &bytes).expect("write");
+            let case = format!("cut at byte {cut} of {start}..{end}, zero-filled: {zero_filled}");
+            let log = SegmentLog::open(copy.path(), 1)
+                .unwrap_or_else(|e| panic!("{case}: recovery refused: {e}"));
+            // Zeros where the batch ends in zeros anyway (an offset's high bytes) complete it.
+            let complete = bytes == whole;
+            let ins: Vec<_> = log
+                .read("in", 10)
+                .await
+                .expect("read")
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            assert_eq!(ins, ["one", "two"], "{case}: what came before is kept");
+            let outs: Vec<_> = log
+                .read("out", 10)
+                .await
+                .expect("read")
+                .into_iter()
+                .map(|r| r.value)
+                .collect();
+            let expected: &[&str] = if complete { &[&one, &two] } else { &[] };
+            assert_eq!(outs, expected, "{case}: the outputs, all or none");
+            let mut c = log.consumer("g", &topics[..1]).await.expect("consumer");
+            let again = c.poll(10, Duration::from_millis(20)).await.expect("poll");
+            assert_eq!(
+                again.len(),
+                if complete { 0 } else { 2 },
+                "{case}: the commit stands with the outputs, or the inputs are read again"
+            );
+            let positions = log
+                .append(vec![msg("out", "k3", "next")])
+                .await
+                .unwrap_or_else(|e| panic!("{case}: append after recovery: {e}"));
+            assert_eq!(
+                positions[0].offset,
+                if complete { 2 } else { 0 },
+                "{case}: offsets carry on"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn damage_in_an_older_segment_is_an_error_not_a_silent_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
