@@ -15,7 +15,7 @@ use std::time::Duration;
 /// jemalloc instead of the system allocator: a profile of the checkout path spent about a fifth
 /// of its samples in glibc's malloc and free, and mimalloc, used before, a sixth in its
 /// cross-thread frees (buffers made on a tokio worker are freed on the log's or the stores'
-/// writer thread); jemalloc cost 10–20 % less CPU an order (BENCHMARKS.md).
+/// writer thread); jemalloc cost about a tenth less CPU an order (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
