@@ -95,7 +95,10 @@ async fn schemathesis_finds_no_mismatch_between_the_document_and_the_api() {
         // The WebSocket route answers a plain GET (all schemathesis sends) with 400: it is
         // documented as the upgrade it is, and tests/websocket_e2e.rs drives it.
         .args(["--exclude-operation-id", "followOrder"])
-        .args(["--request-timeout", "10", "--no-color"])
+        // A drawn `GET /v1/orders/{id}?wait=N` with an `If-None-Match` that matches (`*`) is a
+        // long poll the API holds for up to N seconds (at most 30, as documented) before its
+        // 304: the client must wait longer than that (CI failed once on `wait=28` with 10 s).
+        .args(["--request-timeout", "35", "--no-color"])
         // Its example database and cache land in the test's own directory.
         .current_dir(dir.path())
         .env("PYTHONPATH", HOOKS_DIR)
