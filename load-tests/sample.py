@@ -105,7 +105,8 @@ PROCESS = "(process)"
 
 
 def cpu_seconds():
-    """CPU time (user + system) of the process's threads, summed by thread name."""
+    """CPU time (user + system) of the process's threads, summed by thread name, and of the
+    whole process under PROCESS."""
     out = {}
     try:
         # The whole process's counters keep the CPU of threads that have exited (the blocking

@@ -11,6 +11,16 @@ fn msg(topic: &str, key: &str, value: &str) -> Message {
     }
 }
 
+/// The values of a topic's first records (at most 10), in offset order.
+async fn values(log: &SegmentLog, topic: &str) -> Vec<Bytes> {
+    log.read(topic, 10)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|r| r.value)
+        .collect()
+}
+
 fn small(partitions: u32) -> SegmentLogOptions {
     SegmentLogOptions {
         partitions,
@@ -103,14 +113,7 @@ async fn a_torn_tail_is_cut_off_and_the_log_carries_on() {
             offset: 2
         }]
     );
-    let values: Vec<_> = log
-        .read("a", 10)
-        .await
-        .expect("read")
-        .into_iter()
-        .map(|r| r.value)
-        .collect();
-    assert_eq!(values, ["one", "two", "three"]);
+    assert_eq!(values(&log, "a").await, ["one", "two", "three"]);
 }
 
 /// A crash can stop a group commit's write at any byte, and a file that grew for it may read
@@ -179,21 +182,12 @@ async fn a_cut_at_every_byte_of_the_last_batch_keeps_all_of_it_or_none() {
                 .unwrap_or_else(|e| panic!("{case}: recovery refused: {e}"));
             // Zeros where the batch ends in zeros anyway (an offset's high bytes) complete it.
             let complete = bytes == whole;
-            let ins: Vec<_> = log
-                .read("in", 10)
-                .await
-                .expect("read")
-                .into_iter()
-                .map(|r| r.value)
-                .collect();
-            assert_eq!(ins, ["one", "two"], "{case}: what came before is kept");
-            let outs: Vec<_> = log
-                .read("out", 10)
-                .await
-                .expect("read")
-                .into_iter()
-                .map(|r| r.value)
-                .collect();
+            assert_eq!(
+                values(&log, "in").await,
+                ["one", "two"],
+                "{case}: what came before is kept"
+            );
+            let outs = values(&log, "out").await;
             let expected: &[&str] = if complete { &[&one, &two] } else { &[] };
             assert_eq!(outs, expected, "{case}: the outputs, all or none");
             let mut c = log.consumer("g", &topics[..1]).await.expect("consumer");
