@@ -449,6 +449,19 @@ def overview() -> dm.Dashboard:
             "s",
         ),
         series(
+            "Stage flush p99",
+            "histogram_quantile(0.99) of orderflow_stage_flush_seconds by stage over 1m: a "
+            "stage's own writes before a commit (the projector's order views, hot views and "
+            "webhook messages), during which it processes nothing.",
+            [
+                q(
+                    f"histogram_quantile(0.99, sum by (le, stage) (rate(orderflow_stage_flush_seconds_bucket{{{ROLE}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+        ),
+        series(
             "Kafka record wait p99",
             "histogram_quantile(0.99) of orderflow_kafka_record_wait_seconds by stage over 1m: "
             "from the producer's send of a record to the stage's poll (linger, broker, fetch "

@@ -78,6 +78,8 @@ struct StageMetrics {
     batch_size: metrics::Histogram,
     batch_seconds: metrics::Histogram,
     commit_seconds: metrics::Histogram,
+    /// The stage's own flush before a completion, during which it processes nothing.
+    flush_seconds: metrics::Histogram,
 }
 
 impl StageMetrics {
@@ -101,6 +103,7 @@ impl StageMetrics {
             batch_size: metrics::histogram!("orderflow_stage_batch_size", "stage" => stage.to_owned()),
             batch_seconds: metrics::histogram!("orderflow_stage_batch_seconds", "stage" => stage.to_owned()),
             commit_seconds: metrics::histogram!("orderflow_stage_commit_seconds", "stage" => stage.to_owned()),
+            flush_seconds: metrics::histogram!("orderflow_stage_flush_seconds", "stage" => stage.to_owned()),
         }
     }
 }
@@ -391,10 +394,14 @@ impl Runner {
     /// Flushes the stage (its buffered writes go before the offsets that cover them), retrying
     /// until it works; false if shutdown came first.
     async fn flush(&self, shutdown: &CancellationToken) -> bool {
+        let flushing = Instant::now();
         let mut attempt = 0;
         loop {
             match self.stage.flush().await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.metrics.flush_seconds.record(flushing.elapsed());
+                    return true;
+                }
                 Err(e) => {
                     attempt += 1;
                     tracing::warn!(stage = self.stage.name(), error = %e.message, attempt, "Flush failed, retrying");
