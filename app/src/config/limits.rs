@@ -30,8 +30,8 @@ pub struct LimitsConfig {
     /// connection's peer address. Set it only behind a proxy that overwrites or appends it.
     pub client_ip_header: String,
     /// Checkouts accepted and still waiting for an order stage (the six stages' consumer lag
-    /// on their inputs, summed) over which the API answers new ones `503` with `Retry-After`;
-    /// 0: no bound.
+    /// on their inputs, summed) or for the projector (its lag on `orders.accepted`), the
+    /// larger, over which the API answers new ones `503` with `Retry-After`; 0: no bound.
     pub max_backlog: u64,
     /// How often the backlog is read, in milliseconds.
     pub backlog_check_ms: u64,
