@@ -431,7 +431,7 @@ async fn orders_are_visible_to_their_owner_and_admins_only() {
         .await;
     assert_problem(s, &hd, &b, 404, "not-found");
 
-    h.orders.apply(h.appended().await).await.expect("projects");
+    h.orders.apply(&h.appended().await).await.expect("projects");
     let (s, _, b) = h
         .send(get(h.token("cust-1", "orders:read"), id.clone()))
         .await;
@@ -794,7 +794,7 @@ async fn order_history_pages_newest_first_and_shows_only_the_callers_orders() {
             order: Order::from_checkout(id, customer.into(), request.clone(), now),
         });
     }
-    h.orders.apply(events).await.expect("project");
+    h.orders.apply(&events).await.expect("project");
     assert_eq!(alice.len(), 250);
     let get = |token: String, query: String| {
         let h = &h;
@@ -953,7 +953,7 @@ async fn storefront_origins_get_cors_and_every_answer_carries_a_request_id_and_s
 
     // Order data is never cached; an id that could smuggle text into logs is replaced.
     let id = b["order_id"].as_str().expect("id").to_owned();
-    h.orders.apply(h.appended().await).await.expect("projects");
+    h.orders.apply(&h.appended().await).await.expect("projects");
     let request = Request::get(format!("/v1/orders/{id}"))
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .header("x-request-id", "two words\tand a tab")
@@ -1314,7 +1314,7 @@ async fn accepted_order(h: &Harness, customer: &str) -> String {
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
-    h.orders.apply(h.appended().await).await.expect("projects");
+    h.orders.apply(&h.appended().await).await.expect("projects");
     b["order_id"].as_str().expect("id").to_owned()
 }
 
@@ -1360,7 +1360,7 @@ async fn an_unchanged_order_answers_304_and_a_changed_one_200_with_a_new_etag() 
     let validated = events
         .remove(0)
         .advance(orderflow_domain::OrderStatus::Validated);
-    h.orders.apply(vec![validated]).await.expect("projects");
+    h.orders.apply(&[validated]).await.expect("projects");
     let (s, hd, body) = h.send(get_order(&reader, &id, "", Some(&etag))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["status"], "validated");
@@ -1421,7 +1421,7 @@ async fn a_long_poll_answers_within_100_ms_of_the_change_or_304_when_the_time_is
     let validated = events
         .remove(0)
         .advance(orderflow_domain::OrderStatus::Validated);
-    let changed = h.orders.apply(vec![validated]).await.expect("projects");
+    let changed = h.orders.apply(&[validated]).await.expect("projects");
     let announced = std::time::Instant::now();
     use orderflow_stores::StatusFeed;
     for view in &changed {

@@ -157,9 +157,16 @@ pub async fn refuse_unless_cancelled(
 /// The order event of a record: the copy the writing stage kept beside the bytes when it is in
 /// this process, else the bytes decoded. Undecodable bytes are a permanent failure.
 pub fn event_of(record: &Record) -> Result<OrderEvent, StageError> {
+    event_in(record).map(std::borrow::Cow::into_owned)
+}
+
+/// [`event_of`] for a reader that only looks: the writer's copy is borrowed, not cloned.
+pub fn event_in(record: &Record) -> Result<std::borrow::Cow<'_, OrderEvent>, StageError> {
     match record.decoded.as_ref().and_then(|d| d.get::<OrderEvent>()) {
-        Some(event) => Ok(event.clone()),
-        None => decode_event(&record.value).map_err(|e| StageError::permanent(e.to_string())),
+        Some(event) => Ok(std::borrow::Cow::Borrowed(event)),
+        None => decode_event(&record.value)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| StageError::permanent(e.to_string())),
     }
 }
 

@@ -63,7 +63,7 @@ impl Stage for Project {
     }
 
     async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
-        let event = crate::order_stage::event_of(record)?;
+        let event = crate::order_stage::event_in(record)?;
         let status = event.status;
         // Refunds this event says were paid: only the refund step's output says so.
         let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
@@ -88,24 +88,9 @@ impl Stage for Project {
             .unwrap_or_default();
         let changed = self
             .store
-            .apply(vec![event])
+            .apply(std::slice::from_ref(event.as_ref()))
             .await
             .map_err(crate::order_stage::store_error)?;
-        if self.feed.announce_after_flush() {
-            let mut unannounced = self.unannounced.lock();
-            for view in &changed {
-                match unannounced.get(&view.order_id) {
-                    Some(held) if held.revision() >= view.revision() => {}
-                    _ => {
-                        unannounced.insert(view.order_id, view.clone());
-                    }
-                }
-            }
-        } else {
-            for view in &changed {
-                self.announce(view).await;
-            }
-        }
         if let Some((_, endpoints)) = &self.webhooks
             && (terminal || !paid.is_empty())
         {
@@ -130,7 +115,24 @@ impl Stage for Project {
                 }
             }
         }
-        if !changed.is_empty() {
+        let projected = !changed.is_empty();
+        if self.feed.announce_after_flush() {
+            let mut unannounced = self.unannounced.lock();
+            // The views are this call's own: kept as they are, not copied.
+            for view in changed {
+                match unannounced.get(&view.order_id) {
+                    Some(held) if held.revision() >= view.revision() => {}
+                    _ => {
+                        unannounced.insert(view.order_id, view);
+                    }
+                }
+            }
+        } else {
+            for view in &changed {
+                self.announce(view).await;
+            }
+        }
+        if projected {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())
                 .increment(1);
             if terminal {

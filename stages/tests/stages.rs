@@ -338,7 +338,7 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
         (unseen_accepted, unseen),
     ] = <[_; 3]>::try_from(reserved).expect("three");
     orders
-        .apply(vec![
+        .apply(&[
             stuck_accepted,
             stuck.clone(),
             paying_accepted,
@@ -377,7 +377,7 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
         (why.code, why.after),
         (RejectionCode::ReservationExpired, OrderStatus::Reserved)
     );
-    orders.apply(vec![announced]).await.expect("project");
+    orders.apply(&[announced]).await.expect("project");
     let view = orders
         .get(stuck.order.id)
         .await
@@ -387,7 +387,7 @@ async fn lapsed_holds_are_released_and_their_orders_rejected_once() {
 
     // Once the projector shows `unseen`, the next sweep announces it; then nothing is left.
     orders
-        .apply(vec![unseen_accepted, unseen.clone()])
+        .apply(&[unseen_accepted, unseen.clone()])
         .await
         .expect("project");
     assert_eq!(sweeper.sweep().await.expect("sweep").rejected, 1);
@@ -551,7 +551,7 @@ async fn a_lapsed_hold_gives_its_coupon_uses_back_once() {
     };
     assert_eq!(coupons.uses("VIP").await.expect("uses"), 1);
     orders
-        .apply(vec![accepted, reserved, priced.clone()])
+        .apply(&[accepted, reserved, priced.clone()])
         .await
         .expect("project");
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -751,7 +751,7 @@ async fn the_projector_writes_one_webhook_per_terminal_status_also_when_replayed
     // The views reach the store, but the process dies before the messages are written: the
     // store already has both orders' terminal views when the events come again.
     store
-        .apply(vec![
+        .apply(&[
             accepted.clone(),
             completed.clone(),
             declined.clone(),

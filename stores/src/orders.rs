@@ -19,7 +19,7 @@ pub trait OrderStore: Send + Sync + 'static {
     /// Folds events into their orders' views atomically per order (see
     /// [`OrderView::apply`]); returns the views that changed. They are readable at once; a
     /// store may keep them in memory until [`flush`](Self::flush) makes them durable.
-    async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError>;
+    async fn apply(&self, events: &[OrderEvent]) -> Result<Vec<OrderView>, StoreError>;
 
     /// Makes every view applied so far durable. The projector calls it before it commits its
     /// position on the log, so a crash never leaves a view behind the events it has read.

@@ -1080,7 +1080,7 @@ async fn order_store_conformance(store: Arc<dyn OrderStore>) {
     shuffled.extend(chain.iter().cloned());
     assert_eq!(
         store
-            .apply(shuffled)
+            .apply(&shuffled)
             .await
             .expect("apply")
             .last()
@@ -1091,7 +1091,7 @@ async fn order_store_conformance(store: Arc<dyn OrderStore>) {
     assert_eq!(view.status, Completed);
     assert_eq!(view.timeline.len(), 7);
     assert!(
-        store.apply(chain.clone()).await.expect("apply").is_empty(),
+        store.apply(&chain).await.expect("apply").is_empty(),
         "duplicates change nothing"
     );
     assert!(store.get(OrderId::new()).await.expect("get").is_none());
@@ -1124,7 +1124,7 @@ async fn history_conformance(store: Arc<dyn OrderStore>) {
     // memory (a store that buffers must page through both).
     batch.reverse();
     for (i, chunk) in batch.chunks(70).enumerate() {
-        store.apply(chunk.to_vec()).await.expect("apply");
+        store.apply(chunk).await.expect("apply");
         if i == 1 {
             store.flush().await.expect("flush");
         }
@@ -2023,17 +2023,14 @@ async fn embedded_views_are_readable_at_once_and_durable_after_a_flush() {
     let engine = Engine::open(dir.path()).expect("engine");
     let store = EmbeddedOrderStore::new(engine.clone());
     let id = OrderId::new();
-    store
-        .apply(vec![event(id, Accepted, 0)])
-        .await
-        .expect("apply");
+    store.apply(&[event(id, Accepted, 0)]).await.expect("apply");
     assert_eq!(
         store.get(id).await.expect("get").map(|v| v.status),
         Some(Accepted)
     );
     store.flush().await.expect("flush");
     store
-        .apply(vec![event(id, Validated, 1)])
+        .apply(&[event(id, Validated, 1)])
         .await
         .expect("apply");
     // Another store on the same database sees what was flushed; this one sees the newest.
@@ -2112,10 +2109,7 @@ async fn scylla_keeps_views_and_schema_across_connections_when_scylla_uri_is_set
     };
     let store = ScyllaOrderStore::connect(&config).await.expect("connects");
     let id = OrderId::new();
-    store
-        .apply(vec![event(id, Accepted, 0)])
-        .await
-        .expect("apply");
+    store.apply(&[event(id, Accepted, 0)]).await.expect("apply");
     store.flush().await.expect("flush");
     drop(store);
     // Connecting again finds the schema migrated and changes nothing.

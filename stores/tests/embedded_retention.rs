@@ -47,7 +47,7 @@ async fn settled_views_older_than_the_retention_leave_disk() {
     events.push(event(old_open, Accepted, "ada"));
     events.push(event(old_open, Charged, "ada"));
     events.push(event(new_done, Completed, "ada"));
-    store.apply(events).await.expect("apply");
+    store.apply(&events).await.expect("apply");
     store.flush().await.expect("flush");
     assert_eq!(store.count().expect("count"), 9);
 

@@ -169,7 +169,7 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     let store = CachedOrderStore::new(RedisOrderCache::new(hot.clone()), Arc::clone(&durable));
     let id = OrderId::new();
     store
-        .apply(vec![
+        .apply(&[
             event(id, OrderStatus::Accepted),
             event(id, OrderStatus::Validated),
         ])
@@ -192,16 +192,10 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     // behind. Its records come again after the restart and must correct that.
     let reserved = event(id, OrderStatus::Reserved);
     durable
-        .apply(vec![reserved.clone()])
+        .apply(std::slice::from_ref(&reserved))
         .await
         .expect("durable only");
-    assert!(
-        store
-            .apply(vec![reserved])
-            .await
-            .expect("replay")
-            .is_empty()
-    );
+    assert!(store.apply(&[reserved]).await.expect("replay").is_empty());
     assert_eq!(
         store.get(id).await.expect("get").map(|v| v.status),
         Some(OrderStatus::Reserved),
@@ -214,7 +208,7 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     server.signal("STOP");
     let priced = event(id, OrderStatus::Priced);
     assert!(matches!(
-        store.apply(vec![priced.clone()]).await,
+        store.apply(std::slice::from_ref(&priced)).await,
         Err(e) if e.is_unavailable()
     ));
     assert_eq!(
@@ -228,7 +222,7 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     server.signal("CONT");
     let mut applied = None;
     for _ in 0..50 {
-        match store.apply(vec![priced.clone()]).await {
+        match store.apply(std::slice::from_ref(&priced)).await {
             Ok(changed) => {
                 applied = Some(changed);
                 break;
@@ -257,7 +251,7 @@ async fn the_hot_view_is_never_older_than_the_durable_one() {
     // store moves.
     assert!(
         store
-            .apply(vec![event(id, OrderStatus::Charged)])
+            .apply(&[event(id, OrderStatus::Charged)])
             .await
             .is_err()
     );
@@ -332,9 +326,9 @@ async fn a_flush_caches_its_views_in_one_call_per_slot() {
         let _ = server.command(&["CONFIG", "RESETSTAT"]);
         store
             .apply(
-                ids.iter()
+                &ids.iter()
                     .map(|id| event(*id, OrderStatus::Accepted))
-                    .collect(),
+                    .collect::<Vec<_>>(),
             )
             .await
             .expect("apply");
@@ -354,9 +348,13 @@ async fn a_flush_caches_its_views_in_one_call_per_slot() {
             // The projector applies a batch one record per call, all at once: their drops
             // still go out together.
             let _ = server.command(&["CONFIG", "RESETSTAT"]);
-            let applies = ids
+            let validated: Vec<OrderEvent> = ids
                 .iter()
-                .map(|id| store.apply(vec![event(*id, OrderStatus::Validated)]));
+                .map(|id| event(*id, OrderStatus::Validated))
+                .collect();
+            let applies = validated
+                .iter()
+                .map(|e| store.apply(std::slice::from_ref(e)));
             for changed in futures::future::join_all(applies).await {
                 assert_eq!(changed.expect("apply").len(), 1);
             }
@@ -373,14 +371,14 @@ async fn a_flush_caches_its_views_in_one_call_per_slot() {
         // A late writer of an older view changes nothing.
         let id = ids[0];
         store
-            .apply(vec![event(id, OrderStatus::Validated)])
+            .apply(&[event(id, OrderStatus::Validated)])
             .await
             .expect("apply");
         store.flush().await.expect("flush");
         let older =
             EmbeddedOrderStore::new(Engine::open(&dir.path().join("late")).expect("engine"));
         let stale = older
-            .apply(vec![event(id, OrderStatus::Accepted)])
+            .apply(&[event(id, OrderStatus::Accepted)])
             .await
             .expect("apply");
         cache.put_all(&stale).await.expect("put");

@@ -199,7 +199,7 @@ impl EmbeddedOrderStore {
 
 #[async_trait]
 impl OrderStore for EmbeddedOrderStore {
-    async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
+    async fn apply(&self, events: &[OrderEvent]) -> Result<Vec<OrderView>, StoreError> {
         // Memory full of views waiting to be written (the runner's flushes have been failing):
         // write them now rather than wait for the next commit, which this batch holds up.
         let full = self.pending.lock().len() >= MAX_PENDING;
@@ -232,7 +232,7 @@ impl OrderStore for EmbeddedOrderStore {
         let mut pending = self.pending.lock();
         let mut changed: Vec<OrderId> = Vec::new();
         let now = std::time::Instant::now();
-        for event in &events {
+        for event in events {
             let id = event.order.id;
             // Another apply may have brought the view into memory meanwhile: folding into that
             // copy is right, since folding is order-insensitive and idempotent.

@@ -248,7 +248,7 @@ impl CachedOrderStore {
 
 #[async_trait]
 impl OrderStore for CachedOrderStore {
-    async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
+    async fn apply(&self, events: &[OrderEvent]) -> Result<Vec<OrderView>, StoreError> {
         let fresh: Vec<OrderId> = {
             let pending = self.pending.lock();
             let ids: HashSet<OrderId> = events.iter().map(|e| e.order.id).collect();

@@ -458,9 +458,9 @@ async fn prepare(
 
 #[async_trait]
 impl OrderStore for ScyllaOrderStore {
-    async fn apply(&self, events: Vec<OrderEvent>) -> Result<Vec<OrderView>, StoreError> {
+    async fn apply(&self, events: &[OrderEvent]) -> Result<Vec<OrderView>, StoreError> {
         let mut by_order: BTreeMap<OrderId, Vec<&OrderEvent>> = BTreeMap::new();
-        for event in &events {
+        for event in events {
             by_order.entry(event.order.id).or_default().push(event);
         }
         let mut changed = Vec::new();
