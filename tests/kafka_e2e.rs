@@ -804,14 +804,11 @@ async fn the_api_refuses_checkouts_while_the_stages_lag_on_kafka_and_takes_them_
         &url,
         &["reserve", "price", "charge", "ship", "notify"],
     );
+    let reader = client_log(&broker);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let accepted = read_all(&client_log(&broker), "orders.accepted")
-            .await
-            .len();
-        let ended = read_all(&client_log(&broker), "orders.completed")
-            .await
-            .len();
+        let accepted = read_all(&reader, "orders.accepted").await.len();
+        let ended = read_all(&reader, "orders.completed").await.len();
         if ended >= accepted {
             break;
         }

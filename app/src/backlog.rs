@@ -39,8 +39,8 @@ pub fn reader(config: &Config, b: &Backends, backlog: Arc<Backlog>) -> Chore {
 /// counts the orders between the API and the last stage. The first stage alone is not enough:
 /// it is the cheapest, and a slower stage behind it lets orders pile up where its lag never
 /// shows them. Nor are the stages: the projector reads every status of every order (seven
-/// records an order) and, when it is the slowest (it is with `--redis` past ~4,000 orders/s on
-/// two cores), orders pile up unseen by customers while every stage keeps up.
+/// records an order) and, when it is the slowest (with `--redis` it is the first to fall
+/// behind, BENCHMARKS.md), orders pile up unseen by customers while every stage keeps up.
 pub async fn pipeline_backlog(log: &dyn Log) -> Result<u64, LogError> {
     let mut total = 0;
     // Refunds are not orders on their way: they never hold a checkout back.
