@@ -766,6 +766,26 @@ def hot_path() -> dm.Dashboard:
             "short",
         ),
         series(
+            "Writer threads busy",
+            "rate(orderflow_embedded_commit_seconds_sum[1m]) and "
+            "rate(orderflow_log_commit_seconds_sum[1m]) per process: the share of time the "
+            "embedded stores' writer and the segment log's writer spend committing. Each is one "
+            "thread every store or log write of the process waits for: near 100 % it is the "
+            "process's limit, and every hop that writes waits longer (BENCHMARKS.md).",
+            [
+                q(
+                    f"sum by (instance) (rate(orderflow_embedded_commit_seconds_sum{{{ROLE}}}[{RATE}]))",
+                    "stores {{instance}}",
+                ),
+                q(
+                    f"sum by (instance) (rate(orderflow_log_commit_seconds_sum{{{ROLE}}}[{RATE}]))",
+                    "log {{instance}}",
+                ),
+            ],
+            "percentunit",
+            limit=(0.8, "orange"),
+        ),
+        series(
             "Data directory disk used",
             "The orderflow_data_dir_bytes gauge per process: bytes under the data directory "
             "(segment log and redb file).",
