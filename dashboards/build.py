@@ -594,6 +594,34 @@ def overview() -> dm.Dashboard:
 # --- hot path ----------------------------------------------------------------------------
 
 
+def process_panels() -> list:
+    return [
+        series(
+            "Memory",
+            "orderflow_process_resident_memory_bytes per process (what the host gives it), "
+            "orderflow_allocator_resident_bytes (pages the allocator holds) and "
+            "orderflow_allocator_allocated_bytes (bytes in live allocations): a resident line "
+            "that climbs while allocated stays flat is the allocator keeping freed pages; both "
+            "climbing is data the process keeps.",
+            [
+                q(f"sum by (instance) (orderflow_process_resident_memory_bytes{{{ROLE}}})", "resident {{instance}}"),
+                q(f"sum by (instance) (orderflow_allocator_resident_bytes{{{ROLE}}})", "allocator resident {{instance}}"),
+                q(f"sum by (instance) (orderflow_allocator_allocated_bytes{{{ROLE}}})", "allocated {{instance}}"),
+            ],
+            "bytes",
+            width=12,
+        ),
+        series(
+            "CPU",
+            "rate(orderflow_process_cpu_seconds_total[1m]) per process: cores in use (user and "
+            "system time, counted in whole seconds).",
+            [q(f"sum by (instance) (rate(orderflow_process_cpu_seconds_total{{{ROLE}}}[{RATE}]))", "{{instance}}")],
+            "short",
+            width=12,
+        ),
+    ]
+
+
 def readiness() -> statetimeline.Panel:
     expr = f"min by (instance, dependency) (orderflow_ready{{{ROLE}}})"
     return (
@@ -803,6 +831,7 @@ def hot_path() -> dm.Dashboard:
             ("Redis and WebSockets", redis),
             ("Segment log", log),
             ("Embedded store and disk", store),
+            ("Process: CPU and memory", process_panels()),
             ("Readiness", [readiness()]),
         ],
     )

@@ -712,6 +712,17 @@ async fn split_workers_serve_metrics_and_readiness() {
         !text.contains("stage=\"project\""),
         "the validate worker runs no projector"
     );
+    // The process's own memory and threads, and jemalloc's counts (the binary's allocator):
+    // its live bytes lie within the pages it holds (one snapshot, so exactly).
+    let gauge = |name: &str| sample(&text, name, &[]).unwrap_or_else(|| panic!("{name}:\n{text}"));
+    assert!(gauge("orderflow_process_resident_memory_bytes") > 1e6);
+    let held = gauge("orderflow_allocator_resident_bytes");
+    let allocated = gauge("orderflow_allocator_allocated_bytes");
+    assert!(
+        0.0 < allocated && allocated <= held,
+        "allocated {allocated} ≤ allocator resident {held}"
+    );
+    assert!(gauge("orderflow_process_threads") >= 2.0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, text) = scrape(&client, &format!("{}/metrics", project.base)).await;

@@ -1,5 +1,6 @@
 //! Gauges that no code path sets on its own, kept current by chores: whether each dependency
-//! is ready, how much disk the data directories use, and which SKUs run low.
+//! is ready, how much disk the data directories use, which SKUs run low, and the process's CPU
+//! and memory.
 
 use crate::backends::{Backends, embedded_log_dir};
 use crate::config::{Config, LogUrl};
@@ -12,7 +13,7 @@ use std::time::Duration;
 /// The chores of this process; `serves_api` adds the low-stock gauge (one reporter is enough
 /// per deployment, and every process has the ledger).
 pub fn chores(config: &Config, backends: &Backends, serves_api: bool) -> Vec<Chore> {
-    let mut chores = vec![readiness(backends), disk(config)];
+    let mut chores = vec![readiness(backends), disk(config), process()];
     if serves_api {
         chores.push(low_stock(backends, config.metrics.low_stock_threshold));
     }
@@ -58,6 +59,40 @@ fn disk(config: &Config) -> Chore {
             Ok(())
         }
     })
+}
+
+/// `orderflow_process_*` (CPU seconds, resident and virtual memory, open files, threads: the
+/// Prometheus process metrics, read by `metrics-process`) and `orderflow_allocator_*_bytes`:
+/// memory that climbs shows here before the host runs out, and resident against allocated
+/// says whether it is data the process keeps or pages the allocator has not given back.
+fn process() -> Chore {
+    let collector = Arc::new(metrics_process::Collector::new("orderflow_"));
+    collector.describe();
+    Chore::new("process-gauges", Duration::from_secs(5), move || {
+        let collector = collector.clone();
+        async move {
+            collector.collect();
+            allocator();
+            Ok(())
+        }
+    })
+}
+
+/// jemalloc's own counts: bytes in live allocations, and the pages it holds resident. The
+/// `orderflow` binary makes jemalloc the allocator; where another one serves the process
+/// (a test linking this crate), jemalloc has allocated nothing and nothing is reported.
+fn allocator() {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The counts are a snapshot taken at the last epoch; advance it to read current ones.
+    if epoch::advance().is_err() {
+        return;
+    }
+    if let (Ok(allocated), Ok(resident)) = (stats::allocated::read(), stats::resident::read())
+        && allocated > 0
+    {
+        metrics::gauge!("orderflow_allocator_allocated_bytes").set(allocated as f64);
+        metrics::gauge!("orderflow_allocator_resident_bytes").set(resident as f64);
+    }
 }
 
 /// The bytes of every file under `dir` (0 for what cannot be read).
