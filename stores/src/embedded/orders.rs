@@ -338,6 +338,8 @@ impl OrderStore for EmbeddedOrderStore {
         pending.retain(|_, p| {
             p.dirty() || !(full || p.view.status.is_terminal() || p.touched.elapsed() >= IDLE)
         });
+        // A few thousand views is the steady state at thousands of orders a second.
+        super::shrink_after_backlog(&mut pending, 0, 16_384);
         metrics::gauge!("orderflow_order_views_in_memory").set(pending.len() as f64);
         Ok(())
     }

@@ -560,7 +560,11 @@ impl EmbeddedLedger {
     /// and reports how many stay in memory; the supervisor calls it every few seconds.
     pub fn evict_and_report(&self, min_age: Duration, most: usize) {
         let evicted = self.evict_settled(min_age) + self.evict_beyond(most);
-        let held = self.holds_in_memory();
+        let held = {
+            let mut state = self.state.lock();
+            super::shrink_after_backlog(&mut state.holds, most, most);
+            state.holds.len()
+        };
         metrics::gauge!("orderflow_ledger_holds_in_memory").set(held as f64);
         tracing::debug!(evicted, held, "Evicted settled stock holds from memory");
     }
