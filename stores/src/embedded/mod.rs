@@ -90,14 +90,16 @@ mod tests {
         let mut views: HashMap<u64, [u8; 64]> = (0..100_000).map(|i| (i, [0; 64])).collect();
         views.retain(|k, _| *k < 300);
         let grown = views.capacity();
-        shrink_after_backlog(&mut views, 0, 16_384);
+        let left = views.len();
+        shrink_after_backlog(&mut views, 2 * left, 16_384);
         assert!(views.capacity() < 1024, "{grown} → {}", views.capacity());
         assert_eq!(views.len(), 300);
         // A steady table under the room stays as it is, so it is not regrown every flush.
         let mut steady: HashMap<u64, u8> = (0..3_000).map(|i| (i, 0)).collect();
         steady.retain(|k, _| *k < 100);
         let before = steady.capacity();
-        shrink_after_backlog(&mut steady, 0, 16_384);
+        let left = steady.len();
+        shrink_after_backlog(&mut steady, 2 * left, 16_384);
         assert_eq!(steady.capacity(), before);
 
         // The ledger's holds: a burst past the bound doubled the table; back at the bound, it

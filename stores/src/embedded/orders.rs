@@ -338,8 +338,10 @@ impl OrderStore for EmbeddedOrderStore {
         pending.retain(|_, p| {
             p.dirty() || !(full || p.view.status.is_terminal() || p.touched.elapsed() >= IDLE)
         });
-        // A few thousand views is the steady state at thousands of orders a second.
-        super::shrink_after_backlog(&mut pending, 0, 16_384);
+        // A few thousand views is the steady state at thousands of orders a second; room for
+        // twice what is left, so a table that varies between flushes is not rebuilt at each.
+        let left = pending.len();
+        super::shrink_after_backlog(&mut pending, 2 * left, 16_384);
         metrics::gauge!("orderflow_order_views_in_memory").set(pending.len() as f64);
         Ok(())
     }
