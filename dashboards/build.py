@@ -758,10 +758,14 @@ def hot_path() -> dm.Dashboard:
             "short",
         ),
         series(
-            "Log read cache",
-            "The orderflow_log_cache_bytes gauge per process: bytes of recent records the "
-            "segment log keeps in memory for readers.",
-            [q(f"sum by (instance) (orderflow_log_cache_bytes{{{ROLE}}})", "{{instance}}")],
+            "Log memory: read cache and index",
+            "The orderflow_log_cache_bytes and orderflow_log_index_bytes gauges per process: "
+            "bytes of recent records the segment log keeps decoded for readers, and bytes of "
+            "its index (four a kept record, in 64 KiB chunks).",
+            [
+                q(f"sum by (instance) (orderflow_log_cache_bytes{{{ROLE}}})", "cache {{instance}}"),
+                q(f"sum by (instance) (orderflow_log_index_bytes{{{ROLE}}})", "index {{instance}}"),
+            ],
             "bytes",
         ),
         series(

@@ -17,6 +17,7 @@
 
 mod consumer;
 pub(crate) mod format;
+mod index;
 pub mod legacy;
 mod ops;
 mod recovery;

@@ -5,9 +5,9 @@
 
 use super::SegmentError;
 use super::format::{self, BATCH_HEADER, Item, MAGIC};
+use super::index::PosIndex;
 use super::state::*;
 
-use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -176,7 +176,7 @@ pub fn recover(dir: &Path, cache_budget: usize) -> Result<Recovered, SegmentErro
         let part = &mut state.parts[pidx];
         part.base = base;
         part.cache_base = end;
-        part.pos = VecDeque::with_capacity((end - base) as usize);
+        part.pos = PosIndex::default();
         let mut at = 0;
         let mut run = None;
         for offset in base..end {

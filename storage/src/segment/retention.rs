@@ -106,6 +106,8 @@ impl SegmentLog {
         let state = self.inner.state.read();
         metrics::gauge!("orderflow_log_segments").set(state.segments.len() as f64);
         metrics::gauge!("orderflow_log_cache_bytes").set(state.cache_bytes as f64);
+        let index: usize = state.parts.iter().map(|p| p.index_bytes()).sum();
+        metrics::gauge!("orderflow_log_index_bytes").set(index as f64);
         lag
     }
 

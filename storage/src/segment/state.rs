@@ -7,6 +7,7 @@
 
 use super::SegmentError;
 use super::format;
+use super::index::PosIndex;
 use crate::record::Record;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -42,7 +43,8 @@ pub struct Topic {
 
 /// One partition: where every kept record is, and a cache of the newest ones.
 ///
-/// The index costs four bytes a record: the frame's position per offset, and which segment
+/// The index costs four bytes a record (in chunks of 64 KiB: [`PosIndex`]): the frame's position
+/// per offset, and which segment
 /// holds which offsets as runs (a partition's records go to one segment after another, so there
 /// are about as many runs as segments; a record moved forward by retention splits a run).
 pub struct Part {
@@ -53,7 +55,7 @@ pub struct Part {
     /// First kept offset; everything below is trimmed.
     pub base: u64,
     /// Frame positions of offsets `base..end` in their segments ([`NO_POS`] for a gap).
-    pub(super) pos: VecDeque<u32>,
+    pub(super) pos: PosIndex,
     /// First offset of each run → the segment holding the run; a run lasts until the next.
     pub(super) spans: BTreeMap<u64, u32>,
     /// First cached offset; the cache holds `cache_base..end`.
@@ -68,7 +70,7 @@ impl Part {
             topic,
             partition,
             base: 0,
-            pos: VecDeque::new(),
+            pos: PosIndex::default(),
             spans: BTreeMap::new(),
             cache_base: 0,
             cache: VecDeque::new(),
@@ -85,6 +87,11 @@ impl Part {
         self.pos.len()
     }
 
+    /// Bytes the position index holds.
+    pub fn index_bytes(&self) -> usize {
+        self.pos.held_bytes()
+    }
+
     /// The segment of the run `offset` falls in.
     fn segment_of(&self, offset: u64) -> Option<u32> {
         self.spans.range(..=offset).next_back().map(|(_, s)| *s)
@@ -95,7 +102,7 @@ impl Part {
         if offset < self.base {
             return None;
         }
-        let pos = *self.pos.get((offset - self.base) as usize)?;
+        let pos = self.pos.get((offset - self.base) as usize)?;
         if pos == NO_POS {
             return None;
         }
@@ -347,7 +354,7 @@ impl State {
             {
                 segment.live = segment.live.saturating_sub(1);
             }
-            part.pos[(offset - part.base) as usize] = loc.pos;
+            part.pos.set((offset - part.base) as usize, loc.pos);
             part.set_segment(offset, loc.segment);
         }
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
