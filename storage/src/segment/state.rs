@@ -44,9 +44,9 @@ pub struct Topic {
 /// One partition: where every kept record is, and a cache of the newest ones.
 ///
 /// The index costs four bytes a record (in chunks of 64 KiB: [`PosIndex`]): the frame's position
-/// per offset, and which segment
-/// holds which offsets as runs (a partition's records go to one segment after another, so there
-/// are about as many runs as segments; a record moved forward by retention splits a run).
+/// per offset, and which segment holds which offsets as runs (a partition's records go to one
+/// segment after another, so there are about as many runs as segments; a record moved forward by
+/// retention splits a run).
 pub struct Part {
     /// Topic id.
     pub topic: u16,
@@ -354,7 +354,9 @@ impl State {
             {
                 segment.live = segment.live.saturating_sub(1);
             }
-            part.pos.set((offset - part.base) as usize, loc.pos);
+            // `base <= offset < end` here, so the offset is kept.
+            let kept = part.pos.set((offset - part.base) as usize, loc.pos);
+            debug_assert!(kept, "offset {offset} of a record moved is not kept");
             part.set_segment(offset, loc.segment);
         }
         if let Some(segment) = self.segments.get_mut(&loc.segment) {
