@@ -281,9 +281,11 @@ fn lifetime_ms(view: &Value) -> i64 {
     (at("completed") - at("accepted")).num_milliseconds()
 }
 
-fn p99(mut values: Vec<i64>) -> i64 {
+/// The `pct`th percentile (nearest rank) of `values`.
+fn percentile(values: &[i64], pct: usize) -> i64 {
+    let mut values = values.to_vec();
     values.sort_unstable();
-    values[(values.len() * 99).div_ceil(100).saturating_sub(1)]
+    values[(values.len() * pct).div_ceil(100).saturating_sub(1)]
 }
 
 /// Checkouts at a steady 25/s for `seconds`; the completed orders' lifetimes.
@@ -332,11 +334,22 @@ async fn a_receiver_that_hangs_delays_nothing_in_the_pipeline_and_gets_everythin
     let (more, down) = steady(&app, &customer, 60).await;
     receiver.down.store(false, Ordering::SeqCst);
     ids.extend(more);
-    let (up_p99, down_p99) = (p99(up), p99(down));
-    eprintln!("accept→completed p99: receiver up {up_p99} ms, hanging {down_p99} ms");
+    let (up_p90, down_p90) = (percentile(&up, 90), percentile(&down, 90));
+    let down_p99 = percentile(&down, 99);
+    eprintln!(
+        "accept→completed: receiver up p90 {up_p90} ms; hanging p90 {down_p90} ms, p99 {down_p99} ms"
+    );
+    // The bulk of orders is no slower with the receiver hanging. The p90, not the p99, is
+    // compared: the hanging minute is ten times the up window, so on CI's two shared cores
+    // it alone catches the odd stall of a few hundred ms, which says nothing about webhooks.
     assert!(
-        down_p99 <= 2 * up_p99 + 100,
-        "a hanging receiver slowed the pipeline: p99 {up_p99} ms → {down_p99} ms"
+        down_p90 <= 2 * up_p90 + 100,
+        "a hanging receiver slowed the pipeline: p90 {up_p90} ms → {down_p90} ms"
+    );
+    // And no order waited on the receiver: one that did would take its 2 s timeout at least.
+    assert!(
+        down_p99 < 1_000,
+        "orders waited on a hanging receiver: p99 {down_p99} ms"
     );
     // Back up: every order's event arrives, once.
     receiver

@@ -10,7 +10,7 @@ use crate::telemetry;
 use metrics_exporter_prometheus::PrometheusHandle;
 use orderflow_ingest::auth::KeyFile;
 use orderflow_ingest::limits::Backlog;
-use orderflow_ingest::{ApiSettings, AppState, Auth, OpsState};
+use orderflow_ingest::{ApiSettings, AppParts, AppState, Auth, OpsState};
 use orderflow_pipeline::{RetryPolicy, Runner};
 use orderflow_stages::topology::{self, STAGES, StageSpec};
 pub use orderflow_stages::topology::{PROJECTOR, stage_names};
@@ -340,7 +340,7 @@ fn api_state(
 ) -> AppState {
     // `limits.switch = off` (benchmarks, load tests) lifts every limit at once.
     let (limits, on) = (&config.limits, config.limits.on());
-    AppState {
+    AppState::new(AppParts {
         log: b.log.clone(),
         ledger: b.ledger.clone(),
         refunds: b.refunds.clone(),
@@ -383,7 +383,7 @@ fn api_state(
                 tokio::sync::Semaphore::MAX_PERMITS
             },
         }),
-    }
+    })
 }
 
 /// Warns that tokens are signed with the built-in development secret.

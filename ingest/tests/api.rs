@@ -13,7 +13,7 @@ use orderflow_domain::{
 use orderflow_ingest::limits::Backlog;
 use orderflow_ingest::poll::HeldPolls;
 use orderflow_ingest::pricing::{Pricing, Reload};
-use orderflow_ingest::{ApiSettings, AppState, Auth, app};
+use orderflow_ingest::{ApiSettings, AppParts, AppState, Auth, app};
 use orderflow_pipeline::{Log, SegmentLog};
 use orderflow_storage::kv::Engine;
 use orderflow_stores::SkuStock;
@@ -133,7 +133,7 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         countries: vec!["US".into(), "DE".into()],
     });
     let feed = Arc::new(EmbeddedStatusFeed::new(64));
-    let state = AppState {
+    let state = AppState::new(AppParts {
         log: log.clone(),
         ledger,
         refunds: Arc::new(orderflow_stores::embedded::EmbeddedRefundLedger::new(
@@ -151,7 +151,7 @@ async fn harness_with(adjust: impl FnOnce(&mut ApiSettings)) -> Harness {
         metrics: None,
         backlog: backlog.clone(),
         settings: Arc::new(settings),
-    };
+    });
     Harness {
         _dir: dir,
         embedded_log,

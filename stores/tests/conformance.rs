@@ -1390,6 +1390,25 @@ async fn outbox_conformance(outbox: Arc<dyn Outbox>) {
     assert_eq!(outbox.purge_delivered(horizon, 1).await.expect("purge"), 1);
     assert_eq!(outbox.purge_delivered(horizon, 1).await.expect("purge"), 0);
     assert_eq!(outbox.count().await.expect("count"), 0);
+    // The keys went with their messages, and no index kept them: the same messages can be
+    // written again, and only they are due.
+    assert_eq!(
+        outbox
+            .enqueue(vec![
+                message(a, "order.completed", "shop"),
+                message(a, "order_shipped", "mail"),
+                message(b, "order.rejected", "shop"),
+            ])
+            .await
+            .expect("enqueue"),
+        3
+    );
+    let again = outbox
+        .due(Utc::now() + Span::seconds(10), 10)
+        .await
+        .expect("due");
+    assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|d| d.attempts.is_empty()));
 }
 
 /// The behaviour every [`PaymentJournal`] must have: the first outcome per key stands.

@@ -161,11 +161,19 @@ impl SegmentLog {
         let trimmed = metrics::counter!("orderflow_log_trimmed_total");
         trimmed.increment(0);
         let Some(horizon) = horizon else { return };
-        match self.trim(&horizon).await {
+        let started = Instant::now();
+        let outcome = self.trim(&horizon).await;
+        // The writer takes no appends while it trims: this is how long they waited.
+        metrics::histogram!("orderflow_log_trim_seconds").record(started.elapsed());
+        match outcome {
             Ok(0) => {}
             Ok(n) => {
                 trimmed.increment(n);
-                tracing::info!(records = n, "Trimmed the log");
+                tracing::info!(
+                    records = n,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "Trimmed the log"
+                );
             }
             Err(e) => tracing::warn!(error = %e, "Cannot trim the log"),
         }

@@ -1,5 +1,5 @@
 //! The embedded log's writer thread: the only code that writes segment files or changes the
-//! in-memory state.
+//! in-memory state (its reaper thread, in `writer/trim.rs`, deletes the files left dead).
 //!
 //! It drains whatever appends are queued into one batch, writes it at the end of the active
 //! segment with one `fdatasync` (group commit), and only then publishes the records and offsets
@@ -149,6 +149,8 @@ pub struct Writer {
     /// worth rolling.
     checkpoint_end: u64,
     batch: Batch,
+    /// Deletes dead segment files off this thread.
+    reaper: trim::Reaper,
 }
 
 /// An append's records in the batch: where each frame went and the record to publish.
@@ -184,6 +186,7 @@ impl Writer {
             size,
             checkpoint_end: size,
             batch: Batch::new(),
+            reaper: trim::Reaper::start(dir)?,
         })
     }
 
@@ -229,9 +232,7 @@ impl Writer {
                 } => {
                     let _ = reply.send(self.topics(&names, partitions));
                 }
-                Request::Trim { floors, reply } => {
-                    let _ = reply.send(self.trim(&floors));
-                }
+                Request::Trim { floors, reply } => self.trim_and_reap(&floors, reply),
                 Request::Import {
                     records,
                     bounds,

@@ -47,6 +47,34 @@ fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
     Ok(d)
 }
 
+/// What the purge needs of a stored message to drop its index entries.
+struct Indexed {
+    key: String,
+    due: Option<DateTime<Utc>>,
+}
+
+/// [`Indexed`] from a row, without decoding the rest of the message or copying its payload.
+fn indexed(id: &str, bytes: &[u8]) -> Result<Indexed, redb::Error> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        key: std::borrow::Cow<'a, str>,
+        #[serde(default)]
+        next_attempt_at: Option<DateTime<Utc>>,
+    }
+    let corrupt = |why: String| redb::Error::Corrupted(format!("outbox message {id}: {why}"));
+    let split = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| corrupt("no payload".into()))?;
+    let head: Head<'_> =
+        serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt(e.to_string()))?;
+    Ok(Indexed {
+        key: head.key.into_owned(),
+        due: head.next_attempt_at,
+    })
+}
+
 fn encode(d: &Delivery) -> Result<Vec<u8>, redb::Error> {
     let mut row = serde_json::to_vec(d)
         .map_err(|e| redb::Error::Corrupted(format!("outbox message {}: {e}", d.id)))?;
@@ -334,13 +362,23 @@ impl Outbox for EmbeddedOutbox {
                         break;
                     }
                     let (key, _) = row?;
-                    old.push(key.value().1.to_owned());
+                    let (at, id) = key.value();
+                    old.push((at, id.to_owned()));
                 }
-                for id in &old {
-                    if let Some(d) = load(&t.messages, id)? {
-                        t.unindex(&d)?;
-                        t.keys.remove(d.key.as_str())?;
-                        t.messages.remove(id.as_str())?;
+                for (at, id) in &old {
+                    // Removed first and read from what the removal hands back: one search of
+                    // the table instead of two, and only the key and due time parsed (a
+                    // profile of the purge put a quarter of it in decoding whole messages).
+                    let indexed = match t.messages.remove(id.as_str())? {
+                        Some(row) => Some(indexed(id, row.value())?),
+                        None => None,
+                    };
+                    t.delivered.remove((*at, id.as_str()))?;
+                    if let Some(Indexed { key, due }) = indexed {
+                        t.keys.remove(key.as_str())?;
+                        if let Some(due) = due {
+                            t.due.remove((due.timestamp_millis(), id.as_str()))?;
+                        }
                     }
                 }
                 Ok(old.len())
