@@ -32,8 +32,10 @@ fn email(order: OrderId) -> NewMessage {
 
 /// Writes `n` emails and marks them delivered, as the dispatcher does.
 async fn delivered(outbox: &EmbeddedOutbox, n: usize) {
-    for chunk in (0..n).collect::<Vec<_>>().chunks(ROWS_A_WRITE) {
-        let fresh = chunk.iter().map(|_| email(OrderId::new())).collect();
+    for first in (0..n).step_by(ROWS_A_WRITE) {
+        let fresh = (first..n.min(first + ROWS_A_WRITE))
+            .map(|_| email(OrderId::new()))
+            .collect();
         outbox.enqueue(fresh).await.expect("enqueue");
     }
     loop {

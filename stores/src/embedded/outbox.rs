@@ -33,17 +33,26 @@ impl EmbeddedOutbox {
     }
 }
 
-/// A row: the record as JSON (no raw newline in it), a newline, then the payload as it is.
-fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
-    let corrupt = |why: String| redb::Error::Corrupted(format!("outbox message {id}: {why}"));
+/// A stored message that does not read back.
+fn corrupt(id: &str, why: impl std::fmt::Display) -> redb::Error {
+    redb::Error::Corrupted(format!("outbox message {id}: {why}"))
+}
+
+/// A row's two parts: the record as JSON (no raw newline in it), a newline, then the payload
+/// as it is.
+fn split_row<'a>(id: &str, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), redb::Error> {
     let split = bytes
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("no payload".into()))?;
-    let mut d: Delivery =
-        serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt(e.to_string()))?;
-    d.payload =
-        String::from_utf8(bytes[split + 1..].to_vec()).map_err(|e| corrupt(e.to_string()))?;
+        .ok_or_else(|| corrupt(id, "no payload"))?;
+    Ok((&bytes[..split], &bytes[split + 1..]))
+}
+
+/// A whole message from its row.
+fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
+    let (record, payload) = split_row(id, bytes)?;
+    let mut d: Delivery = serde_json::from_slice(record).map_err(|e| corrupt(id, e))?;
+    d.payload = String::from_utf8(payload.to_vec()).map_err(|e| corrupt(id, e))?;
     Ok(d)
 }
 
@@ -62,13 +71,8 @@ fn indexed(id: &str, bytes: &[u8]) -> Result<Indexed, redb::Error> {
         #[serde(default)]
         next_attempt_at: Option<DateTime<Utc>>,
     }
-    let corrupt = |why: String| redb::Error::Corrupted(format!("outbox message {id}: {why}"));
-    let split = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("no payload".into()))?;
-    let head: Head<'_> =
-        serde_json::from_slice(&bytes[..split]).map_err(|e| corrupt(e.to_string()))?;
+    let (record, _) = split_row(id, bytes)?;
+    let head: Head<'_> = serde_json::from_slice(record).map_err(|e| corrupt(id, e))?;
     Ok(Indexed {
         key: head.key.into_owned(),
         due: head.next_attempt_at,
@@ -76,8 +80,7 @@ fn indexed(id: &str, bytes: &[u8]) -> Result<Indexed, redb::Error> {
 }
 
 fn encode(d: &Delivery) -> Result<Vec<u8>, redb::Error> {
-    let mut row = serde_json::to_vec(d)
-        .map_err(|e| redb::Error::Corrupted(format!("outbox message {}: {e}", d.id)))?;
+    let mut row = serde_json::to_vec(d).map_err(|e| corrupt(&d.id, e))?;
     row.push(b'\n');
     row.extend_from_slice(d.payload.as_bytes());
     Ok(row)
