@@ -24,9 +24,9 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// Most appends in one group commit.
 mod trim;
 
+/// Most appends in one group commit.
 const MAX_GROUP: usize = 4096;
 /// Most bytes of records in one group commit.
 const MAX_GROUP_BYTES: usize = 32 * 1024 * 1024;
