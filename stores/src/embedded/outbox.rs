@@ -140,12 +140,25 @@ impl<'t> Tables<'t> {
     }
 
     fn unindex(&mut self, d: &Delivery) -> Result<(), redb::Error> {
-        let id = d.id.as_str();
-        if let Some(at) = d.next_attempt_at {
-            self.due.remove((at.timestamp_millis(), id))?;
+        self.unindex_at(
+            &d.id,
+            d.next_attempt_at.map(|at| at.timestamp_millis()),
+            d.delivered_at.map(|at| at.timestamp_millis()),
+        )
+    }
+
+    /// Drops message `id`'s entries from the due and delivered indexes (their times in ms).
+    fn unindex_at(
+        &mut self,
+        id: &str,
+        due_ms: Option<i64>,
+        delivered_ms: Option<i64>,
+    ) -> Result<(), redb::Error> {
+        if let Some(at) = due_ms {
+            self.due.remove((at, id))?;
         }
-        if let Some(at) = d.delivered_at {
-            self.delivered.remove((at.timestamp_millis(), id))?;
+        if let Some(at) = delivered_ms {
+            self.delivered.remove((at, id))?;
         }
         Ok(())
     }
@@ -376,12 +389,10 @@ impl Outbox for EmbeddedOutbox {
                         Some(row) => Some(indexed(id, row.value())?),
                         None => None,
                     };
-                    t.delivered.remove((*at, id.as_str()))?;
-                    if let Some(Indexed { key, due }) = indexed {
+                    let due = indexed.as_ref().and_then(|i| i.due);
+                    t.unindex_at(id, due.map(|at| at.timestamp_millis()), Some(*at))?;
+                    if let Some(Indexed { key, .. }) = indexed {
                         t.keys.remove(key.as_str())?;
-                        if let Some(due) = due {
-                            t.due.remove((due.timestamp_millis(), id.as_str()))?;
-                        }
                     }
                 }
                 Ok(old.len())
