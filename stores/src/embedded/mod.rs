@@ -6,6 +6,7 @@ mod idempotency;
 mod ledger;
 mod orders;
 mod outbox;
+mod packed;
 mod payments;
 mod rate_limit;
 mod refunds;

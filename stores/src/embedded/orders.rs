@@ -46,6 +46,13 @@ fn customer_key(customer: &str, order: Option<OrderId>) -> Vec<u8> {
 /// A stored view retention removes: its row's key and its customer-index key.
 type Doomed = (Vec<u8>, Vec<u8>);
 
+/// A view from its stored row (compressed, or plain JSON from before).
+fn decode_view(row: &[u8]) -> Result<OrderView, StoreError> {
+    let json =
+        super::packed::unpack(row).map_err(|e| StoreError::decode("stored order view", e))?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::decode("stored JSON", e))
+}
+
 /// The fields of a stored view that retention reads: decoding only these skips the rest of
 /// the view's JSON without building it.
 #[derive(serde::Deserialize)]
@@ -160,7 +167,12 @@ impl EmbeddedOrderStore {
                 };
                 let id = OrderId(uuid::Uuid::from_bytes(bytes));
                 // A view that does not decode is left where it is, for someone to look at.
-                let Ok(view) = serde_json::from_slice::<Settling>(value.value()) else {
+                let Ok(view) = super::packed::unpack(value.value())
+                    .map_err(|e| e.to_string())
+                    .and_then(|row| {
+                        serde_json::from_slice::<Settling>(&row).map_err(|e| e.to_string())
+                    })
+                else {
                     continue;
                 };
                 if view.settled() && !in_memory.contains(&id) {
@@ -188,11 +200,7 @@ impl EmbeddedOrderStore {
             Ok(out)
         })?;
         rows.into_iter()
-            .map(|(id, bytes)| {
-                serde_json::from_slice(&bytes)
-                    .map(|view| (id, view))
-                    .map_err(|e| StoreError::decode("stored JSON", e))
-            })
+            .map(|(id, bytes)| decode_view(&bytes).map(|view| (id, view)))
             .collect()
     }
 }
@@ -306,7 +314,7 @@ impl OrderStore for EmbeddedOrderStore {
                 .map(|(id, view, _, new)| {
                     let listed = new.then(|| customer_key(&view.customer_id, Some(*id)));
                     serde_json::to_vec(view)
-                        .map(|bytes| (*id, bytes, listed))
+                        .map(|bytes| (*id, super::packed::pack(bytes), listed))
                         .map_err(|e| StoreError::Corrupt(format!("order view: {e}")))
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -402,7 +410,7 @@ impl OrderStore for EmbeddedOrderStore {
         let (rows, last, more) = rows;
         let mut orders = rows
             .iter()
-            .map(|b| serde_json::from_slice(b).map_err(|e| StoreError::decode("stored JSON", e)))
+            .map(|b| decode_view(b))
             .collect::<Result<Vec<OrderView>, _>>()?;
         let id_of = |bytes: &[u8]| {
             <[u8; 16]>::try_from(bytes)

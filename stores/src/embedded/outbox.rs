@@ -38,8 +38,8 @@ fn corrupt(id: &str, why: impl std::fmt::Display) -> redb::Error {
     redb::Error::Corrupted(format!("outbox message {id}: {why}"))
 }
 
-/// A row's two parts: the record as JSON (no raw newline in it), a newline, then the payload
-/// as it is.
+/// A row's two parts, once [unpacked](super::packed::unpack): the record as JSON (no raw
+/// newline in it), a newline, then the payload as it is.
 fn split_row<'a>(id: &str, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), redb::Error> {
     let split = bytes
         .iter()
@@ -49,8 +49,9 @@ fn split_row<'a>(id: &str, bytes: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), redb
 }
 
 /// A whole message from its row.
-fn decode(id: &str, bytes: &[u8]) -> Result<Delivery, redb::Error> {
-    let (record, payload) = split_row(id, bytes)?;
+fn decode(id: &str, row: &[u8]) -> Result<Delivery, redb::Error> {
+    let bytes = super::packed::unpack(row).map_err(|e| corrupt(id, e))?;
+    let (record, payload) = split_row(id, &bytes)?;
     let mut d: Delivery = serde_json::from_slice(record).map_err(|e| corrupt(id, e))?;
     d.payload = String::from_utf8(payload.to_vec()).map_err(|e| corrupt(id, e))?;
     Ok(d)
@@ -62,8 +63,9 @@ struct Indexed {
     due: Option<DateTime<Utc>>,
 }
 
-/// [`Indexed`] from a row, without decoding the rest of the message or copying its payload.
-fn indexed(id: &str, bytes: &[u8]) -> Result<Indexed, redb::Error> {
+/// [`Indexed`] from a row, without decoding the rest of the message (a compressed row is
+/// decompressed whole first).
+fn indexed(id: &str, row: &[u8]) -> Result<Indexed, redb::Error> {
     #[derive(serde::Deserialize)]
     struct Head<'a> {
         #[serde(borrow)]
@@ -71,7 +73,8 @@ fn indexed(id: &str, bytes: &[u8]) -> Result<Indexed, redb::Error> {
         #[serde(default)]
         next_attempt_at: Option<DateTime<Utc>>,
     }
-    let (record, _) = split_row(id, bytes)?;
+    let bytes = super::packed::unpack(row).map_err(|e| corrupt(id, e))?;
+    let (record, _) = split_row(id, &bytes)?;
     let head: Head<'_> = serde_json::from_slice(record).map_err(|e| corrupt(id, e))?;
     Ok(Indexed {
         key: head.key.into_owned(),
@@ -83,7 +86,7 @@ fn encode(d: &Delivery) -> Result<Vec<u8>, redb::Error> {
     let mut row = serde_json::to_vec(d).map_err(|e| corrupt(&d.id, e))?;
     row.push(b'\n');
     row.extend_from_slice(d.payload.as_bytes());
-    Ok(row)
+    Ok(super::packed::pack(row))
 }
 
 fn load(
