@@ -4,9 +4,9 @@
 use orderflow_domain::OrderStatus::{self, *};
 use orderflow_domain::{OrderEvent, OrderId};
 use orderflow_storage::kv::Engine;
-use orderflow_storage::kv::redb::{ReadableTable, TableDefinition};
+use orderflow_storage::kv::redb::TableDefinition;
 use orderflow_stores::embedded::{EmbeddedOrderStore, EmbeddedOutbox};
-use orderflow_stores::{MAIL, NewMessage, OrderStore, Outbox};
+use orderflow_stores::{Attempt, DeliveryState, MAIL, NewMessage, Next, OrderStore, Outbox, Tried};
 
 const VIEWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("order_views");
 const MESSAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox_messages");
@@ -161,4 +161,75 @@ async fn outbox_messages_are_stored_compressed_and_old_rows_still_deliver() {
         assert_eq!(read.payload, d.payload);
         assert_eq!(read.key, d.key);
     }
+
+    // Delivering rewrites each row (the plain one compare-and-swapped against its plain
+    // bytes), and the purge reads each kind of row for its index entries.
+    let tries = [&first, &second]
+        .iter()
+        .map(|d| Tried {
+            id: d.id.clone(),
+            attempt: Attempt {
+                at: chrono::Utc::now(),
+                status: None,
+                error: None,
+                millis: 1,
+            },
+            next: Next::Delivered,
+        })
+        .collect();
+    assert_eq!(outbox.record(tries).await.expect("record"), 2);
+    for d in [&first, &second] {
+        let read = outbox.get(&d.id).await.expect("get").expect("message");
+        assert_eq!(read.state, DeliveryState::Delivered);
+        assert_eq!(read.payload, d.payload);
+    }
+    assert!(outbox.due(now, 10).await.expect("due").is_empty());
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    assert_eq!(outbox.purge_delivered(later, 100).await.expect("purge"), 2);
+    assert_eq!(outbox.count().await.expect("count"), 0);
+    // The key index went with them: the same keys may be written again.
+    assert_eq!(
+        outbox
+            .enqueue(vec![email(a), email(b)])
+            .await
+            .expect("enqueue"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_view_row_is_an_error_to_readers_and_left_alone_by_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = Engine::open(dir.path()).expect("engine");
+    let store = EmbeddedOrderStore::new(engine.clone());
+    let id = OrderId::new();
+    store
+        .apply(&[event(id, Accepted), event(id, Completed)])
+        .await
+        .expect("apply");
+    store.flush().await.expect("flush");
+    drop(store);
+    // A compressed row whose body was cut short.
+    let mut row = raw(&engine, VIEWS, id.as_bytes().as_slice());
+    row.truncate(row.len() / 2);
+    let key = id.as_bytes().to_vec();
+    engine
+        .submit(move |txn| {
+            txn.open_table(VIEWS)?
+                .insert(key.as_slice(), row.as_slice())?;
+            Ok(())
+        })
+        .await
+        .expect("write");
+
+    let store = EmbeddedOrderStore::new(engine.clone());
+    let err = store
+        .get(id)
+        .await
+        .expect_err("a damaged row does not read");
+    assert!(err.is_corrupt(), "{err}");
+    assert!(store.list_for_customer("ada", 10, None).await.is_err());
+    let later = chrono::Utc::now() + chrono::Duration::seconds(5);
+    assert_eq!(store.purge_settled(later, 100).await.expect("purge"), 0);
+    assert_eq!(store.count().expect("count"), 1);
 }

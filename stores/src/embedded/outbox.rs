@@ -386,8 +386,9 @@ impl Outbox for EmbeddedOutbox {
                 }
                 for (at, id) in &old {
                     // Removed first and read from what the removal hands back: one search of
-                    // the table instead of two, and only the key and due time parsed (a
-                    // profile of the purge put a quarter of it in decoding whole messages).
+                    // the table instead of two, and of the (decompressed) row only the key and
+                    // due time parsed (a profile of the purge put a quarter of it in decoding
+                    // whole messages).
                     let indexed = match t.messages.remove(id.as_str())? {
                         Some(row) => Some(indexed(id, row.value())?),
                         None => None,

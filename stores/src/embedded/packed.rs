@@ -29,14 +29,18 @@ pub(crate) fn pack(bytes: Vec<u8>) -> Vec<u8> {
     if bytes.len() < MIN_PACKED || bytes.len() > MAX_UNPACKED {
         return bytes;
     }
-    let mut packed =
-        Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(bytes.len()));
-    packed.push(LZ4);
-    packed.extend_from_slice(&lz4_flex::block::compress_prepend_size(&bytes));
-    if packed.len() < bytes.len() {
-        packed
-    } else {
-        bytes
+    let Ok(len) = u32::try_from(bytes.len()) else {
+        return bytes;
+    };
+    let mut packed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(bytes.len())];
+    packed[0] = LZ4;
+    packed[1..5].copy_from_slice(&len.to_le_bytes());
+    match lz4_flex::block::compress_into(&bytes, &mut packed[5..]) {
+        Ok(written) if 5 + written < bytes.len() => {
+            packed.truncate(5 + written);
+            packed
+        }
+        _ => bytes,
     }
 }
 
@@ -51,7 +55,8 @@ pub(crate) fn unpack(row: &[u8]) -> Result<Cow<'_, [u8]>, Unpack> {
                 .and_then(|b| <[u8; 4]>::try_from(b).ok())
                 .map(|b| u32::from_le_bytes(b) as usize)
                 .ok_or_else(|| Unpack::Lz4("no length".into()))?;
-            if len > MAX_UNPACKED {
+            // LZ4 expands at most 255 times: a larger claim is damage, not data.
+            if len > MAX_UNPACKED || len > body.len().saturating_mul(255) {
                 return Err(Unpack::Lz4(format!("claims {len} bytes")));
             }
             let mut out = vec![0; len];
