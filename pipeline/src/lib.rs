@@ -18,7 +18,7 @@ pub mod segment;
 pub mod stage;
 
 pub use dlq::dlq_topic;
-pub use kafka::{KafkaConfig, KafkaLog};
+pub use kafka::{Compression, KafkaConfig, KafkaLog};
 pub use log::{
     Consumer, Decoded, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
     header,

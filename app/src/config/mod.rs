@@ -35,9 +35,9 @@ pub use jwt::{DEV_SECRET, JwtConfig};
 pub use limits::LimitsConfig;
 use limits::Shorthand;
 pub use sections::{
-    ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
-    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
-    TableConfig,
+    ApiConfig, Deployment, KafkaCompression, KafkaSection, LogConfig, LogFormat, LoggingConfig,
+    MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig,
+    StoreConfig, TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 
@@ -445,6 +445,11 @@ mod tests {
             ("ORDERFLOW_API_MAX_IN_FLIGHT", "0", "api.max_in_flight"),
             ("ORDERFLOW_API_MAX_CONNECTIONS", "0", "api.max_connections"),
             ("ORDERFLOW_KAFKA_FETCH_WAIT_MS", "0", "kafka.fetch_wait_ms"),
+            (
+                "ORDERFLOW_KAFKA_COMPRESSION",
+                "zstd",
+                "ORDERFLOW_KAFKA_COMPRESSION",
+            ),
         ] {
             let e = error_of(|jail| {
                 jail.set_env(var, value);

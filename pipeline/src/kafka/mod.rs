@@ -11,7 +11,10 @@
 //!   consumers read committed records only.
 
 mod backlog;
+mod compression;
 mod consumer;
+
+pub use compression::Compression;
 
 use crate::log::{
     Committer, Consumer, Headers, Log, LogError, Message, Offsets, Position, Record, TopicPartition,
@@ -61,6 +64,8 @@ pub struct KafkaConfig {
     pub linger: Duration,
     /// How long a broker may hold a fetch that finds nothing new (`fetch.wait.max.ms`).
     pub fetch_wait: Duration,
+    /// How the producer compresses its batches (`compression.type`).
+    pub compression: Compression,
 }
 
 impl KafkaConfig {
@@ -91,6 +96,7 @@ impl KafkaConfig {
             join_timeout: Duration::from_secs(60),
             linger: Duration::from_millis(5),
             fetch_wait: Duration::from_millis(20),
+            compression: Compression::default(),
         })
     }
 
@@ -109,6 +115,7 @@ impl KafkaConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", self.linger.as_millis().to_string())
+            .set("compression.type", self.compression.as_str())
             .set(
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
@@ -576,5 +583,13 @@ mod tests {
         ] {
             assert!(KafkaConfig::from_url(bad, 6).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn the_producer_compresses_with_lz4_unless_told_otherwise() {
+        let mut c = KafkaConfig::from_url("kafka://a:9092", 1).expect("valid");
+        assert_eq!(c.producer_config().get("compression.type"), Some("lz4"));
+        c.compression = Compression::None;
+        assert_eq!(c.producer_config().get("compression.type"), Some("none"));
     }
 }
