@@ -38,17 +38,24 @@ fn raw<K: orderflow_storage::kv::redb::Key + 'static>(
         .expect("row exists")
 }
 
-/// Writes `row` under `key` in `table` as it is, like a build from before compression did.
-async fn put_raw(
-    engine: &Engine,
-    table: TableDefinition<'static, &'static str, &'static [u8]>,
-    key: String,
-    row: Vec<u8>,
-) {
+/// Writes `row` as the outbox message `id`, as it is (as a build before compression did).
+async fn put_message(engine: &Engine, id: String, row: Vec<u8>) {
     engine
         .submit(move |txn| {
-            txn.open_table(table)?
-                .insert(key.as_str(), row.as_slice())?;
+            txn.open_table(MESSAGES)?
+                .insert(id.as_str(), row.as_slice())?;
+            Ok(())
+        })
+        .await
+        .expect("write");
+}
+
+/// Writes `row` as the view of `order`, as it is.
+async fn put_view(engine: &Engine, order: OrderId, row: Vec<u8>) {
+    engine
+        .submit(move |txn| {
+            txn.open_table(VIEWS)?
+                .insert(order.as_bytes().as_slice(), row.as_slice())?;
             Ok(())
         })
         .await
@@ -85,15 +92,7 @@ async fn views_are_stored_compressed_and_old_json_views_still_read_and_purge() {
     // The other view as a build before compression wrote it: its JSON, plain.
     let old_view = store.get(old).await.expect("get").expect("view");
     let old_json = serde_json::to_vec(&old_view).expect("encode");
-    let (key, value) = (old.as_bytes().to_vec(), old_json.clone());
-    engine
-        .submit(move |txn| {
-            txn.open_table(VIEWS)?
-                .insert(key.as_slice(), value.as_slice())?;
-            Ok(())
-        })
-        .await
-        .expect("write");
+    put_view(&engine, old, old_json.clone()).await;
     drop(store);
 
     // A new process (nothing in memory) reads both from disk, and lists both.
@@ -152,7 +151,7 @@ async fn outbox_messages_are_stored_compressed_and_old_rows_still_deliver() {
     let stored = raw(&engine, MESSAGES, second.id.as_str());
     let plain = lz4_flex::block::decompress_size_prepended(&stored[1..]).expect("decompress");
     assert_eq!(plain[0], b'{');
-    put_raw(&engine, MESSAGES, second.id.clone(), plain).await;
+    put_message(&engine, second.id.clone(), plain).await;
 
     let again = outbox.due(now, 10).await.expect("due");
     assert_eq!(again.len(), 2);
@@ -212,15 +211,7 @@ async fn a_damaged_view_row_is_an_error_to_readers_and_left_alone_by_retention()
     // A compressed row whose body was cut short.
     let mut row = raw(&engine, VIEWS, id.as_bytes().as_slice());
     row.truncate(row.len() / 2);
-    let key = id.as_bytes().to_vec();
-    engine
-        .submit(move |txn| {
-            txn.open_table(VIEWS)?
-                .insert(key.as_slice(), row.as_slice())?;
-            Ok(())
-        })
-        .await
-        .expect("write");
+    put_view(&engine, id, row).await;
 
     let store = EmbeddedOrderStore::new(engine.clone());
     let err = store
