@@ -462,6 +462,20 @@ def overview() -> dm.Dashboard:
             "s",
         ),
         series(
+            "Stage wait p99",
+            "histogram_quantile(0.99) of orderflow_stage_wait_seconds by stage over 1m: from the "
+            "moment an order's status was stamped (by the stage before, or the API) to this "
+            "stage taking it up: where each hop queues (the append and commit before it, the "
+            "poll, the batch). Across hosts it includes their clock difference.",
+            [
+                q(
+                    f"histogram_quantile(0.99, sum by (le, stage) (rate(orderflow_stage_wait_seconds_bucket{{{ROLE}}}[{RATE}])))",
+                    "{{stage}}",
+                )
+            ],
+            "s",
+        ),
+        series(
             "Kafka record wait p99",
             "histogram_quantile(0.99) of orderflow_kafka_record_wait_seconds by stage over 1m: "
             "from the producer's send of a record to the stage's poll (linger, broker, fetch "

@@ -31,12 +31,18 @@ pub trait OrderStage: Send + Sync + 'static {
 pub struct OnOrders<S> {
     route: Route,
     stage: S,
+    /// `orderflow_stage_wait_seconds{stage}` (see [`stage_wait`]).
+    wait: metrics::Histogram,
 }
 
 impl<S: OrderStage> OnOrders<S> {
     /// Runs `stage` on `route`.
     pub fn new(route: Route, stage: S) -> Self {
-        Self { route, stage }
+        Self {
+            wait: stage_wait(route.stage),
+            route,
+            stage,
+        }
     }
 
     fn message(
@@ -75,6 +81,9 @@ impl<S: OrderStage> Stage for OnOrders<S> {
 
     async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
         let event = event_of(record)?;
+        if attempt == 1 {
+            self.wait.record(waited(&event));
+        }
         match self.stage.handle(event, attempt).await? {
             Step::Advance(event) => Ok(Outcome::Emit(vec![self.message(
                 self.route.output,
@@ -114,6 +123,19 @@ impl<S: OrderStage> Stage for OnOrders<S> {
             }
         }
     }
+}
+
+/// `orderflow_stage_wait_seconds{stage}`: from the moment the order's status was stamped (by
+/// the stage before, or the API) to `stage` taking it up: the hop's queueing (that stage's
+/// append and commit, the poll, the batch), which the stages' own timings do not show. Across
+/// processes it also holds the difference of their clocks.
+pub fn stage_wait(stage: &'static str) -> metrics::Histogram {
+    metrics::histogram!("orderflow_stage_wait_seconds", "stage" => stage)
+}
+
+/// How long ago `event`'s status was stamped (zero for a clock that went back).
+pub fn waited(event: &OrderEvent) -> std::time::Duration {
+    (chrono::Utc::now() - event.at).to_std().unwrap_or_default()
 }
 
 /// How a stage ends an order it refuses after giving back what the order held: rejected, unless

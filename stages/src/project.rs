@@ -27,6 +27,8 @@ pub struct Project {
     webhooks: Option<(Arc<dyn Outbox>, Endpoints)>,
     /// Webhook messages to write at the next flush, before the offsets are committed.
     unsent: parking_lot::Mutex<Vec<NewMessage>>,
+    /// `orderflow_stage_wait_seconds{stage="project"}`.
+    wait: metrics::Histogram,
 }
 
 impl Project {
@@ -38,6 +40,7 @@ impl Project {
             unannounced: parking_lot::Mutex::new(HashMap::new()),
             webhooks: None,
             unsent: parking_lot::Mutex::new(Vec::new()),
+            wait: crate::order_stage::stage_wait(crate::topology::PROJECTOR),
         }
     }
 
@@ -62,8 +65,11 @@ impl Stage for Project {
         crate::topology::PROJECTOR
     }
 
-    async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
+    async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_in(record)?;
+        if attempt == 1 {
+            self.wait.record(crate::order_stage::waited(&event));
+        }
         let status = event.status;
         // Refunds this event says were paid: only the refund step's output says so.
         let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
