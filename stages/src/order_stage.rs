@@ -81,10 +81,13 @@ impl<S: OrderStage> Stage for OnOrders<S> {
 
     async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
         let event = event_of(record)?;
-        if attempt == 1 {
-            self.wait.record(waited(&event));
+        let wait = fresh(record).then(|| waited(&event));
+        let step = self.stage.handle(event, attempt).await?;
+        // Once per record, by the try that handled it (after any retries or outage).
+        if let Some(wait) = wait {
+            self.wait.record(wait);
         }
-        match self.stage.handle(event, attempt).await? {
+        match step {
             Step::Advance(event) => Ok(Outcome::Emit(vec![self.message(
                 self.route.output,
                 record,
@@ -136,6 +139,12 @@ pub fn stage_wait(stage: &'static str) -> metrics::Histogram {
 /// How long ago `event`'s status was stamped (zero for a clock that went back).
 pub fn waited(event: &OrderEvent) -> std::time::Duration {
     (chrono::Utc::now() - event.at).to_std().unwrap_or_default()
+}
+
+/// Whether `record` is on its first way through the pipeline: a replayed dead letter carries
+/// a status stamped long ago, which says nothing about the hop.
+pub fn fresh(record: &Record) -> bool {
+    record.header(header::REPLAYED_FROM).is_none()
 }
 
 /// How a stage ends an order it refuses after giving back what the order held: rejected, unless

@@ -65,11 +65,12 @@ impl Stage for Project {
         crate::topology::PROJECTOR
     }
 
-    async fn process(&self, record: &Record, attempt: u32) -> Result<Outcome, StageError> {
+    async fn process(&self, record: &Record, _attempt: u32) -> Result<Outcome, StageError> {
         let event = crate::order_stage::event_in(record)?;
-        if attempt == 1 {
-            self.wait.record(crate::order_stage::waited(&event));
-        }
+        // A paid refund's event keeps the order's stamp, not the refund's: no hop to time.
+        let wait = (crate::order_stage::fresh(record)
+            && record.topic != crate::topology::REFUNDS_COMPLETED)
+            .then(|| crate::order_stage::waited(&event));
         let status = event.status;
         // Refunds this event says were paid: only the refund step's output says so.
         let paid: Vec<String> = if record.topic == crate::topology::REFUNDS_COMPLETED {
@@ -137,6 +138,9 @@ impl Stage for Project {
             for view in &changed {
                 self.announce(view).await;
             }
+        }
+        if let Some(wait) = wait {
+            self.wait.record(wait);
         }
         if projected {
             metrics::counter!("orderflow_orders_projected_total", "status" => status.as_str())

@@ -10,7 +10,7 @@ pub enum Compression {
     Gzip,
     /// Snappy.
     Snappy,
-    /// LZ4: little CPU, and the pipeline's JSON events shrink to about a fifth in a batch.
+    /// LZ4: little CPU, and a batch of the pipeline's JSON events shrinks to about an eighth.
     #[default]
     Lz4,
 }
