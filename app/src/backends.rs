@@ -1,12 +1,12 @@
 //! Backends chosen by the configuration's URLs, connected once per process: every store and
 //! the log as trait objects, with the periodic upkeep ([`Chore`]s) the chosen adapters need.
 
-use crate::config::{Config, KafkaCompression, LogUrl, RedisUrl, StoreUrl};
+use crate::config::{Config, LogUrl, RedisUrl, StoreUrl};
 use crate::error::AppError;
 use crate::supervisor::Chore;
 use crate::tables;
 use orderflow_domain::{Catalog, SharedPriceBook};
-use orderflow_pipeline::{Compression, KafkaConfig, KafkaLog, Log, SegmentLog, SegmentLogOptions};
+use orderflow_pipeline::{KafkaConfig, KafkaLog, Log, SegmentLog, SegmentLogOptions};
 use orderflow_stages::charge::{PaymentProvider, SimulatedProvider};
 use orderflow_stages::deliver::Endpoints;
 use orderflow_stages::expiry::ExpirySweeper;
@@ -441,12 +441,7 @@ fn kafka_config(config: &Config) -> Result<KafkaConfig, AppError> {
     kafka.session_timeout = Duration::from_millis(config.kafka.session_timeout_ms);
     kafka.linger = Duration::from_millis(config.kafka.linger_ms);
     kafka.fetch_wait = Duration::from_millis(config.kafka.fetch_wait_ms);
-    kafka.compression = match config.kafka.compression {
-        KafkaCompression::None => Compression::None,
-        KafkaCompression::Gzip => Compression::Gzip,
-        KafkaCompression::Snappy => Compression::Snappy,
-        KafkaCompression::Lz4 => Compression::Lz4,
-    };
+    kafka.compression = config.kafka.compression;
     Ok(kafka)
 }
 

@@ -35,9 +35,9 @@ pub use jwt::{DEV_SECRET, JwtConfig};
 pub use limits::LimitsConfig;
 use limits::Shorthand;
 pub use sections::{
-    ApiConfig, Deployment, KafkaCompression, KafkaSection, LogConfig, LogFormat, LoggingConfig,
-    MetricsConfig, PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig,
-    StoreConfig, TableConfig,
+    ApiConfig, Deployment, KafkaSection, LogConfig, LogFormat, LoggingConfig, MetricsConfig,
+    PricingConfig, RedisSection, RetryConfig, ScyllaSection, StagesConfig, StoreConfig,
+    TableConfig,
 };
 pub use url::{LogUrl, RedisUrl, StoreUrl, UrlError};
 

@@ -104,22 +104,7 @@ pub struct KafkaSection {
     /// How long (ms) a broker may hold a fetch that finds nothing new.
     pub fetch_wait_ms: u64,
     /// How the producer compresses its batches: `lz4`, `snappy`, `gzip` or `none`.
-    pub compression: KafkaCompression,
-}
-
-/// `kafka.compression`: the producer's batch compression.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KafkaCompression {
-    /// Uncompressed batches.
-    None,
-    /// gzip.
-    Gzip,
-    /// Snappy.
-    Snappy,
-    /// LZ4.
-    #[default]
-    Lz4,
+    pub compression: orderflow_pipeline::Compression,
 }
 
 impl Default for KafkaSection {
@@ -131,7 +116,7 @@ impl Default for KafkaSection {
             session_timeout_ms: 10_000,
             linger_ms: 5,
             fetch_wait_ms: 20,
-            compression: KafkaCompression::default(),
+            compression: orderflow_pipeline::Compression::default(),
         }
     }
 }

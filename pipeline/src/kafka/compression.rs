@@ -1,8 +1,10 @@
 //! How the producer compresses its batches before they go to the broker.
 
 /// A producer's batch compression (`compression.type`): brokers store the batches as they come
-/// and consumers decompress them, so it cuts network and broker disk at once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// and consumers decompress them, so it cuts network and broker disk at once. Configured as
+/// `kafka.compression` (`lz4`, `snappy`, `gzip`, `none`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Batches go as they are.
     None,

@@ -167,11 +167,9 @@ impl EmbeddedOrderStore {
                 };
                 let id = OrderId(uuid::Uuid::from_bytes(bytes));
                 // A view that does not decode is left where it is, for someone to look at.
-                let Ok(view) = super::packed::unpack(value.value())
-                    .map_err(|e| e.to_string())
-                    .and_then(|row| {
-                        serde_json::from_slice::<Settling>(&row).map_err(|e| e.to_string())
-                    })
+                let Some(view) = super::packed::unpack(value.value())
+                    .ok()
+                    .and_then(|row| serde_json::from_slice::<Settling>(&row).ok())
                 else {
                     continue;
                 };

@@ -26,11 +26,10 @@ pub(crate) enum Unpack {
 /// The row to store for `bytes` (a JSON document, or a row that starts with one): compressed
 /// when that makes it smaller, else `bytes` as they are.
 pub(crate) fn pack(bytes: Vec<u8>) -> Vec<u8> {
-    if bytes.len() < MIN_PACKED || bytes.len() > MAX_UNPACKED {
-        return bytes;
-    }
-    let Ok(len) = u32::try_from(bytes.len()) else {
-        return bytes;
+    // MAX_UNPACKED also keeps the length within the 4 bytes that carry it.
+    let len = match u32::try_from(bytes.len()) {
+        Ok(len) if (MIN_PACKED..=MAX_UNPACKED).contains(&bytes.len()) => len,
+        _ => return bytes,
     };
     let mut packed = vec![0; 5 + lz4_flex::block::get_maximum_output_size(bytes.len())];
     packed[0] = LZ4;
