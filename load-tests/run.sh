@@ -231,8 +231,14 @@ k6_run() { # TARGET_URL OUT_NAME [extra env…]; k6 prints its progress, then it
 
 wrk_run() { # URL OUT_NAME SECONDS [RATE]: wrk with the checkout body script; paced when RATE is given
   local url=$1 out=$2 secs=$3 rate=${4:-} conns=64
-  # Paced runs need a free connection at every slot of the schedule.
-  if [ -n "$rate" ]; then conns=$(( rate / 150 > 64 ? rate / 150 : 64 )); fi
+  # Paced runs need a free connection at every slot of the schedule: rate × the slowest
+  # usual answer. Over Kafka a 202 waits for the broker's acknowledgement (30–150 ms on tansu
+  # under load), so 64 connections cannot offer 2,000/s there.
+  if [ -n "$rate" ]; then
+    local per=150
+    if [ "$BACKENDS" = kafka+redis ]; then per=8; fi
+    conns=$(( rate / per > 64 ? rate / per : 64 ))
+  fi
   if [ "$conns" -gt 256 ]; then conns=256; fi
   # An overload needs more: wrk waits for each answer, so a slow server would otherwise slow
   # the offered load down to what it can take (WRK_CONNECTIONS=1000 for 3× the sustained rate).
