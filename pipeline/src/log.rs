@@ -158,4 +158,29 @@ pub trait Committer: Send + Sync {
     fn overlaps(&self) -> bool {
         true
     }
+
+    /// How many batches may be on their way at once while the runner overlaps (1: each is
+    /// completed whole before the next starts). Above 1 the runner calls [`send`](Self::send)
+    /// for each batch as soon as it is ready, and [`commit`](Self::commit) for their offsets
+    /// strictly in batch order, each after its own batch's send: a broker's acknowledgements
+    /// then overlap instead of queueing one behind the other.
+    fn sends_ahead(&self) -> usize {
+        1
+    }
+
+    /// Sends a batch's outputs and returns once they are durable, committing nothing (only
+    /// called when [`sends_ahead`](Self::sends_ahead) is above 1).
+    async fn send(&self, _outputs: &[Message]) -> Result<(), LogError> {
+        Err(LogError::Invalid(
+            "this log sends outputs only together with their offsets".into(),
+        ))
+    }
+
+    /// Commits the offsets of a batch whose outputs [`send`](Self::send) made durable (only
+    /// called when [`sends_ahead`](Self::sends_ahead) is above 1).
+    async fn commit(&self, _offsets: Offsets) -> Result<(), LogError> {
+        Err(LogError::Invalid(
+            "this log commits offsets only together with their outputs".into(),
+        ))
+    }
 }

@@ -1,10 +1,13 @@
 //! The runner: consume, process, retry, dead-letter, produce and commit for one stage.
 
 use crate::dlq::dead_letter;
-use crate::log::{Committer, Log, LogError, Message, Offsets, Record, TopicPartition, header};
+use crate::log::{Log, LogError, Message, Offsets, Record, TopicPartition, header};
 use crate::stage::{ErrorKind, Outcome, Stage, StageError};
+use complete::{Sent, oldest};
 use futures::FutureExt;
+use futures::StreamExt;
 use futures::future::{BoxFuture, join_all};
+use futures::stream::FuturesOrdered;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,8 +142,8 @@ const OVERLAP_AFTER: Duration = Duration::from_millis(5);
 
 /// What came first while a completion was in flight.
 enum Step {
-    /// The completion ended (false: shutdown interrupted it unfinished).
-    Completed(bool),
+    /// The oldest completion in flight ended.
+    Completed(Sent),
     /// A poll answered.
     Polled(Result<Vec<Record>, LogError>),
 }
@@ -195,33 +198,39 @@ impl Runner {
         tracing::info!(stage = %name, inputs = ?self.inputs, "Stage started");
         let committer = consumer.committer();
         let overlaps = committer.overlaps();
+        let ahead = if overlaps {
+            committer.sends_ahead().max(1)
+        } else {
+            1
+        };
         let interval = self.stage.commit_interval();
         let mut pending = Pending::default();
-        // At most one completion runs at a time, in batch order; while it does, the next
-        // records are polled and processed, and go into the completion after it.
-        let mut inflight: Option<BoxFuture<'_, bool>> = None;
+        // Completions in flight, in batch order: one at a time, or up to `ahead` sends whose
+        // offsets are committed in order as they end. Meanwhile the next records are polled
+        // and processed, and go into the completion after them.
+        let mut inflight: FuturesOrdered<BoxFuture<'_, Sent>> = FuturesOrdered::new();
         let mut overlap_from = Instant::now();
         // False when a completion or a batch was cut short: its records come back after restart.
         let mut clean = true;
         while !shutdown.is_cancelled() {
-            if inflight.is_none() && pending.owed(interval) {
+            if inflight.len() < ahead && pending.owed(interval) {
                 if !self.flush(&shutdown).await {
                     clean = false;
                     break;
                 }
                 let batch = std::mem::take(&mut pending);
                 overlap_from = Instant::now() + OVERLAP_AFTER;
-                inflight = Some(Box::pin(self.complete(
-                    Arc::clone(&committer),
-                    batch,
-                    shutdown.clone(),
-                )));
+                let committer = Arc::clone(&committer);
+                inflight.push_back(if ahead > 1 {
+                    Box::pin(self.send_ahead(committer, batch, shutdown.clone()))
+                } else {
+                    Box::pin(self.complete(committer, batch, shutdown.clone()))
+                });
             }
-            if pending.records >= self.policy.batch_size
-                && let Some(commit) = inflight.take()
-            {
+            if pending.records >= self.policy.batch_size && !inflight.is_empty() {
                 // Enough is waiting: a slow log holds the stage back rather than fill memory.
-                if !commit.await {
+                let sent = oldest(&mut inflight).await;
+                if !self.finish(&*committer, sent, &shutdown).await {
                     clean = false;
                     break;
                 }
@@ -233,22 +242,23 @@ impl Runner {
                     .min(self.policy.poll_wait),
                 None => self.policy.poll_wait,
             };
-            let step = match inflight.as_mut() {
-                Some(commit) if !overlaps => Step::Completed(commit.await),
-                Some(commit) => tokio::select! {
+            let step = if inflight.is_empty() {
+                Step::Polled(consumer.poll(self.policy.batch_size, wait).await)
+            } else if !overlaps {
+                Step::Completed(oldest(&mut inflight).await)
+            } else {
+                tokio::select! {
                     biased;
-                    done = commit => Step::Completed(done),
+                    sent = oldest(&mut inflight) => Step::Completed(sent),
                     polled = async {
                         tokio::time::sleep_until(overlap_from.into()).await;
                         consumer.poll(self.policy.batch_size, wait).await
                     } => Step::Polled(polled),
-                },
-                None => Step::Polled(consumer.poll(self.policy.batch_size, wait).await),
+                }
             };
             let records = match step {
-                Step::Completed(done) => {
-                    inflight = None;
-                    if !done {
+                Step::Completed(sent) => {
+                    if !self.finish(&*committer, sent, &shutdown).await {
                         clean = false;
                         break;
                     }
@@ -269,23 +279,21 @@ impl Runner {
             self.metrics.batch_size.record(records.len() as f64);
             let started = Instant::now();
             let batch = self.settle_batch(&records, &shutdown);
-            let (settled, completed) = match inflight.as_mut() {
-                Some(commit) => {
-                    let mut batch = std::pin::pin!(batch);
-                    tokio::select! {
-                        biased;
-                        settled = &mut batch => (settled, None),
-                        done = commit => (batch.await, Some(done)),
-                    }
+            let (settled, completed) = if inflight.is_empty() {
+                (batch.await, None)
+            } else {
+                let mut batch = std::pin::pin!(batch);
+                tokio::select! {
+                    biased;
+                    settled = &mut batch => (settled, None),
+                    sent = oldest(&mut inflight) => (batch.await, Some(sent)),
                 }
-                None => (batch.await, None),
             };
-            if let Some(done) = completed {
-                inflight = None;
-                if !done {
-                    clean = false;
-                    break;
-                }
+            if let Some(sent) = completed
+                && !self.finish(&*committer, sent, &shutdown).await
+            {
+                clean = false;
+                break;
             }
             let Some(settled) = settled else {
                 // Complete nothing of this batch: it comes back after the restart, and every
@@ -295,10 +303,11 @@ impl Runner {
             };
             self.gather(&records, settled, &mut pending, started);
         }
-        if let Some(commit) = inflight.take()
-            && !commit.await
-        {
-            clean = false;
+        // In batch order: once one is cut short, no later batch's offsets are committed.
+        while let Some(sent) = inflight.next().await {
+            if clean && !self.finish(&*committer, sent, &shutdown).await {
+                clean = false;
+            }
         }
         if clean && (pending.since.is_some() || !pending.outputs.is_empty()) {
             // Processed but not completed yet: flush and complete on the way out, briefly;
@@ -307,7 +316,7 @@ impl Runner {
             let _ = tokio::time::timeout(Duration::from_secs(3), async {
                 self.flush(&quiet).await
                     && self
-                        .complete(Arc::clone(&committer), pending, quiet.clone())
+                        .complete_whole(Arc::clone(&committer), pending, quiet.clone())
                         .await
             })
             .await;
@@ -413,39 +422,6 @@ impl Runner {
         }
     }
 
-    /// Appends a batch's outputs and commits its offsets together, retrying until it works;
-    /// false if shutdown came first (nothing new is committed then).
-    async fn complete(
-        &self,
-        committer: Arc<dyn Committer>,
-        batch: Pending,
-        shutdown: CancellationToken,
-    ) -> bool {
-        let committing = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match committer
-                .complete(batch.outputs.clone(), batch.offsets.clone())
-                .await
-            {
-                Ok(()) => {
-                    self.metrics.commit_seconds.record(committing.elapsed());
-                    if let Some(since) = batch.since {
-                        self.metrics.batch_seconds.record(since.elapsed());
-                    }
-                    return true;
-                }
-                Err(error) => {
-                    attempt += 1;
-                    tracing::warn!(stage = self.stage.name(), %error, attempt, "Commit failed, retrying");
-                    if sleep_or_shutdown(self.policy.backoff(attempt), &shutdown).await {
-                        return false;
-                    }
-                }
-            }
-        }
-    }
-
     /// Runs the stage on one record with retries until it settles.
     async fn settle(&self, record: &Record, shutdown: CancellationToken) -> Settled {
         if record
@@ -514,5 +490,6 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &CancellationToken) -> 
     }
 }
 
+mod complete;
 #[cfg(test)]
 mod tests;

@@ -204,6 +204,11 @@ impl KafkaCommitter {
         offsets: Offsets,
     ) -> Result<(), LogError> {
         self.producer.send(&outputs).await?;
+        self.store(offsets)
+    }
+
+    /// Stores the offsets of the partitions this member still owns, for the next auto-commit.
+    fn store(&self, offsets: Offsets) -> Result<(), LogError> {
         let owned = self.owned(offsets)?;
         if owned.is_empty() {
             return Ok(());
@@ -299,7 +304,29 @@ impl Committer for KafkaCommitter {
             self.complete_at_least_once(outputs, offsets).await
         }
     }
+
+    /// At least once, a few batches' produce requests wait for the broker together; in a
+    /// transaction, one batch at a time.
+    fn sends_ahead(&self) -> usize {
+        if self.transactions.is_some() {
+            1
+        } else {
+            SENDS_AHEAD
+        }
+    }
+
+    async fn send(&self, outputs: &[Message]) -> Result<(), LogError> {
+        self.producer.send(outputs).await.map(|_| ())
+    }
+
+    async fn commit(&self, offsets: Offsets) -> Result<(), LogError> {
+        self.store(offsets)
+    }
 }
+
+/// Batches a member at least once may have on their way to the broker at once. Measured on
+/// tansu at 2,000 orders/s: the mean accept→terminal 0.7× with 2 or 3 against 1 (BENCHMARKS.md).
+const SENDS_AHEAD: usize = 3;
 
 #[async_trait]
 impl Consumer for KafkaConsumer {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::SegmentLog;
-use crate::log::Consumer;
+use crate::log::{Committer, Consumer};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -514,4 +514,193 @@ fn backoff_grows_is_capped_and_never_zero() {
         );
     }
     assert!(p.backoff(8) >= p.max_backoff / 2);
+}
+
+/// The embedded log behind a committer that sends ahead: each send held for a while (the
+/// earlier ones longer, so later sends can end first; the first one failing once), offsets
+/// committed through the log with no outputs, and every call recorded.
+struct Ahead {
+    log: Arc<SegmentLog>,
+    calls: Arc<AheadCalls>,
+}
+
+#[derive(Default)]
+struct AheadCalls {
+    sends: AtomicU32,
+    running: AtomicU32,
+    most_at_once: AtomicU32,
+    failed_once: std::sync::atomic::AtomicBool,
+    /// Each commit's next offset, and how many outputs "out" held when it was made.
+    commits: parking_lot::Mutex<Vec<(u64, usize)>>,
+}
+
+struct AheadConsumer {
+    inner: Box<dyn Consumer>,
+    log: Arc<SegmentLog>,
+    calls: Arc<AheadCalls>,
+}
+
+struct AheadCommitter {
+    inner: Arc<dyn Committer>,
+    log: Arc<SegmentLog>,
+    calls: Arc<AheadCalls>,
+}
+
+#[async_trait]
+impl Log for Ahead {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), LogError> {
+        Log::ensure_topics(&*self.log, topics).await
+    }
+    async fn append(&self, messages: Vec<Message>) -> Result<Vec<crate::Position>, LogError> {
+        Log::append(&*self.log, messages).await
+    }
+    async fn consumer(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Box<dyn Consumer>, LogError> {
+        Ok(Box::new(AheadConsumer {
+            inner: Log::consumer(&*self.log, group, topics).await?,
+            log: Arc::clone(&self.log),
+            calls: Arc::clone(&self.calls),
+        }))
+    }
+    async fn read(&self, topic: &str, max: usize) -> Result<Vec<Record>, LogError> {
+        Log::read(&*self.log, topic, max).await
+    }
+    async fn ready(&self) -> Result<(), LogError> {
+        Log::ready(&*self.log).await
+    }
+    async fn backlog(&self, group: &str, topic: &str) -> Result<u64, LogError> {
+        Log::backlog(&*self.log, group, topic).await
+    }
+}
+
+#[async_trait]
+impl Consumer for AheadConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        self.inner.poll(max, wait).await
+    }
+    async fn complete(&mut self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        self.inner.complete(outputs, offsets).await
+    }
+    fn committer(&self) -> Arc<dyn Committer> {
+        Arc::new(AheadCommitter {
+            inner: self.inner.committer(),
+            log: Arc::clone(&self.log),
+            calls: Arc::clone(&self.calls),
+        })
+    }
+}
+
+#[async_trait]
+impl Committer for AheadCommitter {
+    async fn complete(&self, outputs: Vec<Message>, offsets: Offsets) -> Result<(), LogError> {
+        self.inner.complete(outputs, offsets).await
+    }
+    fn sends_ahead(&self) -> usize {
+        3
+    }
+    async fn send(&self, outputs: &[Message]) -> Result<(), LogError> {
+        let calls = &self.calls;
+        let n = calls.sends.fetch_add(1, Ordering::SeqCst);
+        let now = calls.running.fetch_add(1, Ordering::SeqCst) + 1;
+        calls.most_at_once.fetch_max(now, Ordering::SeqCst);
+        // Every third send is slow: the two after it end first.
+        let hold = if n.is_multiple_of(3) { 120 } else { 10 };
+        tokio::time::sleep(Duration::from_millis(hold)).await;
+        let result = if !calls.failed_once.swap(true, Ordering::SeqCst) {
+            Err(LogError::Unavailable("ahead: failing on purpose".into()))
+        } else {
+            Log::append(&*self.log, outputs.to_vec()).await.map(|_| ())
+        };
+        calls.running.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+    async fn commit(&self, offsets: Offsets) -> Result<(), LogError> {
+        let next = offsets.values().copied().max().unwrap_or(0);
+        let out = Log::read(&*self.log, "out", 1000).await?.len();
+        self.calls.commits.lock().push((next, out));
+        self.inner.complete(Vec::new(), offsets).await
+    }
+}
+
+#[tokio::test]
+async fn batches_sent_ahead_commit_their_offsets_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segments = Arc::new(SegmentLog::open(dir.path(), 1).expect("log"));
+    let calls = Arc::new(AheadCalls::default());
+    let log = Arc::new(Ahead {
+        log: Arc::clone(&segments),
+        calls: Arc::clone(&calls),
+    });
+    log.ensure_topics(&["in".to_owned(), "out".to_owned()])
+        .await
+        .expect("topics");
+    let stage = Arc::new(Stamp {
+        processed: parking_lot::Mutex::new(Vec::new()),
+    });
+    let policy = RetryPolicy {
+        poll_wait: Duration::from_millis(20),
+        ..RetryPolicy::default()
+    };
+    let stop = CancellationToken::new();
+    // The segment log's own committer does not overlap; this one says it does.
+    let task = tokio::spawn(
+        Runner::new(log.clone(), stage.clone(), vec!["in".into()], policy).run(stop.clone()),
+    );
+    for i in 0..40 {
+        log.append(vec![msg("in", &format!("k{i}"), &format!("v{i:02}"))])
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(8)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while segments
+        .lag()
+        .expect("lag")
+        .iter()
+        .any(|(at, behind)| at.group == "stamp" && *behind > 0)
+        || stage.processed.lock().len() < 40
+    {
+        assert!(Instant::now() < deadline, "never caught up");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    task.await.expect("joins").expect("runs");
+
+    assert!(
+        calls.most_at_once.load(Ordering::SeqCst) >= 2,
+        "sends never overlapped"
+    );
+    let commits = calls.commits.lock().clone();
+    assert!(
+        commits.len() >= 3,
+        "too few batches to show an order: {commits:?}"
+    );
+    let mut last = 0;
+    for (next, out) in &commits {
+        assert!(
+            *next > last,
+            "offsets committed out of batch order: {commits:?}"
+        );
+        // Every output of the records a commit covers was durable before it.
+        assert!(
+            *out as u64 >= *next,
+            "offsets up to {next} committed with only {out} outputs durable: {commits:?}"
+        );
+        last = *next;
+    }
+    assert_eq!(last, 40);
+    // Every output once (a later batch's may land before an earlier one's).
+    let mut out: Vec<String> = log
+        .read("out", 1000)
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    out.sort();
+    let wanted: Vec<String> = (0..40).map(|i| format!("v{i:02}")).collect();
+    assert_eq!(out, wanted);
 }
