@@ -3,10 +3,11 @@
 //! order.
 
 use super::{Pending, Runner, sleep_or_shutdown};
-use crate::log::Committer;
+use crate::log::{Committer, LogError};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -43,29 +44,16 @@ impl Runner {
         batch: Pending,
         shutdown: CancellationToken,
     ) -> bool {
-        let committing = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match committer
-                .complete(batch.outputs.clone(), batch.offsets.clone())
-                .await
-            {
-                Ok(()) => {
-                    self.metrics.commit_seconds.record(committing.elapsed());
-                    if let Some(since) = batch.since {
-                        self.metrics.batch_seconds.record(since.elapsed());
-                    }
-                    return true;
-                }
-                Err(error) => {
-                    attempt += 1;
-                    tracing::warn!(stage = self.stage.name(), %error, attempt, "Commit failed, retrying");
-                    if sleep_or_shutdown(self.policy.backoff(attempt), &shutdown).await {
-                        return false;
-                    }
-                }
-            }
+        let started = Instant::now();
+        let done = self
+            .until_done("Commit", &shutdown, || {
+                committer.complete(batch.outputs.clone(), batch.offsets.clone())
+            })
+            .await;
+        if done {
+            self.record_completed(started, &batch);
         }
+        done
     }
 
     /// Sends a batch's outputs ahead of its offsets ([`Committer::sends_ahead`]), retrying
@@ -77,25 +65,17 @@ impl Runner {
         shutdown: CancellationToken,
     ) -> Sent {
         let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            match committer.send(&batch.outputs).await {
-                Ok(()) => {
-                    let batch = Pending {
-                        outputs: Vec::new(),
-                        ..batch
-                    };
-                    return Sent::Ahead { batch, started };
-                }
-                Err(error) => {
-                    attempt += 1;
-                    tracing::warn!(stage = self.stage.name(), %error, attempt, "Send failed, retrying");
-                    if sleep_or_shutdown(self.policy.backoff(attempt), &shutdown).await {
-                        return Sent::Whole(false);
-                    }
-                }
-            }
+        if !self
+            .until_done("Send", &shutdown, || committer.send(&batch.outputs))
+            .await
+        {
+            return Sent::Whole(false);
         }
+        let batch = Pending {
+            outputs: Vec::new(),
+            ..batch
+        };
+        Sent::Ahead { batch, started }
     }
 
     /// Ends the oldest completion: a batch sent ahead has its offsets committed now, retrying
@@ -110,24 +90,49 @@ impl Runner {
             Sent::Whole(done) => return done,
             Sent::Ahead { batch, started } => (batch, started),
         };
+        let done = self
+            .until_done("Commit", shutdown, || {
+                committer.commit(batch.offsets.clone())
+            })
+            .await;
+        if done {
+            self.record_completed(started, &batch);
+        }
+        done
+    }
+
+    /// Tries `once` until it works, backing off between tries (a failure hands nothing out
+    /// again, so the same batch is always the one retried); false if shutdown came first.
+    async fn until_done<F, Fut>(
+        &self,
+        what: &str,
+        shutdown: &CancellationToken,
+        mut once: F,
+    ) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), LogError>>,
+    {
         let mut attempt = 0;
         loop {
-            match committer.commit(batch.offsets.clone()).await {
-                Ok(()) => {
-                    self.metrics.commit_seconds.record(started.elapsed());
-                    if let Some(since) = batch.since {
-                        self.metrics.batch_seconds.record(since.elapsed());
-                    }
-                    return true;
-                }
+            match once().await {
+                Ok(()) => return true,
                 Err(error) => {
                     attempt += 1;
-                    tracing::warn!(stage = self.stage.name(), %error, attempt, "Commit failed, retrying");
+                    tracing::warn!(stage = self.stage.name(), %error, attempt, "{what} failed, retrying");
                     if sleep_or_shutdown(self.policy.backoff(attempt), shutdown).await {
                         return false;
                     }
                 }
             }
+        }
+    }
+
+    /// The commit and batch times of a completed batch.
+    fn record_completed(&self, started: Instant, batch: &Pending) {
+        self.metrics.commit_seconds.record(started.elapsed());
+        if let Some(since) = batch.since {
+            self.metrics.batch_seconds.record(since.elapsed());
         }
     }
 }
